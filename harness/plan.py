@@ -1,0 +1,60 @@
+"""`harness plan`: what each cell will do, without training (and without importing torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.suite import Cell, Suite
+
+
+def cell_json(cell: Cell) -> dict[str, Any]:
+    return {
+        "cell_id": cell.cell_id,
+        "experiment": cell.experiment,
+        "aliases": list(cell.aliases),
+        "model": cell.model_name,
+        "optimizer": cell.optimizer_name,
+        "optimizer_kind": cell.optimizer.kind,
+        "schedule": cell.schedule_name,
+        "realization": cell.schedule["realization"],
+        "seed": cell.seed,
+        "dataset": cell.dataset.name,
+        "train_size": cell.plan.train_size,
+        "epochs": cell.plan.epochs,
+        "updates": cell.plan.updates,
+        "phases": [p.as_dict() for p in cell.plan.phases],
+        "paper": cell.paper.model_dump() if cell.paper else None,
+    }
+
+
+def plan_json(suite: Suite, cells: Sequence[Cell]) -> dict[str, Any]:
+    return {"suite": suite.name, "path": str(suite.path), "cells": [cell_json(c) for c in cells]}
+
+
+def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(f"[bold]{suite.name}[/bold]: {len(cells)} cells ({suite.path})")
+    for cell in cells:
+        title = f"{cell.cell_id}  {cell.label}"
+        if cell.aliases:
+            title += f"  (also {', '.join(cell.aliases)})"
+        table = Table(title=title, title_justify="left", show_edge=False)
+        for name in ("epochs", "lr", "batch", "momentum", "noise scale g", "updates"):
+            table.add_column(name, justify="right")
+        for p in cell.plan.phases:
+            table.add_row(
+                f"{p.start_epoch}-{p.end_epoch}",
+                f"{p.lr:.4g}",
+                str(p.batch_size),
+                f"{p.momentum:g}",
+                f"{p.noise_scale:.4g}",
+                str(p.updates),
+            )
+        paper = f"; paper: {cell.paper.updates}" if cell.paper and cell.paper.updates else ""
+        table.caption = f"{cell.plan.updates} updates in {cell.plan.epochs} epochs{paper}"
+        table.caption_justify = "left"
+        console.print(table)

@@ -1,0 +1,205 @@
+"""The schedule algebra: a base schedule and a realization give phases of (lr, B, m).
+
+Everything here is a pure function of explicitly passed numbers (no torch, no config objects),
+so `harness plan` is instant and the invariants can be property-tested.
+
+Vocabulary (see DESIGN.md):
+- the *multiplier* mu(e) of a base schedule is what a plain lr schedule would multiply the
+  initial lr by during epoch e (step drops, cosine, linear warm-up);
+- a *realization* decides how each drop of mu is made: by the lr, by the batch size, or by the
+  batch size for the first k drops and the lr after that (hybrid);
+- the schedule conserves the *temperature* lr / (B (1 - m)) that a plain lr schedule would have,
+  which is the paper's noise scale g = lr/(1-m) (N/B - 1) in its B << N limit. The exact g is
+  reported for every phase; across realizations it differs only by the (1 - B/N) factor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Shape = Literal["step", "cosine"]
+Realization = Literal["lr", "batch", "hybrid"]
+
+
+@dataclass(frozen=True)
+class BaseSchedule:
+    """How the noise scale falls, independent of how the fall is realized."""
+
+    epochs: int
+    shape: Shape = "step"
+    milestones: tuple[int, ...] = ()
+    factor: float = 10.0
+    warmup_epochs: int = 0
+    min_multiplier: float = 0.0  # cosine only: the multiplier the curve ends at
+
+    def multiplier(self, epoch: int) -> float:
+        """mu(epoch) in (0, 1]: the factor a plain lr schedule applies during `epoch` (0-based)."""
+        return 1.0 / self.divisor(epoch)
+
+    def divisor(self, epoch: int) -> float:
+        """1 / mu(epoch), computed so that step schedules stay exact powers of `factor`."""
+        warm = 1.0
+        if epoch < self.warmup_epochs:
+            # Linear warm-up to the full value at the end of warm-up; never zero.
+            warm = (self.warmup_epochs + 1) / (epoch + 1)
+        if self.shape == "step":
+            drops = sum(1 for m in self.milestones if m <= epoch)
+            return warm * self.factor**drops
+        progress = epoch / self.epochs
+        mu = self.min_multiplier + (1.0 - self.min_multiplier) * 0.5 * (
+            1.0 + math.cos(math.pi * progress)
+        )
+        return warm / mu
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Epochs [start_epoch, end_epoch) trained with constant hyper-parameters."""
+
+    start_epoch: int
+    end_epoch: int
+    lr: float
+    batch_size: int
+    momentum: float
+    noise_scale: float
+    updates: int  # optimizer steps in this phase, never micro-batches
+
+    @property
+    def epochs(self) -> int:
+        return self.end_epoch - self.start_epoch
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Plan:
+    phases: tuple[Phase, ...]
+    train_size: int
+    drop_last: bool
+
+    @property
+    def epochs(self) -> int:
+        return self.phases[-1].end_epoch
+
+    @property
+    def updates(self) -> int:
+        return sum(p.updates for p in self.phases)
+
+    def phase_at(self, epoch: int) -> Phase:
+        """The phase that trains epoch `epoch` (0-based)."""
+        for phase in self.phases:
+            if phase.start_epoch <= epoch < phase.end_epoch:
+                return phase
+        raise IndexError(f"epoch {epoch} is outside the plan's {self.epochs} epochs")
+
+    def updates_before(self, epoch: int) -> int:
+        """Optimizer steps taken before epoch `epoch` starts (0-based)."""
+        return sum(
+            updates_per_epoch(self.train_size, p.batch_size, self.drop_last)
+            * max(0, min(epoch, p.end_epoch) - p.start_epoch)
+            for p in self.phases
+        )
+
+
+def noise_scale(lr: float, momentum: float, batch_size: int, train_size: int) -> float:
+    """The paper's g = lr / (1 - m) * (N / B - 1)  (Smith & Le 2017; eq. 5)."""
+    return lr / (1.0 - momentum) * (train_size / batch_size - 1.0)
+
+
+def updates_per_epoch(train_size: int, batch_size: int, drop_last: bool = True) -> int:
+    """floor(N/B): the partial batch is dropped (this matches every count the paper states)."""
+    if drop_last:
+        return train_size // batch_size
+    return -(-train_size // batch_size)
+
+
+def scaled_batch_size(
+    base_batch: int, base_lr: float, base_momentum: float, lr: float, momentum: float
+) -> float:
+    """The scaling rules B ∝ lr and B ∝ 1/(1-m), applied to a base recipe."""
+    return base_batch * (lr / base_lr) * ((1.0 - base_momentum) / (1.0 - momentum))
+
+
+def _floor_to_ghost(batch: float, ghost: int) -> int:
+    # Rounding down keeps lr = lr0 * B / wanted at or below the recipe's lr, never above it.
+    return max(ghost, math.floor(batch / ghost + 1e-9) * ghost)
+
+
+def batch_cap(
+    realization: Realization,
+    batch_size: int,
+    factor: float,
+    batch_drops: int,
+    b_max: int | None,
+    ghost: int,
+) -> float:
+    """Largest batch the realization may reach: b_max, and for hybrid the size after k drops."""
+    cap = math.inf if b_max is None else float(b_max)
+    if realization == "lr":
+        return float(batch_size)
+    if realization == "hybrid":
+        cap = min(cap, float(_floor_to_ghost(batch_size * factor**batch_drops, ghost)))
+    return cap
+
+
+def realize(
+    base: BaseSchedule,
+    *,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    train_size: int,
+    realization: Realization = "lr",
+    batch_drops: int = 0,
+    b_max: int | None = None,
+    ghost: int = 1,
+    drop_last: bool = True,
+) -> Plan:
+    """Phases of one realization of `base`, starting from (lr, batch_size, momentum).
+
+    At every epoch the batch realization asks for B = B0 / mu rounded down to a multiple of
+    `ghost` and capped (b_max; hybrid: B0 * factor**k); whatever the batch could not absorb, through
+    the cap or the rounding, is taken by the lr, so lr / B equals the lr realization's exactly.
+    """
+    cap = batch_cap(realization, batch_size, base.factor, batch_drops, b_max, ghost)
+    epochs: list[tuple[float, int]] = []
+    for epoch in range(base.epochs):
+        divisor = base.divisor(epoch)
+        wanted = batch_size * divisor
+        if realization == "lr" or wanted <= batch_size:
+            # A multiplier above the initial one (never in the paper) is taken by the lr.
+            batch = batch_size
+        else:
+            batch = _floor_to_ghost(min(wanted, cap), ghost)
+        # Written as lr * (B / wanted) so that an exact batch step leaves lr bit-for-bit equal.
+        epoch_lr = lr / divisor if batch == batch_size else lr * (batch / wanted)
+        epochs.append((epoch_lr, batch))
+    return Plan(_merge(epochs, momentum, train_size, drop_last), train_size, drop_last)
+
+
+def _merge(
+    epochs: Sequence[tuple[float, int]], momentum: float, train_size: int, drop_last: bool
+) -> tuple[Phase, ...]:
+    phases: list[Phase] = []
+    start = 0
+    for end in range(1, len(epochs) + 1):
+        if end < len(epochs) and epochs[end] == epochs[start]:
+            continue
+        lr, batch = epochs[start]
+        phases.append(
+            Phase(
+                start_epoch=start,
+                end_epoch=end,
+                lr=lr,
+                batch_size=batch,
+                momentum=momentum,
+                noise_scale=noise_scale(lr, momentum, batch, train_size),
+                updates=updates_per_epoch(train_size, batch, drop_last) * (end - start),
+            )
+        )
+        start = end
+    return tuple(phases)

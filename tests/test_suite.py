@@ -1,0 +1,194 @@
+"""Suites: expansion into cells, stable ids, and one clear line for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UserError
+from harness.suite import load_suite, select
+from tests.conftest import SUITES
+
+MINIMAL = """\
+name: tiny
+dataset: {name: synthetic, train_size: 1000, test_size: 100}
+models:
+  small: {name: small_cnn, width: 8}
+optimizers:
+  momentum: {kind: momentum, lr: 0.1, momentum: 0.9}
+schedule:
+  epochs: 10
+  milestones: [4, 8]
+  factor: 2
+  batch_size: 32
+schedules:
+  decaying: {realization: lr}
+  increasing: {realization: batch}
+training: {ghost_batch_size: 16}
+experiments:
+  - name: grid
+    optimizers: [momentum]
+    schedules: [decaying, increasing]
+    seeds: [0, 1]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_grid_expands_by_product_with_stable_ids(tmp_path):
+    suite = load_suite(write(tmp_path, MINIMAL))
+    assert len(suite.cells) == 4
+    assert {(c.schedule_name, c.seed) for c in suite.cells} == {
+        ("decaying", 0), ("decaying", 1), ("increasing", 0), ("increasing", 1)
+    }
+    again = load_suite(write(tmp_path, MINIMAL, "copy.yaml"))
+    assert [c.cell_id for c in suite.cells] == [c.cell_id for c in again.cells]
+    assert len({c.cell_id for c in suite.cells}) == 4
+
+
+def test_ids_hash_what_runs_not_what_it_is_called(tmp_path):
+    base = load_suite(write(tmp_path, MINIMAL))
+    renamed = load_suite(write(tmp_path, MINIMAL.replace("decaying", "original"), "r.yaml"))
+    assert {c.cell_id for c in base.cells} == {c.cell_id for c in renamed.cells}
+    changed = load_suite(write(tmp_path, MINIMAL.replace("lr: 0.1", "lr: 0.2"), "c.yaml"))
+    assert not {c.cell_id for c in base.cells} & {c.cell_id for c in changed.cells}
+
+
+def test_identical_cells_in_one_suite_are_one_cell():
+    suite = load_suite(SUITES / "cifar.yaml")
+    # 4 optimizers x 3 schedules in Sec 5.1, plus the two new schedules of Sec 5.2; its
+    # "original" and "increasing batch" are Sec 5.1's momentum cells.
+    assert len(suite.cells) == 14
+    aliased = {c.label: c.aliases for c in suite.cells if c.aliases}
+    assert aliased == {
+        "sec5.1/momentum/decaying_lr/seed0": ("sec5.2/momentum/decaying_lr/seed0",),
+        "sec5.1/momentum/increasing_batch/seed0": ("sec5.2/momentum/increasing_batch/seed0",),
+    }
+    original = next(c for c in suite.cells if c.label.startswith("sec5.1/momentum/decaying"))
+    assert original.paper is not None and original.paper.test_acc == 0.943
+
+
+def test_select_matches_ids_labels_and_aliases():
+    cells = load_suite(SUITES / "cifar.yaml").cells
+    assert len(select(cells, "sec5.2/*")) == 4
+    assert len(select(cells, "adam")) == 3
+    assert select(cells, cells[0].cell_id) == (cells[0],)
+
+
+def test_every_shipped_suite_loads():
+    for path in sorted(SUITES.glob("*.yaml")):
+        assert load_suite(path).cells, path
+
+
+def test_cosine_and_warmup_schedules_plan(tmp_path):
+    text = MINIMAL.replace(
+        "  milestones: [4, 8]\n  factor: 2\n", "  shape: cosine\n  warmup_epochs: 2\n"
+    ).replace("increasing: {realization: batch}", "increasing: {realization: batch, b_max: 256}")
+    suite = load_suite(write(tmp_path, text))
+    plan = next(c for c in suite.cells if c.schedule_name == "increasing").plan
+    assert max(p.batch_size for p in plan.phases) == 256
+    assert all(p.batch_size % 16 == 0 for p in plan.phases)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input, through the real CLI process: one line, exit 2, no traceback, field and line named
+
+BAD = [
+    ("unknown key", ("milestones: [4, 8]", "milestone: [4, 8]"), ":9: schedule.milestone",
+     "unknown key 'milestone'"),
+    ("wrong type", ("epochs: 10", "epochs: ten"), ":8: schedule.epochs", "valid integer"),
+    ("batch not a multiple of ghost", ("batch_size: 32", "batch_size: 40"),
+     ":11: schedule.batch_size", "multiple of the ghost batch size 16; use 32"),
+    ("milestones out of order", ("[4, 8]", "[8, 4]"), "schedule.milestones",
+     "strictly increasing"),
+    ("milestone past the last epoch", ("[4, 8]", "[4, 10]"), "schedule.milestones",
+     "not before the last epoch"),
+    ("negative lr", ("lr: 0.1", "lr: -0.1"), ":6: optimizers.momentum.lr", "greater than 0"),
+    ("momentum >= 1", ("momentum: 0.9}", "momentum: 1.0}"), ":6: optimizers.momentum.momentum",
+     "less than 1"),
+    ("b_max below the initial batch", ("increasing: {realization: batch}",
+     "increasing: {realization: batch, b_max: 16}"), ":14: schedules.increasing.b_max",
+     "below the initial batch size 32"),
+    ("unknown optimizer name", ("optimizers: [momentum]", "optimizers: [adamw]"),
+     ":18: experiments.0.optimizers.0", "unknown name 'adamw'"),
+    ("unknown model", ("name: small_cnn", "name: resnet9"), ":4: models.small",
+     "small_cnn"),
+    ("batch beyond the training set", ("factor: 2", "factor: 40"),
+     "schedules.increasing.b_max", "exceeds the training set"),
+]
+
+
+@pytest.mark.parametrize(("case", "edit", "where", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_suite_gets_one_clear_line(tmp_path, cli, case, edit, where, message):
+    assert edit[0] in MINIMAL, case
+    path = write(tmp_path, MINIMAL.replace(edit[0], edit[1], 1))
+    result = cli("plan", str(path))
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith(f"error: {path}"), lines[0]
+    assert where in lines[0], lines[0]
+    assert message in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such suite file"),
+        ("name: [unclosed\n", "not valid YAML"),
+        ("just a string\n", "must be a YAML mapping"),
+        (b"\xff\xfe\x00binary", "not a text file"),
+    ],
+    ids=["missing file", "broken yaml", "not a mapping", "binary"],
+)
+def test_unreadable_suite_gets_one_clear_line(tmp_path, cli, content, message):
+    path = tmp_path / "suite.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    result = cli("plan", str(path))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr and str(path) in result.stderr
+
+
+def test_load_suite_raises_user_error(tmp_path):
+    with pytest.raises(UserError, match="schedule.epochs"):
+        load_suite(write(tmp_path, MINIMAL.replace("epochs: 10", "epochs: -1")))
+
+
+def test_plan_json_through_the_cli(cli):
+    result = cli("plan", "suites/cifar.yaml", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["suite"] == "cifar"
+    cell = next(c for c in plan["cells"] if c["schedule"] == "increased_momentum")
+    assert cell["updates"] == sum(p["updates"] for p in cell["phases"]) == 2160
+    assert cell["train_size"] == 50000 and cell["epochs"] == 200
+    assert [p["batch_size"] for p in cell["phases"]] == [3200, 5120, 5120, 5120]
+    assert {"start_epoch", "end_epoch", "lr", "batch_size", "momentum", "noise_scale",
+            "updates"} <= set(cell["phases"][0])
+
+
+def test_plan_does_not_import_torch(cli):
+    code = ("import sys; from harness.cli import app; sys.argv=['harness','plan',"
+            "'suites/imagenet.yaml']\ntry: app()\nexcept SystemExit: pass\n"
+            "assert 'torch' not in sys.modules, 'plan imported torch'")
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "14040" in done.stdout
