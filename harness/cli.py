@@ -91,6 +91,123 @@ def run(
         raise typer.Exit(1)
 
 
+FormatOption = Annotated[
+    str, typer.Option("--format", help="markdown, github, latex, html or csv.")
+]
+
+
+def _suite_folders(root: Path) -> list[Path]:
+    """Every results folder under `root` (a folder with a runs/ subfolder)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.glob("*/runs") if p.is_dir())
+
+
+@app.command()
+def report(
+    dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Results folders (default: every suite folder under results/)."),
+    ] = None,
+    fmt: FormatOption = "markdown",
+    out: Annotated[
+        Path | None, typer.Option(help="Write the report to this file instead of stdout.")
+    ] = None,
+    figures: Annotated[
+        Path | None,
+        typer.Option(help="Write PNG figures here (default with --out: figures/ beside it)."),
+    ] = None,
+) -> None:
+    """Tables beside the paper's accuracies and update counts, the equivalence table, figures."""
+    from harness.report import FORMATS, build_report
+    from harness.store import atomic_path
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format: unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
+    folders = list(dirs) if dirs else _suite_folders(Path("results"))
+    if not folders:
+        raise UserError("no results folders under results/; pass one, e.g. results/smoke")
+    if figures is None and out is not None and fmt != "csv":
+        figures = out.parent / "figures"
+    text = build_report(
+        folders, fmt, figures_dir=figures, links_relative_to=out.parent if out else None
+    )
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
+    print(f"wrote {out}" + (f" and figures in {figures}" if figures else ""), file=sys.stderr)
+
+
+@app.command()
+def check(
+    suite: SuiteArg,
+    baseline: Annotated[
+        Path, typer.Option(help="Results folder holding the baseline rows, e.g. results/smoke.")
+    ],
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to run the suite; finished rows there are reused "
+            "(default: a fresh temporary folder)."
+        ),
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Only cells whose id or label matches (glob or substring).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, mps.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Folder holding cifar-10-batches-py (or $HARNESS_DATA).")
+    ] = None,
+    fmt: FormatOption = "github",
+) -> None:
+    """CI gate: run SUITE and compare every cell with the baseline (exit 0 ok, 1 regressed)."""
+    import tempfile
+
+    from harness.check import compare
+    from harness.report import FORMATS
+    from harness.runner import run_suite
+    from harness.store import read_runs
+    from harness.suite import load_suite, select
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format: unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
+    loaded = load_suite(suite)
+    base_runs = read_runs(baseline)
+    if base_runs.empty:
+        raise UserError(f"--baseline {baseline}: holds no runs; run `harness run {suite}` there")
+    if results is not None and results.resolve() == baseline.resolve():
+        raise UserError(
+            "--results: must differ from --baseline, or the check compares a folder with itself"
+        )
+    cells = select(loaded.cells, only)
+    ids = {c.cell_id for c in cells}
+    with tempfile.TemporaryDirectory(prefix="harness-check-") as scratch:
+        folder = results if results is not None else Path(scratch)
+        run_suite(loaded, results=folder, only=only, device=device, data=data)
+        current = read_runs(folder)
+    current = current[current["cell_id"].isin(ids)]
+    if only is not None:
+        base_runs = base_runs[base_runs["cell_id"].isin(ids)]
+    outcome = compare(base_runs, current, tolerances=loaded.spec.check.model_dump())
+    print(outcome.table(fmt), end="")
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("cifar10")
+def data_cifar10(
+    dest: Annotated[Path, typer.Argument(help="Folder to put cifar-10-batches-py in.")],
+) -> None:
+    """Download the official CIFAR-10 python tarball, check its md5 and unpack it."""
+    from harness.data import download_cifar10
+
+    folder = download_cifar10(dest)
+    print(f"CIFAR-10 is in {folder}; pass --data {dest} or set HARNESS_DATA={dest}")
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     try:

@@ -92,9 +92,7 @@ class InceptionResNetV2Spec(Strict):
     name: Literal["inception_resnet_v2"]
 
 
-ModelSpec = Annotated[
-    WrnSpec | SmallCnnSpec | InceptionResNetV2Spec, Field(discriminator="name")
-]
+ModelSpec = Annotated[WrnSpec | SmallCnnSpec | InceptionResNetV2Spec, Field(discriminator="name")]
 
 
 class OptimizerSpec(Strict):
@@ -425,7 +423,7 @@ def _resolve_schedule(
     if merged["shape"] == "step":
         if list(milestones) != sorted(set(milestones)):
             raise fail("milestones", f"{list(milestones)} must be strictly increasing epochs")
-        if milestones and not 0 < milestones[0]:
+        if milestones and not milestones[0] > 0:
             raise fail("milestones", f"{list(milestones)} must be epochs after 0")
         if milestones and milestones[-1] >= epochs:
             raise fail(
@@ -552,9 +550,7 @@ def _expand(spec: SuiteSpec, lines: _Lines) -> tuple[Cell, ...]:
                     f"unknown name '{key}'; define it under models: ({', '.join(spec.models)})",
                 )
         try:
-            training = TrainingSpec.model_validate(
-                {**spec.training.model_dump(), **exp.training}
-            )
+            training = TrainingSpec.model_validate({**spec.training.model_dump(), **exp.training})
         except ValidationError as exc:
             raise _pydantic_error(lines, exc, (*where, "training")) from None
         for key in exp.paper:

@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
     """`python -m harness ARGS` in a fresh process, as a user would run it."""
     return subprocess.run(
         [sys.executable, "-m", "harness", *args],

@@ -60,8 +60,12 @@ def test_cifar_counts_match_the_paper():
     for label, (count, words) in counts.items():
         assert count == expected[label.replace("sec5.1", "sec5.2")], label
         assert _agrees(count, words), (label, count, words)
-    assert [counts[label][1] for label in expected] == ["~80000", "~29000", "under 6500",
-                                                       "under 2500"]
+    assert [counts[label][1] for label in expected] == [
+        "~80000",
+        "~29000",
+        "under 6500",
+        "under 2500",
+    ]
 
 
 def test_imagenet_counts_match_the_paper():

@@ -46,7 +46,10 @@ def test_grid_expands_by_product_with_stable_ids(tmp_path):
     suite = load_suite(write(tmp_path, MINIMAL))
     assert len(suite.cells) == 4
     assert {(c.schedule_name, c.seed) for c in suite.cells} == {
-        ("decaying", 0), ("decaying", 1), ("increasing", 0), ("increasing", 1)
+        ("decaying", 0),
+        ("decaying", 1),
+        ("increasing", 0),
+        ("increasing", 1),
     }
     again = load_suite(write(tmp_path, MINIMAL, "copy.yaml"))
     assert [c.cell_id for c in suite.cells] == [c.cell_id for c in again.cells]
@@ -101,27 +104,52 @@ def test_cosine_and_warmup_schedules_plan(tmp_path):
 # Bad input, through the real CLI process: one line, exit 2, no traceback, field and line named
 
 BAD = [
-    ("unknown key", ("milestones: [4, 8]", "milestone: [4, 8]"), ":9: schedule.milestone",
-     "unknown key 'milestone'"),
+    (
+        "unknown key",
+        ("milestones: [4, 8]", "milestone: [4, 8]"),
+        ":9: schedule.milestone",
+        "unknown key 'milestone'",
+    ),
     ("wrong type", ("epochs: 10", "epochs: ten"), ":8: schedule.epochs", "valid integer"),
-    ("batch not a multiple of ghost", ("batch_size: 32", "batch_size: 40"),
-     ":11: schedule.batch_size", "multiple of the ghost batch size 16; use 32"),
-    ("milestones out of order", ("[4, 8]", "[8, 4]"), "schedule.milestones",
-     "strictly increasing"),
-    ("milestone past the last epoch", ("[4, 8]", "[4, 10]"), "schedule.milestones",
-     "not before the last epoch"),
+    (
+        "batch not a multiple of ghost",
+        ("batch_size: 32", "batch_size: 40"),
+        ":11: schedule.batch_size",
+        "multiple of the ghost batch size 16; use 32",
+    ),
+    ("milestones out of order", ("[4, 8]", "[8, 4]"), "schedule.milestones", "strictly increasing"),
+    (
+        "milestone past the last epoch",
+        ("[4, 8]", "[4, 10]"),
+        "schedule.milestones",
+        "not before the last epoch",
+    ),
     ("negative lr", ("lr: 0.1", "lr: -0.1"), ":6: optimizers.momentum.lr", "greater than 0"),
-    ("momentum >= 1", ("momentum: 0.9}", "momentum: 1.0}"), ":6: optimizers.momentum.momentum",
-     "less than 1"),
-    ("b_max below the initial batch", ("increasing: {realization: batch}",
-     "increasing: {realization: batch, b_max: 16}"), ":14: schedules.increasing.b_max",
-     "below the initial batch size 32"),
-    ("unknown optimizer name", ("optimizers: [momentum]", "optimizers: [adamw]"),
-     ":18: experiments.0.optimizers.0", "unknown name 'adamw'"),
-    ("unknown model", ("name: small_cnn", "name: resnet9"), ":4: models.small",
-     "small_cnn"),
-    ("batch beyond the training set", ("factor: 2", "factor: 40"),
-     "schedules.increasing.b_max", "exceeds the training set"),
+    (
+        "momentum >= 1",
+        ("momentum: 0.9}", "momentum: 1.0}"),
+        ":6: optimizers.momentum.momentum",
+        "less than 1",
+    ),
+    (
+        "b_max below the initial batch",
+        ("increasing: {realization: batch}", "increasing: {realization: batch, b_max: 16}"),
+        ":14: schedules.increasing.b_max",
+        "below the initial batch size 32",
+    ),
+    (
+        "unknown optimizer name",
+        ("optimizers: [momentum]", "optimizers: [adamw]"),
+        ":18: experiments.0.optimizers.0",
+        "unknown name 'adamw'",
+    ),
+    ("unknown model", ("name: small_cnn", "name: resnet9"), ":4: models.small", "small_cnn"),
+    (
+        "batch beyond the training set",
+        ("factor: 2", "factor: 40"),
+        "schedules.increasing.b_max",
+        "exceeds the training set",
+    ),
 ]
 
 
@@ -163,7 +191,7 @@ def test_unreadable_suite_gets_one_clear_line(tmp_path, cli, content, message):
 
 
 def test_load_suite_raises_user_error(tmp_path):
-    with pytest.raises(UserError, match="schedule.epochs"):
+    with pytest.raises(UserError, match=r"schedule\.epochs"):
         load_suite(write(tmp_path, MINIMAL.replace("epochs: 10", "epochs: -1")))
 
 
@@ -176,14 +204,23 @@ def test_plan_json_through_the_cli(cli):
     assert cell["updates"] == sum(p["updates"] for p in cell["phases"]) == 2160
     assert cell["train_size"] == 50000 and cell["epochs"] == 200
     assert [p["batch_size"] for p in cell["phases"]] == [3200, 5120, 5120, 5120]
-    assert {"start_epoch", "end_epoch", "lr", "batch_size", "momentum", "noise_scale",
-            "updates"} <= set(cell["phases"][0])
+    assert {
+        "start_epoch",
+        "end_epoch",
+        "lr",
+        "batch_size",
+        "momentum",
+        "noise_scale",
+        "updates",
+    } <= set(cell["phases"][0])
 
 
 def test_plan_does_not_import_torch(cli):
-    code = ("import sys; from harness.cli import app; sys.argv=['harness','plan',"
-            "'suites/imagenet.yaml']\ntry: app()\nexcept SystemExit: pass\n"
-            "assert 'torch' not in sys.modules, 'plan imported torch'")
+    code = (
+        "import sys; from harness.cli import app; sys.argv=['harness','plan',"
+        "'suites/imagenet.yaml']\ntry: app()\nexcept SystemExit: pass\n"
+        "assert 'torch' not in sys.modules, 'plan imported torch'"
+    )
     import subprocess
     import sys
 

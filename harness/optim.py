@@ -1,0 +1,66 @@
+"""Optimizers: a registry of builders, and the per-phase change of lr and momentum.
+
+The optimizer is built once per cell; each phase only rewrites `lr` (and `momentum`) in its
+param groups, so momentum buffers and Adam moments carry across phases as the paper's
+schedules assume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+from harness.suite import OptimizerSpec
+
+Builder = Callable[
+    [Iterable[torch.nn.Parameter], OptimizerSpec, float, dict], torch.optim.Optimizer
+]
+
+
+def _sgd(params, spec, weight_decay, extra):  # type: ignore[no-untyped-def]
+    # PyTorch's SGD keeps v <- m v + g and steps by lr v: the paper's accumulation A (eq. 6-7),
+    # so a change of lr between phases does not rescale what is already accumulated.
+    return torch.optim.SGD(
+        params,
+        lr=spec.lr,
+        momentum=spec.momentum or 0.0,
+        nesterov=spec.kind == "nesterov",
+        weight_decay=weight_decay,
+        **extra,
+    )
+
+
+def _adam(params, spec, weight_decay, extra):  # type: ignore[no-untyped-def]
+    # weight_decay here is an L2 term on the loss, as TensorFlow's Adam with L2 regularization.
+    return torch.optim.Adam(
+        params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=weight_decay, **extra
+    )
+
+
+OPTIMIZERS: dict[str, Builder] = {
+    "sgd": _sgd,
+    "momentum": _sgd,
+    "nesterov": _sgd,
+    "adam": _adam,
+}
+
+
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter],
+    spec: OptimizerSpec,
+    weight_decay: float,
+    device: torch.device,
+) -> torch.optim.Optimizer:
+    """The optimizer for a cell; multi-tensor (foreach) kernels on accelerators."""
+    wd = spec.weight_decay if spec.weight_decay is not None else weight_decay
+    extra = {"foreach": True} if device.type != "cpu" else {}
+    return OPTIMIZERS[spec.kind](params, spec, wd, extra)
+
+
+def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, momentum: float) -> None:
+    """Enter a phase: new lr (and momentum for SGD with momentum), state kept."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if "momentum" in group and group["momentum"] > 0:
+            group["momentum"] = momentum

@@ -1,0 +1,74 @@
+"""Where a row came from: code version, software versions, machine and device."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import harness
+
+_SOURCE = Path(harness.__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(_SOURCE), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """The harness source's git commit and whether its tracked files differ from it."""
+    commit = _git("rev-parse", "HEAD")
+    dirty = None
+    if commit is not None:
+        status = _git("status", "--porcelain", "--untracked-files=no", "--", "harness", "suites")
+        dirty = bool(status)
+    return {"git_commit": commit or "unknown", "git_dirty": dirty}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: Any) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return str(torch.cuda.get_device_name(device))
+    if device.type == "cpu":
+        return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
+def environment(device: Any) -> dict[str, Any]:
+    import torch
+
+    return {
+        **code_version(),
+        "device": device.type,
+        "device_name": device_name(device),
+        "hostname": socket.gethostname(),
+        "python_version": sys.version.split()[0],
+        "torch_version": torch.__version__,
+        "harness_version": harness.__version__,
+    }

@@ -1,0 +1,45 @@
+"""Speed of `build_report` (markdown, no figures) over ~3000 cells with 20 epochs each.
+
+Run with ``pytest tests/benchmarks --benchmark-only``. The fake folder holds its 3024 run rows
+and 60480 curve rows in one Parquet file per table, so this measures the report (load,
+alias expansion, summary, equivalence, rendering), not the file system's cost of opening
+6000 per-cell files.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# tests/ holds the shared fakes; pytest puts only this folder on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fakes import FakeExperiment, write_fake_results
+
+from harness.report import build_report
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+SCHEDULES = ("decaying_lr", "hybrid", "increasing_batch")
+EXPERIMENTS = 84  # x 4 optimizers x 3 schedules x 3 seeds = 3024 cells
+
+
+@pytest.fixture(scope="module")
+def big_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("big")
+    experiments = [
+        # Distinct seeds per experiment make distinct cells (equal ones would be aliases).
+        FakeExperiment(f"exp{i:02d}", OPTIMIZERS, SCHEDULES, seeds=(3 * i, 3 * i + 1, 3 * i + 2))
+        for i in range(EXPERIMENTS)
+    ]
+    rows = write_fake_results(root, experiments, epochs=20, one_file=True)
+    assert len(rows) == EXPERIMENTS * len(OPTIMIZERS) * len(SCHEDULES) * 3
+    return root
+
+
+def test_bench_build_report_markdown(benchmark, big_results: Path) -> None:
+    text = benchmark.pedantic(
+        build_report, args=([big_results],), rounds=3, iterations=1, warmup_rounds=1
+    )
+    assert text.count("| exp83 ") == 12 + 8  # summary rows + equivalence rows

@@ -1,0 +1,196 @@
+"""The training loop on synthetic data: accumulation, seeds, divergence, phases, resume.
+
+Real CIFAR-10 and the CLI are exercised in test_e2e.py; here each property is checked on the
+smallest data that shows it, in-process.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.data import DeviceData, synthetic_cifar10
+from harness.optim import build_optimizer, set_hyperparameters
+from harness.suite import Cell, ExecutionSpec, load_suite
+from harness.train import build, micro_batch_size, stream_seed, train_cell, train_step
+
+SUITE = """\
+name: tiny
+dataset: {{name: synthetic, train_size: 256, test_size: 64}}
+models:
+  small: {{name: small_cnn, width: 4}}
+optimizers:
+  momentum: {{kind: momentum, lr: {lr}, momentum: 0.9}}
+  adam: {{kind: adam, lr: 0.001}}
+schedule:
+  epochs: 4
+  milestones: [2, 3]
+  factor: 2
+  batch_size: 32
+schedules:
+  decaying: {{realization: lr}}
+  increasing: {{realization: batch}}
+training: {{ghost_batch_size: 16}}
+execution: {{max_micro_batch: 32, eval_batch_size: 64}}
+experiments:
+  - name: grid
+    optimizers: [momentum, adam]
+    schedules: [decaying, increasing]
+    seeds: [0]
+"""
+
+
+def tiny_suite(tmp_path: Path, lr: float = 0.05):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent(SUITE.format(lr=lr)))
+    return load_suite(path)
+
+
+def cell_of(suite, optimizer: str, schedule: str) -> Cell:
+    return next(
+        c for c in suite.cells if c.optimizer_name == optimizer and c.schedule_name == schedule
+    )
+
+
+@pytest.fixture(scope="module")
+def data() -> DeviceData:
+    return DeviceData.from_arrays(synthetic_cifar10(256, 64, seed=0), torch.device("cpu"))
+
+
+def test_stream_seeds_are_stable_and_distinct():
+    assert stream_seed(0, "order", 1) == stream_seed(0, "order", 1)
+    names = ("order", "augment")
+    seeds = {stream_seed(s, name, e) for s in (0, 1) for name in names for e in (0, 1)}
+    assert len(seeds) == 8
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_micro_batch_size_is_a_multiple_of_the_ghost_size():
+    execution = ExecutionSpec(max_micro_batch=100)
+    assert micro_batch_size(64, execution, ghost=16) == 64
+    assert micro_batch_size(512, execution, ghost=16) == 96
+    assert micro_batch_size(512, ExecutionSpec(max_micro_batch=None), ghost=16) == 512
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_accumulated_micro_batches_equal_one_big_batch(tmp_path, data, optimizer):
+    """B = 64 as four micro-batches of 16 gives the update of one batch of 64."""
+    cell = cell_of(tiny_suite(tmp_path), optimizer, "decaying")
+    execution = ExecutionSpec()
+    indices = torch.arange(64)
+    params, losses = [], []
+    for micro in (64, 16):
+        model = build(cell, data.device, execution).double()
+        model.train()
+        optim = build_optimizer(model.parameters(), cell.optimizer, 5e-4, data.device)
+        # Two steps, so that momentum / Adam state built from accumulated gradients is used.
+        for step in range(2):
+            gen = torch.Generator().manual_seed(step)
+            data_f64 = _Float64(data)
+            losses.append(float(train_step(model, optim, data_f64, indices, micro, gen, "fp32")))
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(params[0], params[1], rtol=0, atol=1e-10)
+    # The reported loss is summed in float32 on the device, hence the looser tolerance.
+    assert losses[0] == pytest.approx(losses[2], rel=1e-6)
+    assert losses[1] == pytest.approx(losses[3], rel=1e-6)
+    # And the step did something.
+    fresh = build(cell, data.device, execution).double()
+    start = torch.cat([p.detach().flatten() for p in fresh.parameters()])
+    assert (params[0] - start).abs().max() > 1e-4
+
+
+class _Float64:
+    """A DeviceData whose normalized images are float64, for exactness at double precision."""
+
+    def __init__(self, data: DeviceData) -> None:
+        self._data = data
+
+    def train_images(self, indices, generator):
+        return self._data.train_images(indices, generator)
+
+    def normalize(self, x):
+        return self._data.normalize(x).double()
+
+
+def test_same_cell_twice_gives_identical_metrics(tmp_path, data):
+    cell = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
+    runs = [
+        train_cell(cell, data, ExecutionSpec(eval_batch_size=64), tmp_path / f"{i}.pt")
+        for i in range(2)
+    ]
+    keys = ("updates", "lr", "batch_size", "train_loss", "test_loss", "test_acc")
+    first, second = ([{k: c[k] for k in keys} for c in r.progress.curves] for r in runs)
+    assert first == second
+    assert runs[0].progress.updates == cell.plan.updates
+    assert [c["epoch"] for c in runs[0].progress.curves] == [1, 2, 3, 4]
+
+
+def test_same_seed_same_initial_weights_whatever_the_schedule(tmp_path):
+    suite = tiny_suite(tmp_path)
+    a = build(cell_of(suite, "momentum", "decaying"), torch.device("cpu"), ExecutionSpec())
+    b = build(cell_of(suite, "adam", "increasing"), torch.device("cpu"), ExecutionSpec())
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(pa, pb)
+
+
+def test_updates_follow_the_plan_phase_by_phase(tmp_path, data):
+    cell = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
+    result = train_cell(cell, data, ExecutionSpec(eval_batch_size=64), tmp_path / "c.pt")
+    planned = [p for p in cell.plan.phases for _ in range(p.start_epoch, p.end_epoch)]
+    steps = [c["updates"] for c in result.progress.curves]
+    per_epoch = [b - a for a, b in zip([0, *steps], steps)]
+    assert per_epoch == [p.updates // (p.end_epoch - p.start_epoch) for p in planned]
+    assert [c["batch_size"] for c in result.progress.curves] == [p.batch_size for p in planned]
+    assert result.progress.images == sum(per_epoch[i] * planned[i].batch_size for i in range(4))
+
+
+def test_huge_lr_diverges_and_stops(tmp_path, data):
+    cell = cell_of(tiny_suite(tmp_path, lr=1e6), "momentum", "decaying")
+    result = train_cell(cell, data, ExecutionSpec(eval_batch_size=64), tmp_path / "d.pt")
+    assert result.progress.status == "diverged"
+    assert "training loss is" in (result.progress.error or "")
+    assert len(result.progress.curves) == result.progress.epoch  # stopped where it diverged
+    assert not math.isfinite(result.progress.curves[-1]["train_loss"])
+
+
+def test_phase_change_keeps_optimizer_state(tmp_path, data):
+    cell = cell_of(tiny_suite(tmp_path), "momentum", "decaying")
+    model = build(cell, data.device, ExecutionSpec())
+    optim = build_optimizer(model.parameters(), cell.optimizer, 5e-4, data.device)
+    gen = torch.Generator().manual_seed(0)
+    train_step(model, optim, data, torch.arange(32), 32, gen, "fp32")
+    buffers = [optim.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+    set_hyperparameters(optim, lr=0.001, momentum=0.95)
+    assert all(g["lr"] == 0.001 and g["momentum"] == 0.95 for g in optim.param_groups)
+    for p, before in zip(model.parameters(), buffers):
+        assert torch.equal(optim.state[p]["momentum_buffer"], before)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_interrupted_cell_resumes_to_the_same_metrics(tmp_path, data):
+    """Killed after epoch 2 (its checkpoint written), a re-run ends where an unbroken run does."""
+    cell = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
+    execution = ExecutionSpec(eval_batch_size=64, max_micro_batch=32)
+    whole = train_cell(cell, data, execution, tmp_path / "whole.pt")
+
+    def stop_after_two(_cell, row):
+        if row["epoch"] == 2:
+            raise _Stop
+
+    checkpoint = tmp_path / "broken.pt"
+    with pytest.raises(_Stop):
+        train_cell(cell, data, execution, checkpoint, on_epoch=stop_after_two)
+    assert checkpoint.exists()
+    resumed = train_cell(cell, data, execution, checkpoint)
+    keys = ("epoch", "updates", "train_loss", "test_loss", "test_acc")
+    assert [{k: c[k] for k in keys} for c in resumed.progress.curves] == [
+        {k: c[k] for k in keys} for c in whole.progress.curves
+    ]
+    assert resumed.final == whole.final
