@@ -18,7 +18,9 @@ Builder = Callable[
 ]
 
 
-def _sgd(params, spec, weight_decay, extra):  # type: ignore[no-untyped-def]
+def _sgd(
+    params: Iterable[torch.nn.Parameter], spec: OptimizerSpec, weight_decay: float, extra: dict
+) -> torch.optim.Optimizer:
     # PyTorch's SGD keeps v <- m v + g and steps by lr v: the paper's accumulation A (eq. 6-7),
     # so a change of lr between phases does not rescale what is already accumulated.
     return torch.optim.SGD(
@@ -31,7 +33,9 @@ def _sgd(params, spec, weight_decay, extra):  # type: ignore[no-untyped-def]
     )
 
 
-def _adam(params, spec, weight_decay, extra):  # type: ignore[no-untyped-def]
+def _adam(
+    params: Iterable[torch.nn.Parameter], spec: OptimizerSpec, weight_decay: float, extra: dict
+) -> torch.optim.Optimizer:
     # weight_decay here is an L2 term on the loss, as TensorFlow's Adam with L2 regularization.
     return torch.optim.Adam(
         params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=weight_decay, **extra

@@ -121,7 +121,8 @@ def build(cell: Cell, device: torch.device, execution: ExecutionSpec) -> torch.n
         )
     model = model.to(device)
     if execution.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to accepts memory_format at run time; its type stubs do not say so.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 
 

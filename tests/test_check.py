@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fakes import FakeExperiment, write_fake_results
 
 from harness.check import CheckResult, compare
 from harness.errors import UserError
 from harness.store import read_runs
+from tests.fakes import FakeExperiment, write_fake_results
 
 TOLERANCES: dict[str, float | None] = {
     "final_test_acc": 0.01,

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fakes import CIFAR_LIKE, FakeExperiment, FakeSchedule, write_fake_results
 
 from harness.errors import UserError
 from harness.report import (
@@ -23,6 +22,7 @@ from harness.report import (
     render,
     summary_table,
 )
+from tests.fakes import CIFAR_LIKE, FakeExperiment, FakeSchedule, write_fake_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -8,17 +8,12 @@ alias expansion, summary, equivalence, rendering), not the file system's cost of
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-# tests/ holds the shared fakes; pytest puts only this folder on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fakes import FakeExperiment, write_fake_results
-
 from harness.report import build_report
+from tests.fakes import FakeExperiment, write_fake_results
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 SCHEDULES = ("decaying_lr", "hybrid", "increasing_batch")
