@@ -33,6 +33,8 @@ from harness.errors import UserError
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
+# md5 of the official test_batch file (as torchvision checks it): tells an official copy apart.
+OFFICIAL_TEST_MD5 = "40351d587109b95175f43aff81a1287e"
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
@@ -189,6 +191,23 @@ def _read_split(
     if size is not None:
         x_all, y_all = x_all[:size], y_all[:size]
     return np.ascontiguousarray(x_all), np.ascontiguousarray(y_all)
+
+
+def cifar10_source(root: Path) -> str:
+    """Which copy of CIFAR-10 is under ``root``: recorded in every run row.
+
+    "official" when test_batch has the official md5; "jpeg-derived" for the lossy copy that
+    ../shared/data/cifar10/jpeg/unpack.py rebuilds (it leaves a SHA256SUMS file beside the
+    batches); otherwise "unverified" (pixels not known to be the official ones).
+    """
+    folder = _batches_folder(root)
+    try:
+        digest = hashlib.md5((folder / TEST_FILE).read_bytes(), usedforsecurity=False)
+    except OSError:
+        return "unverified"
+    if digest.hexdigest() == OFFICIAL_TEST_MD5:
+        return "official"
+    return "jpeg-derived" if (folder / "SHA256SUMS").is_file() else "unverified"
 
 
 def load_cifar10(

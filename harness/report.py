@@ -146,7 +146,8 @@ def summary_table(results: Results) -> pd.DataFrame:
     Columns: suite, experiment, schedule, optimizer, model, seeds (cells averaged), updates
     (mean over seeds), paper_updates (the paper's words), test_acc_mean, test_acc_std
     (fractions; std NaN with one seed), paper_test_acc, diff_pp (100 × (mean − paper)),
-    wall_clock_s and images_per_s (means per cell), devices, not_ok (cells whose status is
+    wall_clock_s and images_per_s (means per cell), devices, data (which copy of the
+    dataset: official, jpeg-derived, ...; accuracies depend on it), not_ok (cells whose status is
     not ok; they are averaged in too) and status ("ok" or e.g. "1 diverged").
     Rows are ordered by suite, experiment, optimizer, model, then updates descending, which
     puts the decaying-lr reference first, as the paper's tables do.
@@ -157,6 +158,7 @@ def summary_table(results: Results) -> pd.DataFrame:
     v = v.assign(
         _device=v["device_name"].fillna(v["device"]).fillna("?"),
         _bad=(v["status"] != "ok").astype(int),
+        _data=v["data_source"].fillna("not recorded"),
     )
     keys = ["suite", "experiment", "schedule", "optimizer", "model"]
     grouped = v.groupby(keys, dropna=False, sort=False)
@@ -170,6 +172,7 @@ def summary_table(results: Results) -> pd.DataFrame:
         wall_clock_s=("wall_clock_s", "mean"),
         images_per_s=("images_per_s", "mean"),
         devices=("_device", _join_unique),
+        data=("_data", _join_unique),
         not_ok=("_bad", "sum"),
     ).reset_index()
     statuses = (
@@ -206,6 +209,7 @@ _SUMMARY_COLUMNS = [
     "wall_clock_s",
     "images_per_s",
     "devices",
+    "data",
     "not_ok",
     "status",
 ]
@@ -238,6 +242,7 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
             "wall clock": [_duration(s) for s in summary["wall_clock_s"]],
             "images/s": [_count(x) for x in summary["images_per_s"]],
             "device": summary["devices"],
+            "data": summary["data"],
             "status": summary["status"],
         }
     )
@@ -606,12 +611,16 @@ def provenance_lines(runs: pd.DataFrame) -> list[str]:
     sources = runs["paper_source"].dropna()
     if not sources.empty:
         lines.append(f"Paper numbers from: {', '.join(sorted(sources.astype(str).unique()))}")
-    if (runs["dataset"] == "cifar10").any():
-        lines.append(
-            "CIFAR-10 data: if the data is the JPEG-derived copy (see data README), "
-            "accuracies are comparable between schedules and runs, but against the paper's "
-            "numbers (official pixels) they carry an unmeasured offset."
-        )
+    cifar = runs[runs["dataset"] == "cifar10"]
+    if not cifar.empty:
+        sources = cifar["data_source"].fillna("not recorded")
+        lines.append(f"CIFAR-10 copy: {_counts(sources)}")
+        if (sources != "official").any():
+            lines.append(
+                "Accuracies on a copy other than the official one (e.g. the JPEG-derived, "
+                "lossy copy) are comparable between schedules and runs; against the paper's "
+                "numbers (official pixels) they carry an unmeasured offset."
+            )
     return lines
 
 

@@ -49,17 +49,29 @@ def resolve_device(name: str | None) -> Any:
     return device
 
 
-def load_data(suite: Suite, data_root: Path | None, device: Any, channels_last: bool) -> Any:
-    from harness.data import DeviceData, load_cifar10, resolve_data_root, synthetic_cifar10
+def load_data(
+    suite: Suite, data_root: Path | None, device: Any, channels_last: bool
+) -> tuple[Any, str]:
+    """The suite's dataset on `device`, and which copy of it that is (see cifar10_source)."""
+    from harness.data import (
+        DeviceData,
+        cifar10_source,
+        load_cifar10,
+        resolve_data_root,
+        synthetic_cifar10,
+    )
 
     ds = suite.spec.dataset
     if ds.name == "synthetic":
         assert ds.train_size is not None and ds.test_size is not None
         arrays = synthetic_cifar10(ds.train_size, ds.test_size, seed=0)
+        source = "synthetic"
     else:
         root = resolve_data_root(data_root)
         arrays = load_cifar10(root, train_size=ds.train_size, test_size=ds.test_size)
-    return DeviceData.from_arrays(arrays, device, channels_last=channels_last, augment=ds.augment)
+        source = cifar10_source(root)
+    data = DeviceData.from_arrays(arrays, device, channels_last=channels_last, augment=ds.augment)
+    return data, source
 
 
 def _check_trainable(cells: tuple[Cell, ...], suite: Suite) -> None:
@@ -164,8 +176,8 @@ def run_suite(
     if not todo:
         return summary
     torch_device = resolve_device(device)
-    dataset = load_data(suite, data, torch_device, execution.channels_last)
-    env = environment(torch_device)
+    dataset, source = load_data(suite, data, torch_device, execution.channels_last)
+    env = {**environment(torch_device), "data_source": source}
     for cell in todo:
         checkpoint = store.checkpoint_path(results, cell.cell_id)
         if force and checkpoint.exists():

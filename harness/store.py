@@ -38,6 +38,7 @@ RUN_COLUMNS: dict[str, pa.DataType] = {
     "cell_id": pa.string(),
     "model": pa.string(),
     "dataset": pa.string(),
+    "data_source": pa.string(),  # official | jpeg-derived | unverified | synthetic
     "train_size": pa.int64(),
     "optimizer": pa.string(),  # the suite's name for the optimizer recipe
     "optimizer_kind": pa.string(),  # sgd | momentum | nesterov | adam

@@ -377,6 +377,7 @@ def _run_row(
         "peak_memory_bytes": 12_000_000_000,
         "device": "cuda",
         "device_name": "NVIDIA H100 80GB HBM3",
+        "data_source": "official",
         "precision": "bf16",
         "hostname": "gpu-node-1",
         "python_version": "3.11.9",

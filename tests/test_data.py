@@ -17,6 +17,7 @@ from harness.data import (
     CLASSES,
     Cifar10,
     DeviceData,
+    cifar10_source,
     download_cifar10,
     load_cifar10,
     random_crop_flip,
@@ -182,6 +183,19 @@ def test_real_cifar10_shapes_counts_and_prefix(real_root: Path, real: Cifar10) -
     np.testing.assert_array_equal(sub.train_y, real.train_y[:12345])
     np.testing.assert_array_equal(sub.test_x, real.test_x[:100])
     np.testing.assert_array_equal(sub.test_y, real.test_y[:100])
+
+
+def test_source_tells_copies_apart(tmp_path: Path, small: Cifar10) -> None:
+    folder = _write_fake(tmp_path / "cifar-10-batches-py", small, per_batch=4)
+    assert cifar10_source(tmp_path) == "unverified"
+    (folder / "SHA256SUMS").write_text("")  # what the JPEG pack's unpack.py leaves behind
+    assert cifar10_source(tmp_path) == "jpeg-derived"
+    assert cifar10_source(tmp_path / "nowhere") == "unverified"
+
+
+def test_real_copy_is_recognized(real_root: Path) -> None:
+    # CI unpacks the JPEG-derived pack; a user's download is the official tarball.
+    assert cifar10_source(real_root) in {"official", "jpeg-derived"}
 
 
 def test_real_cifar10_channel_stats(real: Cifar10) -> None:

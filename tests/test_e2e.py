@@ -141,7 +141,7 @@ def test_report_renders_every_format(smoke_run, fmt):
     }
     assert markers[fmt] in text
     for schedule in ("hybrid", "increasing_batch"):
-        assert schedule in text
+        assert (schedule.replace("_", r"\_") if fmt == "latex" else schedule) in text
     assert "Equivalence" in text
 
 

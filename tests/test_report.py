@@ -292,7 +292,7 @@ def test_build_report_every_format(cifar_dir: Path, fmt: str) -> None:
         assert back["test_acc_mean"].between(0, 1).all()  # fractions, not percent
     else:
         assert "Suite cifar" in text and "Provenance" in text
-        assert "JPEG-derived copy (see data README)" in text
+        assert "CIFAR-10 copy: official (42)" in text
         assert not re.search(r"\bnan\b", text)
 
 
@@ -372,3 +372,28 @@ def test_figure_names_are_filesystem_safe() -> None:
 
     path = figure_path(Path("out"), "my suite", "sec 5/2 (a)", "loss")
     assert path == Path("out/my_suite-sec_5_2_a-loss.png")
+
+
+def test_provenance_flags_a_copy_that_is_not_official() -> None:
+    runs = pd.DataFrame(
+        {
+            "dataset": ["cifar10", "cifar10"],
+            "data_source": ["jpeg-derived", "official"],
+            "device": ["cuda", "cuda"],
+            "device_name": ["H100", "H100"],
+            "precision": ["bf16", "bf16"],
+            "torch_version": ["2.11", "2.11"],
+            "python_version": ["3.12", "3.12"],
+            "harness_version": ["0.1.0", "0.1.0"],
+            "git_dirty": [False, False],
+            "git_commit": ["abc", "abc"],
+            "hostname": ["h", "h"],
+            "started_at": [pd.NaT, pd.NaT],
+            "finished_at": [pd.NaT, pd.NaT],
+            "status": ["ok", "ok"],
+            "paper_source": [None, None],
+        }
+    )
+    text = "\n".join(provenance_lines(runs))
+    assert "CIFAR-10 copy: jpeg-derived (1), official (1)" in text
+    assert "unmeasured offset" in text
