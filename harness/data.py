@@ -219,7 +219,10 @@ def load_cifar10(
     """
     folder = _batches_folder(Path(root))
     if not folder.is_dir():
-        raise UserError(f"{folder}: no such folder; {_DOWNLOAD_HINT}")
+        raise UserError(
+            f"{folder}: no such folder; point --data (or HARNESS_DATA) at the folder that "
+            f"holds cifar-10-batches-py, or {_DOWNLOAD_HINT}"
+        )
     for name in (*TRAIN_FILES, TEST_FILE):
         if not (folder / name).is_file():
             raise UserError(f"{folder / name}: no such file; {_DOWNLOAD_HINT}")
