@@ -175,6 +175,11 @@ def check(
     if fmt not in FORMATS:
         raise UserError(f"--format: unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
     loaded = load_suite(suite)
+    if not baseline.is_dir():
+        raise UserError(
+            f"--baseline {baseline}: no such results folder; make one with "
+            f"`harness run {suite} --results {baseline}`"
+        )
     base_runs = read_runs(baseline)
     if base_runs.empty:
         raise UserError(f"--baseline {baseline}: holds no runs; run `harness run {suite}` there")
