@@ -1,0 +1,122 @@
+"""`run_suite` in-process on synthetic data: rows, skip, force, failure, divergence, bad input."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import harness.train
+from harness import store
+from harness.errors import UserError
+from harness.runner import run_suite
+from harness.suite import load_suite
+from tests.conftest import SUITES
+
+SUITE = """\
+name: mini
+dataset: {name: synthetic, train_size: 128, test_size: 32}
+models:
+  small: {name: small_cnn, width: 4}
+optimizers:
+  momentum: {kind: momentum, lr: 0.05, momentum: 0.9}
+  wild: {kind: momentum, lr: 1.0e+6, momentum: 0.9}
+schedule: {epochs: 3, milestones: [2], factor: 2, batch_size: 32}
+schedules:
+  decaying: {realization: lr}
+  increasing: {realization: batch}
+training: {ghost_batch_size: 16}
+execution: {eval_batch_size: 32}
+experiments:
+  - name: grid
+    optimizers: [momentum]
+    schedules: [decaying, increasing]
+  - name: unstable
+    optimizers: [wild]
+    schedules: [decaying]
+"""
+
+
+@pytest.fixture
+def suite(tmp_path: Path):
+    path = tmp_path / "mini.yaml"
+    path.write_text(textwrap.dedent(SUITE))
+    return load_suite(path)
+
+
+def test_rows_skip_and_force(suite, tmp_path):
+    results = tmp_path / "results"
+    first = run_suite(suite, results=results, device="cpu")
+    assert len(first.ran) == 3 and not first.skipped and not first.failed
+    runs = pd.read_parquet(results / "runs")
+    assert sorted(runs["cell_id"]) == sorted(c.cell_id for c in suite.cells)
+    assert dict(zip(runs["optimizer"], runs["status"])) == {"momentum": "ok", "wild": "diverged"}
+    ok = runs[runs["status"] == "ok"]
+    assert (ok["updates"] == ok["planned_updates"]).all()
+    assert set(runs["data_source"]) == {"synthetic"}
+    assert not any((results / "checkpoints").glob("*.pt"))
+
+    again = run_suite(suite, results=results, device="cpu")
+    assert sorted(again.skipped) == sorted(first.ran) and not again.ran
+    assert len(pd.read_parquet(results / "runs")) == 3
+
+    forced = run_suite(suite, results=results, device="cpu", force=True, only="decaying")
+    assert len(forced.ran) == 2  # both decaying cells, the diverged one included
+    assert len(pd.read_parquet(results / "runs")) == 3  # replaced, not duplicated
+
+
+def test_diverged_cell_keeps_its_partial_curve(suite, tmp_path):
+    run_suite(suite, results=tmp_path, device="cpu", only="unstable")
+    row = pd.read_parquet(tmp_path / "runs").iloc[0]
+    curves = pd.read_parquet(tmp_path / "curves")
+    assert row["status"] == "diverged" and "training loss" in row["error"]
+    assert len(curves) == row["epochs"] <= 3
+
+
+def test_out_of_memory_fails_the_cell_names_the_cure_and_resumes(suite, tmp_path, monkeypatch):
+    """An OOM in epoch 2 writes a failed row, keeps the checkpoint; the next run finishes it."""
+    real_epoch = harness.train.train_epoch
+
+    def epoch_that_runs_out(model, optimizer, data, cell, epoch, phase, execution):
+        if epoch == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_epoch(model, optimizer, data, cell, epoch, phase, execution)
+
+    monkeypatch.setattr(harness.train, "train_epoch", epoch_that_runs_out)
+    summary = run_suite(suite, results=tmp_path, device="cpu", only="grid/momentum/decaying")
+    assert len(summary.failed) == 1
+    cell_id = summary.failed[0]
+    row = pd.read_parquet(tmp_path / "runs").iloc[0]
+    assert row["status"] == "failed" and row["epochs"] == 1
+    assert cell_id in row["error"] and "max_micro_batch" in row["error"]
+    assert store.checkpoint_path(tmp_path, cell_id).exists()
+
+    monkeypatch.setattr(harness.train, "train_epoch", real_epoch)
+    retried = run_suite(suite, results=tmp_path, device="cpu", only="grid/momentum/decaying")
+    assert retried.ran == [cell_id]  # a failed cell is not finished
+    row = pd.read_parquet(tmp_path / "runs").iloc[0]
+    assert row["status"] == "ok" and row["epochs"] == 3
+    assert row["updates"] == row["planned_updates"]
+    assert not store.checkpoint_path(tmp_path, cell_id).exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"only": "no-such-cell"}, "--only 'no-such-cell': matches no cell"),
+        ({"max_micro_batch": 24}, "--max-micro-batch 24: must be a positive multiple"),
+        ({"device": "tpu"}, "--device"),
+    ],
+)
+def test_bad_options_are_user_errors(suite, tmp_path, kwargs, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        run_suite(suite, results=tmp_path, **kwargs)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_imagenet_is_plan_only(tmp_path):
+    with pytest.raises(UserError, match="can be planned but not trained"):
+        run_suite(load_suite(SUITES / "imagenet.yaml"), results=tmp_path, device="cpu")
