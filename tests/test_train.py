@@ -194,3 +194,25 @@ def test_interrupted_cell_resumes_to_the_same_metrics(tmp_path, data):
         {k: c[k] for k in keys} for c in whole.progress.curves
     ]
     assert resumed.final == whole.final
+
+
+def test_bf16_channels_last_cell_runs_on_the_cpu(tmp_path, data):
+    """The GPU options (bf16 autocast, channels_last) follow the same plan on the CPU."""
+    path = tmp_path / "bf16.yaml"
+    path.write_text(
+        textwrap.dedent(SUITE.format(lr=0.05)).replace(
+            "training: {ghost_batch_size: 16}",
+            "training: {ghost_batch_size: 16, precision: bf16}",
+        )
+    )
+    cell = cell_of(load_suite(path), "momentum", "increasing")
+    assert cell.training.precision == "bf16"
+    cl_data = DeviceData.from_arrays(
+        synthetic_cifar10(256, 64, seed=0), torch.device("cpu"), channels_last=True
+    )
+    execution = ExecutionSpec(eval_batch_size=64, max_micro_batch=32, channels_last=True)
+    result = train_cell(cell, cl_data, execution, tmp_path / "bf16.pt")
+    assert result.progress.status == "ok"
+    assert result.progress.updates == cell.plan.updates
+    assert all(math.isfinite(c["train_loss"]) for c in result.progress.curves)
+    assert 0.0 <= result.final["final_test_acc"] <= 1.0
