@@ -7,6 +7,7 @@ smallest data that shows it, in-process.
 from __future__ import annotations
 
 import math
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -216,3 +217,38 @@ def test_bf16_channels_last_cell_runs_on_the_cpu(tmp_path, data):
     assert result.progress.updates == cell.plan.updates
     assert all(math.isfinite(c["train_loss"]) for c in result.progress.curves)
     assert 0.0 <= result.final["final_test_acc"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None,
+    reason="torch.compile on the CPU needs a C++ compiler (c++ or g++ on PATH)",
+)
+def test_compiled_cell_compiles_only_in_the_warm_up(tmp_path, data):
+    """torch.compile: one graph per micro-batch shape, all made before the timed epochs.
+
+    A shape that recompiled during training (say a new batch size each phase, or dynamic
+    shapes) would show up as graphs added after the warm-up, and as compile time inside the
+    measured epochs. About 40 s on two CPU cores, nearly all of it compiling.
+    """
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    cell = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
+    execution = ExecutionSpec(eval_batch_size=64, max_micro_batch=64, compile=True)
+    shapes = {micro_batch_size(p.batch_size, execution, 16) for p in cell.plan.phases}
+    assert shapes == {32, 64}  # B 32 -> 64 -> 128 as micro-batches of at most 64
+    graphs: list[int] = []
+
+    def record(_cell, _row):
+        graphs.append(counters["stats"]["unique_graphs"])
+
+    result = train_cell(cell, data, execution, tmp_path / "c.pt", on_epoch=record)
+    assert result.progress.status == "ok" and result.progress.updates == cell.plan.updates
+    assert result.progress.warmup_time_s > 0
+    # Every epoch saw the graph count the warm-up left: nothing compiled while timed.
+    assert len(set(graphs)) == 1, graphs
+    # Training graphs for the two shapes and one evaluation graph (batch 64 in eval mode).
+    assert graphs[0] == len(shapes) + 1
+    torch._dynamo.reset()
