@@ -3,6 +3,10 @@
 A cell is finished when its run row exists with status ok or diverged; a failed cell (out of
 memory, say) keeps its checkpoint and is tried again by the next run. Rows are written only
 when a cell ends, so an interrupted runner leaves checkpoints, never partial rows.
+
+Several runners may share one results folder (a job array, or two GPUs of one host): each
+claims a cell with a lock file before training it and passes over cells another live runner
+holds, so no cell is trained twice at once. A killed runner's lock is stale and taken over.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from harness.suite import Cell, ExecutionSpec, Suite, select
 
 TRAINABLE_DATASETS = ("cifar10", "synthetic")
 TRAINABLE_MODELS = ("wrn", "small_cnn")
+FINISHED = ("ok", "diverged")  # statuses a re-run skips; a failed cell is tried again
 
 
 @dataclass
@@ -31,6 +36,7 @@ class RunSummary:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)  # claimed by another runner
 
 
 def resolve_device(name: str | None) -> Any:
@@ -92,7 +98,7 @@ def _finished(results: Path) -> set[str]:
     runs = store.read_runs(results) if results.is_dir() else pd.DataFrame()
     if runs.empty:
         return set()
-    return set(runs.loc[runs["status"].isin(["ok", "diverged"]), "cell_id"])
+    return set(runs.loc[runs["status"].isin(FINISHED), "cell_id"])
 
 
 def run_row(
@@ -158,7 +164,6 @@ def run_suite(
 ) -> RunSummary:
     """Train the selected cells of `suite` into `results` (default results/<suite name>)."""
     from harness.provenance import environment
-    from harness.train import train_cell
 
     results = results or Path("results") / suite.name
     cells = select(suite.cells, only)
@@ -179,25 +184,53 @@ def run_suite(
     dataset, source = load_data(suite, data, torch_device, execution.channels_last)
     env = {**environment(torch_device), "data_source": source}
     for cell in todo:
-        checkpoint = store.checkpoint_path(results, cell.cell_id)
-        if force and checkpoint.exists():
-            checkpoint.unlink()
-        say.start(cell, resumed=checkpoint.exists())
-        try:
-            result = train_cell(cell, dataset, execution, checkpoint, on_epoch=say.epoch)
-        finally:
-            say.stop()
-        row = run_row(cell, result, env)
-        store.write_cell(results, row, result.progress.curves)
-        if result.progress.status == "failed":
-            # The row says why; the checkpoint stays, and the next run resumes the cell.
-            summary.failed.append(cell.cell_id)
-            say.line(f"fail  {cell.cell_id} {cell.label}: {result.progress.error}")
-            continue
-        checkpoint.unlink(missing_ok=True)
-        summary.ran.append(cell.cell_id)
-        say.line(_summary_line(cell, row))
+        # Concurrent runners on one folder (a job array, say) each take the cells nobody holds.
+        with store.claim(results, cell.cell_id) as mine:
+            if not mine:
+                summary.busy.append(cell.cell_id)
+                lock = store.lock_path(results, cell.cell_id)
+                say.line(
+                    f"busy  {cell.cell_id} {cell.label}: another runner is training it "
+                    f"(delete {lock} if that runner is gone)"
+                )
+                continue
+            if not force and store.cell_status(results, cell.cell_id) in FINISHED:
+                summary.skipped.append(cell.cell_id)  # finished by another runner meanwhile
+                continue
+            _run_cell(cell, results, dataset, execution, env, force, say, summary)
     return summary
+
+
+def _run_cell(
+    cell: Cell,
+    results: Path,
+    dataset: Any,
+    execution: ExecutionSpec,
+    env: dict[str, Any],
+    force: bool,
+    say: _Reporter,
+    summary: RunSummary,
+) -> None:
+    from harness.train import train_cell
+
+    checkpoint = store.checkpoint_path(results, cell.cell_id)
+    if force and checkpoint.exists():
+        checkpoint.unlink()
+    say.start(cell, resumed=checkpoint.exists())
+    try:
+        result = train_cell(cell, dataset, execution, checkpoint, on_epoch=say.epoch)
+    finally:
+        say.stop()
+    row = run_row(cell, result, env)
+    store.write_cell(results, row, result.progress.curves)
+    if result.progress.status == "failed":
+        # The row says why; the checkpoint stays, and the next run resumes the cell.
+        summary.failed.append(cell.cell_id)
+        say.line(f"fail  {cell.cell_id} {cell.label}: {result.progress.error}")
+        return
+    checkpoint.unlink(missing_ok=True)
+    summary.ran.append(cell.cell_id)
+    say.line(_summary_line(cell, row))
 
 
 def _execution(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -114,6 +115,65 @@ def curves_dir(results: Path) -> Path:
 
 def checkpoint_path(results: Path, cell_id: str) -> Path:
     return results / "checkpoints" / f"{cell_id}.pt"
+
+
+def cell_status(results: Path, cell_id: str) -> str | None:
+    """The status in a cell's run row, or None if it has none yet."""
+    path = runs_dir(results) / f"{cell_id}.parquet"
+    if not path.exists():
+        return None
+    return str(pq.ParquetFile(path).read(columns=["status"]).column("status")[0])
+
+
+def lock_path(results: Path, cell_id: str) -> Path:
+    return results / "checkpoints" / f"{cell_id}.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def claim(results: Path, cell_id: str) -> Iterator[bool]:
+    """Claim a cell for this process while the block runs; yields False if another has it.
+
+    The claim is a lock file created exclusively, holding "host pid". A lock left by a
+    process that no longer runs on this host (a killed runner) is stale and taken over; a
+    lock from another host is respected, since its process cannot be checked from here
+    (delete the file if that runner is gone).
+    """
+    path = lock_path(results, cell_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                host, pid = path.read_text().split()
+            except (OSError, ValueError):
+                host, pid = socket.gethostname(), "0"  # half-written: its writer died
+            if host != socket.gethostname() or _alive(int(pid)):
+                yield False
+                return
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return
+    yield False  # lost a race for a stale lock to another runner
 
 
 @contextlib.contextmanager

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -120,3 +123,37 @@ def test_bad_options_are_user_errors(suite, tmp_path, kwargs, message):
 def test_imagenet_is_plan_only(tmp_path):
     with pytest.raises(UserError, match="can be planned but not trained"):
         run_suite(load_suite(SUITES / "imagenet.yaml"), results=tmp_path, device="cpu")
+
+
+def _lock(results: Path, cell_id: str, host: str, pid: int) -> Path:
+    path = store.lock_path(results, cell_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{host} {pid}")
+    return path
+
+
+def test_cells_claimed_by_another_runner_are_passed_over(suite, tmp_path):
+    """A live runner's lock (here a live process on this host, or any other host) is kept."""
+    grid = [c for c in suite.cells if c.experiment == "grid"]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        here = _lock(tmp_path, grid[0].cell_id, socket.gethostname(), holder.pid)
+        there = _lock(tmp_path, grid[1].cell_id, "another-host", 1)
+        summary = run_suite(suite, results=tmp_path, device="cpu", only="grid")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(summary.busy) == sorted(c.cell_id for c in grid)
+    assert not summary.ran and not (tmp_path / "runs").exists()
+    assert here.exists() and there.exists()  # other runners' locks are not ours to remove
+
+
+def test_a_killed_runners_lock_is_taken_over(suite, tmp_path):
+    cell = next(c for c in suite.cells if c.experiment == "grid")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer runs
+    lock = _lock(tmp_path, cell.cell_id, socket.gethostname(), dead.pid)
+    summary = run_suite(suite, results=tmp_path, device="cpu", only=cell.cell_id)
+    assert summary.ran == [cell.cell_id]
+    assert not lock.exists()
+    assert store.cell_status(tmp_path, cell.cell_id) == "ok"
