@@ -119,11 +119,10 @@ def report(
     ] = None,
 ) -> None:
     """Tables beside the paper's accuracies and update counts, the equivalence table, figures."""
-    from harness.report import FORMATS, build_report
+    from harness.report import build_report, check_format
     from harness.store import atomic_path
 
-    if fmt not in FORMATS:
-        raise UserError(f"--format: unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
+    check_format(fmt)
     folders = list(dirs) if dirs else _suite_folders(Path("results"))
     if not folders:
         raise UserError("no results folders under results/; pass one, e.g. results/smoke")
@@ -167,13 +166,12 @@ def check(
     import tempfile
 
     from harness.check import compare
-    from harness.report import FORMATS
+    from harness.report import check_format
     from harness.runner import run_suite
     from harness.store import read_runs
     from harness.suite import load_suite, select
 
-    if fmt not in FORMATS:
-        raise UserError(f"--format: unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
+    check_format(fmt)  # before training, not after
     loaded = load_suite(suite)
     if not baseline.is_dir():
         raise UserError(

@@ -401,7 +401,7 @@ def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
 
     Values are shown as given (strings are not re-parsed as numbers); the index is dropped.
     """
-    _check_format(fmt)
+    check_format(fmt)
     if fmt == "csv":
         return df.to_csv(index=False)
     # NaN would print as "nan"; None prints as the empty missing value.
@@ -438,7 +438,8 @@ def _align(column: pd.Series) -> str:
     return "right"
 
 
-def _check_format(fmt: str) -> None:
+def check_format(fmt: str) -> None:
+    """`UserError` naming --format unless `fmt` is one of FORMATS."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not known; choose one of {', '.join(FORMATS)}")
 
@@ -532,7 +533,7 @@ def build_report(
     `fmt="csv"` returns the summary table alone (fractions, every suite) so that the output
     stays one parseable CSV. `UserError` on an unknown format or unusable folders.
     """
-    _check_format(fmt)
+    check_format(fmt)
     results = load_results(dirs)
     summary = summary_table(results)
     if fmt == "csv":

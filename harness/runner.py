@@ -174,7 +174,7 @@ def run_suite(
     done = set() if force else _finished(results)
     summary = RunSummary(skipped=[c.cell_id for c in cells if c.cell_id in done])
     todo = [c for c in cells if c.cell_id not in done]
-    say = _Reporter(len(cells))
+    say = _Reporter()
     for cell in cells:
         if cell.cell_id in done:
             say.line(f"skip  {cell.cell_id} {cell.label}: finished (rerun with --force)")
@@ -266,7 +266,7 @@ def _summary_line(cell: Cell, row: dict[str, Any]) -> str:
 class _Reporter:
     """A rich progress bar per cell on a terminal; one line per finished cell otherwise."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self) -> None:
         from rich.console import Console
 
         self.console = Console(stderr=True)
