@@ -38,7 +38,7 @@ def plan(
 ) -> None:
     """Every cell's schedule (lr, batch, momentum, noise scale per phase) and update count."""
     from harness import plan as plan_module
-    from harness.suite import load_suite, select
+    from harness.config.suite import load_suite, select
 
     loaded = load_suite(suite)
     cells = select(loaded.cells, only)
@@ -73,8 +73,8 @@ def run(
     ] = None,
 ) -> None:
     """Train every cell of SUITE and write its rows to Parquet; skips finished cells."""
+    from harness.config.suite import load_suite
     from harness.runner import run_suite
-    from harness.suite import load_suite
 
     loaded = load_suite(suite)
     summary = run_suite(
@@ -119,8 +119,8 @@ def report(
     ] = None,
 ) -> None:
     """Tables beside the paper's accuracies and update counts, the equivalence table, figures."""
-    from harness.report import build_report, check_format
-    from harness.store import atomic_path
+    from harness.analysis.report import build_report, check_format
+    from harness.fsio import atomic_path
 
     check_format(fmt)
     folders = list(dirs) if dirs else _suite_folders(Path("results"))
@@ -165,11 +165,11 @@ def check(
     """CI gate: run SUITE and compare every cell with the baseline (exit 0 ok, 1 regressed)."""
     import tempfile
 
-    from harness.check import compare
-    from harness.report import check_format
+    from harness.analysis.check import compare
+    from harness.analysis.report import check_format
+    from harness.config.suite import load_suite, select
+    from harness.results.store import read_runs
     from harness.runner import run_suite
-    from harness.store import read_runs
-    from harness.suite import load_suite, select
 
     check_format(fmt)  # before training, not after
     loaded = load_suite(suite)
@@ -205,7 +205,7 @@ def data_cifar10(
     dest: Annotated[Path, typer.Argument(help="Folder to put cifar-10-batches-py in.")],
 ) -> None:
     """Download the official CIFAR-10 python tarball, check its md5 and unpack it."""
-    from harness.data import download_cifar10
+    from harness.data.cifar10 import download_cifar10
 
     folder = download_cifar10(dest)
     print(f"CIFAR-10 is in {folder}; pass --data {dest} or set HARNESS_DATA={dest}")

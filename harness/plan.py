@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness.suite import Cell, Suite
+from harness.config.suite import Cell, Suite
 
 
 def cell_json(cell: Cell) -> dict[str, Any]:

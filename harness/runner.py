@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness import store
+from harness.config.suite import Cell, ExecutionSpec, Suite, select
 from harness.errors import UserError
-from harness.suite import Cell, ExecutionSpec, Suite, select
+from harness.results import store
 
 TRAINABLE_DATASETS = ("cifar10", "synthetic")
 TRAINABLE_MODELS = ("wrn", "small_cnn")
@@ -59,7 +59,7 @@ def load_data(
     suite: Suite, data_root: Path | None, device: Any, channels_last: bool
 ) -> tuple[Any, str]:
     """The suite's dataset on `device`, and which copy of it that is (see cifar10_source)."""
-    from harness.data import (
+    from harness.data.cifar10 import (
         DeviceData,
         cifar10_source,
         load_cifar10,
@@ -163,7 +163,7 @@ def run_suite(
     compile_model: bool | None = None,
 ) -> RunSummary:
     """Train the selected cells of `suite` into `results` (default results/<suite name>)."""
-    from harness.provenance import environment
+    from harness.results.provenance import environment
 
     results = results or Path("results") / suite.name
     cells = select(suite.cells, only)
@@ -211,7 +211,7 @@ def _run_cell(
     say: _Reporter,
     summary: RunSummary,
 ) -> None:
-    from harness.train import train_cell
+    from harness.train.loop import train_cell
 
     checkpoint = store.checkpoint_path(results, cell.cell_id)
     if force and checkpoint.exists():

@@ -1,9 +1,9 @@
-"""Realistic fake results folders, written through `harness.store.write_cell`, for testing the
-report and check logic without training anything.
+"""Realistic fake results folders, written through `harness.results.store.write_cell`, for
+testing the report and check logic without training anything.
 
 A fake cell's numbers are a function of (optimizer, schedule, seed) only: the same triple in
 two experiments is one cell (one cell id, the second experiment's label in `aliases`), as the
-suite expander makes it. Schedules come from the real `harness.schedule.realize`, so lr, batch
+suite expander makes it. Schedules come from the real `harness.core.schedule.realize`, so lr, batch
 size, noise scale and update counts are the ones a run would log.
 
 Curves follow the paper's picture: every realization of the base schedule shares one noise
@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.schedule import BaseSchedule, Plan, realize
-from harness.store import (
+from harness.core.schedule import BaseSchedule, Plan, realize
+from harness.results.store import (
     CURVE_SCHEMA,
     RUN_SCHEMA,
     SCHEMA_VERSION,

@@ -1,4 +1,4 @@
-"""harness.check.compare on fake runs tables: what passes, what moves, what goes missing."""
+"""harness.analysis.check.compare on fake runs tables: what passes, moves, goes missing."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.check import CheckResult, compare
+from harness.analysis.check import CheckResult, compare
 from harness.errors import UserError
-from harness.store import read_runs
+from harness.results.store import read_runs
 from tests.fakes import FakeExperiment, write_fake_results
 
 TOLERANCES: dict[str, float | None] = {

@@ -1,4 +1,4 @@
-"""harness.data: safe loading, data-root resolution, download, device-side augmentation."""
+"""harness.data.cifar10: safe loading, data-root resolution, download, device-side augmentation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import (
+from harness.data.cifar10 import (
     CLASSES,
     Cifar10,
     DeviceData,

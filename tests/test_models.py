@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from harness.errors import UserError
-from harness.models import (
+from harness.models.zoo import (
     MODELS,
     GhostBatchNorm2d,
     SmallCNN,

@@ -1,4 +1,4 @@
-"""harness.report and harness.figures on fake results folders (no training)."""
+"""harness.analysis.report and harness.analysis.figures on fake results folders (no training)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.errors import UserError
-from harness.report import (
+from harness.analysis.report import (
     FORMATS,
     Results,
     _figure_links,
@@ -22,6 +21,7 @@ from harness.report import (
     render,
     summary_table,
 )
+from harness.errors import UserError
 from tests.fakes import CIFAR_LIKE, FakeExperiment, FakeSchedule, write_fake_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -368,7 +368,7 @@ def test_figure_links_are_plain_paths_outside_markdown(tmp_path: Path) -> None:
 
 
 def test_figure_names_are_filesystem_safe() -> None:
-    from harness.figures import figure_path
+    from harness.analysis.figures import figure_path
 
     path = figure_path(Path("out"), "my suite", "sec 5/2 (a)", "loss")
     assert path == Path("out/my_suite-sec_5_2_a-loss.png")

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-import harness.train
-from harness import store
+import harness.train.loop
+from harness.config.suite import load_suite
 from harness.errors import UserError
+from harness.results import store
 from harness.runner import run_suite
-from harness.suite import load_suite
 from tests.conftest import SUITES
 
 SUITE = """\
@@ -81,14 +81,14 @@ def test_diverged_cell_keeps_its_partial_curve(suite, tmp_path):
 
 def test_out_of_memory_fails_the_cell_names_the_cure_and_resumes(suite, tmp_path, monkeypatch):
     """An OOM in epoch 2 writes a failed row, keeps the checkpoint; the next run finishes it."""
-    real_epoch = harness.train.train_epoch
+    real_epoch = harness.train.loop.train_epoch
 
     def epoch_that_runs_out(model, optimizer, data, cell, epoch, phase, execution):
         if epoch == 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_epoch(model, optimizer, data, cell, epoch, phase, execution)
 
-    monkeypatch.setattr(harness.train, "train_epoch", epoch_that_runs_out)
+    monkeypatch.setattr(harness.train.loop, "train_epoch", epoch_that_runs_out)
     summary = run_suite(suite, results=tmp_path, device="cpu", only="grid/momentum/decaying")
     assert len(summary.failed) == 1
     cell_id = summary.failed[0]
@@ -97,7 +97,7 @@ def test_out_of_memory_fails_the_cell_names_the_cure_and_resumes(suite, tmp_path
     assert cell_id in row["error"] and "max_micro_batch" in row["error"]
     assert store.checkpoint_path(tmp_path, cell_id).exists()
 
-    monkeypatch.setattr(harness.train, "train_epoch", real_epoch)
+    monkeypatch.setattr(harness.train.loop, "train_epoch", real_epoch)
     retried = run_suite(suite, results=tmp_path, device="cpu", only="grid/momentum/decaying")
     assert retried.ran == [cell_id]  # a failed cell is not finished
     row = pd.read_parquet(tmp_path / "runs").iloc[0]

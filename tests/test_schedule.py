@@ -8,8 +8,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.schedule import BaseSchedule, Plan, noise_scale, realize, updates_per_epoch
-from harness.suite import load_suite
+from harness.config.suite import load_suite
+from harness.core.schedule import BaseSchedule, Plan, noise_scale, realize, updates_per_epoch
 from tests.conftest import SUITES
 
 

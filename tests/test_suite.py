@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.config.suite import load_suite, select
 from harness.errors import UserError
-from harness.suite import load_suite, select
 from tests.conftest import SUITES
 
 MINIMAL = """\

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.data import DeviceData, synthetic_cifar10
-from harness.optim import build_optimizer, set_hyperparameters
-from harness.suite import Cell, ExecutionSpec, load_suite
-from harness.train import build, micro_batch_size, stream_seed, train_cell, train_step
+from harness.config.suite import Cell, ExecutionSpec, load_suite
+from harness.data.cifar10 import DeviceData, synthetic_cifar10
+from harness.train.loop import build, micro_batch_size, stream_seed, train_cell, train_step
+from harness.train.optim import build_optimizer, set_hyperparameters
 
 SUITE = """\
 name: tiny

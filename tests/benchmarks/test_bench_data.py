@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.data import DeviceData, random_crop_flip, synthetic_cifar10
+from harness.data.cifar10 import DeviceData, random_crop_flip, synthetic_cifar10
 
 BATCH = 512
 

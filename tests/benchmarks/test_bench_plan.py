@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from harness.config.suite import load_suite
 from harness.plan import plan_json
-from harness.suite import load_suite
 from tests.conftest import SUITES
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from harness.suite import OptimizerSpec
+from harness.config.suite import OptimizerSpec
 
 Builder = Callable[
     [Iterable[torch.nn.Parameter], OptimizerSpec, float, dict], torch.optim.Optimizer

@@ -29,12 +29,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from harness.data import DeviceData
-from harness.models import build_model
-from harness.optim import build_optimizer, set_hyperparameters
-from harness.schedule import Phase, updates_per_epoch
-from harness.store import atomic_path
-from harness.suite import Cell, ExecutionSpec
+from harness.config.suite import Cell, ExecutionSpec
+from harness.core.schedule import Phase, updates_per_epoch
+from harness.data.cifar10 import DeviceData
+from harness.fsio import atomic_path
+from harness.models.zoo import build_model
+from harness.train.optim import build_optimizer, set_hyperparameters
 
 CHECKPOINT_VERSION = 1
 

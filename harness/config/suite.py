@@ -31,8 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from harness.core.schedule import BaseSchedule, Plan, realize, scaled_batch_size
 from harness.errors import UserError
-from harness.schedule import BaseSchedule, Plan, realize, scaled_batch_size
 
 DATASET_SIZES = {"cifar10": (50_000, 10_000, 10), "imagenet": (1_281_167, 50_000, 1000)}
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
+from harness.analysis.report import latest_per_cell, render
 from harness.errors import UserError
-from harness.report import latest_per_cell, render
 
 EXACT = ("updates", "planned_updates", "plan")
 VERDICTS = ("ok", "moved", "missing", "extra")

@@ -28,7 +28,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.errors import UserError
-from harness.store import read_curves, read_runs
+from harness.results.store import read_curves, read_runs
 
 FORMATS = ("markdown", "github", "latex", "html", "csv")
 _TABULATE_FORMATS = {"markdown": "pipe", "github": "github", "latex": "latex", "html": "html"}
@@ -565,7 +565,7 @@ def build_report(
             )
             doc.table(format_equivalence(eq))
         if figures_dir is not None:
-            from harness.figures import write_figures
+            from harness.analysis.figures import write_figures
 
             paths = write_figures(results, Path(figures_dir), suites=[suite])
             doc.heading(3, "Figures")
