@@ -1,0 +1,33 @@
+"""Names of cells, shared by every layer that shows or parses one (suite, report, check).
+
+A cell's *label* is "experiment/optimizer/schedule/seedN". An experiment name may hold "/",
+the last three parts never do, so a label splits from the right.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Label(NamedTuple):
+    experiment: str
+    optimizer: str
+    schedule: str
+    seed: int
+
+
+def cell_label(experiment: str, optimizer: str, schedule: str, seed: int) -> str:
+    """The cell's human-readable name, unique within a suite."""
+    return f"{experiment}/{optimizer}/{schedule}/seed{seed}"
+
+
+def parse_label(label: str) -> Label:
+    """The parts of `cell_label`'s output; `ValueError` if `label` is not one."""
+    parts = label.rsplit("/", 3)
+    if len(parts) != 4 or not parts[3].startswith("seed"):
+        raise ValueError(f"{label!r} is not experiment/optimizer/schedule/seedN")
+    try:
+        seed = int(parts[3].removeprefix("seed"))
+    except ValueError:
+        raise ValueError(f"{label!r} is not experiment/optimizer/schedule/seedN") from None
+    return Label(parts[0], parts[1], parts[2], seed)

@@ -1,0 +1,68 @@
+"""What the training layer is asked to do: small frozen values, no config objects, no torch.
+
+The application layer (harness.runner) translates a suite's cell into a `TrainJob` (what to
+train: every value that can change the numbers, all part of the cell id) and an `Execution`
+(how to run it: memory and speed settings that must never change the numbers). Anyone can
+build these without a suite file, e.g. a test or a user's own script.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from harness.core.schedule import Plan
+
+OptimizerKind = Literal["sgd", "momentum", "nesterov", "adam"]
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """One optimizer recipe; `lr` and `momentum` are the starting values the plan overrides."""
+
+    kind: OptimizerKind
+    lr: float  # per optimizer step, for the mean loss over the batch
+    momentum: float = 0.0  # SGD's momentum coefficient; 0 for sgd and adam
+    betas: tuple[float, float] = (0.9, 0.999)  # adam only
+    eps: float = 1e-8  # adam only
+    weight_decay: float = 0.0  # L2 coefficient, applied by the optimizer
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A registered model name (harness.models) and its integer parameters."""
+
+    name: str
+    params: tuple[tuple[str, int], ...] = ()  # sorted (name, value) pairs: hashable
+
+    @classmethod
+    def of(cls, name: str, **params: int) -> ModelConfig:
+        return cls(name, tuple(sorted(params.items())))
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything that determines a cell's numbers."""
+
+    cell_id: str  # names checkpoints and rows; a hash of the resolved config
+    label: str  # for messages: experiment/optimizer/schedule/seedN
+    seed: int  # the root of the init, data-order and augmentation streams
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    plan: Plan  # phases of (lr, batch size, momentum) per epoch, from harness.core
+    num_classes: int = 10
+    ghost_batch_size: int = 128  # examples per batch-norm slice
+    drop_last: bool = True
+    eval_every: int = 1  # epochs between test evaluations (the last epoch always evaluates)
+    precision: Precision = "fp32"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a job runs: none of this may change its numbers (so none of it is in the cell id)."""
+
+    max_micro_batch: int | None = None  # images per forward/backward; None: the whole batch
+    channels_last: bool = False
+    compile: bool = False
+    eval_batch_size: int = 1000
