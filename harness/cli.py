@@ -205,7 +205,7 @@ def data_cifar10(
     dest: Annotated[Path, typer.Argument(help="Folder to put cifar-10-batches-py in.")],
 ) -> None:
     """Download the official CIFAR-10 python tarball, check its md5 and unpack it."""
-    from harness.data.cifar10 import download_cifar10
+    from harness.data.download import download_cifar10
 
     folder = download_cifar10(dest)
     print(f"CIFAR-10 is in {folder}; pass --data {dest} or set HARNESS_DATA={dest}")

@@ -60,12 +60,12 @@ def load_data(
 ) -> tuple[Any, str]:
     """The suite's dataset on `device`, and which copy of it that is (see cifar10_source)."""
     from harness.data.cifar10 import (
-        DeviceData,
         cifar10_source,
         load_cifar10,
         resolve_data_root,
         synthetic_cifar10,
     )
+    from harness.data.device import DeviceData
 
     ds = suite.spec.dataset
     if ds.name == "synthetic":

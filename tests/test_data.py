@@ -1,4 +1,4 @@
-"""harness.data.cifar10: safe loading, data-root resolution, download, device-side augmentation."""
+"""harness.data: safe loading, data-root resolution, download, device-side augmentation."""
 
 from __future__ import annotations
 
@@ -16,15 +16,14 @@ import torch
 from harness.data.cifar10 import (
     CLASSES,
     Cifar10,
-    DeviceData,
     cifar10_source,
-    download_cifar10,
     load_cifar10,
-    random_crop_flip,
-    read_batch,
     resolve_data_root,
     synthetic_cifar10,
 )
+from harness.data.device import DeviceData, random_crop_flip
+from harness.data.download import download_cifar10
+from harness.data.safe_pickle import read_batch
 from harness.errors import UserError
 
 CPU = torch.device("cpu")

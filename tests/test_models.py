@@ -12,14 +12,10 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from harness.errors import UserError
-from harness.models.zoo import (
-    MODELS,
-    GhostBatchNorm2d,
-    SmallCNN,
-    WideResNet,
-    build_model,
-    model_names,
-)
+from harness.models.ghost_bn import GhostBatchNorm2d
+from harness.models.registry import MODELS, build_model, model_names
+from harness.models.small_cnn import SmallCNN
+from harness.models.wrn import WideResNet
 
 # Small but valid params per registered model; a new registry entry must add its own here.
 SMALL_PARAMS: dict[str, dict[str, Any]] = {

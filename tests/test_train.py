@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from harness.config.suite import Cell, ExecutionSpec, load_suite
-from harness.data.cifar10 import DeviceData, synthetic_cifar10
+from harness.data.cifar10 import synthetic_cifar10
+from harness.data.device import DeviceData
 from harness.train.loop import build, micro_batch_size, stream_seed, train_cell, train_step
 from harness.train.optim import build_optimizer, set_hyperparameters
 

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 
 from harness.config.suite import Cell, ExecutionSpec
 from harness.core.schedule import Phase, updates_per_epoch
-from harness.data.cifar10 import DeviceData
+from harness.data.device import DeviceData
 from harness.fsio import atomic_path
-from harness.models.zoo import build_model
+from harness.models.registry import build_model
 from harness.train.optim import build_optimizer, set_hyperparameters
 
 CHECKPOINT_VERSION = 1

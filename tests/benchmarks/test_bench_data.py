@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.data.cifar10 import DeviceData, random_crop_flip, synthetic_cifar10
+from harness.data.cifar10 import synthetic_cifar10
+from harness.data.device import DeviceData, random_crop_flip
 
 BATCH = 512
 

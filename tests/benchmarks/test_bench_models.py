@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.models.zoo import GhostBatchNorm2d, build_model
+from harness.models.ghost_bn import GhostBatchNorm2d
+from harness.models.registry import build_model
 
 PEDANTIC: dict[str, Any] = {"rounds": 3, "warmup_rounds": 1, "iterations": 1}
 

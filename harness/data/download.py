@@ -1,0 +1,117 @@
+"""Fetching the official CIFAR-10 tarball: streamed, md5-checked, extracted atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from harness.data.cifar10 import FOLDER, OFFICIAL_MD5, OFFICIAL_URL, load_cifar10
+from harness.errors import UserError
+
+
+def _loads(folder: Path) -> bool:
+    try:
+        load_cifar10(folder)
+    except UserError:
+        return False
+    return True
+
+
+def _fetch(url: str, out: BinaryIO, name: str) -> str:
+    """Stream ``url`` into ``out`` with a progress line on stderr; return the md5 hex digest."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            last = 0.0
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                md5.update(chunk)
+                done += len(chunk)
+                now = time.monotonic()
+                if now - last > 0.5:
+                    last = now
+                    of = f" / {total / 2**20:.1f}" if total else ""
+                    sys.stderr.write(f"\rdownloading {name}: {done / 2**20:.1f}{of} MiB")
+                    sys.stderr.flush()
+            sys.stderr.write(f"\rdownloaded {name}: {done / 2**20:.1f} MiB\n")
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(f"download of {url} failed: {reason}".replace("\n", " ")) from None
+    return md5.hexdigest()
+
+
+def _safe_members(tar: tarfile.TarFile, archive: str) -> list[tarfile.TarInfo]:
+    # Only regular files directly under cifar-10-batches-py/; anything that could escape the
+    # extraction folder is an error rather than silently skipped.
+    members = []
+    for m in tar.getmembers():
+        p = PurePosixPath(m.name)
+        if p.is_absolute() or ".." in p.parts:
+            raise UserError(f"{archive}: unsafe path {m.name!r} in the archive; not extracting")
+        if m.isfile() and len(p.parts) == 2 and p.parts[0] == FOLDER:
+            members.append(m)
+    if not members:
+        raise UserError(f"{archive}: no {FOLDER}/ files in the archive")
+    return members
+
+
+def download_cifar10(dest: Path, url: str = OFFICIAL_URL, md5: str = OFFICIAL_MD5) -> Path:
+    """Download, verify and extract CIFAR-10 into ``dest/cifar-10-batches-py``; return it.
+
+    Does nothing when that folder already loads. The folder appears atomically (extracted to
+    a temporary folder in ``dest``, then renamed), so an interrupted run leaves no half copy.
+    """
+    dest = Path(dest).expanduser()
+    final = dest / FOLDER
+    if final.exists():
+        if _loads(final):
+            return final
+        raise UserError(
+            f"{final}: exists but does not load as CIFAR-10; move it away and run again"
+        )
+    created = not dest.exists()
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = url.rsplit("/", 1)[-1] or "cifar-10-python.tar.gz"
+    fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{archive}.", suffix=".part")
+    tmp_file = Path(tmp_name)
+    tmp_dir: Path | None = None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            got = _fetch(url, out, archive)
+        if got != md5.lower():
+            raise UserError(
+                f"{url}: md5 {got} does not match the expected {md5}; "
+                "the download is corrupt or not the CIFAR-10 python tarball"
+            )
+        tmp_dir = Path(tempfile.mkdtemp(dir=dest, prefix=".cifar-10-extract."))
+        try:
+            with tarfile.open(tmp_file, "r:gz") as tar:
+                members = _safe_members(tar, archive)
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp_dir, members=members, filter="data")
+                else:  # Python without PEP 706; the members were checked above
+                    tar.extractall(tmp_dir, members=members)
+        except tarfile.TarError as e:
+            raise UserError(f"{archive}: not a readable tar.gz archive ({e})") from None
+        load_cifar10(tmp_dir / FOLDER)
+        os.rename(tmp_dir / FOLDER, final)
+    finally:
+        tmp_file.unlink(missing_ok=True)
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        if created and not final.exists():
+            with contextlib.suppress(OSError):
+                dest.rmdir()
+    return final

@@ -1,0 +1,79 @@
+"""Models by name: suites name a model and its integer parameters, tests loop over every entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from harness.errors import UserError
+from harness.models.small_cnn import SmallCNN
+from harness.models.wrn import WideResNet
+
+
+@dataclass(frozen=True)
+class ModelFactory:
+    """How to build one registered model from its user-facing parameters.
+
+    ``build`` receives every param by keyword plus ``num_classes`` and ``ghost_size``.
+    ``required`` params must be given; ``optional`` ones fall back to ``build``'s default.
+    Every param is a positive integer.
+    """
+
+    build: Callable[..., nn.Module]
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+
+MODELS: dict[str, ModelFactory] = {
+    "small_cnn": ModelFactory(
+        build=SmallCNN,
+        optional=("width",),
+        description="3-stage conv-GBN-ReLU net (73k params at width 16), for CPU suites",
+    ),
+    "wrn": ModelFactory(
+        build=WideResNet,
+        required=("depth", "width"),
+        description="Wide ResNet WRN-depth-width (the paper uses WRN-16-4 on CIFAR-10)",
+    ),
+}
+
+
+def model_names() -> list[str]:
+    return sorted(MODELS)
+
+
+def build_model(
+    name: str, params: Mapping[str, Any], *, num_classes: int, ghost_size: int
+) -> nn.Module:
+    """Build registered model ``name``; bad names and params raise :class:`UserError`."""
+    factory = MODELS.get(name)
+    if factory is None:
+        raise UserError(f"model.name: unknown model {name!r}; choose one of: {_join(MODELS)}")
+    accepted = _join(factory.params) if factory.params else "(none)"
+    for key, value in params.items():
+        if key not in factory.params:
+            raise UserError(
+                f"model.{key}: unknown parameter for model {name!r}; accepted: {accepted}"
+            )
+        # bool is an int subclass; `width: true` in YAML is a mistake, not width 1.
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"model.{key}: must be a positive integer, got {value!r}")
+    missing = [key for key in factory.required if key not in params]
+    if missing:
+        raise UserError(
+            f"model.{missing[0]}: required for model {name!r}; give all of: "
+            f"{_join(factory.required)}"
+        )
+    return factory.build(**params, num_classes=num_classes, ghost_size=ghost_size)
+
+
+def _join(names: Mapping[str, Any] | tuple[str, ...]) -> str:
+    return ", ".join(sorted(names))
