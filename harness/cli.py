@@ -37,7 +37,7 @@ def plan(
     ] = None,
 ) -> None:
     """Every cell's schedule (lr, batch, momentum, noise scale per phase) and update count."""
-    from harness import plan as plan_module
+    from harness.app import plan as plan_module
     from harness.config.suite import load_suite, select
 
     loaded = load_suite(suite)
@@ -73,8 +73,8 @@ def run(
     ] = None,
 ) -> None:
     """Train every cell of SUITE and write its rows to Parquet; skips finished cells."""
+    from harness.app.runner import run_suite
     from harness.config.suite import load_suite
-    from harness.runner import run_suite
 
     loaded = load_suite(suite)
     summary = run_suite(
@@ -87,6 +87,7 @@ def run(
         max_micro_batch=max_micro_batch,
         compile_model=compile_model,
     )
+    print(f"{loaded.name}: {summary.line()}", file=sys.stderr)
     if summary.failed:
         raise typer.Exit(1)
 
@@ -167,9 +168,9 @@ def check(
 
     from harness.analysis.check import compare
     from harness.analysis.report import check_format
+    from harness.app.runner import run_suite
     from harness.config.suite import load_suite, select
     from harness.results.store import read_runs
-    from harness.runner import run_suite
 
     check_format(fmt)  # before training, not after
     loaded = load_suite(suite)

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import harness.train.loop
+from harness.app.runner import run_suite
 from harness.config.suite import load_suite
 from harness.errors import UserError
 from harness.results import store
-from harness.runner import run_suite
 from tests.conftest import SUITES
 
 SUITE = """\

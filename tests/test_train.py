@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config.suite import Cell, ExecutionSpec, load_suite
+from harness.app.jobs import train_job
+from harness.config.suite import load_suite
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData
 from harness.train.loop import build, micro_batch_size, stream_seed, train_cell, train_step
 from harness.train.optim import build_optimizer, set_hyperparameters
+from harness.train.spec import Execution, TrainJob
 
 SUITE = """\
 name: tiny
@@ -52,9 +54,12 @@ def tiny_suite(tmp_path: Path, lr: float = 0.05):
     return load_suite(path)
 
 
-def cell_of(suite, optimizer: str, schedule: str) -> Cell:
-    return next(
-        c for c in suite.cells if c.optimizer_name == optimizer and c.schedule_name == schedule
+def cell_of(suite, optimizer: str, schedule: str) -> TrainJob:
+    """The training job of one cell of the suite, as the runner would make it."""
+    return train_job(
+        next(
+            c for c in suite.cells if c.optimizer_name == optimizer and c.schedule_name == schedule
+        )
     )
 
 
@@ -72,23 +77,23 @@ def test_stream_seeds_are_stable_and_distinct():
 
 
 def test_micro_batch_size_is_a_multiple_of_the_ghost_size():
-    execution = ExecutionSpec(max_micro_batch=100)
+    execution = Execution(max_micro_batch=100)
     assert micro_batch_size(64, execution, ghost=16) == 64
     assert micro_batch_size(512, execution, ghost=16) == 96
-    assert micro_batch_size(512, ExecutionSpec(max_micro_batch=None), ghost=16) == 512
+    assert micro_batch_size(512, Execution(max_micro_batch=None), ghost=16) == 512
 
 
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 def test_accumulated_micro_batches_equal_one_big_batch(tmp_path, data, optimizer):
     """B = 64 as four micro-batches of 16 gives the update of one batch of 64."""
     cell = cell_of(tiny_suite(tmp_path), optimizer, "decaying")
-    execution = ExecutionSpec()
+    execution = Execution()
     indices = torch.arange(64)
     params, losses = [], []
     for micro in (64, 16):
         model = build(cell, data.device, execution).double()
         model.train()
-        optim = build_optimizer(model.parameters(), cell.optimizer, 5e-4, data.device)
+        optim = build_optimizer(model.parameters(), cell.optimizer, data.device)
         # Two steps, so that momentum / Adam state built from accumulated gradients is used.
         for step in range(2):
             gen = torch.Generator().manual_seed(step)
@@ -121,7 +126,7 @@ class _Float64:
 def test_same_cell_twice_gives_identical_metrics(tmp_path, data):
     cell = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
     runs = [
-        train_cell(cell, data, ExecutionSpec(eval_batch_size=64), tmp_path / f"{i}.pt")
+        train_cell(cell, data, Execution(eval_batch_size=64), tmp_path / f"{i}.pt")
         for i in range(2)
     ]
     keys = ("updates", "lr", "batch_size", "train_loss", "test_loss", "test_acc")
@@ -133,15 +138,15 @@ def test_same_cell_twice_gives_identical_metrics(tmp_path, data):
 
 def test_same_seed_same_initial_weights_whatever_the_schedule(tmp_path):
     suite = tiny_suite(tmp_path)
-    a = build(cell_of(suite, "momentum", "decaying"), torch.device("cpu"), ExecutionSpec())
-    b = build(cell_of(suite, "adam", "increasing"), torch.device("cpu"), ExecutionSpec())
+    a = build(cell_of(suite, "momentum", "decaying"), torch.device("cpu"), Execution())
+    b = build(cell_of(suite, "adam", "increasing"), torch.device("cpu"), Execution())
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(pa, pb)
 
 
 def test_updates_follow_the_plan_phase_by_phase(tmp_path, data):
     cell = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
-    result = train_cell(cell, data, ExecutionSpec(eval_batch_size=64), tmp_path / "c.pt")
+    result = train_cell(cell, data, Execution(eval_batch_size=64), tmp_path / "c.pt")
     planned = [p for p in cell.plan.phases for _ in range(p.start_epoch, p.end_epoch)]
     steps = [c["updates"] for c in result.progress.curves]
     per_epoch = [b - a for a, b in zip([0, *steps], steps)]
@@ -152,7 +157,7 @@ def test_updates_follow_the_plan_phase_by_phase(tmp_path, data):
 
 def test_huge_lr_diverges_and_stops(tmp_path, data):
     cell = cell_of(tiny_suite(tmp_path, lr=1e6), "momentum", "decaying")
-    result = train_cell(cell, data, ExecutionSpec(eval_batch_size=64), tmp_path / "d.pt")
+    result = train_cell(cell, data, Execution(eval_batch_size=64), tmp_path / "d.pt")
     assert result.progress.status == "diverged"
     assert "training loss is" in (result.progress.error or "")
     assert len(result.progress.curves) == result.progress.epoch  # stopped where it diverged
@@ -161,8 +166,8 @@ def test_huge_lr_diverges_and_stops(tmp_path, data):
 
 def test_phase_change_keeps_optimizer_state(tmp_path, data):
     cell = cell_of(tiny_suite(tmp_path), "momentum", "decaying")
-    model = build(cell, data.device, ExecutionSpec())
-    optim = build_optimizer(model.parameters(), cell.optimizer, 5e-4, data.device)
+    model = build(cell, data.device, Execution())
+    optim = build_optimizer(model.parameters(), cell.optimizer, data.device)
     gen = torch.Generator().manual_seed(0)
     train_step(model, optim, data, torch.arange(32), 32, gen, "fp32")
     buffers = [optim.state[p]["momentum_buffer"].clone() for p in model.parameters()]
@@ -179,7 +184,7 @@ class _Stop(Exception):
 def test_interrupted_cell_resumes_to_the_same_metrics(tmp_path, data):
     """Killed after epoch 2 (its checkpoint written), a re-run ends where an unbroken run does."""
     cell = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
-    execution = ExecutionSpec(eval_batch_size=64, max_micro_batch=32)
+    execution = Execution(eval_batch_size=64, max_micro_batch=32)
     whole = train_cell(cell, data, execution, tmp_path / "whole.pt")
 
     def stop_after_two(_cell, row):
@@ -208,11 +213,11 @@ def test_bf16_channels_last_cell_runs_on_the_cpu(tmp_path, data):
         )
     )
     cell = cell_of(load_suite(path), "momentum", "increasing")
-    assert cell.training.precision == "bf16"
+    assert cell.precision == "bf16"
     cl_data = DeviceData.from_arrays(
         synthetic_cifar10(256, 64, seed=0), torch.device("cpu"), channels_last=True
     )
-    execution = ExecutionSpec(eval_batch_size=64, max_micro_batch=32, channels_last=True)
+    execution = Execution(eval_batch_size=64, max_micro_batch=32, channels_last=True)
     result = train_cell(cell, cl_data, execution, tmp_path / "bf16.pt")
     assert result.progress.status == "ok"
     assert result.progress.updates == cell.plan.updates
@@ -237,7 +242,7 @@ def test_compiled_cell_compiles_only_in_the_warm_up(tmp_path, data):
     torch._dynamo.reset()
     counters.clear()
     cell = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
-    execution = ExecutionSpec(eval_batch_size=64, max_micro_batch=64, compile=True)
+    execution = Execution(eval_batch_size=64, max_micro_batch=64, compile=True)
     shapes = {micro_batch_size(p.batch_size, execution, 16) for p in cell.plan.phases}
     assert shapes == {32, 64}  # B 32 -> 64 -> 128 as micro-batches of at most 64
     graphs: list[int] = []

@@ -8,37 +8,43 @@ schedules assume.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
-from harness.config.suite import OptimizerSpec
+from harness.train.spec import OptimizerConfig
 
 Builder = Callable[
-    [Iterable[torch.nn.Parameter], OptimizerSpec, float, dict], torch.optim.Optimizer
+    [Iterable[torch.nn.Parameter], OptimizerConfig, dict[str, Any]], torch.optim.Optimizer
 ]
 
 
 def _sgd(
-    params: Iterable[torch.nn.Parameter], spec: OptimizerSpec, weight_decay: float, extra: dict
+    params: Iterable[torch.nn.Parameter], spec: OptimizerConfig, extra: dict[str, Any]
 ) -> torch.optim.Optimizer:
     # PyTorch's SGD keeps v <- m v + g and steps by lr v: the paper's accumulation A (eq. 6-7),
     # so a change of lr between phases does not rescale what is already accumulated.
     return torch.optim.SGD(
         params,
         lr=spec.lr,
-        momentum=spec.momentum or 0.0,
+        momentum=spec.momentum,
         nesterov=spec.kind == "nesterov",
-        weight_decay=weight_decay,
+        weight_decay=spec.weight_decay,
         **extra,
     )
 
 
 def _adam(
-    params: Iterable[torch.nn.Parameter], spec: OptimizerSpec, weight_decay: float, extra: dict
+    params: Iterable[torch.nn.Parameter], spec: OptimizerConfig, extra: dict[str, Any]
 ) -> torch.optim.Optimizer:
     # weight_decay here is an L2 term on the loss, as TensorFlow's Adam with L2 regularization.
     return torch.optim.Adam(
-        params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=weight_decay, **extra
+        params,
+        lr=spec.lr,
+        betas=spec.betas,
+        eps=spec.eps,
+        weight_decay=spec.weight_decay,
+        **extra,
     )
 
 
@@ -51,15 +57,11 @@ OPTIMIZERS: dict[str, Builder] = {
 
 
 def build_optimizer(
-    params: Iterable[torch.nn.Parameter],
-    spec: OptimizerSpec,
-    weight_decay: float,
-    device: torch.device,
+    params: Iterable[torch.nn.Parameter], spec: OptimizerConfig, device: torch.device
 ) -> torch.optim.Optimizer:
     """The optimizer for a cell; multi-tensor (foreach) kernels on accelerators."""
-    wd = spec.weight_decay if spec.weight_decay is not None else weight_decay
     extra = {"foreach": True} if device.type != "cpu" else {}
-    return OPTIMIZERS[spec.kind](params, spec, wd, extra)
+    return OPTIMIZERS[spec.kind](params, spec, extra)
 
 
 def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, momentum: float) -> None:

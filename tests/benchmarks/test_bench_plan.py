@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from harness.app.plan import plan_json
 from harness.config.suite import load_suite
-from harness.plan import plan_json
 from tests.conftest import SUITES
 
 

@@ -1,30 +1,32 @@
 """`harness run`: every cell of a suite, skipping finished ones, resuming killed ones.
 
-A cell is finished when its run row exists with status ok or diverged; a failed cell (out of
-memory, say) keeps its checkpoint and is tried again by the next run. Rows are written only
-when a cell ends, so an interrupted runner leaves checkpoints, never partial rows.
+A cell is finished when its run row exists with status ok or diverged. A cell's failure is
+the cell's, never the suite's: any error inside a cell (out of memory, an unreadable
+checkpoint, a bug) becomes a `failed` row with a one-line message, the suite goes on, and the
+next run tries the cell again from its checkpoint. Errors that concern the whole run (a
+results folder that cannot be written) are found before the data loads.
 
 Several runners may share one results folder (a job array, or two GPUs of one host): each
-claims a cell with a lock file before training it and passes over cells another live runner
-holds, so no cell is trained twice at once. A killed runner's lock is stale and taken over.
+claims a cell with a lock before training it and passes over cells another live runner
+holds, so no cell is trained twice at once.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import math
-import os
-import sys
+import tempfile
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness.config.suite import Cell, ExecutionSpec, Suite, select
+from harness.app import jobs
+from harness.app.console import RunConsole
+from harness.config.suite import Cell, Suite, select
 from harness.errors import UserError
-from harness.results import store
+from harness.results import lock, store
 
 TRAINABLE_DATASETS = ("cifar10", "synthetic")
 TRAINABLE_MODELS = ("wrn", "small_cnn")
@@ -37,6 +39,14 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)  # claimed by another runner
+
+    def line(self) -> str:
+        parts = [f"{len(self.ran)} trained", f"{len(self.skipped)} already finished"]
+        if self.busy:
+            parts.append(f"{len(self.busy)} busy in another runner")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed (rerun to retry them)")
+        return ", ".join(parts)
 
 
 def resolve_device(name: str | None) -> Any:
@@ -94,61 +104,24 @@ def _check_trainable(cells: tuple[Cell, ...], suite: Suite) -> None:
             )
 
 
+def _check_writable(results: Path) -> None:
+    """Fail before any data loads if rows could not be written (a whole-run error)."""
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=results, prefix=".harness-probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"{results}: the results folder is not writable ({exc.strerror or exc}); "
+            "pass --results DIR with a folder you can write"
+        ) from None
+
+
 def _finished(results: Path) -> set[str]:
     runs = store.read_runs(results) if results.is_dir() else pd.DataFrame()
     if runs.empty:
         return set()
     return set(runs.loc[runs["status"].isin(FINISHED), "cell_id"])
-
-
-def run_row(
-    cell: Cell,
-    result: Any,
-    environment: dict[str, Any],
-) -> dict[str, Any]:
-    """The `runs` row of a finished cell (see store.RUN_COLUMNS)."""
-    progress = result.progress
-    train_s = progress.train_time_s
-    wall = progress.wall_clock_s
-    return {
-        "suite": cell.suite,
-        "experiment": cell.experiment,
-        "aliases": list(cell.aliases),
-        "cell_id": cell.cell_id,
-        "model": cell.model_name,
-        "dataset": cell.dataset.name,
-        "train_size": cell.plan.train_size,
-        "optimizer": cell.optimizer_name,
-        "optimizer_kind": cell.optimizer.kind,
-        "schedule": cell.schedule_name,
-        "realization": cell.schedule["realization"],
-        "milestones": list(cell.schedule["milestones"]),
-        "seed": cell.seed,
-        "status": progress.status,
-        "error": progress.error,
-        "epochs": progress.epoch,
-        "planned_epochs": cell.plan.epochs,
-        "updates": progress.updates,
-        "planned_updates": cell.plan.updates,
-        **result.final,
-        "wall_clock_s": wall,
-        "train_time_s": train_s,
-        "eval_time_s": progress.eval_time_s,
-        "warmup_time_s": progress.warmup_time_s,
-        "overhead_time_s": wall - train_s - progress.eval_time_s - progress.warmup_time_s,
-        "images_per_s": progress.images / train_s if train_s > 0 else math.nan,
-        "updates_per_s": progress.updates / train_s if train_s > 0 else math.nan,
-        "peak_memory_bytes": result.peak_memory_bytes,
-        "precision": cell.training.precision,
-        **environment,
-        "config": json.dumps(cell.resolved_config(), sort_keys=True),
-        "plan": json.dumps([p.as_dict() for p in cell.plan.phases]),
-        "paper_test_acc": cell.paper.test_acc if cell.paper else None,
-        "paper_updates": cell.paper.updates if cell.paper else None,
-        "paper_source": cell.paper.source if cell.paper else None,
-        "started_at": dt.datetime.fromtimestamp(progress.started_at, dt.timezone.utc),
-        "finished_at": dt.datetime.now(dt.timezone.utc),
-    }
 
 
 def run_suite(
@@ -170,28 +143,28 @@ def run_suite(
     if not cells:
         raise UserError(f"--only {only!r}: matches no cell of {suite.path}; see `harness plan`")
     _check_trainable(cells, suite)
-    execution = _execution(suite.spec.execution, max_micro_batch, compile_model, cells)
+    execution = jobs.execution(suite.spec.execution, cells, max_micro_batch, compile_model)
     done = set() if force else _finished(results)
     summary = RunSummary(skipped=[c.cell_id for c in cells if c.cell_id in done])
     todo = [c for c in cells if c.cell_id not in done]
-    say = _Reporter()
+    say = RunConsole()
     for cell in cells:
         if cell.cell_id in done:
             say.line(f"skip  {cell.cell_id} {cell.label}: finished (rerun with --force)")
     if not todo:
         return summary
     torch_device = resolve_device(device)
+    _check_writable(results)
     dataset, source = load_data(suite, data, torch_device, execution.channels_last)
     env = {**environment(torch_device), "data_source": source}
     for cell in todo:
         # Concurrent runners on one folder (a job array, say) each take the cells nobody holds.
-        with store.claim(results, cell.cell_id) as mine:
+        with lock.claim(results, cell.cell_id) as mine:
             if not mine:
                 summary.busy.append(cell.cell_id)
-                lock = store.lock_path(results, cell.cell_id)
                 say.line(
                     f"busy  {cell.cell_id} {cell.label}: another runner is training it "
-                    f"(delete {lock} if that runner is gone)"
+                    f"(its lock: {lock.lock_path(results, cell.cell_id)})"
                 )
                 continue
             if not force and store.cell_status(results, cell.cell_id) in FINISHED:
@@ -205,53 +178,67 @@ def _run_cell(
     cell: Cell,
     results: Path,
     dataset: Any,
-    execution: ExecutionSpec,
+    execution: Any,
     env: dict[str, Any],
     force: bool,
-    say: _Reporter,
+    say: RunConsole,
     summary: RunSummary,
 ) -> None:
+    from harness.train.checkpoint import Progress
     from harness.train.loop import train_cell
 
     checkpoint = store.checkpoint_path(results, cell.cell_id)
-    if force and checkpoint.exists():
-        checkpoint.unlink()
+    if force:
+        checkpoint.unlink(missing_ok=True)
     say.start(cell, resumed=checkpoint.exists())
+    curves: list[dict[str, Any]] = []
     try:
-        result = train_cell(cell, dataset, execution, checkpoint, on_epoch=say.epoch)
+        result = train_cell(
+            jobs.train_job(cell), dataset, execution, checkpoint, on_epoch=say.epoch
+        )
+        progress, final, peak = result.progress, result.final, result.peak_memory_bytes
+        curves = progress.curves
+    except Exception as exc:  # a cell's failure is the cell's: recorded, and the suite goes on
+        progress = Progress(status="failed", error=_failure(cell, exc, results))
+        final = dict.fromkeys(
+            ("final_test_acc", "best_test_acc", "final_test_loss", "final_train_loss"), math.nan
+        )
+        peak = 0
     finally:
         say.stop()
-    row = run_row(cell, result, env)
-    store.write_cell(results, row, result.progress.curves)
-    if result.progress.status == "failed":
+    record = jobs.run_record(cell, progress, final, peak, env)
+    try:
+        store.write_cell(
+            results, record.as_row(), [c.as_row() for c in jobs.curve_records(cell, curves)]
+        )
+    except OSError as exc:
+        raise UserError(
+            f"{results}: could not write the rows of cell {cell.cell_id} "
+            f"({exc.strerror or exc}); free space or pass --results DIR, then rerun"
+        ) from None
+    if progress.status == "failed":
         # The row says why; the checkpoint stays, and the next run resumes the cell.
         summary.failed.append(cell.cell_id)
-        say.line(f"fail  {cell.cell_id} {cell.label}: {result.progress.error}")
+        say.line(f"fail  {cell.cell_id} {cell.label}: {progress.error}")
         return
     checkpoint.unlink(missing_ok=True)
     summary.ran.append(cell.cell_id)
-    say.line(_summary_line(cell, row))
+    say.line(_summary_line(cell, record.as_row()))
 
 
-def _execution(
-    spec: ExecutionSpec,
-    max_micro_batch: int | None,
-    compile_model: bool | None,
-    cells: tuple[Cell, ...],
-) -> ExecutionSpec:
-    updates: dict[str, Any] = {}
-    if max_micro_batch is not None:
-        ghosts = {c.training.ghost_batch_size for c in cells}
-        bad = [g for g in ghosts if max_micro_batch % g]
-        if max_micro_batch <= 0 or bad:
-            raise UserError(
-                f"--max-micro-batch {max_micro_batch}: must be a positive multiple of the ghost "
-                f"batch size ({', '.join(map(str, sorted(ghosts)))})"
-            )
-        updates["max_micro_batch"] = max_micro_batch
-    if compile_model is not None:
-        updates["compile"] = compile_model
-    return spec.model_copy(update=updates)
+def _failure(cell: Cell, exc: Exception, results: Path) -> str:
+    """One line for the row; a bug's traceback goes to a log file beside the rows."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, UserError):
+        return message
+    log = results / "logs" / f"{cell.cell_id}.log"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(traceback.format_exception(exc)))
+        where = f"; traceback in {log}"
+    except OSError:
+        where = ""
+    return f"cell {cell.cell_id} ({cell.label}) failed: {type(exc).__name__}: {message}{where}"
 
 
 def _summary_line(cell: Cell, row: dict[str, Any]) -> str:
@@ -261,50 +248,3 @@ def _summary_line(cell: Cell, row: dict[str, Any]) -> str:
         f"{row['updates']} updates (plan {row['planned_updates']}), "
         f"{row['wall_clock_s']:.1f} s, {row['images_per_s']:.0f} img/s"
     )
-
-
-class _Reporter:
-    """A rich progress bar per cell on a terminal; one line per finished cell otherwise."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        self.live = sys.stderr.isatty() and not os.environ.get("CI")
-        self.progress: Any = None
-        self.task: Any = None
-
-    def line(self, text: str) -> None:
-        self.console.print(text, highlight=False, soft_wrap=True)
-
-    def start(self, cell: Cell, resumed: bool) -> None:
-        verb = "resume" if resumed else "train"
-        if not self.live:
-            self.line(f"{verb} {cell.cell_id} {cell.label} ({cell.plan.updates} updates)")
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.progress = Progress(
-            TextColumn(f"{verb} {cell.cell_id} {cell.label}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=self.console,
-            transient=True,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("cell", total=cell.plan.epochs, status="")
-
-    def epoch(self, cell: Cell, row: dict[str, Any]) -> None:
-        if self.progress is None:
-            return
-        status = (
-            f"upd {row['updates']}  loss {row['train_loss']:.3f}  "
-            f"acc {row['test_acc']:.3f}  {row['images_per_s']:.0f} img/s"
-        )
-        self.progress.update(self.task, completed=row["epoch"], status=status)
-
-    def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None

@@ -1,0 +1,68 @@
+"""What `harness run` shows while it works: a progress bar on a terminal, lines in a log.
+
+Without a terminal (a batch job, CI, a GPU machine whose output is a log file) every epoch is
+one flushed line, so a log shows progress as it happens.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from harness.config.suite import Cell
+from harness.train.spec import TrainJob
+
+
+class RunConsole:
+    """A rich progress bar per cell on a terminal; one line per epoch and per cell otherwise."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self.live = sys.stderr.isatty() and not os.environ.get("CI")
+        self.progress: Any = None
+        self.task: Any = None
+        self.epochs = 0
+
+    def line(self, text: str) -> None:
+        self.console.print(text, highlight=False, soft_wrap=True)
+        self.console.file.flush()
+
+    def start(self, cell: Cell, resumed: bool) -> None:
+        verb = "resume" if resumed else "train"
+        self.epochs = cell.plan.epochs
+        if not self.live:
+            self.line(f"{verb} {cell.cell_id} {cell.label} ({cell.plan.updates} updates)")
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn(f"{verb} {cell.cell_id} {cell.label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=self.console,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("cell", total=cell.plan.epochs, status="")
+
+    def epoch(self, job: TrainJob, row: dict[str, Any]) -> None:
+        status = (
+            f"upd {row['updates']}  loss {row['train_loss']:.4f}  "
+            f"acc {row['test_acc']:.4f}  {row['images_per_s']:.0f} img/s"
+        )
+        if self.progress is None:
+            self.line(
+                f"  epoch {row['epoch']}/{self.epochs} {job.cell_id}: {status}  "
+                f"{row['epoch_time_s']:.1f} s"
+            )
+            return
+        self.progress.update(self.task, completed=row["epoch"], status=status)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

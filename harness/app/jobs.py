@@ -1,0 +1,140 @@
+"""The seam between a suite and the layers under it: a cell becomes a job, a result a record.
+
+The config layer speaks in cells (pydantic specs with names from the suite file); the
+training layer takes small frozen values (`TrainJob`, `Execution`); the results layer stores
+`RunRecord`s. Only this module knows all three, so each of them can change without the
+others noticing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from harness.config.suite import Cell, ExecutionSpec
+from harness.errors import UserError
+from harness.results.record import CurveRecord, RunRecord
+from harness.train.spec import Execution, ModelConfig, OptimizerConfig, TrainJob
+
+
+def train_job(cell: Cell) -> TrainJob:
+    """What the training layer needs of `cell`: every value that can change its numbers."""
+    spec = cell.optimizer
+    weight_decay = (
+        spec.weight_decay if spec.weight_decay is not None else cell.training.weight_decay
+    )
+    return TrainJob(
+        cell_id=cell.cell_id,
+        label=cell.label,
+        seed=cell.seed,
+        model=ModelConfig.of(cell.model.name, **cell.model.model_dump(exclude={"name"})),
+        optimizer=OptimizerConfig(
+            kind=spec.kind,
+            lr=spec.lr,
+            momentum=spec.momentum or 0.0,
+            betas=spec.betas,
+            eps=spec.eps,
+            weight_decay=weight_decay,
+        ),
+        plan=cell.plan,
+        num_classes=cell.dataset.num_classes,
+        ghost_batch_size=cell.training.ghost_batch_size,
+        drop_last=cell.training.drop_last,
+        eval_every=cell.training.eval_every,
+        precision=cell.training.precision,
+    )
+
+
+def execution(
+    spec: ExecutionSpec,
+    cells: Sequence[Cell],
+    max_micro_batch: int | None = None,
+    compile_model: bool | None = None,
+) -> Execution:
+    """The suite's execution settings with the command line's overrides applied."""
+    micro = spec.max_micro_batch
+    if max_micro_batch is not None:
+        ghosts = {c.training.ghost_batch_size for c in cells}
+        bad = [g for g in ghosts if max_micro_batch % g]
+        if max_micro_batch <= 0 or bad:
+            raise UserError(
+                f"--max-micro-batch {max_micro_batch}: must be a positive multiple of the ghost "
+                f"batch size ({', '.join(map(str, sorted(ghosts)))})"
+            )
+        micro = max_micro_batch
+    return Execution(
+        max_micro_batch=micro,
+        channels_last=spec.channels_last,
+        compile=spec.compile if compile_model is None else compile_model,
+        eval_batch_size=spec.eval_batch_size,
+    )
+
+
+def run_record(
+    cell: Cell,
+    progress: Any,
+    final: Mapping[str, float],
+    peak_memory_bytes: int,
+    environment: Mapping[str, Any],
+) -> RunRecord:
+    """The `runs` row of a cell that ended (ok, diverged or failed)."""
+    train_s = progress.train_time_s
+    wall = progress.wall_clock_s
+    return RunRecord(
+        suite=cell.suite,
+        experiment=cell.experiment,
+        aliases=list(cell.aliases),
+        cell_id=cell.cell_id,
+        model=cell.model_name,
+        dataset=cell.dataset.name,
+        train_size=cell.plan.train_size,
+        optimizer=cell.optimizer_name,
+        optimizer_kind=cell.optimizer.kind,
+        schedule=cell.schedule_name,
+        realization=cell.schedule["realization"],
+        milestones=list(cell.schedule["milestones"]),
+        seed=cell.seed,
+        status=progress.status,
+        error=progress.error,
+        epochs=progress.epoch,
+        planned_epochs=cell.plan.epochs,
+        updates=progress.updates,
+        planned_updates=cell.plan.updates,
+        final_test_acc=final["final_test_acc"],
+        best_test_acc=final["best_test_acc"],
+        final_test_loss=final["final_test_loss"],
+        final_train_loss=final["final_train_loss"],
+        wall_clock_s=wall,
+        train_time_s=train_s,
+        eval_time_s=progress.eval_time_s,
+        warmup_time_s=progress.warmup_time_s,
+        overhead_time_s=wall - train_s - progress.eval_time_s - progress.warmup_time_s,
+        images_per_s=progress.images / train_s if train_s > 0 else math.nan,
+        updates_per_s=progress.updates / train_s if train_s > 0 else math.nan,
+        peak_memory_bytes=peak_memory_bytes,
+        precision=cell.training.precision,
+        data_source=environment.get("data_source"),
+        device=environment["device"],
+        device_name=environment["device_name"],
+        hostname=environment["hostname"],
+        python_version=environment["python_version"],
+        torch_version=environment["torch_version"],
+        harness_version=environment["harness_version"],
+        git_commit=environment["git_commit"],
+        git_dirty=environment["git_dirty"],
+        config=json.dumps(cell.resolved_config(), sort_keys=True),
+        plan=json.dumps([p.as_dict() for p in cell.plan.phases]),
+        paper_test_acc=cell.paper.test_acc if cell.paper else None,
+        paper_updates=cell.paper.updates if cell.paper else None,
+        paper_source=cell.paper.source if cell.paper else None,
+        started_at=dt.datetime.fromtimestamp(progress.started_at, dt.timezone.utc),
+        finished_at=dt.datetime.now(dt.timezone.utc),
+    )
+
+
+def curve_records(cell: Cell, curves: Sequence[Mapping[str, Any]]) -> list[CurveRecord]:
+    """The training layer's per-epoch rows as `curves` records of `cell`'s suite."""
+    return [CurveRecord(suite=cell.suite, **row) for row in curves]

@@ -1,0 +1,74 @@
+"""One optimizer update and one evaluation pass: the code that runs on the device.
+
+Contract of a step: a batch of B examples may run as micro-batches (each a whole number of
+ghost batches) whose gradients add up to the gradient of the mean loss over all B examples;
+with ghost batch norm that is the big batch's update exactly. The update count is the number
+of optimizer steps, never of micro-batches.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from harness.data.device import DeviceData
+from harness.train.runtime import at_least_fp32, autocast
+from harness.train.spec import Execution
+
+
+def micro_batch_size(batch: int, execution: Execution, ghost: int) -> int:
+    """Largest micro-batch not above max_micro_batch, a multiple of the ghost size."""
+    limit = execution.max_micro_batch
+    if limit is None or limit >= batch:
+        return batch
+    return max(ghost, limit // ghost * ghost)
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: DeviceData,
+    indices: torch.Tensor,
+    micro: int,
+    generator: torch.Generator,
+    precision: str,
+) -> torch.Tensor:
+    """One optimizer update on the examples `indices`, as micro-batches of at most `micro`.
+
+    Each micro-batch's loss is its summed cross-entropy over the whole batch size, so the
+    accumulated gradient is the mean over all B examples. A data-parallel rank would take its
+    slice of `indices` here. Returns the batch's mean loss, on the device (no host sync).
+    """
+    device = indices.device
+    optimizer.zero_grad(set_to_none=True)
+    total = indices.numel()
+    loss_sum = torch.zeros((), device=device)
+    images, labels = data.train_images(indices, generator)  # uint8: 3 KB per image
+    for x_u8, y in zip(images.split(micro), labels.split(micro)):
+        x = data.normalize(x_u8)
+        with autocast(device, precision):
+            logits = model(x)
+        loss = F.cross_entropy(at_least_fp32(logits), y, reduction="sum") / total
+        loss.backward()
+        loss_sum += loss.detach()
+    optimizer.step()
+    return loss_sum
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module, data: DeviceData, batch_size: int, precision: str
+) -> tuple[float, float]:
+    """(mean test cross-entropy, test accuracy as a fraction), with running BN statistics."""
+    model.eval()
+    device = data.device
+    loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    for x, y in data.test_batches(batch_size):
+        with autocast(device, precision):
+            logits = model(x)
+        loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        correct += (logits.argmax(dim=1) == y).sum()
+    n = data.n_test
+    # The one host sync of an evaluation.
+    return float(loss) / n, int(correct) / n
