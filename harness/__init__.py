@@ -1,3 +1,5 @@
 """harness: test "Don't Decay the Learning Rate, Increase the Batch Size" on real hardware."""
 
-__version__ = "0.1.0"
+from harness.version import __version__
+
+__all__ = ["__version__"]

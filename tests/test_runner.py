@@ -157,3 +157,58 @@ def test_a_killed_runners_lock_is_taken_over(suite, tmp_path):
     assert summary.ran == [cell.cell_id]
     assert not lock.exists()
     assert store.cell_status(tmp_path, cell.cell_id) == "ok"
+
+
+def test_any_error_in_a_cell_is_that_cells_failed_row(suite, tmp_path, monkeypatch):
+    """A bug in one cell: a failed row with a one-line message and a traceback log; the other
+    cells of the suite still train, and the next run retries the failed one."""
+    real_epoch = harness.train.loop.train_epoch
+    victim = next(c for c in suite.cells if c.label == "grid/momentum/decaying/seed0")
+
+    def broken_for_one_cell(model, optimizer, data, job, epoch, phase, execution):
+        if job.cell_id == victim.cell_id:
+            raise RuntimeError("simulated bug\nwith a second line")
+        return real_epoch(model, optimizer, data, job, epoch, phase, execution)
+
+    monkeypatch.setattr(harness.train.loop, "train_epoch", broken_for_one_cell)
+    summary = run_suite(suite, results=tmp_path, device="cpu", only="grid")
+    assert summary.failed == [victim.cell_id] and len(summary.ran) == 1
+    runs = pd.read_parquet(tmp_path / "runs").set_index("cell_id")
+    error = runs.loc[victim.cell_id, "error"]
+    assert runs.loc[victim.cell_id, "status"] == "failed"
+    assert "RuntimeError: simulated bug with a second line" in error and "\n" not in error
+    log = tmp_path / "logs" / f"{victim.cell_id}.log"
+    assert str(log) in error and "Traceback" in log.read_text()
+
+    monkeypatch.setattr(harness.train.loop, "train_epoch", real_epoch)
+    retried = run_suite(suite, results=tmp_path, device="cpu", only="grid")
+    assert retried.ran == [victim.cell_id]
+    assert store.cell_status(tmp_path, victim.cell_id) == "ok"
+
+
+def test_an_unwritable_results_folder_is_one_line_before_the_data_loads(tmp_path, cli):
+    suite = tmp_path / "mini.yaml"
+    suite.write_text(textwrap.dedent(SUITE))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = cli("run", str(suite), "--results", str(blocker / "results"), "--device", "cpu")
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
+    assert f"{blocker / 'results'}: the results folder is not writable" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_failed_cell_makes_the_command_exit_1_with_a_summary(tmp_path, cli):
+    """Through the CLI: a planted unreadable checkpoint fails one cell; the suite finishes."""
+    suite = tmp_path / "mini.yaml"
+    suite.write_text(textwrap.dedent(SUITE))
+    cell = next(c for c in load_suite(suite).cells if c.experiment == "grid")
+    results = tmp_path / "results"
+    bad = store.checkpoint_path(results, cell.cell_id)
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"")
+    out = cli("run", str(suite), "--results", str(results), "--device", "cpu")
+    assert out.returncode == 1, out.stderr
+    assert f"fail  {cell.cell_id}" in out.stderr and f"{bad}: unreadable checkpoint" in out.stderr
+    assert "mini: 2 trained, 0 already finished, 1 failed (rerun to retry them)" in out.stderr
+    assert "Traceback" not in out.stderr

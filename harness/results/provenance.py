@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import harness
+from harness.version import __version__
 
-_SOURCE = Path(harness.__file__).resolve().parent.parent
+_SOURCE = Path(__file__).resolve().parents[2]  # the checkout holding harness/
 
 
 def _git(*args: str) -> str | None:
@@ -70,5 +70,5 @@ def environment(device: Any) -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "python_version": sys.version.split()[0],
         "torch_version": torch.__version__,
-        "harness_version": harness.__version__,
+        "harness_version": __version__,
     }

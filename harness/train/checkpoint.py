@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,10 @@ def load_checkpoint(
         return None
     cure = "move it away (or rerun with --force) to train the cell from the start"
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            # A crafted file's odd pickle protocol draws a torch warning before the refusal.
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # truncated, empty, not a zip, or a pickle naming a callable
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: unreadable checkpoint ({reason[:200]}); {cure}") from None

@@ -1,0 +1,156 @@
+"""The layers of docs/ARCHITECTURE.md, kept so: every import in harness/ points down.
+
+Each module belongs to a component (a sub-package, or a top-level module); each component has
+a layer. A module may import its own component and components of lower layers, never a
+sibling of its own layer or anything above. Some components also may not import heavy
+third-party packages (the schedule algebra and `harness plan` must work without torch).
+The walk reads every import statement, including those inside functions and under
+TYPE_CHECKING, since a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "harness"
+
+# Lowest first. Components on one line are siblings: neither may import the other.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("harness.errors", "harness.fsio", "harness.version"),
+    ("harness.core",),
+    ("harness.config", "harness.data", "harness.models", "harness.results"),
+    ("harness.train", "harness.analysis"),
+    ("harness.app",),
+    ("harness.cli",),
+    ("harness.__main__", "harness"),  # `python -m harness`; the package facade (public API)
+)
+LAYER = {component: i for i, layer in enumerate(LAYERS) for component in layer}
+
+# Third-party packages a component must not import (directly or lazily).
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "harness.core": ("torch", "numpy", "pydantic", "yaml", "ruamel", "pandas", "pyarrow"),
+    "harness.config": ("torch", "pandas", "pyarrow", "matplotlib"),
+    "harness.results": ("torch",),  # provenance imports torch lazily, allowed below
+    "harness.analysis": ("torch",),
+}
+ALLOWED_EXCEPTIONS = {
+    # Reads the torch version and device name of a run that already imported torch.
+    ("harness.results.provenance", "torch"),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _component(module: str) -> str:
+    """The longest LAYER key that is `module` or a package above it."""
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:n])
+        if candidate in LAYER:
+            return candidate
+    raise KeyError(module)
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+            # `from harness import store` imports the module harness.store.
+            if node.module.startswith("harness"):
+                found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return found
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _is_module(name: str) -> bool:
+    base = PACKAGE.parent / Path(*name.split("."))
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def test_every_module_has_a_layer():
+    missing = [str(p) for p in _modules() if not _safe_component(_module_name(p))]
+    assert not missing, f"give these a layer in LAYERS: {missing}"
+
+
+def _safe_component(module: str) -> str | None:
+    try:
+        return _component(module)
+    except KeyError:
+        return None
+
+
+def test_imports_point_down_the_layers():
+    wrong: list[str] = []
+    for path in _modules():
+        here = _module_name(path)
+        mine = _component(here)
+        for line, target in _imports(path):
+            if not target.startswith("harness") or not _is_module(target):
+                continue
+            theirs = _component(target)
+            if theirs == mine:
+                continue
+            if LAYER[theirs] >= LAYER[mine]:
+                rel = path.relative_to(PACKAGE.parent)
+                wrong.append(
+                    f"{rel}:{line}: {mine} (layer {LAYER[mine]}) imports {target} "
+                    f"({theirs}, layer {LAYER[theirs]})"
+                )
+    assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def test_light_layers_do_not_import_heavy_packages():
+    wrong: list[str] = []
+    for path in _modules():
+        here = _module_name(path)
+        banned = FORBIDDEN.get(_component(here), ())
+        for line, target in _imports(path):
+            top = target.split(".")[0]
+            if top in banned and (here, top) not in ALLOWED_EXCEPTIONS:
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line}: imports {target}")
+    assert not wrong, "heavy imports in light layers:\n" + "\n".join(wrong)
+
+
+def test_the_checker_catches_an_upward_import(tmp_path, monkeypatch):
+    """The walk itself can fail: an import of the app layer from core is reported."""
+    fake = tmp_path / "harness"
+    (fake / "core").mkdir(parents=True)
+    (fake / "app").mkdir()
+    for init in (fake / "__init__.py", fake / "core" / "__init__.py", fake / "app" / "__init__.py"):
+        init.write_text("")
+    (fake / "app" / "runner.py").write_text("")
+    (fake / "core" / "bad.py").write_text("def f():\n    from harness.app import runner\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    with pytest.raises(AssertionError, match=r"core/bad.py:2: harness.core .* imports"):
+        test_imports_point_down_the_layers()
+
+
+def test_plan_does_not_import_torch(cli):
+    """`harness plan` answers at once: the config and core layers never pull torch in."""
+    probe = (
+        "import sys; from harness.config.suite import load_suite; "
+        "load_suite('suites/cifar.yaml'); print('torch' in sys.modules)"
+    )
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
