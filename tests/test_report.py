@@ -1,4 +1,4 @@
-"""harness.analysis.report and harness.analysis.figures on fake results folders (no training)."""
+"""harness.analysis (tables, render, report, figures) on fake results folders (no training)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.report import (
-    FORMATS,
-    Results,
-    _figure_links,
-    build_report,
-    equivalence_table,
-    load_results,
-    provenance_lines,
-    render,
-    summary_table,
-)
+from harness.analysis.render import FORMATS, provenance_lines, render
+from harness.analysis.render import figure_links as _figure_links
+from harness.analysis.report import build_report
+from harness.analysis.tables import Results, equivalence_table, load_results, summary_table
 from harness.errors import UserError
 from tests.fakes import CIFAR_LIKE, FakeExperiment, FakeSchedule, write_fake_results
 
