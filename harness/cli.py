@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -120,7 +121,8 @@ def report(
     ] = None,
 ) -> None:
     """Tables beside the paper's accuracies and update counts, the equivalence table, figures."""
-    from harness.analysis.report import build_report, check_format
+    from harness.analysis.render import check_format
+    from harness.analysis.report import build_report
     from harness.fsio import atomic_path
 
     check_format(fmt)
@@ -167,7 +169,7 @@ def check(
     import tempfile
 
     from harness.analysis.check import compare
-    from harness.analysis.report import check_format
+    from harness.analysis.render import check_format
     from harness.app.runner import run_suite
     from harness.config.suite import load_suite, select
     from harness.results.store import read_runs
@@ -212,8 +214,27 @@ def data_cifar10(
     print(f"CIFAR-10 is in {folder}; pass --data {dest} or set HARNESS_DATA={dest}")
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Our own warnings (a damaged file skipped, say) as one line; others as Python shows them."""
+    if category.__module__.startswith("harness"):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except UserError as exc:

@@ -14,11 +14,14 @@ schedule's curves exactly another's, plus known offsets, so equivalence gaps can
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
@@ -28,15 +31,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.core.naming import cell_label
 from harness.core.schedule import BaseSchedule, Plan, realize
-from harness.results.store import (
-    CURVE_SCHEMA,
-    RUN_SCHEMA,
-    SCHEMA_VERSION,
-    curves_dir,
-    runs_dir,
-    write_cell,
-)
+from harness.results.record import CURVE_SCHEMA, RUN_SCHEMA, CurveRecord, RunRecord
+from harness.results.store import curves_dir, runs_dir, write_cell
 
 TRAIN_SIZE = 50_000
 START = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -181,7 +179,7 @@ def _curves(setup: _Setup, optimizer: str, schedule: str, seed: int) -> tuple[np
 
 def _cell(
     setup: _Setup, suite: str, model: str, optimizer: str, schedule: str, seed: int
-) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[str, dict[str, Any], list[CurveRecord]]:
     plan, lr, momentum = setup.plan(optimizer, schedule)
     sched = setup.schedule(schedule)
     config = {
@@ -210,22 +208,22 @@ def _cell(
         ips = 9000.0 * phase.batch_size / (phase.batch_size + 256) * rng.uniform(0.97, 1.03)
         evaluated = not math.isnan(test_loss[e])
         curves.append(
-            {
-                "suite": suite,
-                "cell_id": cell_id,
-                "epoch": e + 1,
-                "updates": plan.updates_before(e + 1),
-                "lr": phase.lr,
-                "batch_size": phase.batch_size,
-                "momentum": phase.momentum,
-                "noise_scale": phase.noise_scale,
-                "train_loss": float(loss[e]),
-                "test_loss": float(test_loss[e]),
-                "test_acc": float(acc[e]) if evaluated else math.nan,
-                "epoch_time_s": setup.train_size / ips,
-                "eval_time_s": 0.8 if evaluated else 0.0,
-                "images_per_s": ips,
-            }
+            CurveRecord(
+                suite=suite,
+                cell_id=cell_id,
+                epoch=e + 1,
+                updates=plan.updates_before(e + 1),
+                lr=phase.lr,
+                batch_size=phase.batch_size,
+                momentum=phase.momentum,
+                noise_scale=phase.noise_scale,
+                train_loss=float(loss[e]),
+                test_loss=float(test_loss[e]),
+                test_acc=float(acc[e]) if evaluated else math.nan,
+                epoch_time_s=setup.train_size / ips,
+                eval_time_s=0.8 if evaluated else 0.0,
+                images_per_s=ips,
+            )
         )
     return cell_id, config, curves
 
@@ -254,7 +252,8 @@ def write_fake_results(
     `one_file` writes every run row into one runs file and every curve row into one curves
     file (the store reads any number of rows per file): for benchmarks, where thousands of
     tiny files would measure the file system rather than the report.
-    Returns the run rows written (with `aliases` filled), in writing order.
+    Returns the run rows written (`RunRecord` fields as dicts, `aliases` filled), in writing
+    order.
     """
     setup = _Setup(
         epochs=epochs,
@@ -267,21 +266,25 @@ def write_fake_results(
         schedules=tuple((schedules or SCHEDULES).items()),
     )
     statuses = statuses or {}
-    rows: dict[str, dict[str, Any]] = {}
-    curves_of: dict[str, list[dict[str, Any]]] = {}
+    rows: dict[str, RunRecord] = {}
+    curves_of: dict[str, list[CurveRecord]] = {}
     for exp in experiments:
         for optimizer in exp.optimizers:
             for schedule in exp.schedules:
                 for seed in exp.seeds:
-                    label = f"{exp.name}/{optimizer}/{schedule}/seed{seed}"
+                    label = cell_label(exp.name, optimizer, schedule, seed)
                     cell_id, config, curves = _cell(setup, suite, model, optimizer, schedule, seed)
                     paper = exp.paper.get(f"{optimizer}/{schedule}")
                     if cell_id in rows:
-                        row = rows[cell_id]
-                        row["aliases"].append(label)
-                        if paper and row["paper_test_acc"] is None:
-                            row["paper_test_acc"], row["paper_updates"] = paper
-                            row["paper_source"] = "Sec 5.2, Fig 5"
+                        row = replace(rows[cell_id], aliases=[*rows[cell_id].aliases, label])
+                        if paper and row.paper_test_acc is None:
+                            row = replace(
+                                row,
+                                paper_test_acc=paper[0],
+                                paper_updates=paper[1],
+                                paper_source="Sec 5.2, Fig 5",
+                            )
+                        rows[cell_id] = row
                         continue
                     rows[cell_id] = _run_row(
                         setup,
@@ -305,19 +308,18 @@ def write_fake_results(
     else:
         for cell_id, row in rows.items():
             write_cell(root, row, curves_of[cell_id])
-    return list(rows.values())
+    return [asdict(row) for row in rows.values()]
 
 
-def _write_bulk(
-    root: Path, runs: Sequence[Mapping[str, Any]], curves: Sequence[Mapping[str, Any]]
-) -> None:
-    for folder, rows, schema in (
+def _write_bulk(root: Path, runs: Sequence[RunRecord], curves: Sequence[CurveRecord]) -> None:
+    records: tuple[tuple[Path, Sequence[RunRecord | CurveRecord], pa.Schema], ...] = (
         (runs_dir(root), runs, RUN_SCHEMA),
         (curves_dir(root), curves, CURVE_SCHEMA),
-    ):
+    )
+    for folder, rows, schema in records:
         folder.mkdir(parents=True, exist_ok=True)
-        rows = [{"schema_version": SCHEMA_VERSION, **r} for r in rows]
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "fake.parquet")
+        table = pa.Table.from_pylist([r.as_row() for r in rows], schema=schema)
+        pq.write_table(table, folder / "fake.parquet")
 
 
 def _run_row(
@@ -331,65 +333,93 @@ def _run_row(
     seed: int,
     cell_id: str,
     config: dict[str, Any],
-    curves: list[dict[str, Any]],
+    curves: list[CurveRecord],
     paper: tuple[float, str] | None,
     status: str,
     started: datetime,
-) -> dict[str, Any]:
+) -> RunRecord:
     plan, _, _ = setup.plan(optimizer, schedule)
     last = curves[-1]
-    accs = [c["test_acc"] for c in curves if not math.isnan(c["test_acc"])]
-    train_time = sum(c["epoch_time_s"] for c in curves)
-    eval_time = sum(c["eval_time_s"] for c in curves)
+    accs = [c.test_acc for c in curves if not math.isnan(c.test_acc)]
+    train_time = sum(c.epoch_time_s for c in curves)
+    eval_time = sum(c.eval_time_s for c in curves)
     wall = train_time + eval_time + 12.0
     commit = hashlib.sha1(str(setup.rng_seed).encode()).hexdigest()
-    return {
-        "suite": suite,
-        "experiment": experiment,
-        "aliases": [],
-        "cell_id": cell_id,
-        "model": model,
-        "dataset": dataset,
-        "train_size": setup.train_size,
-        "optimizer": optimizer,
-        "optimizer_kind": OPTIMIZERS[optimizer]["kind"],
-        "schedule": schedule,
-        "realization": setup.schedule(schedule).realization,
-        "milestones": list(setup.milestones),
-        "seed": seed,
-        "status": status,
-        "error": None if status == "ok" else "loss is NaN at epoch 3",
-        "epochs": setup.epochs,
-        "planned_epochs": setup.epochs,
-        "updates": plan.updates,
-        "planned_updates": plan.updates,
-        "final_test_acc": accs[-1],
-        "best_test_acc": max(accs),
-        "final_test_loss": last["test_loss"],
-        "final_train_loss": last["train_loss"],
-        "wall_clock_s": wall,
-        "train_time_s": train_time,
-        "eval_time_s": eval_time,
-        "overhead_time_s": wall - train_time - eval_time,
-        "warmup_time_s": 4.0,
-        "images_per_s": setup.train_size * setup.epochs / train_time,
-        "updates_per_s": plan.updates / train_time,
-        "peak_memory_bytes": 12_000_000_000,
-        "device": "cuda",
-        "device_name": "NVIDIA H100 80GB HBM3",
-        "data_source": "official",
-        "precision": "bf16",
-        "hostname": "gpu-node-1",
-        "python_version": "3.11.9",
-        "torch_version": "2.11.0+cu128",
-        "harness_version": "0.1.0",
-        "git_commit": commit,
-        "git_dirty": False,
-        "config": json.dumps(config, sort_keys=True),
-        "plan": json.dumps([p.as_dict() for p in plan.phases]),
-        "paper_test_acc": paper[0] if paper else None,
-        "paper_updates": paper[1] if paper else None,
-        "paper_source": "Sec 5.2, Fig 5" if paper else None,
-        "started_at": started,
-        "finished_at": started + timedelta(seconds=wall),
-    }
+    return RunRecord(
+        suite=suite,
+        experiment=experiment,
+        aliases=[],
+        cell_id=cell_id,
+        model=model,
+        dataset=dataset,
+        train_size=setup.train_size,
+        optimizer=optimizer,
+        optimizer_kind=OPTIMIZERS[optimizer]["kind"],
+        schedule=schedule,
+        realization=setup.schedule(schedule).realization,
+        milestones=list(setup.milestones),
+        seed=seed,
+        status=status,
+        error=None if status == "ok" else "loss is NaN at epoch 3",
+        epochs=setup.epochs,
+        planned_epochs=setup.epochs,
+        updates=plan.updates,
+        planned_updates=plan.updates,
+        final_test_acc=accs[-1],
+        best_test_acc=max(accs),
+        final_test_loss=last.test_loss,
+        final_train_loss=last.train_loss,
+        wall_clock_s=wall,
+        train_time_s=train_time,
+        eval_time_s=eval_time,
+        overhead_time_s=wall - train_time - eval_time,
+        warmup_time_s=4.0,
+        images_per_s=setup.train_size * setup.epochs / train_time,
+        updates_per_s=plan.updates / train_time,
+        peak_memory_bytes=12_000_000_000,
+        device="cuda",
+        device_name="NVIDIA H100 80GB HBM3",
+        data_source="official",
+        precision="bf16",
+        hostname="gpu-node-1",
+        python_version="3.11.9",
+        torch_version="2.11.0+cu128",
+        harness_version="0.1.0",
+        git_commit=commit,
+        git_dirty=False,
+        config=json.dumps(config, sort_keys=True),
+        plan=json.dumps([p.as_dict() for p in plan.phases]),
+        paper_test_acc=paper[0] if paper else None,
+        paper_updates=paper[1] if paper else None,
+        paper_source="Sec 5.2, Fig 5" if paper else None,
+        started_at=started,
+        finished_at=started + timedelta(seconds=wall),
+    )
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from harness.results.lock import claim
+with claim(Path(sys.argv[1]), sys.argv[2]) as mine:
+    print("held" if mine else "busy", flush=True)
+    time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def other_runner_holding(results: Path, cell_id: str) -> Iterator[subprocess.Popen[str]]:
+    """Another process that holds the claim of `cell_id` until the block ends (then killed)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(results), cell_id],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()

@@ -20,8 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 
 # Lowest first. Components on one line are siblings: neither may import the other.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("harness.errors", "harness.fsio", "harness.version"),
-    ("harness.core",),
+    ("harness.errors", "harness.version"),
+    ("harness.core", "harness.fsio"),
     ("harness.config", "harness.data", "harness.models", "harness.results"),
     ("harness.train", "harness.analysis"),
     ("harness.app",),
@@ -154,3 +154,13 @@ def test_plan_does_not_import_torch(cli):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_analysis_assembles_upwards_only():
+    """report assembles tables, render and figures; none of them needs report, and the
+    tables (numbers) never need render (text)."""
+    analysis = PACKAGE / "analysis"
+    for name in ("tables", "render", "figures", "check"):
+        targets = {t for _, t in _imports(analysis / f"{name}.py")}
+        assert "harness.analysis.report" not in targets, name
+    assert "harness.analysis.render" not in {t for _, t in _imports(analysis / "tables.py")}

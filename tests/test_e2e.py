@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.analysis.report import FORMATS
+from harness.analysis.render import FORMATS
 from tests.conftest import REPO, SUITES, run_cli
 
 pytestmark = pytest.mark.slow

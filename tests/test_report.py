@@ -1,4 +1,4 @@
-"""harness.analysis.report and harness.analysis.figures on fake results folders (no training)."""
+"""harness.analysis (tables, render, report, figures) on fake results folders (no training)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.report import (
-    FORMATS,
-    Results,
-    _figure_links,
-    build_report,
-    equivalence_table,
-    load_results,
-    provenance_lines,
-    render,
-    summary_table,
-)
+from harness.analysis.render import FORMATS, provenance_lines, render
+from harness.analysis.render import figure_links as _figure_links
+from harness.analysis.report import build_report
+from harness.analysis.tables import Results, equivalence_table, load_results, summary_table
 from harness.errors import UserError
 from tests.fakes import CIFAR_LIKE, FakeExperiment, FakeSchedule, write_fake_results
 
@@ -397,3 +390,19 @@ def test_provenance_flags_a_copy_that_is_not_official() -> None:
     text = "\n".join(provenance_lines(runs))
     assert "CIFAR-10 copy: jpeg-derived (1), official (1)" in text
     assert "unmeasured offset" in text
+
+
+def test_a_damaged_file_is_skipped_warned_about_and_listed(tmp_path: Path) -> None:
+    from harness.results.store import DamagedFileWarning, run_file
+
+    experiments = [FakeExperiment("e", ("momentum",), ("decaying_lr", "hybrid"), seeds=(0,))]
+    rows = write_fake_results(tmp_path, experiments, epochs=4, milestones=(2,))
+    bad = run_file(tmp_path, rows[0]["cell_id"])
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.warns(DamagedFileWarning, match=str(bad)):
+        results = load_results([tmp_path])
+    assert results.runs["cell_id"].tolist() == [rows[1]["cell_id"]]
+    assert [s.path for s in results.skipped] == [bad]
+    with pytest.warns(DamagedFileWarning):
+        text = build_report([tmp_path])
+    assert "Unreadable files (skipped)" in text and str(bad) in text

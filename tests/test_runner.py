@@ -16,8 +16,9 @@ import harness.train.loop
 from harness.app.runner import run_suite
 from harness.config.suite import load_suite
 from harness.errors import UserError
-from harness.results import store
+from harness.results import lock, store
 from tests.conftest import SUITES
+from tests.fakes import other_runner_holding
 
 SUITE = """\
 name: mini
@@ -126,26 +127,26 @@ def test_imagenet_is_plan_only(tmp_path):
 
 
 def _lock(results: Path, cell_id: str, host: str, pid: int) -> Path:
-    path = store.lock_path(results, cell_id)
+    """A leftover claim note, as a killed runner leaves it; it holds no lock."""
+    path = lock.lock_path(results, cell_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{host} {pid}")
     return path
 
 
 def test_cells_claimed_by_another_runner_are_passed_over(suite, tmp_path):
-    """A live runner's lock (here a live process on this host, or any other host) is kept."""
+    """A live runner's claim (here two live processes, each holding one cell) is kept."""
     grid = [c for c in suite.cells if c.experiment == "grid"]
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        here = _lock(tmp_path, grid[0].cell_id, socket.gethostname(), holder.pid)
-        there = _lock(tmp_path, grid[1].cell_id, "another-host", 1)
+    with (
+        other_runner_holding(tmp_path, grid[0].cell_id),
+        other_runner_holding(tmp_path, grid[1].cell_id),
+    ):
+        here = lock.lock_path(tmp_path, grid[0].cell_id)
+        there = lock.lock_path(tmp_path, grid[1].cell_id)
         summary = run_suite(suite, results=tmp_path, device="cpu", only="grid")
-    finally:
-        holder.kill()
-        holder.wait()
-    assert sorted(summary.busy) == sorted(c.cell_id for c in grid)
-    assert not summary.ran and not (tmp_path / "runs").exists()
-    assert here.exists() and there.exists()  # other runners' locks are not ours to remove
+        assert sorted(summary.busy) == sorted(c.cell_id for c in grid)
+        assert not summary.ran and not (tmp_path / "runs").exists()
+        assert here.exists() and there.exists()  # other runners' locks are not ours to remove
 
 
 def test_a_killed_runners_lock_is_taken_over(suite, tmp_path):

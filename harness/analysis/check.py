@@ -19,7 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness.analysis.report import latest_per_cell, render
+from harness.analysis.render import render
+from harness.analysis.tables import latest_per_cell
+from harness.core.naming import cell_label
 from harness.errors import UserError
 
 EXACT = ("updates", "planned_updates", "plan")
@@ -169,7 +171,9 @@ def _v(same: bool) -> str:
 
 
 def _label(row: Mapping[Any, Any]) -> str:
-    return f"{row['experiment']}/{row['optimizer']}/{row['schedule']}/seed{row['seed']}"
+    return cell_label(
+        str(row["experiment"]), str(row["optimizer"]), str(row["schedule"]), int(row["seed"])
+    )
 
 
 def _missing(v: object) -> bool:

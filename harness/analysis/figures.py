@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from harness.analysis.report import Results
+    from harness.analysis.tables import Results
 
 DPI = 120
 KINDS = ("schedule", "loss", "accuracy")

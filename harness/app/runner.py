@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from harness.app import jobs
 from harness.app.console import RunConsole
 from harness.config.suite import Cell, Suite, select
@@ -117,8 +115,15 @@ def _check_writable(results: Path) -> None:
         ) from None
 
 
-def _finished(results: Path) -> set[str]:
-    runs = store.read_runs(results) if results.is_dir() else pd.DataFrame()
+def _finished(results: Path, say: RunConsole) -> set[str]:
+    """Cells with a finished run row. A damaged run file is moved aside (never deleted), so
+    its cell counts as not finished and trains again."""
+    if not results.is_dir():
+        return set()
+    runs, skipped = store.scan_runs(results)
+    for path, reason in skipped:
+        aside = store.quarantine(path)
+        say.line(f"warning: {path}: unreadable ({reason}); moved to {aside.name}, will retrain")
     if runs.empty:
         return set()
     return set(runs.loc[runs["status"].isin(FINISHED), "cell_id"])
@@ -144,10 +149,10 @@ def run_suite(
         raise UserError(f"--only {only!r}: matches no cell of {suite.path}; see `harness plan`")
     _check_trainable(cells, suite)
     execution = jobs.execution(suite.spec.execution, cells, max_micro_batch, compile_model)
-    done = set() if force else _finished(results)
+    say = RunConsole()
+    done = set() if force else _finished(results, say)
     summary = RunSummary(skipped=[c.cell_id for c in cells if c.cell_id in done])
     todo = [c for c in cells if c.cell_id not in done]
-    say = RunConsole()
     for cell in cells:
         if cell.cell_id in done:
             say.line(f"skip  {cell.cell_id} {cell.label}: finished (rerun with --force)")
@@ -162,10 +167,8 @@ def run_suite(
         with lock.claim(results, cell.cell_id) as mine:
             if not mine:
                 summary.busy.append(cell.cell_id)
-                say.line(
-                    f"busy  {cell.cell_id} {cell.label}: another runner is training it "
-                    f"(its lock: {lock.lock_path(results, cell.cell_id)})"
-                )
+                who = lock.holder(results, cell.cell_id) or "another runner"
+                say.line(f"busy  {cell.cell_id} {cell.label}: {who} is training it")
                 continue
             if not force and store.cell_status(results, cell.cell_id) in FINISHED:
                 summary.skipped.append(cell.cell_id)  # finished by another runner meanwhile
@@ -208,9 +211,7 @@ def _run_cell(
         say.stop()
     record = jobs.run_record(cell, progress, final, peak, env)
     try:
-        store.write_cell(
-            results, record.as_row(), [c.as_row() for c in jobs.curve_records(cell, curves)]
-        )
+        store.write_cell(results, record, jobs.curve_records(cell, curves))
     except OSError as exc:
         raise UserError(
             f"{results}: could not write the rows of cell {cell.cell_id} "

@@ -1,5 +1,78 @@
-"""Placeholder re-export until the lock module lands (replaced in the results-layer change)."""
+"""Which runner trains a cell: an OS-level lock per cell, so runners can share a folder.
 
-from harness.results.store import claim, lock_path
+Runners of one suite (a job array, two terminals) may point at the same results folder; each
+claims a cell before training it and passes over the cells others hold. The claim is an
+exclusive `flock` (through `filelock`) on ``checkpoints/.<cell_id>.flock``. The kernel drops it
+when its holder exits, however it exits, so a killed runner never leaves a lock to take over
+and there is no stale-lock race. The lock file itself is never deleted: unlinking a locked
+path would let a later runner lock a fresh inode under the same name while another still
+holds the old one. Its presence therefore means nothing; only the kernel's lock does.
 
-__all__ = ["claim", "lock_path"]
+For people, ``checkpoints/<cell_id>.lock`` (`lock_path`) says "host pid" of the holder while
+a cell is claimed; it is written after the lock is taken and removed before it is released,
+and a killed holder's leftover is simply overwritten by the next one.
+
+Caveat: the guarantee is only as good as the file system's `flock`. Local file systems and
+NFSv4 on Linux honour it; some cluster and network file systems (Lustre mounted without
+``-o flock``, old NFS, some FUSE mounts) ignore it or refuse it, and there two runners may
+train the same cell. Give each runner its own results folder (and merge them by copying
+files) on such file systems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import filelock
+
+from harness.fsio import atomic_path, new_file_mode
+
+
+def lock_path(results: Path, cell_id: str) -> Path:
+    """The human-readable claim of a cell: "host pid" of its holder, while it is held."""
+    return results / "checkpoints" / f"{cell_id}.lock"
+
+
+def _flock_path(results: Path, cell_id: str) -> Path:
+    return results / "checkpoints" / f".{cell_id}.flock"
+
+
+def holder(results: Path, cell_id: str) -> str | None:
+    """Who holds the cell, as its claim says ("host pid"), or None if that is unknown."""
+    try:
+        text = lock_path(results, cell_id).read_text().strip()
+    except OSError:
+        return None
+    return text or None
+
+
+@contextlib.contextmanager
+def claim(results: Path, cell_id: str) -> Iterator[bool]:
+    """Claim a cell for this process while the block runs; yields False if another holds it.
+
+    Never waits. Another claim of the same cell fails while this one is held, from any
+    process, this one included.
+    """
+    path = _flock_path(results, cell_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Group members sharing the folder must be able to open the lock file for writing too.
+    lock = filelock.FileLock(str(path), timeout=0, mode=new_file_mode())
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        yield False
+        return
+    record = lock_path(results, cell_id)
+    try:
+        with atomic_path(record) as tmp:
+            tmp.write_text(f"{socket.gethostname()} {os.getpid()}\n")
+        yield True
+    finally:
+        try:
+            record.unlink(missing_ok=True)
+        finally:
+            lock.release()

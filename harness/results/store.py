@@ -1,26 +1,29 @@
-"""Results on disk: Parquet rows, one file per cell, written atomically.
+"""Results on disk: Parquet rows, one file per cell, written atomically, read defensively.
 
 Layout of a results folder (default ``results/<suite>``)::
 
     runs/<cell_id>.parquet      one row per finished cell   pandas.read_parquet(DIR / "runs")
     curves/<cell_id>.parquet    one row per cell and epoch  pandas.read_parquet(DIR / "curves")
     checkpoints/<cell_id>.pt    resume state of an unfinished cell (deleted when it finishes)
+    checkpoints/<cell_id>.lock  who is training the cell (see harness.results.lock)
 
 One file per cell means concurrent runners on one folder never write the same file, and two
 results folders merge by copying files. Every file is written to a temporary name in the same
-folder and renamed into place, so a reader never sees half a file.
+folder and renamed into place, so a reader never sees half a file. A file damaged anyway (a
+full disk, a bad copy) is skipped with a `DamagedFileWarning` naming it, never a traceback:
+one bad cell must not hide every other cell's results. `quarantine` moves such a file aside.
 
-``SCHEMA_VERSION`` is stored in every row; ``read_runs`` / ``read_curves`` migrate older rows.
+The columns are the fields of `RunRecord` / `CurveRecord` (harness.results.record), plus
+``schema_version`` in every row; ``read_runs`` / ``read_curves`` migrate older rows.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-from collections.abc import Iterator, Mapping, Sequence
+import datetime as dt
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
@@ -28,81 +31,35 @@ import pyarrow.parquet as pq
 
 from harness.errors import UserError
 from harness.fsio import atomic_path
+from harness.results.record import (
+    CURVE_SCHEMA,
+    RUN_SCHEMA,
+    SCHEMA_VERSION,
+    CurveRecord,
+    RunRecord,
+)
 
-SCHEMA_VERSION = 1
 
-RUN_COLUMNS: dict[str, pa.DataType] = {
-    "schema_version": pa.int32(),
-    "suite": pa.string(),
-    "experiment": pa.string(),
-    "aliases": pa.list_(pa.string()),  # other experiment/optimizer/schedule/seed names
-    "cell_id": pa.string(),
-    "model": pa.string(),
-    "dataset": pa.string(),
-    "data_source": pa.string(),  # official | jpeg-derived | unverified | synthetic
-    "train_size": pa.int64(),
-    "optimizer": pa.string(),  # the suite's name for the optimizer recipe
-    "optimizer_kind": pa.string(),  # sgd | momentum | nesterov | adam
-    "schedule": pa.string(),  # the suite's name for the schedule
-    "realization": pa.string(),  # lr | batch | hybrid
-    "milestones": pa.list_(pa.int64()),
-    "seed": pa.int64(),
-    "status": pa.string(),  # ok | diverged | failed
-    "error": pa.string(),
-    "epochs": pa.int64(),  # epochs trained
-    "planned_epochs": pa.int64(),
-    "updates": pa.int64(),  # optimizer steps taken
-    "planned_updates": pa.int64(),
-    "final_test_acc": pa.float64(),  # fraction in [0, 1]
-    "best_test_acc": pa.float64(),
-    "final_test_loss": pa.float64(),
-    "final_train_loss": pa.float64(),  # mean over the last epoch's steps
-    "wall_clock_s": pa.float64(),  # whole cell, resumed segments added up
-    "train_time_s": pa.float64(),
-    "eval_time_s": pa.float64(),
-    "overhead_time_s": pa.float64(),  # wall clock less train and eval
-    "warmup_time_s": pa.float64(),  # untimed warm-up / compile, outside train_time_s
-    "images_per_s": pa.float64(),  # training images over train_time_s
-    "updates_per_s": pa.float64(),
-    "peak_memory_bytes": pa.int64(),  # device memory; host max RSS on the CPU
-    "device": pa.string(),  # cpu | cuda
-    "device_name": pa.string(),  # e.g. "NVIDIA H100 80GB HBM3", or the CPU model
-    "precision": pa.string(),
-    "hostname": pa.string(),
-    "python_version": pa.string(),
-    "torch_version": pa.string(),
-    "harness_version": pa.string(),
-    "git_commit": pa.string(),
-    "git_dirty": pa.bool_(),
-    "config": pa.string(),  # the resolved cell configuration, JSON
-    "plan": pa.string(),  # the planned phases, JSON
-    "paper_test_acc": pa.float64(),
-    "paper_updates": pa.string(),  # the paper's own words, e.g. "under 6500"
-    "paper_source": pa.string(),
-    "started_at": pa.timestamp("us", tz="UTC"),
-    "finished_at": pa.timestamp("us", tz="UTC"),
-}
+class DamagedFileWarning(UserWarning):
+    """A results file that could not be read and was skipped; `path` names it."""
 
-CURVE_COLUMNS: dict[str, pa.DataType] = {
-    "schema_version": pa.int32(),
-    "suite": pa.string(),
-    "cell_id": pa.string(),
-    "epoch": pa.int64(),  # epochs completed: 1 .. epochs
-    "updates": pa.int64(),  # optimizer steps completed at the end of this epoch
-    "lr": pa.float64(),
-    "batch_size": pa.int64(),
-    "momentum": pa.float64(),
-    "noise_scale": pa.float64(),
-    "train_loss": pa.float64(),  # mean over this epoch's steps
-    "test_loss": pa.float64(),  # NaN on epochs without evaluation
-    "test_acc": pa.float64(),  # fraction; NaN on epochs without evaluation
-    "epoch_time_s": pa.float64(),  # training time of this epoch (synchronized)
-    "eval_time_s": pa.float64(),
-    "images_per_s": pa.float64(),
-}
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: not a readable results file ({reason}); skipped")
+        self.path = path
 
-RUN_SCHEMA = pa.schema(list(RUN_COLUMNS.items()))
-CURVE_SCHEMA = pa.schema(list(CURVE_COLUMNS.items()))
+
+class Skipped(NamedTuple):
+    """A file that could not be read, and the reader's first line on why."""
+
+    path: Path
+    reason: str
+
+
+class Scan(NamedTuple):
+    """The rows of a runs/ or curves/ folder, and the files that could not be read."""
+
+    frame: pd.DataFrame
+    skipped: tuple[Skipped, ...]
 
 
 def runs_dir(results: Path) -> Path:
@@ -113,73 +70,63 @@ def curves_dir(results: Path) -> Path:
     return results / "curves"
 
 
+def run_file(results: Path, cell_id: str) -> Path:
+    return runs_dir(results) / f"{cell_id}.parquet"
+
+
+def curve_file(results: Path, cell_id: str) -> Path:
+    return curves_dir(results) / f"{cell_id}.parquet"
+
+
 def checkpoint_path(results: Path, cell_id: str) -> Path:
     return results / "checkpoints" / f"{cell_id}.pt"
 
 
 def cell_status(results: Path, cell_id: str) -> str | None:
-    """The status in a cell's run row, or None if it has none yet."""
-    path = runs_dir(results) / f"{cell_id}.parquet"
+    """The status in a cell's run row; None if it has none yet or its run file is unreadable
+    (so that the runner trains it again rather than trusting a damaged file)."""
+    path = run_file(results, cell_id)
     if not path.exists():
         return None
-    return str(pq.ParquetFile(path).read(columns=["status"]).column("status")[0])
-
-
-def lock_path(results: Path, cell_id: str) -> Path:
-    return results / "checkpoints" / f"{cell_id}.lock"
-
-
-def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        column = pq.ParquetFile(path).read(columns=["status"]).column("status")
+    except (pa.ArrowException, OSError, KeyError):
+        return None
+    return str(column[0]) if len(column) else None
 
 
-@contextlib.contextmanager
-def claim(results: Path, cell_id: str) -> Iterator[bool]:
-    """Claim a cell for this process while the block runs; yields False if another has it.
+def quarantine(path: Path) -> Path:
+    """Move a damaged file aside to ``<name>.corrupt-<UTC time>``, never over another file.
 
-    The claim is a lock file created exclusively, holding "host pid". A lock left by a
-    process that no longer runs on this host (a killed runner) is stale and taken over; a
-    lock from another host is respected, since its process cannot be checked from here
-    (delete the file if that runner is gone).
+    Returns the new path. The readers' ``*.parquet`` pattern no longer matches it, so the
+    cell counts as not finished, and the bytes stay for whoever wants to look at them.
     """
-    path = lock_path(results, cell_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    me = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                host, pid = path.read_text().split()
-            except (OSError, ValueError):
-                host, pid = socket.gethostname(), "0"  # half-written: its writer died
-            if host != socket.gethostname() or _alive(int(pid)):
-                yield False
-                return
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    path.rename(aside)
+    return aside
+
+
+def _rows(
+    records: Iterable[RunRecord | CurveRecord | Mapping[str, Any]], schema: pa.Schema
+) -> list[dict[str, Any]]:
+    rows = []
+    for r in records:
+        if isinstance(r, RunRecord | CurveRecord):
+            rows.append(r.as_row())
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        try:
-            yield True
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        return
-    yield False  # lost a race for a stale lock to another runner
+        unknown = set(r) - set(schema.names)
+        if unknown:
+            raise ValueError(f"columns not in the schema: {sorted(unknown)}")
+        rows.append({"schema_version": SCHEMA_VERSION, **r})
+    return rows
 
 
 def _table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
-    unknown = set().union(*(r.keys() for r in rows)) - set(schema.names) if rows else set()
-    if unknown:
-        raise ValueError(f"columns not in the schema: {sorted(unknown)}")
     columns = {
         name: pa.array([r.get(name) for r in rows], type=schema.field(name).type)
         for name in schema.names
@@ -187,23 +134,43 @@ def _table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def write_cell(results: Path, run: Mapping[str, Any], curves: Sequence[Mapping[str, Any]]) -> None:
-    """Write one finished cell: curves first, then the run row that marks it done."""
-    cell_id = str(run["cell_id"])
-    run = {"schema_version": SCHEMA_VERSION, **run}
-    curves = [{"schema_version": SCHEMA_VERSION, **c} for c in curves]
-    with atomic_path(curves_dir(results) / f"{cell_id}.parquet") as tmp:
-        pq.write_table(_table(curves, CURVE_SCHEMA), tmp)
-    with atomic_path(runs_dir(results) / f"{cell_id}.parquet") as tmp:
-        pq.write_table(_table([run], RUN_SCHEMA), tmp)
+def write_cell(
+    results: Path,
+    run: RunRecord | Mapping[str, Any],
+    curves: Sequence[CurveRecord | Mapping[str, Any]],
+) -> None:
+    """Write one finished cell: curves first, then the run row that marks it done.
+
+    Rows may also be mappings whose keys are the record's fields (tests build them so); a key
+    outside the schema is a ValueError.
+    """
+    run_row = _rows([run], RUN_SCHEMA)[0]
+    cell_id = str(run_row["cell_id"])
+    curve_rows = _rows(curves, CURVE_SCHEMA)
+    with atomic_path(curve_file(results, cell_id)) as tmp:
+        pq.write_table(_table(curve_rows, CURVE_SCHEMA), tmp)
+    with atomic_path(run_file(results, cell_id)) as tmp:
+        pq.write_table(_table([run_row], RUN_SCHEMA), tmp)
 
 
-def _read(folder: Path, schema: pa.Schema) -> pd.DataFrame:
+def _scan(folder: Path, schema: pa.Schema) -> Scan:
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        return schema.empty_table().to_pandas()
-    tables = [_migrate(pq.ParquetFile(f).read(), schema) for f in files]
-    return pa.concat_tables(tables).to_pandas()
+    tables, skipped = [], []
+    for f in files:
+        try:
+            tables.append(_migrate(pq.ParquetFile(f).read(), schema))
+        except (pa.ArrowException, OSError) as err:
+            lines = str(err).strip().splitlines()
+            skipped.append(Skipped(f, lines[0] if lines else type(err).__name__))
+    if not tables:
+        return Scan(schema.empty_table().to_pandas(), tuple(skipped))
+    return Scan(pa.concat_tables(tables).to_pandas(), tuple(skipped))
+
+
+def warn_skipped(skipped: Iterable[Skipped]) -> None:
+    """One `DamagedFileWarning` per skipped file (Python prints them on stderr)."""
+    for path, reason in skipped:
+        warnings.warn(DamagedFileWarning(path, reason), stacklevel=3)
 
 
 def _migrate(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -220,16 +187,33 @@ def _migrate(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def read_runs(results: Path | str) -> pd.DataFrame:
-    """Every run row under `results` (a results folder), as a DataFrame."""
+def _folder(results: Path | str) -> Path:
     results = Path(results)
     if not results.is_dir():
         raise UserError(f"{results}: no such results folder; run `harness run SUITE` first")
-    return _read(runs_dir(results), RUN_SCHEMA)
+    return results
+
+
+def scan_runs(results: Path | str) -> Scan:
+    """Every readable run row under `results`, and the run files skipped as unreadable."""
+    return _scan(runs_dir(_folder(results)), RUN_SCHEMA)
+
+
+def scan_curves(results: Path | str) -> Scan:
+    return _scan(curves_dir(_folder(results)), CURVE_SCHEMA)
+
+
+def read_runs(results: Path | str) -> pd.DataFrame:
+    """Every run row under `results` (a results folder), as a DataFrame.
+
+    Unreadable files are skipped, each with a `DamagedFileWarning`; `scan_runs` returns them.
+    """
+    frame, skipped = scan_runs(results)
+    warn_skipped(skipped)
+    return frame
 
 
 def read_curves(results: Path | str) -> pd.DataFrame:
-    results = Path(results)
-    if not results.is_dir():
-        raise UserError(f"{results}: no such results folder; run `harness run SUITE` first")
-    return _read(curves_dir(results), CURVE_SCHEMA)
+    frame, skipped = scan_curves(results)
+    warn_skipped(skipped)
+    return frame

@@ -1,0 +1,281 @@
+"""Text from analysis frames: tables in every output format, the document around them, and
+the display strings (percent, durations, counts) that the frames deliberately leave out.
+
+`render` turns any DataFrame into markdown, github, latex, html (through tabulate) or csv
+(through pandas); `Doc` adds headings, paragraphs and lists in the same format so a report
+reads natively in each. Nothing here computes a statistic: the numbers come from
+harness.analysis.tables.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from harness.analysis.tables import provenance
+from harness.errors import UserError
+
+FORMATS = ("markdown", "github", "latex", "html", "csv")
+_TABULATE_FORMATS = {"markdown": "pipe", "github": "github", "latex": "latex", "html": "html"}
+
+
+def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
+    """`df` as text: markdown (pipe), github, latex, html (tabulate) or csv (pandas).
+
+    Values are shown as given (strings are not re-parsed as numbers); the index is dropped.
+    """
+    check_format(fmt)
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    # NaN would print as "nan"; None prints as the empty missing value.
+    cells = df.astype(object).where(df.notna(), None)
+    rows = list(cells.itertuples(index=False, name=None))
+    headers = [str(c) for c in df.columns]
+    tablefmt = _TABULATE_FORMATS[fmt]
+    if fmt == "latex":
+        # Escaped here rather than by tabulate so that ±, Δ and × can become math.
+        rows = [tuple(latex_escape(str(v)) if v is not None else v for v in r) for r in rows]
+        headers = [latex_escape(h) for h in headers]
+        tablefmt = "latex_raw"
+    return tabulate(
+        rows,
+        headers=headers,
+        tablefmt=tablefmt,
+        disable_numparse=True,
+        missingval="",
+        colalign=[_align(df[c]) for c in df.columns] if len(df.columns) else None,
+    )
+
+
+_NUMBERISH = r"^[+\-−]?[\d.,]+(?:\s|%|×|$)"
+
+
+def _align(column: pd.Series) -> str:
+    """Right-align columns whose every non-empty cell reads as a number ("94.3%", "1,200")."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return "right"
+    text = column.dropna().astype(str)
+    text = text[(text.str.len() > 0) & (text != "–")]
+    if text.empty or not text.str.match(_NUMBERISH).all():
+        return "left"
+    return "right"
+
+
+def check_format(fmt: str) -> None:
+    """`UserError` naming --format unless `fmt` is one of FORMATS."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r} is not known; choose one of {', '.join(FORMATS)}")
+
+
+class Doc:
+    """Headings, paragraphs and lists in the output format, so sections read natively."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.parts: list[str] = []
+
+    def text(self, s: str) -> str:
+        if self.fmt == "latex":
+            return latex_escape(s)
+        if self.fmt == "html":
+            return html.escape(s)
+        return s
+
+    def heading(self, level: int, title: str) -> None:
+        t = self.text(title)
+        if self.fmt == "latex":
+            cmd = ["section", "subsection", "subsubsection"][min(level, 3) - 1]
+            self.parts.append(f"\\{cmd}*{{{t}}}")
+        elif self.fmt == "html":
+            self.parts.append(f"<h{level}>{t}</h{level}>")
+        else:
+            self.parts.append(f"{'#' * level} {title}")
+
+    def para(self, s: str) -> None:
+        t = self.text(s)
+        self.parts.append(f"<p>{t}</p>" if self.fmt == "html" else t)
+
+    def items(self, lines: Sequence[str], raw: bool = False) -> None:
+        if not lines:
+            return
+        items = [line if raw else self.text(line) for line in lines]
+        if self.fmt == "latex":
+            body = "\n".join(f"  \\item {i}" for i in items)
+            self.parts.append(f"\\begin{{itemize}}\n{body}\n\\end{{itemize}}")
+        elif self.fmt == "html":
+            self.parts.append("<ul>\n" + "\n".join(f"<li>{i}</li>" for i in items) + "\n</ul>")
+        else:
+            self.parts.append("\n".join(f"- {i}" for i in items))
+
+    def table(self, df: pd.DataFrame) -> None:
+        self.parts.append(render(df, self.fmt).rstrip("\n"))
+
+    def __str__(self) -> str:
+        return "\n\n".join(self.parts) + "\n"
+
+
+def latex_escape(s: str) -> str:
+    """`s` as LaTeX text; ±, Δ and × become math so that tables keep their symbols."""
+    out = []
+    table = {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+        "±": r"$\pm$",
+        "Δ": r"$\Delta$",
+        "×": r"$\times$",
+        "–": "--",
+        "−": "-",
+    }
+    for ch in s:
+        out.append(table.get(ch, ch))
+    return "".join(out)
+
+
+def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as display strings: percent accuracies, readable times, paper columns."""
+    acc = [
+        _pct(m) if (n < 2 or not np.isfinite(s)) else f"{100 * m:.2f} ± {100 * s:.2f}%"
+        for m, s, n in zip(
+            summary["test_acc_mean"], summary["test_acc_std"], summary["seeds"], strict=True
+        )
+    ]
+    return pd.DataFrame(
+        {
+            "experiment": summary["experiment"],
+            "schedule": summary["schedule"],
+            "optimizer": summary["optimizer"],
+            "model": summary["model"],
+            "seeds": summary["seeds"].astype(str),
+            "updates": [_count(u) for u in summary["updates"]],
+            "paper updates": summary["paper_updates"].fillna("").astype(str),
+            "test acc": acc,
+            "paper acc": [_pct(p) if _finite(p) else "" for p in summary["paper_test_acc"]],
+            "Δ vs paper": [f"{d:+.2f} pp" if _finite(d) else "" for d in summary["diff_pp"]],
+            "wall clock": [_duration(s) for s in summary["wall_clock_s"]],
+            "images/s": [_count(x) for x in summary["images_per_s"]],
+            "device": summary["devices"],
+            "data": summary["data"],
+            "status": summary["status"],
+        }
+    )
+
+
+def format_equivalence(eq: pd.DataFrame) -> pd.DataFrame:
+    """The equivalence table as display strings: accuracy gaps in percentage points."""
+
+    def pp(x: float) -> str:
+        return f"{100 * x:.2f} pp" if _finite(x) else "–"
+
+    def loss(x: float) -> str:
+        return f"{x:.3g}" if _finite(x) else "–"
+
+    return pd.DataFrame(
+        {
+            "experiment": eq["experiment"],
+            "optimizer": eq["optimizer"],
+            "model": eq["model"],
+            "schedule": eq["schedule"],
+            "vs": eq["reference"],
+            "epochs": eq["epochs_compared"].astype(str),
+            # No "|" in headers: it would split a markdown column.
+            "acc gap after 1st milestone": [pp(x) for x in eq["acc_gap_after_m1"]],
+            "loss gap after 1st milestone": [loss(x) for x in eq["loss_gap_after_m1"]],
+            "acc gap, last 10%": [pp(x) for x in eq["acc_gap_last10"]],
+            "loss gap, last 10%": [loss(x) for x in eq["loss_gap_last10"]],
+            "updates ratio": [f"{x:.3g}×" if _finite(x) else "–" for x in eq["update_ratio"]],
+        }
+    )
+
+
+def figure_links(paths: Sequence[Path], fmt: str, relative_to: Path | None) -> list[str]:
+    """Links to figure files: markdown images for markdown/github, escaped paths otherwise,
+    relative to `relative_to` (the report's folder) when given."""
+    links = []
+    for path in paths:
+        shown = Path(os.path.relpath(path, relative_to)) if relative_to is not None else path
+        target = shown.as_posix()
+        if fmt in ("markdown", "github"):
+            links.append(f"![{path.stem}]({target.replace(' ', '%20')})")
+        elif fmt == "html":
+            links.append(html.escape(target))
+        else:
+            links.append(latex_escape(target))
+    return links
+
+
+def provenance_lines(runs: pd.DataFrame) -> list[str]:
+    """Where the numbers came from: devices, versions, commits, dates, data caveats."""
+    p = provenance(runs)
+    if p is None:
+        return []
+    dirty = {True: " (dirty)", False: "", None: " (dirty flag unknown)"}
+    commits = {f"{c}{dirty[d]}": n for (c, d), n in p.commits.items()}
+    lines = [
+        f"Devices (cells): {_counts(p.devices)}",
+        f"Precision: {_counts(p.precision)}",
+        f"torch: {_counts(p.torch)}",
+        f"Python: {_counts(p.python)}",
+        f"harness: {_counts(p.harness)}",
+        f"git commits: {_counts(commits)}",
+        f"Hosts: {_counts(p.hosts)}",
+    ]
+    if p.first_started is not None or p.last_finished is not None:
+        lines.append(f"Runs from {_when(p.first_started)} to {_when(p.last_finished)}")
+    lines.append(f"Status: {_counts(p.statuses)}")
+    if p.paper_sources:
+        lines.append(f"Paper numbers from: {', '.join(p.paper_sources)}")
+    if p.cifar10_copies:
+        lines.append(f"CIFAR-10 copy: {_counts(p.cifar10_copies)}")
+        if set(p.cifar10_copies) != {"official"}:
+            lines.append(
+                "Accuracies on a copy other than the official one (e.g. the JPEG-derived, "
+                "lossy copy) are comparable between schedules and runs; against the paper's "
+                "numbers (official pixels) they carry an unmeasured offset."
+            )
+    return lines
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} ({n})" for k, n in sorted(counts.items()))
+
+
+def _when(t: pd.Timestamp | None) -> str:
+    return "?" if t is None else t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, int | float | np.number) and bool(np.isfinite(x))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%" if _finite(x) else "–"
+
+
+def _count(x: float) -> str:
+    if not _finite(x):
+        return "–"
+    return f"{x:,.0f}" if abs(x - round(x)) < 1e-9 or abs(x) >= 100 else f"{x:,.1f}"
+
+
+def _duration(seconds: float) -> str:
+    if not _finite(seconds):
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
