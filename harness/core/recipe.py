@@ -133,9 +133,7 @@ def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
                 "batch_drops", "hybrid needs batch_drops: the drops made by the batch"
             )
     elif request.batch_drops is not None:
-        raise ScheduleError(
-            "batch_drops", "only a hybrid realization takes batch_drops; remove it"
-        )
+        raise ScheduleError("batch_drops", "only a hybrid realization takes batch_drops; remove it")
     if request.momentum is not None and request.base_momentum is None:
         raise ScheduleError(
             "momentum",
