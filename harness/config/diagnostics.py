@@ -36,6 +36,9 @@ class Locator:
                 )
         line = self.document.line_of(where)
         at = f"{self.document.path}:{line}" if line else f"{self.document.path}"
+        if self.overrides:
+            # The file's value may be fine on its own; say which overrides it met.
+            message += f" (with --set {', --set '.join(self.overrides.values())})"
         return UserError(f"{at}: {field_name}: {message}")
 
     def validation_error(
@@ -46,7 +49,7 @@ class Locator:
     ) -> UserError:
         """The first error of `exc`, raised validating `root` at `prefix` of the document."""
         err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in MODEL_NAMES))
+        loc, tag = _drop_union_tag(tuple(err["loc"]), root)
         where = (*prefix, *loc)
         kind = err["type"]
         cause = err.get("ctx", {}).get("error")
@@ -58,7 +61,7 @@ class Locator:
                 return self.validation_error(cause.cause, inner, nested or root)
             return self.error(inner, str(cause))
         if kind == "extra_forbidden":
-            model = _model_at(root, loc[:-1])
+            model = MODEL_NAMES[tag] if tag else _model_at(root, loc[:-1])
             allowed = ", ".join(model.model_fields) if model else "see the suite documentation"
             return self.error(where, f"unknown key '{where[-1]}'; allowed keys here: {allowed}")
         if kind == "missing":
@@ -68,6 +71,13 @@ class Locator:
         if kind not in ("value_error", "model_type") and not isinstance(got, dict | list):
             message += f" (got {got!r})"
         return self.error(where, message)
+
+
+def _drop_union_tag(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
+    """pydantic puts the model's tag in the path (models.NAME.wrn.depth); the file does not."""
+    if root is SuiteSpec and len(loc) >= 3 and loc[0] == "models" and loc[2] in MODEL_NAMES:
+        return (*loc[:2], *loc[3:]), str(loc[2])
+    return loc, ""
 
 
 def _model_of(exc: ValidationError) -> type[BaseModel] | None:

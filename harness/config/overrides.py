@@ -32,7 +32,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[tupl
                 f"--set {text}: expected KEY=VALUE with a dotted key, e.g. "
                 "--set training.weight_decay=0 or --set experiments.0.seeds=[0,1,2]"
             )
-        value = plain(parse_yaml(raw, f"--set {text}: value"))
+        value = plain(parse_yaml(raw, f"--set {text}: the value", lines=False))
         where = _set(data, key.split("."), value, text)
         applied[where] = text
     return applied

@@ -113,7 +113,11 @@ class InceptionResNetV2Spec(Strict):
 
 
 ModelSpec = Annotated[WrnSpec | SmallCnnSpec | InceptionResNetV2Spec, Field(discriminator="name")]
-MODEL_NAMES = {"wrn", "small_cnn", "inception_resnet_v2"}  # the discriminator's tags
+MODEL_NAMES: dict[str, type[Strict]] = {  # the discriminator's tags
+    "wrn": WrnSpec,
+    "small_cnn": SmallCnnSpec,
+    "inception_resnet_v2": InceptionResNetV2Spec,
+}
 
 
 class OptimizerSpec(Strict):
