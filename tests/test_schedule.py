@@ -5,12 +5,23 @@ from __future__ import annotations
 import math
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.config.schema import ScheduleSpec
 from harness.config.suite import load_suite
-from harness.core.schedule import BaseSchedule, Plan, noise_scale, realize, updates_per_epoch
-from tests.conftest import SUITES
+from harness.core.recipe import SCHEDULE_DEFAULTS, ScheduleRequest, resolve_schedule
+from harness.core.schedule import (
+    BaseSchedule,
+    Plan,
+    ScheduleError,
+    noise_scale,
+    realize,
+    updates_per_epoch,
+)
+from harness.core.shapes import wrn_blocks
+from tests.conftest import REPO, SUITES
 
 
 def _counts(path: str) -> dict[str, tuple[int, str]]:
@@ -202,3 +213,201 @@ def test_uncapped_step_batch_realization_keeps_the_lr(cfg: dict) -> None:
     for e in range(base.epochs):
         drops = sum(m <= e for m in base.milestones)
         assert plan.phase_at(e).batch_size == cfg["batch_size"] * int(base.factor) ** drops
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals: realize() and BaseSchedule check their input instead of repairing it
+
+
+GOOD = {"lr": 0.1, "batch_size": 128, "momentum": 0.9, "train_size": 50_000, "ghost": 32}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"batch_size": 100}, "batch_size", "not a multiple of the ghost batch size 32"),
+        ({"b_max": 64}, "b_max", "below the initial batch size 128"),
+        ({"b_max": 200}, "b_max", "not a multiple of the ghost batch size"),
+        ({"lr": math.inf}, "lr", "finite"),
+        ({"lr": math.nan}, "lr", "finite"),
+        ({"lr": 0.0}, "lr", "above 0"),
+        ({"momentum": 1.0}, "momentum", "[0, 1)"),
+        ({"train_size": 0}, "train_size", "whole number"),
+        ({"ghost": 0}, "ghost", "whole number"),
+        ({"batch_size": True}, "batch_size", "whole number"),
+        ({"realization": "sideways"}, "realization", "not one of"),
+        ({"realization": "hybrid", "batch_drops": -1}, "batch_drops", "0 or more"),
+        ({"train_size": 100}, "batch_size", "exceeds the training set"),
+        ({"realization": "batch", "train_size": 1000}, "b_max", "set b_max <= 1000"),
+    ],
+)
+def test_realize_refuses_inconsistent_input(changes: dict, field: str, words: str) -> None:
+    base = BaseSchedule(epochs=10, milestones=(5,), factor=10.0)
+    with pytest.raises(ScheduleError, match=re.escape(words)) as caught:
+        realize(base, **{**GOOD, **changes})
+    assert caught.value.field == field
+    assert isinstance(caught.value, ValueError)
+
+
+def test_realize_refuses_the_example_of_the_issue() -> None:
+    base = BaseSchedule(epochs=10, milestones=(5,), factor=10.0)
+    with pytest.raises(ScheduleError) as caught:
+        realize(
+            base,
+            lr=0.1,
+            batch_size=100,
+            momentum=0.9,
+            train_size=1000,
+            b_max=50,
+            ghost=32,
+            realization="batch",
+        )
+    assert caught.value.field == "batch_size"
+    assert "use 96" in str(caught.value)
+
+
+def test_hybrid_needs_a_step_shape() -> None:
+    with pytest.raises(ScheduleError, match="step shape") as caught:
+        realize(BaseSchedule(epochs=10, shape="cosine"), realization="hybrid", **GOOD)
+    assert caught.value.field == "realization"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 10**11}, "epochs"),
+        ({"epochs": 10, "milestones": (8, 4)}, "milestones"),
+        ({"epochs": 10, "milestones": (0, 4)}, "milestones"),
+        ({"epochs": 10, "milestones": (4, 10)}, "milestones"),
+        ({"epochs": 10, "shape": "cosine", "milestones": (4,)}, "milestones"),
+        ({"epochs": 10, "factor": 1.0}, "factor"),
+        ({"epochs": 10, "factor": math.inf}, "factor"),
+        ({"epochs": 10, "milestones": (1, 2, 3), "factor": 1e300}, "factor"),
+        ({"epochs": 10, "warmup_epochs": 10}, "warmup_epochs"),
+        ({"epochs": 10, "min_multiplier": 1.0}, "min_multiplier"),
+        ({"epochs": 10, "shape": "linear"}, "shape"),
+    ],
+)
+def test_base_schedule_refuses_broken_rules(kwargs: dict, field: str) -> None:
+    with pytest.raises(ScheduleError) as caught:
+        BaseSchedule(**kwargs)
+    assert caught.value.field == field
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    epochs=st.integers(-2, 200),
+    milestones=st.lists(st.integers(-2, 210), max_size=4).map(tuple),
+    factor=st.floats(allow_nan=True, allow_infinity=True),
+    shape=st.sampled_from(["step", "cosine"]),
+    realization=st.sampled_from(["lr", "batch", "hybrid"]),
+    lr=st.floats(allow_nan=True, allow_infinity=True),
+    batch=st.integers(-1, 5000),
+    b_max=st.one_of(st.none(), st.integers(-1, 100_000)),
+    ghost=st.integers(0, 256),
+    train_size=st.integers(0, 100_000),
+    drops=st.integers(-1, 6),
+)
+def test_any_input_plans_or_raises_a_schedule_error(
+    epochs, milestones, factor, shape, realization, lr, batch, b_max, ghost, train_size, drops
+) -> None:
+    """No input crashes, hangs or overflows: a consistent plan or a ScheduleError."""
+    try:
+        base = BaseSchedule(epochs=epochs, shape=shape, milestones=milestones, factor=factor)
+        plan = realize(
+            base,
+            lr=lr,
+            batch_size=batch,
+            momentum=0.9,
+            train_size=train_size,
+            realization=realization,
+            batch_drops=drops,
+            b_max=b_max,
+            ghost=ghost,
+        )
+    except ScheduleError:
+        return
+    assert plan.epochs == epochs and plan.updates > 0
+    assert all(0 < p.lr <= lr and p.batch_size % ghost == 0 for p in plan.phases)
+    assert all(p.batch_size <= train_size for p in plan.phases)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution of a schedule request: defaults, scaling rules and their errors
+
+
+def _request(**changes: object) -> ScheduleRequest:
+    fields = {
+        "base_lr": 0.1,
+        "base_momentum": 0.9,
+        "train_size": 50_000,
+        "epochs": 200,
+        "milestones": (60, 120, 160),
+        "factor": 5.0,
+        "base_batch_size": 128,
+        "ghost": 128,
+        **changes,
+    }
+    return ScheduleRequest(**fields)  # type: ignore[arg-type]
+
+
+def test_scaling_rules_give_the_papers_batch_sizes() -> None:
+    assert resolve_schedule(_request()).batch_size == 128
+    assert resolve_schedule(_request(lr=0.5)).batch_size == 640  # B ∝ lr
+    both = resolve_schedule(_request(lr=0.5, momentum=0.98))
+    assert both.batch_size == 3200  # then B ∝ 1/(1-m)
+    assert (both.lr, both.momentum) == (0.5, 0.98)
+    stated = resolve_schedule(_request(lr=0.5, batch_size=256))
+    assert stated.batch_size == 256  # a stated batch size wins over the rule
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"epochs": None}, "epochs", "required"),
+        ({"realization": "hybrid"}, "batch_drops", "hybrid needs batch_drops"),
+        ({"batch_drops": 1}, "batch_drops", "only a hybrid"),
+        ({"momentum": 0.95, "base_momentum": None}, "momentum", "no momentum to change"),
+        ({"lr": 0.15}, "batch_size", "B = 192, not a multiple"),
+        ({"lr": 0.3, "base_batch_size": None}, "batch_size", "needs a base batch_size"),
+        ({"base_batch_size": None}, "batch_size", "required"),
+        ({"milestones": (60, 200)}, "milestones", "not before the last epoch"),
+    ],
+)
+def test_resolution_errors_name_the_field(changes: dict, field: str, words: str) -> None:
+    with pytest.raises(ScheduleError, match=words) as caught:
+        resolve_schedule(_request(**changes))
+    assert caught.value.field == field
+
+
+def test_schedule_defaults_live_in_core_once() -> None:
+    assert set(SCHEDULE_DEFAULTS) == set(ScheduleSpec.model_fields)
+    assert all(v is None for v in ScheduleSpec().model_dump().values())
+    resolved = resolve_schedule(_request(milestones=(), factor=10.0))
+    assert resolved.as_dict()["shape"] == SCHEDULE_DEFAULTS["shape"] == "step"
+
+
+def test_wrn_depth_rule() -> None:
+    assert [wrn_blocks(d) for d in (10, 16, 28)] == [1, 2, 4]
+    for bad in (4, 15, 17, True):
+        with pytest.raises(ValueError, match="6n\\+4"):
+            wrn_blocks(bad)
+
+
+def test_core_imports_only_the_standard_library_and_errors() -> None:
+    import ast
+    import sys
+
+    for path in sorted((REPO / "harness" / "core").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                ok = top in sys.stdlib_module_names or top == "__future__"
+                ok = ok or name == "harness.errors" or name.startswith("harness.core")
+                assert ok, f"{path.name} imports {name}"

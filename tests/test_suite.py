@@ -229,3 +229,148 @@ def test_plan_does_not_import_torch(cli):
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "14040" in done.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Untrusted suite files: unsafe names, alias bombs, huge files and absurd numbers are refused
+# with one line, fast
+
+BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+)
+
+UNTRUSTED = [
+    ("name with ..", MINIMAL.replace("name: tiny", "name: ../../x"), ":1: name", "safe suite name"),
+    ("absolute name", MINIMAL.replace("name: tiny", "name: /tmp/x"), ":1: name", "safe suite name"),
+    ("empty name", MINIMAL.replace("name: tiny", 'name: ""'), ":1: name", "safe suite name"),
+    ("alias bomb", BOMB, ":1:", "anchors and aliases"),
+    ("self-referencing alias", "a: &a [*a]\n", ":1:", "anchors and aliases"),
+    ("python tag", "name: !!python/object:os.system x\n", ":1:", "not allowed"),
+    ("deep nesting", "a: " + "[" * 200 + "]" * 200 + "\n", ":1:", "levels deep"),
+    ("huge file", "name: x\n#" + "x" * (1 << 20) + "\n", "", "larger than 1 MiB"),
+    (
+        "seed beyond 64 bits",
+        MINIMAL.replace("seeds: [0, 1]", "seeds: [100000000000000000000]"),
+        "experiments.0.seeds.0",
+        "less than or equal to 9223372036854775807",
+    ),
+    ("negative seed", MINIMAL.replace("seeds: [0, 1]", "seeds: [-1]"), "seeds.0", "greater"),
+    ("epochs 1e11", MINIMAL.replace("epochs: 10", "epochs: 1e11"), ":8: schedule.epochs", "100000"),
+    ("lr inf", MINIMAL.replace("lr: 0.1", "lr: .inf"), "optimizers.momentum.lr", "finite"),
+    ("lr nan", MINIMAL.replace("lr: 0.1", "lr: .nan"), "optimizers.momentum.lr", "finite"),
+    ("factor inf", MINIMAL.replace("factor: 2", "factor: .inf"), "schedule.factor", "finite"),
+    (
+        "factor overflowing",
+        MINIMAL.replace("factor: 2", "factor: 1.0e+300"),
+        "schedule.factor",
+        "overflows",
+    ),
+    (
+        "huge batch",
+        MINIMAL.replace("batch_size: 32", "batch_size: 100000000000"),
+        ":11: schedule.batch_size",
+        "less than or equal to",
+    ),
+    (
+        "huge train size",
+        MINIMAL.replace("train_size: 1000", "train_size: 100000000000"),
+        "dataset.train_size",
+        "less than or equal to",
+    ),
+    (
+        "bad WRN depth",
+        MINIMAL.replace("{name: small_cnn, width: 8}", "{name: wrn, depth: 15}"),
+        ":4: models.small.depth",
+        "6n+4",
+    ),
+    ("duplicate key", MINIMAL + "name: again\n", ":", "duplicate key"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "text", "where", "message"), UNTRUSTED, ids=[u[0] for u in UNTRUSTED]
+)
+def test_untrusted_suite_gets_one_clear_line(tmp_path, cli, case, text, where, message):
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    result = cli("plan", str(path), timeout=60)
+    assert result.returncode == 2, (case, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"error: {path}"), lines[0]
+    assert where in lines[0] and message in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides: --set KEY=VALUE, applied before validation
+
+
+def test_overrides_change_values_before_validation():
+    suite = load_suite(
+        SUITES / "smoke.yaml",
+        overrides=("training.weight_decay=0", "experiments.0.seeds=[0,1,2]", "schedule.epochs=6"),
+    )
+    assert suite.spec.training.weight_decay == 0
+    assert sorted({c.seed for c in suite.cells}) == [0, 1, 2] and len(suite.cells) == 9
+    plain = {c.label: c.cell_id for c in load_suite(SUITES / "smoke.yaml").cells}
+    changed = {c.label: c.cell_id for c in suite.cells}
+    assert not set(plain.values()) & set(changed.values())  # weight decay is in the id
+    same = load_suite(SUITES / "smoke.yaml", overrides=("schedule.epochs=6",))
+    assert {c.label: c.cell_id for c in same.cells} == plain
+
+
+def test_overrides_reach_names_with_dots_and_free_form_sections():
+    suite = load_suite(
+        SUITES / "imagenet.yaml",
+        overrides=("schedules.momentum_0.9.b_max=32768", "experiments.0.training.eval_every=2"),
+    )
+    capped = next(c for c in suite.cells if c.schedule_name == "momentum_0.9")
+    assert max(p.batch_size for p in capped.plan.phases) == 32768
+    assert suite.cells[0].training.eval_every == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.weightdecay=0", "training has no key 'weightdecay'; keys here: ghost_batch"),
+        ("training.weight_decay=-1", "training.weight_decay: Input should be greater than"),
+        ("training.weight_decay", "expected KEY=VALUE"),
+        ("optimizers.adamw.lr=1", "optimizers has no 'adamw' (defined: momentum)"),
+        ("experiments.3.seeds=[1]", "experiments has 1 entries; use an index in 0..0"),
+        ("experiments.0.training.ghost=64", "unknown key 'ghost'"),
+        ("models.small_cnn.depth=16", "models.small_cnn.depth: unknown key 'depth'"),
+        ("schedule.milestones=[1,", "not valid YAML"),
+        ("name=../x", "not a safe suite name"),
+        ("description.x=1", "holds a single value"),
+    ],
+)
+def test_bad_override_gets_one_line_naming_it(override, message):
+    with pytest.raises(UserError) as caught:
+        load_suite(SUITES / "smoke.yaml", overrides=(override,))
+    text = str(caught.value)
+    assert text.startswith(f"--set {override}") and len(text.splitlines()) == 1, text
+    assert message in text, text
+
+
+def test_an_override_that_breaks_a_file_value_is_named_with_it():
+    with pytest.raises(UserError) as caught:
+        load_suite(SUITES / "smoke.yaml", overrides=("schedule.epochs=3",))
+    text = str(caught.value)
+    assert "smoke.yaml:24: schedule.milestones" in text
+    assert text.endswith("(with --set schedule.epochs=3)"), text
+
+
+def test_config_imports_only_core_errors_and_fsio():
+    import ast
+
+    from tests.conftest import REPO
+
+    allowed = ("harness.core", "harness.config", "harness.errors", "harness.fsio")
+    for path in sorted((REPO / "harness" / "config").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                ok = not name.startswith("harness") or name.startswith(allowed)
+                assert ok, f"{path.name} imports {name}"

@@ -1,0 +1,120 @@
+"""One line per bad input: `FILE:LINE: field.path: how to fix`, or the `--set` that caused it.
+
+Validation reports a path into the document (pydantic's `loc`, a `FieldError`'s `where`, a
+`ScheduleError`'s field under its schedule); this module turns the first such error into a
+`UserError` that names where the value came from, so the user can go straight to it.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ValidationError
+
+from harness.config.schema import MODEL_NAMES, FieldError, SuiteSpec
+from harness.config.yamlfile import Document
+from harness.errors import UserError
+
+
+@dataclass(frozen=True)
+class Locator:
+    """Where each value of a suite came from: a line of its file, or a `--set` override."""
+
+    document: Document
+    overrides: Mapping[tuple[Any, ...], str] = field(default_factory=dict)  # path -> K=V
+
+    def error(self, where: tuple[Any, ...], message: str) -> UserError:
+        field_name = ".".join(str(p) for p in where) or "(top level)"
+        for length in range(len(where), 0, -1):
+            override = self.overrides.get(tuple(where[:length]))
+            if override is not None:
+                return UserError(
+                    f"--set {override} (on {self.document.path}): {field_name}: {message}"
+                )
+        line = self.document.line_of(where)
+        at = f"{self.document.path}:{line}" if line else f"{self.document.path}"
+        if self.overrides:
+            # The file's value may be fine on its own; say which overrides it met.
+            message += f" (with --set {', --set '.join(self.overrides.values())})"
+        return UserError(f"{at}: {field_name}: {message}")
+
+    def validation_error(
+        self,
+        exc: ValidationError,
+        prefix: tuple[Any, ...] = (),
+        root: type[BaseModel] = SuiteSpec,
+    ) -> UserError:
+        """The first error of `exc`, raised validating `root` at `prefix` of the document."""
+        err = exc.errors()[0]
+        loc, tag = _drop_union_tag(tuple(err["loc"]), root)
+        where = (*prefix, *loc)
+        kind = err["type"]
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError):
+            inner = (*where, *cause.where)
+            if cause.cause is not None:
+                # A nested model validated at `inner`; its fields are listed from that model.
+                nested = _model_of(cause.cause)
+                return self.validation_error(cause.cause, inner, nested or root)
+            return self.error(inner, str(cause))
+        if kind == "extra_forbidden":
+            model = MODEL_NAMES[tag] if tag else _model_at(root, loc[:-1])
+            allowed = ", ".join(model.model_fields) if model else "see the suite documentation"
+            return self.error(where, f"unknown key '{where[-1]}'; allowed keys here: {allowed}")
+        if kind == "missing":
+            return self.error(where, "required field is missing; add it")
+        message = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        if kind not in ("value_error", "model_type") and not isinstance(got, dict | list):
+            message += f" (got {got!r})"
+        return self.error(where, message)
+
+
+def _drop_union_tag(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
+    """pydantic puts the model's tag in the path (models.NAME.wrn.depth); the file does not."""
+    if root is SuiteSpec and len(loc) >= 3 and loc[0] == "models" and loc[2] in MODEL_NAMES:
+        return (*loc[:2], *loc[3:]), str(loc[2])
+    return loc, ""
+
+
+def _model_of(exc: ValidationError) -> type[BaseModel] | None:
+    from harness.config import schema
+
+    model = getattr(schema, exc.title, None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _model_at(model: type[BaseModel], where: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at `where`, for listing allowed keys."""
+    current: Any = model
+    for part in where:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part))
+            if info is None:
+                return None
+            current = _unwrap(info.annotation)
+        else:
+            current = _unwrap(current, part)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any, key: Any = None) -> Any:
+    """Step through dict / tuple / Optional annotations to the model they hold."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Annotated:
+        return _unwrap(args[0], key)
+    if origin in (dict, Mapping) and key is not None:
+        return _unwrap(args[1])
+    if origin is dict:
+        return annotation
+    if origin is tuple and key is not None:
+        return _unwrap(args[0])
+    if args:
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) == 1:
+            return models[0]
+    return annotation

@@ -1,0 +1,290 @@
+"""The typed, frozen shape of a suite file, and every check that needs only the file itself.
+
+Each model lists the keys YAML may set (an unknown key is an error), with units and bounds
+beside the values. Checks across fields are pydantic validators on the model that holds the
+fields; a check whose error belongs deeper in the document raises `FieldError` with the path
+it concerns, so the error still names the right line. The schedule rules are not here: they
+live in `harness.core` and apply once a named schedule meets an optimizer (see `suite.py`).
+
+Bounds are generous but finite: a suite is untrusted input, and a number like `epochs: 1e11`
+or `seeds: [100000000000000000000]` must be refused, not planned for hours or crash a hash.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from harness.core.schedule import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_TRAIN_SIZE,
+    Realization,
+    Shape,
+)
+from harness.core.shapes import wrn_blocks
+
+# (train examples, test examples, classes) of the datasets the harness knows by name.
+DATASET_SIZES = {"cifar10": (50_000, 10_000, 10), "imagenet": (1_281_167, 50_000, 1000)}
+MAX_SEED = 2**63 - 1  # seeds feed 64-bit generators
+SUITE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # the name is a results folder
+
+Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
+BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH_SIZE)]
+Examples = Annotated[int, Field(gt=0, le=MAX_TRAIN_SIZE)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class FieldError(ValueError):
+    """A validator's error that belongs at `where` (a path from the validated model).
+
+    `cause`, when set, is the validation error of a nested model validated at `where`.
+    """
+
+    def __init__(
+        self, where: tuple[Any, ...], message: str, cause: ValidationError | None = None
+    ) -> None:
+        super().__init__(message)
+        self.where = where
+        self.cause = cause
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class DatasetSpec(Strict):
+    name: Literal["cifar10", "imagenet", "synthetic"]
+    train_size: Examples | None = None  # first n training examples
+    test_size: Examples | None = None  # first n test examples
+    augment: bool = True  # reflection pad 4 + random 32x32 crop + horizontal flip
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DatasetSpec:
+        if self.name == "synthetic" and (self.train_size is None or self.test_size is None):
+            raise ValueError("a synthetic dataset needs train_size and test_size")
+        if self.name in DATASET_SIZES:
+            full_train, full_test, _ = DATASET_SIZES[self.name]
+            if self.train_size is not None and self.train_size > full_train:
+                raise ValueError(f"train_size {self.train_size} exceeds {self.name}'s {full_train}")
+            if self.test_size is not None and self.test_size > full_test:
+                raise ValueError(f"test_size {self.test_size} exceeds {self.name}'s {full_test}")
+        return self
+
+    @property
+    def n_train(self) -> int:
+        return self.train_size or DATASET_SIZES[self.name][0]
+
+    @property
+    def num_classes(self) -> int:
+        return DATASET_SIZES.get(self.name, (0, 0, 10))[2]
+
+
+class WrnSpec(Strict):
+    name: Literal["wrn"]
+    depth: int = 16
+    width: int = 4
+
+    @field_validator("depth")
+    @classmethod
+    def _depth(cls, v: int) -> int:
+        wrn_blocks(v)
+        return v
+
+
+class SmallCnnSpec(Strict):
+    name: Literal["small_cnn"]
+    width: Annotated[int, Field(gt=0)] = 16
+
+
+class InceptionResNetV2Spec(Strict):
+    """The paper's ImageNet model: declared so ImageNet suites can be planned; not trainable."""
+
+    name: Literal["inception_resnet_v2"]
+
+
+ModelSpec = Annotated[WrnSpec | SmallCnnSpec | InceptionResNetV2Spec, Field(discriminator="name")]
+MODEL_NAMES: dict[str, type[Strict]] = {  # the discriminator's tags
+    "wrn": WrnSpec,
+    "small_cnn": SmallCnnSpec,
+    "inception_resnet_v2": InceptionResNetV2Spec,
+}
+
+
+class OptimizerSpec(Strict):
+    kind: Literal["sgd", "momentum", "nesterov", "adam"]
+    lr: Annotated[float, Field(gt=0)]  # per optimizer step, for the mean loss over B examples
+    momentum: Fraction | None = None
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+    eps: Annotated[float, Field(gt=0)] = 1e-8
+    weight_decay: Annotated[float, Field(ge=0)] | None = None  # None: training.weight_decay
+
+    @model_validator(mode="after")
+    def _momentum(self) -> OptimizerSpec:
+        if self.kind in ("momentum", "nesterov") and self.momentum is None:
+            raise ValueError(f"a '{self.kind}' optimizer needs momentum (e.g. momentum: 0.9)")
+        if self.kind in ("sgd", "adam") and self.momentum not in (None, 0):
+            raise ValueError(
+                f"a '{self.kind}' optimizer has no momentum; use kind: momentum, or drop it"
+            )
+        return self
+
+    @property
+    def has_momentum(self) -> bool:
+        """Whether a schedule may change this optimizer's momentum."""
+        return self.kind in ("momentum", "nesterov")
+
+    @property
+    def noise_momentum(self) -> float:
+        """The m in g = lr/(1-m)(N/B-1).
+
+        Adam's first moment is an average normalized by (1 - beta1), so it has no 1/(1-m) gain:
+        its m is 0 here.
+        """
+        return self.momentum or 0.0
+
+
+class ScheduleSpec(Strict):
+    """One entry of `schedules:` or the suite's `schedule:` defaults; every field optional here.
+
+    None means "not set here"; the defaults are `harness.core.recipe.SCHEDULE_DEFAULTS`.
+    """
+
+    epochs: Epochs | None = None
+    shape: Shape | None = None
+    milestones: tuple[Annotated[int, Field(ge=0, le=MAX_EPOCHS)], ...] | None = None
+    factor: Annotated[float, Field(gt=1)] | None = None  # how much g drops at each milestone
+    warmup_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] | None = None
+    min_multiplier: Fraction | None = None  # cosine: end value
+    realization: Realization | None = None
+    batch_drops: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] | None = None  # hybrid
+    batch_size: BatchSize | None = None  # initial B (None: scaling rule)
+    b_max: BatchSize | None = None
+    lr: Annotated[float, Field(gt=0)] | None = None  # new initial lr; B follows B ∝ lr
+    momentum: Fraction | None = None  # new m; B ∝ 1/(1-m)
+
+
+class TrainingSpec(Strict):
+    """Recipe options that change results: part of every cell's id."""
+
+    ghost_batch_size: BatchSize = 128
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    drop_last: bool = True  # False keeps the partial batch: ceil(N/B) updates per epoch
+    eval_every: Epochs = 1  # epochs between test evaluations
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on the device
+
+
+class ExecutionSpec(Strict):
+    """How a cell runs, not what it computes: outside the cell id (results must not change)."""
+
+    max_micro_batch: BatchSize | None = None  # None: the whole batch
+    channels_last: bool = False
+    compile: bool = False
+    eval_batch_size: BatchSize = 1000
+
+
+class PaperFigure(Strict):
+    """What the paper reports for a cell, in its own words where it gives no exact number."""
+
+    test_acc: Annotated[float, Field(ge=0, le=1)] | None = None  # fraction, not percent
+    updates: str | None = None  # e.g. "~80000", "under 6500"
+    source: str | None = None  # e.g. "Sec 5.2, Fig 5"
+
+
+class ExperimentSpec(Strict):
+    """A grid: cells = optimizers × schedules × models × seeds."""
+
+    name: str
+    optimizers: tuple[str, ...]
+    schedules: tuple[str, ...]
+    models: tuple[str, ...] | None = None  # None: every model of the suite
+    seeds: tuple[Seed, ...] = (0,)
+    training: dict[str, Any] = Field(default_factory=dict)  # overrides of `training:`
+    paper: dict[str, PaperFigure] = Field(default_factory=dict)  # "optimizer/schedule" keys
+
+    @model_validator(mode="after")
+    def _paper_keys(self) -> ExperimentSpec:
+        for key in self.paper:
+            opt, _, sched = key.partition("/")
+            if opt not in self.optimizers or sched not in self.schedules:
+                raise FieldError(
+                    ("paper", key),
+                    "paper figures are keyed 'optimizer/schedule' of this experiment's grid",
+                )
+        return self
+
+
+class CheckSpec(Strict):
+    """Absolute tolerances for `harness check`, per metric of the runs table."""
+
+    final_test_acc: Annotated[float, Field(ge=0)] | None = None
+    best_test_acc: Annotated[float, Field(ge=0)] | None = None
+    final_train_loss: Annotated[float, Field(ge=0)] | None = None
+    final_test_loss: Annotated[float, Field(ge=0)] | None = None
+
+
+class SuiteSpec(Strict):
+    name: str
+    description: str = ""
+    dataset: DatasetSpec
+    models: dict[str, ModelSpec]
+    optimizers: dict[str, OptimizerSpec]
+    schedule: ScheduleSpec = ScheduleSpec()
+    schedules: dict[str, ScheduleSpec]
+    training: TrainingSpec = TrainingSpec()
+    execution: ExecutionSpec = ExecutionSpec()
+    experiments: tuple[ExperimentSpec, ...]
+    check: CheckSpec = CheckSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(SUITE_NAME_PATTERN, v):
+            raise ValueError(
+                f"{v!r} is not a safe suite name (it names the results folder); use 1-64 "
+                "letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> SuiteSpec:
+        seen: set[str] = set()
+        for i, exp in enumerate(self.experiments):
+            where = ("experiments", i)
+            if exp.name in seen:
+                raise FieldError((*where, "name"), f"experiment '{exp.name}' is defined twice")
+            seen.add(exp.name)
+            tables = (
+                ("optimizers", exp.optimizers, self.optimizers),
+                ("schedules", exp.schedules, self.schedules),
+                ("models", exp.models or (), self.models),
+            )
+            for axis, names, table in tables:
+                for j, key in enumerate(names):
+                    if key not in table:
+                        raise FieldError(
+                            (*where, axis, j),
+                            f"unknown name '{key}'; define it under {axis}: ({', '.join(table)})",
+                        )
+            try:
+                self.training_of(exp)
+            except ValidationError as exc:
+                raise FieldError((*where, "training"), "invalid training", exc) from None
+        return self
+
+    def training_of(self, experiment: ExperimentSpec) -> TrainingSpec:
+        """The suite's `training:` with the experiment's overrides applied."""
+        if not experiment.training:
+            return self.training
+        return TrainingSpec.model_validate({**self.training.model_dump(), **experiment.training})

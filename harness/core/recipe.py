@@ -1,0 +1,198 @@
+"""A schedule request, as a suite states it, resolved into exact values and a plan.
+
+This module owns the rules that connect an optimizer's recipe to a named schedule: which
+fields a realization takes, when the scaling rules B ∝ lr and B ∝ 1/(1-m) decide the initial
+batch size, and the defaults of every schedule field (the dataclass defaults below are the only
+copy; the suite layer derives its own from them). It is pure Python so that a request can be
+checked and planned without pydantic, YAML or torch, and property-tested directly.
+
+Every broken rule is a `ScheduleError` whose `field` is one of `ScheduleRequest`'s field names,
+so the caller can point at the line that set it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from harness.core.schedule import (
+    BaseSchedule,
+    Plan,
+    Realization,
+    ScheduleError,
+    Shape,
+    realize,
+    scaled_batch_size,
+)
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """What a suite asks of one named schedule, for one optimizer and one training recipe.
+
+    `batch_size` is the initial B stated for this schedule; `base_batch_size` the recipe's B
+    at the optimizer's own lr and momentum, which the scaling rules scale when this schedule
+    states a new `lr` or `momentum` but no batch size. `base_momentum` is None for an
+    optimizer without momentum (plain SGD, Adam): its noise momentum is 0 and cannot change.
+    """
+
+    base_lr: float
+    train_size: int
+    epochs: int | None = None
+    shape: Shape = "step"
+    milestones: tuple[int, ...] = ()
+    factor: float = 10.0  # how much the noise scale drops at each milestone
+    warmup_epochs: int = 0
+    min_multiplier: float = 0.0  # cosine: the multiplier the curve ends at
+    realization: Realization = "lr"
+    batch_drops: int | None = None  # hybrid: drops made by the batch size
+    batch_size: int | None = None
+    base_batch_size: int | None = None
+    b_max: int | None = None
+    lr: float | None = None  # a new initial lr; B follows B ∝ lr
+    momentum: float | None = None  # a new momentum; B follows B ∝ 1/(1-m)
+    base_momentum: float | None = None
+    ghost: int = 1  # ghost batch size: every batch is a multiple of it
+    drop_last: bool = True
+
+
+# The fields a suite's schedule entry may set, with their defaults.
+SCHEDULE_FIELDS: tuple[str, ...] = (
+    "epochs",
+    "shape",
+    "milestones",
+    "factor",
+    "warmup_epochs",
+    "min_multiplier",
+    "realization",
+    "batch_drops",
+    "batch_size",
+    "b_max",
+    "lr",
+    "momentum",
+)
+SCHEDULE_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(ScheduleRequest) if f.name in SCHEDULE_FIELDS
+}
+
+
+@dataclass(frozen=True)
+class ResolvedSchedule:
+    """Every schedule field decided, and the phases they give."""
+
+    epochs: int
+    shape: Shape
+    milestones: tuple[int, ...]
+    factor: float
+    warmup_epochs: int
+    min_multiplier: float
+    realization: Realization
+    batch_drops: int | None
+    batch_size: int
+    b_max: int | None
+    lr: float
+    momentum: float
+    plan: Plan
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form, part of a cell's id: its keys and value types must stay as they are."""
+        return {
+            "epochs": self.epochs,
+            "shape": self.shape,
+            "milestones": list(self.milestones),
+            "factor": self.factor,
+            "warmup_epochs": self.warmup_epochs,
+            "min_multiplier": self.min_multiplier,
+            "realization": self.realization,
+            "batch_drops": self.batch_drops,
+            "batch_size": self.batch_size,
+            "b_max": self.b_max,
+            "lr": self.lr,
+            "momentum": self.momentum,
+        }
+
+
+def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
+    """Check every rule, apply the scaling rules and plan; `ScheduleError` on a broken rule."""
+    if request.epochs is None:
+        raise ScheduleError("epochs", "required field is missing; set it here or under schedule:")
+    base = BaseSchedule(
+        epochs=request.epochs,
+        shape=request.shape,
+        milestones=tuple(request.milestones),
+        factor=float(request.factor),
+        warmup_epochs=request.warmup_epochs,
+        min_multiplier=request.min_multiplier,
+    )
+    if request.realization == "hybrid":
+        if request.shape != "step":
+            raise ScheduleError("realization", "hybrid needs a step shape with milestones")
+        if request.batch_drops is None:
+            raise ScheduleError(
+                "batch_drops", "hybrid needs batch_drops: the drops made by the batch"
+            )
+    elif request.batch_drops is not None:
+        raise ScheduleError("batch_drops", "only a hybrid realization takes batch_drops; remove it")
+    if request.momentum is not None and request.base_momentum is None:
+        raise ScheduleError(
+            "momentum",
+            "this optimizer has no momentum to change (plain SGD, Adam); "
+            "use kind: momentum, or remove momentum here",
+        )
+    base_momentum = request.base_momentum or 0.0
+    lr = request.lr if request.lr is not None else request.base_lr
+    momentum = request.momentum if request.momentum is not None else base_momentum
+    batch = _initial_batch(request, lr, momentum, base_momentum)
+    plan = realize(
+        base,
+        lr=lr,
+        batch_size=batch,
+        momentum=momentum,
+        train_size=request.train_size,
+        realization=request.realization,
+        batch_drops=request.batch_drops or 0,
+        b_max=request.b_max,
+        ghost=request.ghost,
+        drop_last=request.drop_last,
+    )
+    return ResolvedSchedule(
+        epochs=base.epochs,
+        shape=base.shape,
+        milestones=base.milestones,
+        factor=base.factor,
+        warmup_epochs=base.warmup_epochs,
+        min_multiplier=base.min_multiplier,
+        realization=request.realization,
+        batch_drops=request.batch_drops,
+        batch_size=batch,
+        b_max=request.b_max,
+        lr=lr,
+        momentum=momentum,
+        plan=plan,
+    )
+
+
+def _initial_batch(
+    request: ScheduleRequest, lr: float, momentum: float, base_momentum: float
+) -> int:
+    """The stated B, or the recipe's B scaled by the rules when only lr / momentum changed."""
+    if request.batch_size is not None:
+        return request.batch_size
+    if request.lr is None and request.momentum is None:
+        if request.base_batch_size is None:
+            raise ScheduleError("batch_size", "required field is missing; set it under schedule:")
+        return request.base_batch_size
+    if request.base_batch_size is None:
+        raise ScheduleError(
+            "batch_size", "the scaling rule needs a base batch_size under schedule:"
+        )
+    exact = scaled_batch_size(request.base_batch_size, request.base_lr, base_momentum, lr, momentum)
+    batch = round(exact) if math.isfinite(exact) else 0
+    if batch <= 0 or not math.isclose(batch, exact, rel_tol=1e-9) or batch % request.ghost:
+        raise ScheduleError(
+            "batch_size",
+            f"the scaling rule gives B = {exact:g}, not a multiple of the ghost batch "
+            f"size {request.ghost}; state batch_size explicitly",
+        )
+    return batch
