@@ -27,11 +27,21 @@ data_app = typer.Typer(no_args_is_help=True, help="Fetch datasets.")
 app.add_typer(data_app, name="data")
 
 SuiteArg = Annotated[Path, typer.Argument(help="A suite YAML file, e.g. suites/cifar.yaml.")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a suite value by its dotted path, e.g. --set training.weight_decay=0 "
+        "or --set 'experiments.0.seeds=[0,1,2]' (repeatable; VALUE is read as YAML).",
+    ),
+]
 
 
 @app.command()
 def plan(
     suite: SuiteArg,
+    overrides: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     only: Annotated[
         str | None, typer.Option(help="Only cells whose id or label matches (glob or substring).")
@@ -41,7 +51,7 @@ def plan(
     from harness.app import plan as plan_module
     from harness.config.suite import load_suite, select
 
-    loaded = load_suite(suite)
+    loaded = load_suite(suite, overrides=overrides or ())
     cells = select(loaded.cells, only)
     if as_json:
         print(json.dumps(plan_module.plan_json(loaded, cells), indent=2))
@@ -52,6 +62,7 @@ def plan(
 @app.command()
 def run(
     suite: SuiteArg,
+    overrides: SetOption = None,
     results: Annotated[
         Path | None, typer.Option(help="Results folder (default: results/<suite name>).")
     ] = None,
@@ -77,7 +88,7 @@ def run(
     from harness.app.runner import run_suite
     from harness.config.suite import load_suite
 
-    loaded = load_suite(suite)
+    loaded = load_suite(suite, overrides=overrides or ())
     summary = run_suite(
         loaded,
         results=results,
@@ -163,6 +174,7 @@ def check(
     data: Annotated[
         Path | None, typer.Option(help="Folder holding cifar-10-batches-py (or $HARNESS_DATA).")
     ] = None,
+    overrides: SetOption = None,
     fmt: FormatOption = "github",
 ) -> None:
     """CI gate: run SUITE and compare every cell with the baseline (exit 0 ok, 1 regressed)."""
@@ -175,7 +187,7 @@ def check(
     from harness.results.store import read_runs
 
     check_format(fmt)  # before training, not after
-    loaded = load_suite(suite)
+    loaded = load_suite(suite, overrides=overrides or ())
     if not baseline.is_dir():
         raise UserError(
             f"--baseline {baseline}: no such results folder; make one with "

@@ -374,3 +374,14 @@ def test_config_imports_only_core_errors_and_fsio():
             for name in names:
                 ok = not name.startswith("harness") or name.startswith(allowed)
                 assert ok, f"{path.name} imports {name}"
+
+
+def test_set_overrides_reach_the_command_line(cli):
+    """`--set KEY=VALUE` on plan (as on run and check): applied, or one line naming it."""
+    out = cli("plan", "suites/smoke.yaml", "--json", "--set", "experiments.0.seeds=[0,1,2]")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["cells"]) == 9
+    bad = cli("plan", "suites/smoke.yaml", "--set", "schedule.epoch=4")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("error: --set schedule.epoch=4: ")
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.core.shapes import wrn_blocks
 from harness.errors import UserError
 from harness.models.ghost_bn import GhostBatchNorm2d
 from harness.models.layers import conv3x3, init_weights
@@ -34,9 +35,6 @@ class _PreActBlock(nn.Module):
         return y + (x if self.shortcut is None else self.shortcut(o1))
 
 
-WRN_DEPTHS_HINT = "10, 16, 22, 28, 40, ... (depth = 6n + 4)"
-
-
 class WideResNet(nn.Module):
     """WRN-depth-width of Zagoruyko & Komodakis (2016), as in their official code; no dropout.
 
@@ -49,13 +47,12 @@ class WideResNet(nn.Module):
         self, depth: int, width: int, num_classes: int = 10, ghost_size: int = 128
     ) -> None:
         super().__init__()
-        if depth < 10 or (depth - 4) % 6 != 0:
-            raise UserError(
-                f"model.depth: {depth} is not a valid WRN depth; use one of {WRN_DEPTHS_HINT}"
-            )
+        try:
+            n = wrn_blocks(depth)
+        except ValueError as exc:
+            raise UserError(f"model.depth: {depth}: {exc}") from None
         if width < 1:
             raise UserError(f"model.width: must be a positive integer, got {width}")
-        n = (depth - 4) // 6
         widths = (16 * width, 32 * width, 64 * width)
         self.depth = depth
         self.width = width
