@@ -54,7 +54,8 @@ class PlanBatchSampler(Sampler[list[int]]):
     seed and its own `rank`; each global batch of B examples is cut into W contiguous slices of
     B/W and rank r gets slice r, so the ranks together see exactly the global batch. A global
     batch (the partial last one included) that W does not divide raises ValueError here,
-    because unequal slices would weight the ranks' gradients unequally.
+    because unequal slices would weight the ranks' gradients unequally. So does an epoch
+    with no batch at all (B > N with drop_last), where the plan itself is wrong.
 
     Resuming: `state_dict()` records the next batch to hand out (the epoch, and batches of it
     already handed out); `load_state_dict()` restores it, on any rank and any world size.
@@ -66,6 +67,12 @@ class PlanBatchSampler(Sampler[list[int]]):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world {world_size}")
         for phase in plan.phases:
+            if phase.updates == 0:
+                raise ValueError(
+                    f"epochs {phase.start_epoch}-{phase.end_epoch} have no batch: B = "
+                    f"{phase.batch_size} is more than the {plan.train_size} examples allow; "
+                    "lower b_max (or realize with drop_last=False)"
+                )
             sizes = {phase.batch_size}
             remainder = plan.train_size % phase.batch_size
             if not plan.drop_last and remainder:
