@@ -103,8 +103,25 @@ class Recipe:
 
     @property
     def realizations(self) -> tuple[str, ...]:
-        """lr, hybrid (step shapes only: it counts milestones) and batch."""
-        return REALIZATIONS if self.shape == "step" else ("lr", "batch")
+        """lr, hybrid (step shapes only: it counts milestones) and batch, less any whose
+        batch would outgrow the training set (see `infeasible`)."""
+        names = REALIZATIONS if self.shape == "step" else ("lr", "batch")
+        return tuple(n for n in names if n not in self.infeasible())
+
+    def infeasible(self) -> dict[str, str]:
+        """Realizations whose batch would exceed `train_size`, each with how to get it."""
+        out = {}
+        for name in REALIZATIONS if self.shape == "step" else ("lr", "batch"):
+            for phase in self.plan(name).phases:
+                if phase.batch_size > self.train_size or phase.updates == 0:
+                    out[name] = (
+                        f"{_title(self, name)}: would reach a batch of {phase.batch_size} in "
+                        f"epochs {phase.start_epoch}-{phase.end_epoch}, more than the "
+                        f"{self.train_size} examples; set b_max (at most {self.train_size}) "
+                        "to see it"
+                    )
+                    break
+        return out
 
     def base(self) -> BaseSchedule:
         """The base schedule: how the noise scale falls, whatever realizes the fall."""
@@ -293,14 +310,6 @@ def _check(r: Recipe) -> None:
                 f"b_max: {r.b_max} is not a multiple of the ghost batch size {r.ghost}; "
                 f"use {down} (or set ghost_batch_size)"
             )
-    for name, plan in r.plans().items():
-        for phase in plan.phases:
-            if phase.batch_size > r.train_size or phase.updates == 0:
-                raise UserError(
-                    f"b_max: the {name} realization reaches a batch of {phase.batch_size} "
-                    f"(epochs {phase.start_epoch}-{phase.end_epoch}), more than train_size "
-                    f"{r.train_size} allows; set b_max to at most {r.train_size}"
-                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,6 +352,7 @@ def side_by_side(r: Recipe) -> str:
         f"{plan.updates:>{block - 9}} ({plan.updates / base:4.2f}x)" for plan in plans.values()
     ]
     lines.append(f"{'updates':>9} | " + " | ".join(totals))
+    lines += [f"not shown: {why}" for why in r.infeasible().values()]
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
