@@ -1,5 +1,63 @@
-"""harness: test "Don't Decay the Learning Rate, Increase the Batch Size" on real hardware."""
+"""harness: test "Don't Decay the Learning Rate, Increase the Batch Size" on real hardware.
 
+The package root is also the public API for using the paper's schedules in your own loop
+(docs/own-loop.md). The schedule algebra is pure Python and imported here; the two names that
+need torch (`PlanBatchSampler`, `PlanLR`) load on first use, so `import harness` stays
+torch-free and `harness plan` answers at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from harness.core.query import Hyperparams, at_epoch, at_step, micro_batches
+from harness.core.schedule import (
+    BaseSchedule,
+    Phase,
+    Plan,
+    ScheduleError,
+    noise_scale,
+    realize,
+    scaled_batch_size,
+    updates_per_epoch,
+)
 from harness.version import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from harness.data.sampler import PlanBatchSampler, PlanLR
+
+__all__ = [
+    "BaseSchedule",
+    "Hyperparams",
+    "Phase",
+    "Plan",
+    "PlanBatchSampler",
+    "PlanLR",
+    "ScheduleError",
+    "__version__",
+    "at_epoch",
+    "at_step",
+    "micro_batches",
+    "noise_scale",
+    "realize",
+    "scaled_batch_size",
+    "updates_per_epoch",
+]
+
+_LAZY = {"PlanBatchSampler": "harness.data.sampler", "PlanLR": "harness.data.sampler"}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the torch-needing names are imported only when first asked for.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -215,6 +215,75 @@ def check(
         raise typer.Exit(1)
 
 
+@app.command()
+def convert(
+    recipe: Annotated[
+        Path | None, typer.Argument(help="A recipe YAML file (keys as the options, e.g. lr: 0.1).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of the recipe.")] = None,
+    train_size: Annotated[int | None, typer.Option(help="Training examples per epoch (N).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="The recipe's batch size B.")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Initial lr per optimizer step (mean loss).")
+    ] = None,
+    momentum: Annotated[float | None, typer.Option(help="Momentum m (0 for plain SGD).")] = None,
+    milestones: Annotated[
+        str | None, typer.Option(help="Step schedule: epochs of the drops, e.g. 60,120,160.")
+    ] = None,
+    factor: Annotated[float | None, typer.Option(help="Step schedule: drop per milestone.")] = None,
+    cosine: Annotated[
+        bool | None, typer.Option("--cosine/--step", help="Cosine instead of step shape.")
+    ] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(help="Linear warm-up epochs.")] = None,
+    b_max: Annotated[int | None, typer.Option(help="Largest batch size allowed.")] = None,
+    new_lr: Annotated[
+        float | None, typer.Option(help="Raise the initial lr; B0 follows B ∝ lr.")
+    ] = None,
+    new_momentum: Annotated[
+        float | None, typer.Option(help="Raise the momentum; B0 follows B ∝ 1/(1-m).")
+    ] = None,
+    batch_drops: Annotated[
+        int | None, typer.Option(help="Hybrid: drops made by the batch (default 1).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write a suite YAML for `harness plan` / `run`.")
+    ] = None,
+) -> None:
+    """An lr recipe as decaying-lr, hybrid and increasing-batch schedules, side by side."""
+    from harness.app.convert import (
+        load_recipe_file,
+        make_recipe,
+        side_by_side,
+        suite_name,
+        suite_yaml,
+    )
+    from harness.fsio import atomic_path
+
+    values = load_recipe_file(recipe) if recipe is not None else {}
+    flags = {
+        "epochs": epochs,
+        "train_size": train_size,
+        "batch_size": batch_size,
+        "lr": lr,
+        "momentum": momentum,
+        "milestones": milestones,
+        "factor": factor,
+        "shape": None if cosine is None else ("cosine" if cosine else "step"),
+        "warmup_epochs": warmup_epochs,
+        "b_max": b_max,
+        "new_lr": new_lr,
+        "new_momentum": new_momentum,
+        "batch_drops": batch_drops,
+    }
+    values.update({k: v for k, v in flags.items() if v is not None})
+    converted = make_recipe(values)
+    sys.stdout.write(side_by_side(converted))
+    if out is not None:
+        with atomic_path(out) as tmp:
+            tmp.write_text(suite_yaml(converted, suite_name(out)), encoding="utf-8")
+        print(f"wrote {out}; see it with `harness plan {out}`", file=sys.stderr)
+
+
 @data_app.command("cifar10")
 def data_cifar10(
     dest: Annotated[Path, typer.Argument(help="Folder to put cifar-10-batches-py in.")],

@@ -1,0 +1,208 @@
+"""A plan in a plain PyTorch loop: a resumable batch sampler and an lr/momentum scheduler.
+
+This module owns the two torch-facing pieces of the public API. `PlanBatchSampler` hands a
+`DataLoader` the batches of a realized `Plan` (batch sizes change at epoch boundaries exactly
+as planned; each epoch is a fresh permutation that depends only on (seed, epoch), so the data
+order is the same whatever the schedule, as DESIGN.md requires of controlled comparisons).
+`PlanLR` is a `torch.optim.lr_scheduler.LRScheduler` that sets the plan's lr (and SGD's
+momentum) at every optimizer step. Both are pure functions of a position in the plan, so
+resuming is restoring a position, and they agree by construction with `harness.at_step`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.optim import SGD, Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import Sampler
+
+from harness.core.query import at_step
+from harness.core.schedule import Plan, updates_per_epoch
+
+__all__ = ["PlanBatchSampler", "PlanLR", "epoch_permutation"]
+
+
+def epoch_permutation(seed: int, epoch: int, train_size: int) -> torch.Tensor:
+    """The order of the `train_size` examples in `epoch`: a pure function of (seed, epoch).
+
+    The generator's seed is a hash of both, so neighbouring seeds or epochs do not give
+    correlated streams, and no global RNG state is read or changed.
+    """
+    digest = hashlib.sha256(f"harness.sampler:{seed}:{epoch}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return torch.randperm(train_size, generator=generator)
+
+
+class PlanBatchSampler(Sampler[list[int]]):
+    """Batches of example indices in `range(plan.train_size)` that follow `plan`.
+
+    Use it as `DataLoader(dataset, batch_sampler=sampler)`. Each `iter()` yields the rest of
+    the current epoch, one list of indices per optimizer step, and then moves on to the next
+    epoch, so `for epoch in range(plan.epochs): for batch in loader: ...` walks the whole plan.
+    `set_epoch(e)` (as with `DistributedSampler`) jumps to the start of epoch `e`, unless the
+    sampler is already in epoch `e`, where it keeps its place (a resumed run stays mid-epoch).
+
+    Epoch e has `updates_per_epoch(N, B_e, plan.drop_last)` batches of B_e examples; with
+    `drop_last=False` the last one holds the remainder, otherwise the remainder is not used
+    that epoch.
+
+    Data parallel: with `world_size` W every rank builds the sampler with the same plan and
+    seed and its own `rank`; each global batch of B examples is cut into W contiguous slices of
+    B/W and rank r gets slice r, so the ranks together see exactly the global batch. A global
+    batch (the partial last one included) that W does not divide raises ValueError here,
+    because unequal slices would weight the ranks' gradients unequally. So does an epoch
+    with no batch at all (B > N with drop_last), where the plan itself is wrong.
+
+    Resuming: `state_dict()` records the next batch to hand out (the epoch, and batches of it
+    already handed out); `load_state_dict()` restores it, on any rank and any world size.
+    A `DataLoader` with `num_workers > 0` fetches batches ahead of training, so there save the
+    number of optimizer steps taken and call `seek(step)` instead.
+    """
+
+    def __init__(self, plan: Plan, *, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world {world_size}")
+        for phase in plan.phases:
+            if phase.updates == 0:
+                raise ValueError(
+                    f"epochs {phase.start_epoch}-{phase.end_epoch} have no batch: B = "
+                    f"{phase.batch_size} is more than the {plan.train_size} examples allow; "
+                    "lower b_max (or realize with drop_last=False)"
+                )
+            sizes = {phase.batch_size}
+            remainder = plan.train_size % phase.batch_size
+            if not plan.drop_last and remainder:
+                sizes.add(remainder)
+            for size in sorted(sizes):
+                if size % world_size:
+                    raise ValueError(
+                        f"a global batch of {size} examples (epochs {phase.start_epoch}-"
+                        f"{phase.end_epoch}) does not split into {world_size} equal rank "
+                        f"batches; use a world size that divides every batch size"
+                        + ("" if plan.drop_last else ", or drop_last=True")
+                    )
+        self.plan = plan
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.batch = 0  # batches of `epoch` already handed out
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    def batches_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps (batches) in `epoch`: floor(N/B), or ceil(N/B) without drop_last."""
+        batch_size = self.plan.phase_at(epoch).batch_size
+        return updates_per_epoch(self.plan.train_size, batch_size, self.plan.drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Go to the start of `epoch`; a no-op when already in it (see the class docstring)."""
+        if not 0 <= epoch <= self.plan.epochs:
+            raise ValueError(f"epoch {epoch} is outside the plan's {self.plan.epochs} epochs")
+        if epoch != self.epoch:
+            self.epoch, self.batch = epoch, 0
+
+    def seek(self, step: int) -> None:
+        """Go to global optimizer step `step` (0-based): its batch is the next one handed out."""
+        if step == self.plan.updates:
+            self.epoch, self.batch = self.plan.epochs, 0
+            return
+        where = at_step(self.plan, step)
+        self.epoch, self.batch = where.epoch, where.step_in_epoch
+
+    def __len__(self) -> int:
+        """Batches the next `iter()` yields: the rest of the current epoch."""
+        if self.epoch >= self.plan.epochs:
+            return 0
+        return self.batches_in_epoch(self.epoch) - self.batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.epoch >= self.plan.epochs:
+            return
+        epoch = self.epoch
+        order = self._permutation(epoch)
+        batch_size = self.plan.phase_at(epoch).batch_size
+        count = self.batches_in_epoch(epoch)
+        while self.epoch == epoch and self.batch < count:
+            k = self.batch
+            start = k * batch_size
+            global_batch = order[start : min(start + batch_size, self.plan.train_size)]
+            share = len(global_batch) // self.world_size
+            mine = global_batch[self.rank * share : (self.rank + 1) * share]
+            # The position moves before the yield, so a state_dict() taken while this batch
+            # trains already points at the next one; finishing an epoch enters the next.
+            if k + 1 == count:
+                self.epoch, self.batch = epoch + 1, 0
+            else:
+                self.batch = k + 1
+            yield mine.tolist()
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, epoch_permutation(self.seed, epoch, self.plan.train_size))
+        return self._order[1]
+
+    def state_dict(self) -> dict[str, int]:
+        """The position (next batch) and what it is valid for; plain ints, safe to torch.save."""
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "seed": self.seed,
+            "train_size": self.plan.train_size,
+            "updates": self.plan.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from `state`; ValueError if it was saved for another seed or plan."""
+        for key, mine in (
+            ("seed", self.seed),
+            ("train_size", self.plan.train_size),
+            ("updates", self.plan.updates),
+        ):
+            if state[key] != mine:
+                raise ValueError(
+                    f"sampler state has {key} {state[key]}, this sampler {mine}: "
+                    "resume with the seed and plan the state was saved with"
+                )
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+
+class PlanLR(LRScheduler):
+    """Sets every param group's lr to the plan's lr at each optimizer step; for
+    `torch.optim.SGD` also its momentum to the plan's.
+
+    Call `scheduler.step()` after each `optimizer.step()`, as with any `LRScheduler`: step
+    counts optimizer steps, never epochs or micro-batches. After the plan's last step the lr
+    stays at its final value. Resume with `load_state_dict` after the optimizer's own
+    `load_state_dict`; the state holds plain numbers only (safe for `weights_only=True`).
+
+    The plan's lr is absolute: it replaces each group's lr. Other optimizers keep their own
+    momentum: for Adam, beta1 is left alone, since the noise scale treats Adam's m as 0
+    (realize Adam plans with `momentum=0`).
+    """
+
+    def __init__(self, optimizer: Optimizer, plan: Plan, last_step: int = -1) -> None:
+        # Set before the base class runs its first step(), which calls get_lr().
+        self.plan = plan
+        super().__init__(optimizer, last_epoch=last_step)
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        """The plan's lr at optimizer step `last_epoch` (the base class's name for it)."""
+        step = min(max(self.last_epoch, 0), self.plan.updates - 1)
+        return [at_step(self.plan, step).lr for _ in self.optimizer.param_groups]
+
+    def step(self, epoch: int | None = None) -> None:
+        """Move to the next optimizer step: set its lr (and SGD momentum)."""
+        super().step(epoch)
+        if isinstance(self.optimizer, SGD):
+            step = min(max(self.last_epoch, 0), self.plan.updates - 1)
+            momentum = at_step(self.plan, step).momentum
+            for group in self.optimizer.param_groups:
+                group["momentum"] = momentum
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base class's state without the plan object (the plan is rebuilt, not stored)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "plan")}
