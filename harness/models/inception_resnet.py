@@ -18,6 +18,8 @@ Convolutions use "valid" padding where the reference does, so 75x75 is the small
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -104,6 +106,8 @@ class InceptionResNetV2(nn.Module):
     ReLU, as in the reference. ``width_divisor`` divides every channel count (tests only;
     1 is the real network). Dropout 0.2 before the classifier.
     """
+
+    input_size: ClassVar[int] = 299  # the side the data path should crop to
 
     def __init__(
         self,

@@ -8,6 +8,8 @@ torchvision's eps 1e-5 and momentum 0.1.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -56,8 +58,10 @@ class ResNet50(nn.Module):
     pool, linear. ``width`` 64 and no ``max_blocks`` is ResNet-50 (blocks 3, 4, 6, 3);
     ``max_blocks`` k caps every stage at k blocks (k = 1: a 14-layer net). Convolutions get
     Kaiming-normal (fan-out) init and batch norms weight 1, bias 0, as in torchvision.
-    Any input of at least 32x32 works (224x224 is the paper's resolution).
+    Any input of at least 32x32 works (224x224 is the usual resolution).
     """
+
+    input_size: ClassVar[int] = 224  # the side the data path should crop to
 
     def __init__(
         self,
