@@ -23,6 +23,7 @@ from harness.data.image_loader import (
     EvalBatchSampler,
     ImageFolderDataset,
     image_loader,
+    open_image_folder,
 )
 from harness.data.image_transforms import (
     CROP_RATIO,
@@ -33,6 +34,7 @@ from harness.data.image_transforms import (
     eval_resize_size,
     normalize,
     random_resized_crop_box,
+    resolve_backend,
     sample_rng,
     torchvision_available,
 )
@@ -405,3 +407,20 @@ def test_sampler_refuses_use_before_set_epoch_and_bad_sizes() -> None:
     sampler.set_epoch(batch_size=3, order_seed=0, augment_seed=0, micro_batch=2)
     assert (sampler.steps, sampler.chunks_per_step, len(sampler)) == (3, 2, 6)
     assert math.isclose(sum(len(k) for k in sampler), 9)
+
+
+def test_open_image_folder_gives_both_splits_at_the_models_size(root: Path) -> None:
+    with pytest.warns(UserWarning, match="skipped 1 of 25"):
+        data = open_image_folder(root, 32, backend="pillow")
+    assert (data.n_train, data.n_val, data.skipped) == (24, 6, 1)
+    assert data.classes == CLASSES and data.backend == "pillow" and data.size == 32
+    assert data.train.transform.train and not data.val.transform.train
+    image, _ = data.val[0]
+    assert image.shape == (3, 32, 32)
+
+
+@pytest.mark.skipif(torchvision_available(), reason="torchvision imports here")
+def test_auto_backend_falls_back_to_pillow_and_explicit_torchvision_says_how_to_fix() -> None:
+    assert resolve_backend("auto") == "pillow"
+    with pytest.raises(RuntimeError, match=r"pip install -e '\.\[vision\]'"):
+        resolve_backend("torchvision")

@@ -15,14 +15,16 @@ by phase: call :meth:`EpochBatchSampler.set_epoch` before iterating it for each 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from harness.data.image_transforms import ImageTransform, sample_rng
-from harness.data.imagefolder import ImageList
+from harness.data.image_transforms import Backend, ImageTransform, resolve_backend, sample_rng
+from harness.data.imagefolder import Check, ImageList, image_classes, scan_split
 
 SampleKey = tuple[int, int]  # (image index, augment seed of its epoch)
 
@@ -173,4 +175,60 @@ def image_loader(
         worker_init_fn=_worker_init if workers else None,
         persistent_workers=workers > 0,
         prefetch_factor=prefetch_factor if workers else None,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ImageFolderData:
+    """An ImageNet-style folder ready to batch: train (augmented) and val (centre-cropped).
+
+    ``n_train`` is N for schedules and update counts (images kept after skipping);
+    ``backend`` ("pillow" or "torchvision") belongs in a run's provenance.
+    """
+
+    train: ImageFolderDataset
+    val: ImageFolderDataset
+    classes: tuple[str, ...]
+    size: int
+    backend: str
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.val)
+
+    @property
+    def skipped(self) -> int:
+        """Files left out of either split (each reported in a warning by the scan)."""
+        return len(self.train.images.skipped) + len(self.val.images.skipped)
+
+
+def open_image_folder(
+    root: Path,
+    size: int,
+    *,
+    backend: Backend = "auto",
+    check: Check = "header",
+    threads: int = 8,
+    draft: bool = False,
+) -> ImageFolderData:
+    """Scan ROOT/train and ROOT/val (see harness.data.imagefolder) for crops of ``size``.
+
+    ``size`` is the model's input side (``type(model).input_size``: 299 for
+    Inception-ResNet-V2, 224 for ResNet-50). Raises a one-line UserError for a missing or
+    malformed folder.
+    """
+    chosen = resolve_backend(backend)
+    classes = image_classes(Path(root))
+    train = scan_split(root, "train", classes=classes, check=check, threads=threads)
+    val = scan_split(root, "val", classes=classes, check=check, threads=threads)
+    return ImageFolderData(
+        train=ImageFolderDataset(train, ImageTransform(size, True, chosen, draft=draft)),
+        val=ImageFolderDataset(val, ImageTransform(size, False, chosen)),
+        classes=classes,
+        size=size,
+        backend=chosen,
     )
