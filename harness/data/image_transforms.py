@@ -175,8 +175,10 @@ class ImageTransform:
                 img = img.resize((rw, rh), Image.Resampling.BILINEAR)
                 top, left = center_crop_offsets(rh, rw, self.size)
                 img = img.crop((left, top, left + self.size, top + self.size))
-            array = np.array(img, dtype=np.uint8)  # a writable copy: torch warns on read-only
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+            # HWC → CHW in numpy (a writable copy): a per-image torch op would use torch's
+            # thread pool, whose spin-waits stall on a loaded machine when num_workers = 0.
+            array = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+        return torch.from_numpy(array)
 
     def _torchvision(self, path: Path, rng: np.random.Generator | None) -> Tensor:
         # Imported lazily: only image folders need torchvision, and it may not import at all.
