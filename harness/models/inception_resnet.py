@@ -2,13 +2,16 @@
 
 Smith et al. (2018, Sec 5.3) train Inception-ResNet-V2 with ghost batch size 32 or 64. The
 reference followed here is the released TF-slim model as ported by timm
-(``timm.models.inception_resnet_v2``, the Keras ``InceptionResNetV2`` is the same network), not
-the paper's Figure 9: the released model, the one whose accuracy the literature quotes, has an
-Inception-v3-style stem ending in a "Mixed_5b" block and 10 / 20 / 10 Inception-ResNet-A / B / C
-blocks, where Figure 9 draws the Inception-v4 stem and 5 / 10 / 5. The block internals, the
-residual scales (0.17, 0.10, 0.20), the reductions and the final 1x1 conv to 1536 channels are
-the same in both. With 1000 classes it has 55,843,464 parameters, timm's count exactly.
-``blocks_a`` / ``blocks_b`` / ``blocks_c`` = 5 / 10 / 5 gives Figure 9's depths.
+(``timm.models.inception_resnet_v2``), not the paper's Figure 9. The released model, the one
+whose accuracy the literature quotes, has an Inception-v3-style stem ending in a "Mixed_5b"
+block, 10 / 20 / 10 Inception-ResNet-A / B / C blocks and residual trunks of 320 / 1088 / 2080
+channels, where the paper's figures draw the Inception-v4 stem, 5 / 10 / 5 blocks and trunks of
+384 / 1154 / 2048. The branches inside the blocks, the residual scales (0.17, 0.10, 0.20), the
+two reductions, the final 1x1 conv to 1536 channels and the 0.8 keep-probability dropout agree.
+With 1000 classes it has 55,843,464 parameters, timm's count exactly (Keras's
+``InceptionResNetV2`` has the same layers but batch norms without a scale, 30,272 fewer).
+``blocks_a`` / ``blocks_b`` / ``blocks_c`` = 5 / 10 / 5 gives Figure 9's depths on the
+released widths (33,782,664 parameters).
 
 Every batch norm is a ``GhostBatchNorm2d`` with the reference's eps 0.001 and PyTorch's
 momentum 0.1 (timm's; TF-slim's decay 0.9997 per step was tuned for per-replica batches of 32).
