@@ -9,6 +9,8 @@ from typing import Any
 from torch import nn
 
 from harness.errors import UserError
+from harness.models.inception_resnet import InceptionResNetV2
+from harness.models.resnet import ResNet50
 from harness.models.small_cnn import SmallCNN
 from harness.models.wrn import WideResNet
 
@@ -42,6 +44,18 @@ MODELS: dict[str, ModelFactory] = {
         build=WideResNet,
         required=("depth", "width"),
         description="Wide ResNet WRN-depth-width (the paper uses WRN-16-4 on CIFAR-10)",
+    ),
+    "inception_resnet_v2": ModelFactory(
+        build=InceptionResNetV2,
+        optional=("blocks_a", "blocks_b", "blocks_c", "width_divisor"),
+        description="Inception-ResNet-V2 as released (TF-slim/timm: 10/20/10 blocks, 55.8M "
+        "params), the paper's ImageNet model; inputs >= 75x75 (299 in the paper)",
+    ),
+    "resnet50": ModelFactory(
+        build=ResNet50,
+        optional=("width", "max_blocks"),
+        description="ResNet-50 v1.5 as torchvision (25.6M params); width 64, max_blocks caps "
+        "the 3/4/6/3 blocks per stage for tests",
     ),
 }
 
