@@ -7,7 +7,8 @@ Vocabulary (see DESIGN.md):
 - the *multiplier* mu(e) of a base schedule is what a plain lr schedule would multiply the
   initial lr by during epoch e (step drops, cosine, linear warm-up);
 - a *realization* decides how each drop of mu is made: by the lr, by the batch size, or by the
-  batch size for the first k drops and the lr after that (hybrid);
+  batch size for the first k drops and the lr after that (hybrid). Only the decay is realized
+  by the batch: a warm-up stays an lr ramp at the initial batch size (see `realize`);
 - the schedule conserves the *temperature* lr / (B (1 - m)) that a plain lr schedule would have,
   which is the paper's noise scale g = lr/(1-m) (N/B - 1) in its B << N limit. The exact g is
   reported for every phase; across realizations it differs only by the (1 - B/N) factor.
@@ -26,8 +27,10 @@ from typing import Literal
 
 Shape = Literal["step", "cosine"]
 Realization = Literal["lr", "batch", "hybrid"]
+Warmup = Literal["lr", "batch"]
 SHAPES: tuple[Shape, ...] = ("step", "cosine")
 REALIZATIONS: tuple[Realization, ...] = ("lr", "batch", "hybrid")
+WARMUPS: tuple[Warmup, ...] = ("lr", "batch")
 
 # Far above any real recipe (the paper trains 200 epochs, ImageNet has 1.28M images, the
 # largest batch it uses is 81920), low enough that planning stays instant and no count
@@ -64,23 +67,46 @@ class BaseSchedule:
         _check_base(self)
 
     def multiplier(self, epoch: int) -> float:
-        """mu(epoch) in (0, 1]: the factor a plain lr schedule applies during `epoch` (0-based)."""
+        """mu(epoch) in (0, 1]: the factor a plain lr schedule applies during `epoch` (0-based).
+
+        It is `warmup_factor(epoch) / decay(epoch)`: the warm-up ramp times the decay.
+        """
         return 1.0 / self.divisor(epoch)
 
     def divisor(self, epoch: int) -> float:
         """1 / mu(epoch), computed so that step schedules stay exact powers of `factor`."""
         warm = 1.0
         if epoch < self.warmup_epochs:
-            # Linear warm-up to the full value at the end of warm-up; never zero.
             warm = (self.warmup_epochs + 1) / (epoch + 1)
         if self.shape == "step":
-            drops = sum(1 for m in self.milestones if m <= epoch)
-            return warm * self.factor**drops
+            return warm * self.factor ** self._drops(epoch)
+        return warm / self._cosine(epoch)
+
+    def warmup_factor(self, epoch: int) -> float:
+        """The linear warm-up ramp in (0, 1]: (epoch + 1) / (warmup_epochs + 1) during warm-up,
+        1 after it; never zero, so the first epoch already trains."""
+        if epoch < self.warmup_epochs:
+            return (epoch + 1) / (self.warmup_epochs + 1)
+        return 1.0
+
+    def decay(self, epoch: int) -> float:
+        """How far the noise scale has fallen by `epoch`, without the warm-up: >= 1.
+
+        A step shape gives factor ** (milestones passed), exactly; a cosine 1 / its curve.
+        Only this part of the schedule may be realized by the batch size (see `realize`).
+        """
+        if self.shape == "step":
+            return self.factor ** self._drops(epoch)
+        return 1.0 / self._cosine(epoch)
+
+    def _drops(self, epoch: int) -> int:
+        return sum(1 for m in self.milestones if m <= epoch)
+
+    def _cosine(self, epoch: int) -> float:
         progress = epoch / self.epochs
-        mu = self.min_multiplier + (1.0 - self.min_multiplier) * 0.5 * (
+        return self.min_multiplier + (1.0 - self.min_multiplier) * 0.5 * (
             1.0 + math.cos(math.pi * progress)
         )
-        return warm / mu
 
 
 @dataclass(frozen=True)
@@ -97,24 +123,34 @@ class Phase:
 
     @property
     def epochs(self) -> int:
+        """Epochs in this phase."""
         return self.end_epoch - self.start_epoch
 
     def as_dict(self) -> dict[str, float | int]:
+        """The phase as plain numbers (the JSON form `harness plan` prints)."""
         return asdict(self)
 
 
 @dataclass(frozen=True)
 class Plan:
+    """A realized schedule: consecutive phases from epoch 0, on `train_size` examples per epoch.
+
+    `drop_last` says whether each epoch's partial batch is dropped (floor(N/B) steps per epoch,
+    the paper's counts) or kept as a last, smaller batch (ceil(N/B)).
+    """
+
     phases: tuple[Phase, ...]
     train_size: int
     drop_last: bool
 
     @property
     def epochs(self) -> int:
+        """Epochs of the whole plan."""
         return self.phases[-1].end_epoch
 
     @property
     def updates(self) -> int:
+        """Optimizer steps of the whole plan (never micro-batches)."""
         return sum(p.updates for p in self.phases)
 
     def phase_at(self, epoch: int) -> Phase:
@@ -225,12 +261,29 @@ def realize(
     b_max: int | None = None,
     ghost: int = 1,
     drop_last: bool = True,
+    warmup: Warmup = "lr",
 ) -> Plan:
     """Phases of one realization of `base`, starting from (lr, batch_size, momentum).
 
-    At every epoch the batch realization asks for B = B0 / mu rounded down to a multiple of
-    `ghost` and capped (b_max; hybrid: B0 * factor**k); whatever the batch could not absorb, through
-    the cap or the rounding, is taken by the lr, so lr / B equals the lr realization's exactly.
+    The batch realizes the *decay* only. The multiplier of epoch e is
+    mu(e) = warmup_factor(e) / decay(e); every realization trains epoch e with
+
+        wanted = B0 * decay(e)                      (lr realization: B = B0)
+        B      = wanted rounded down to a multiple of `ghost`, capped at b_max
+                 (hybrid: also at B0 * factor**batch_drops), never below B0
+        lr     = lr0 * warmup_factor(e) * B / wanted
+
+    Warm-up rule: warm-up stays an lr ramp in every realization (B = B0 and
+    lr = lr0 * warmup_factor(e) during warm-up), because warm-up is there for stability at
+    the start, which a full lr from step 0 would defeat. `warmup="batch"` realizes the ramp
+    by the batch as well (B = B0 / mu(e) at full lr; the lr realization is unaffected).
+
+    Rounding rule: whatever the batch cannot absorb, through the ghost-size rounding or a
+    cap, the lr takes, so lr / B of every phase equals the lr realization's lr / B0 (to float
+    rounding), and lr never exceeds lr0. The temperature lr / (B (1 - m)) is therefore the
+    same in every realization. The paper's noise scale g = lr/(1-m) (N/B - 1) then drifts from
+    the lr realization's only through its (1 - B/N) factor:
+    g = g_lr * (1 - B/N) / (1 - B0/N), i.e. below it by the fraction (B - B0) / (N - B0) < B/N.
 
     `ScheduleError` if the arguments break a rule (B not a multiple of `ghost`, `b_max` below
     B, hybrid without a step shape, a batch larger than the training set, ...); `batch_drops`
@@ -247,18 +300,22 @@ def realize(
         b_max=b_max,
         ghost=ghost,
     )
+    if warmup not in WARMUPS:
+        raise ScheduleError("warmup", f"{warmup!r} is not one of {', '.join(WARMUPS)}")
     cap = batch_cap(realization, batch_size, base.factor, batch_drops, b_max, ghost)
     epochs: list[tuple[float, int]] = []
     for epoch in range(base.epochs):
-        divisor = base.divisor(epoch)
+        if warmup == "lr":
+            ramp, divisor = base.warmup_factor(epoch), base.decay(epoch)
+        else:
+            ramp, divisor = 1.0, base.divisor(epoch)
         wanted = batch_size * divisor
-        if realization == "lr" or wanted <= batch_size:
-            # A multiplier above the initial one (never in the paper) is taken by the lr.
+        if realization == "lr" or wanted <= batch_size:  # nothing to realize by the batch
             batch = batch_size
         else:
             batch = _floor_to_ghost(min(wanted, cap), ghost)
         # Written as lr * (B / wanted) so that an exact batch step leaves lr bit-for-bit equal.
-        epoch_lr = lr / divisor if batch == batch_size else lr * (batch / wanted)
+        epoch_lr = lr * ramp / divisor if batch == batch_size else lr * ramp * (batch / wanted)
         epochs.append((epoch_lr, batch))
     plan = Plan(_merge(epochs, momentum, train_size, drop_last), train_size, drop_last)
     for phase in plan.phases:
