@@ -335,6 +335,14 @@ def _is_count(value: object, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
+def check_lr_momentum(lr: float, momentum: float) -> None:
+    """`ScheduleError` unless lr is a finite number above 0 and momentum is in [0, 1)."""
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ScheduleError("lr", f"{lr!r} must be a finite number above 0")
+    if not (isinstance(momentum, int | float) and 0 <= momentum < 1):
+        raise ScheduleError("momentum", f"{momentum!r} must be in [0, 1)")
+
+
 def _check_realization(
     base: BaseSchedule,
     *,
@@ -347,10 +355,7 @@ def _check_realization(
     b_max: int | None,
     ghost: int,
 ) -> None:
-    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-        raise ScheduleError("lr", f"{lr!r} must be a finite number above 0")
-    if not (isinstance(momentum, int | float) and 0 <= momentum < 1):
-        raise ScheduleError("momentum", f"{momentum!r} must be in [0, 1)")
+    check_lr_momentum(lr, momentum)
     if not _is_count(train_size, 1, MAX_TRAIN_SIZE):
         raise ScheduleError(
             "train_size", f"{train_size!r} must be a whole number in 1..{MAX_TRAIN_SIZE}"
@@ -376,7 +381,9 @@ def _check_realization(
             )
         if b_max % ghost:
             raise ScheduleError(
-                "b_max", f"{b_max} is not a multiple of the ghost batch size {ghost}"
+                "b_max",
+                f"{b_max} is not a multiple of the ghost batch size {ghost}; "
+                f"use {b_max // ghost * ghost}",
             )
     if realization not in REALIZATIONS:
         raise ScheduleError(
