@@ -273,17 +273,20 @@ def realize(
                  (hybrid: also at B0 * factor**batch_drops), never below B0
         lr     = lr0 * warmup_factor(e) * B / wanted
 
-    Warm-up rule: warm-up stays an lr ramp in every realization (B = B0 and
-    lr = lr0 * warmup_factor(e) during warm-up), because warm-up is there for stability at
-    the start, which a full lr from step 0 would defeat. `warmup="batch"` realizes the ramp
-    by the batch as well (B = B0 / mu(e) at full lr; the lr realization is unaffected).
+    Warm-up rule: warm-up stays an lr ramp in every realization. The ramp never enlarges the
+    batch, so during warm-up B = B0 and lr = lr0 * warmup_factor(e) (unless a decay already
+    falls inside the warm-up); warm-up is there for stability at the start, which a full lr
+    from step 0 would defeat. `warmup="batch"` realizes the ramp by the batch as well
+    (B = B0 / mu(e) at full lr; the lr realization is unaffected).
 
     Rounding rule: whatever the batch cannot absorb, through the ghost-size rounding or a
     cap, the lr takes, so lr / B of every phase equals the lr realization's lr / B0 (to float
-    rounding), and lr never exceeds lr0. The temperature lr / (B (1 - m)) is therefore the
-    same in every realization. The paper's noise scale g = lr/(1-m) (N/B - 1) then drifts from
-    the lr realization's only through its (1 - B/N) factor:
-    g = g_lr * (1 - B/N) / (1 - B0/N), i.e. below it by the fraction (B - B0) / (N - B0) < B/N.
+    rounding) and lr never exceeds lr0. Between ghost multiples the lr dips by at most a
+    factor B / (B + ghost) and recovers: a small saw-tooth, by design. The temperature
+    lr / (B (1 - m)) is therefore the same in every realization, and the paper's noise scale
+    g = lr/(1-m) (N/B - 1) drifts from the lr realization's only through its (1 - B/N)
+    factor: g = g_lr * (1 - B/N) / (1 - B0/N), below it by the fraction (B - B0) / (N - B0),
+    which is less than B/N.
 
     `ScheduleError` if the arguments break a rule (B not a multiple of `ghost`, `b_max` below
     B, hybrid without a step shape, a batch larger than the training set, ...); `batch_drops`
