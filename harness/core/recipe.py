@@ -16,13 +16,13 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from harness.core.rules import check_lr_momentum
 from harness.core.schedule import (
     BaseSchedule,
     Plan,
     Realization,
     ScheduleError,
     Shape,
-    check_lr_momentum,
     realize,
     scaled_batch_size,
 )
