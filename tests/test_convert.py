@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from harness.app.convert import make_recipe
+from harness.app.convert import make_recipe, side_by_side
+from harness.core.recipe import ScheduleRequest, resolve_schedule
+from harness.errors import UserError
 from tests.conftest import REPO
 
 CIFAR = {
@@ -145,6 +150,127 @@ def test_a_cosine_recipe_has_no_hybrid_and_plans(cli, tmp_path: Path):
     want = _updates({**recipe, "shape": "cosine", "warmup_epochs": 5, "b_max": 5120})
     assert got == {"decaying_lr": want["lr"], "increasing_batch": want["batch"]}
     assert got["increasing_batch"] < got["decaying_lr"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"new_lr": float("nan")}, "new_lr", "finite"),
+        ({"new_lr": 0.3333}, "new_lr", "B = 426.624, not a whole number"),
+        ({"new_lr": 60.0}, "new_lr", "exceeds the training set"),
+        ({"new_momentum": 1.5}, "new_momentum", "[0, 1)"),
+        ({"momentum": 0, "new_momentum": 0.95}, "new_momentum", "no momentum to change"),
+        ({"momentum": 1.0}, "momentum", "[0, 1)"),
+        ({"ghost_batch_size": 0}, "ghost_batch_size", "whole number"),
+        ({"ghost_batch_size": 256}, "batch_size", "not a multiple of the ghost batch size 256"),
+        ({"new_lr": 0.5, "ghost_batch_size": 256}, "new_lr", "B = 640, not a multiple"),
+        ({"b_max": 5000}, "b_max", "use 4992"),
+        ({"factor": 10, "b_max": 99_968}, "b_max", "set b_max <= 50000"),
+        ({"warmup_epochs": 200}, "warmup_epochs", "below epochs"),
+        ({"batch_drops": 4}, "batch_drops", "more than the 3 milestones"),
+        ({"shape": "linear"}, "shape", "not one of"),
+        ({"epochs": 2.5}, "epochs", "not a whole number"),
+        ({"milestones": "60,x"}, "milestones", "whole epochs"),
+    ],
+)
+def test_the_cores_rules_come_back_under_the_recipe_key(change, field, words):
+    with pytest.raises(UserError, match=re.escape(words)) as caught:
+        make_recipe({**CIFAR, **change})
+    assert str(caught.value).startswith(f"{field}: ")
+
+
+def test_the_plans_are_the_cores_for_the_same_request():
+    recipe = make_recipe({**CIFAR, "new_lr": 0.5, "new_momentum": 0.98, "b_max": 5120})
+    for name, plan in recipe.plans().items():
+        request = ScheduleRequest(
+            base_lr=0.1,
+            base_momentum=0.9,
+            base_batch_size=128,
+            train_size=50_000,
+            epochs=200,
+            milestones=(60, 120, 160),
+            factor=5.0,
+            realization=name,  # type: ignore[arg-type]
+            batch_drops=1 if name == "hybrid" else None,
+            b_max=5120,
+            lr=0.5,
+            momentum=0.98,
+            ghost=128,
+        )
+        assert plan == resolve_schedule(request).plan, name
+
+
+def test_a_warmup_is_an_lr_ramp_at_b0_in_every_column():
+    cosine = {k: v for k, v in CIFAR.items() if k not in ("milestones", "factor")}
+    recipe = make_recipe({**cosine, "shape": "cosine", "warmup_epochs": 5, "b_max": 5120})
+    for plan in recipe.plans().values():
+        ramp = [plan.phase_at(e) for e in range(5)]
+        assert [p.batch_size for p in ramp] == [128] * 5
+        assert [p.lr for p in ramp] == sorted(p.lr for p in ramp) and ramp[0].lr < 0.1 / 5
+    assert "an lr ramp at B0" in side_by_side(recipe)
+
+
+_JUNK = {
+    "epochs": st.one_of(st.integers(-1, 40), st.floats(), st.text(max_size=3)),
+    "train_size": st.integers(0, 3000),
+    "batch_size": st.one_of(st.integers(0, 600), st.just(True)),
+    "lr": st.one_of(st.floats(), st.text(max_size=4)),
+    "momentum": st.floats(-1, 1.5),
+    "shape": st.sampled_from(["step", "cosine", "x"]),
+    "milestones": st.one_of(st.lists(st.integers(-1, 45), max_size=4), st.text(max_size=6)),
+    "factor": st.floats(),
+    "warmup_epochs": st.integers(-1, 10),
+    "b_max": st.integers(0, 5000),
+    "new_lr": st.floats(0, 10),
+    "new_momentum": st.floats(0, 1),
+    "batch_drops": st.integers(-1, 5),
+    "ghost_batch_size": st.integers(0, 300),
+    "drop_last": st.one_of(st.booleans(), st.integers()),
+}
+_PLAUSIBLE = {
+    "momentum": st.sampled_from([0, 0.5, 0.9, 0.99]),
+    "shape": st.sampled_from(["step", "cosine"]),
+    "milestones": st.lists(st.integers(1, 4), max_size=3, unique=True).map(sorted),
+    "factor": st.sampled_from([2, 2.5, 5, 10]),
+    "warmup_epochs": st.integers(0, 5),
+    "b_max": st.integers(1, 40).map(lambda k: 128 * k),
+    "new_lr": st.sampled_from([0.2, 0.25, 0.4, 1.0]),
+    "new_momentum": st.sampled_from([0.9, 0.95, 0.98]),
+    "batch_drops": st.integers(0, 3),
+    "ghost_batch_size": st.sampled_from([1, 16, 32, 128]),
+    "drop_last": st.booleans(),
+}
+_REQUIRED = {
+    "epochs": st.integers(5, 40),
+    "train_size": st.integers(256, 6000),
+    "batch_size": st.sampled_from([16, 32, 64, 96, 128, 256]),
+    "lr": st.sampled_from([0.05, 0.1]),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.fixed_dictionaries({}, optional=_JUNK),
+        st.fixed_dictionaries(_REQUIRED, optional=_PLAUSIBLE),
+    )
+)
+def test_any_recipe_converts_or_is_one_user_error(values):
+    """No recipe crashes: it gives plans whose lr / B is the lr column's, or a UserError."""
+    try:
+        recipe = make_recipe(values)
+    except UserError as exc:
+        assert re.match(r"[a-z_]+: ", str(exc)), exc
+        return
+    plans = recipe.plans()
+    reference = plans["lr"]
+    b0 = recipe.start_batch
+    for plan in plans.values():
+        for e in range(recipe.epochs):
+            p, ref = plan.phase_at(e), reference.phase_at(e)
+            assert p.batch_size % recipe.ghost == 0 and p.batch_size <= recipe.train_size
+            assert abs(p.lr / p.batch_size - ref.lr / b0) <= 1e-12 * ref.lr / b0
+    side_by_side(recipe)
 
 
 # The own-loop example: a small recipe on the first images of CIFAR-10.

@@ -215,6 +215,79 @@ def test_uncapped_step_batch_realization_keeps_the_lr(cfg: dict) -> None:
         assert plan.phase_at(e).batch_size == cfg["batch_size"] * int(base.factor) ** drops
 
 
+def _without_warmup(base: BaseSchedule) -> BaseSchedule:
+    return BaseSchedule(
+        epochs=base.epochs,
+        shape=base.shape,
+        milestones=base.milestones,
+        factor=base.factor,
+        min_multiplier=base.min_multiplier,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(schedules(), st.sampled_from(["batch", "hybrid"]), st.integers(0, 4))
+def test_warmup_stays_an_lr_ramp(cfg: dict, realization: str, k: int) -> None:
+    """The batch realizes the decay only: B is what it is without warm-up, the lr ramps."""
+    base = cfg["base"]
+    if realization == "hybrid" and base.shape != "step":
+        return
+    warm = realize(realization=realization, batch_drops=k, **cfg)  # type: ignore[arg-type]
+    cold_cfg = {**cfg, "base": _without_warmup(base)}
+    cold = realize(realization=realization, batch_drops=k, **cold_cfg)  # type: ignore[arg-type]
+    for e in range(base.epochs):
+        w, c = warm.phase_at(e), cold.phase_at(e)
+        assert w.batch_size == c.batch_size, e
+        assert math.isclose(w.lr, c.lr * base.warmup_factor(e), rel_tol=1e-12), e
+        if base.decay(e) == 1:  # warm-up before any decay: B0, lr0 times the ramp
+            assert w.batch_size == cfg["batch_size"]
+            assert math.isclose(w.lr, cfg["lr"] * base.warmup_factor(e), rel_tol=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(schedules(), st.sampled_from(["lr", "batch"]), st.integers(1_000_000, 10_000_000))
+def test_rounding_leaves_lr_over_b_and_drifts_g_only_by_one_minus_b_over_n(
+    cfg: dict, warmup: str, n: int
+) -> None:
+    """After ghost rounding and caps, lr / B of the batch realization is the lr realization's
+    lr / B0; the exact g differs only by (1 - B/N) / (1 - B0/N)."""
+    cfg = {**cfg, "train_size": n}
+    b0 = cfg["batch_size"]
+    try:
+        batch = realize(realization="batch", warmup=warmup, **cfg)  # type: ignore[arg-type]
+    except ScheduleError as exc:  # an uncapped batch beyond N
+        assert exc.field == "b_max" and cfg["b_max"] is None
+        return
+    plain = realize(realization="lr", **cfg)
+    for e in range(cfg["base"].epochs):
+        p, ref = batch.phase_at(e), plain.phase_at(e)
+        assert math.isclose(p.lr / p.batch_size, ref.lr / b0, rel_tol=1e-12), e
+        assert p.lr <= cfg["lr"] * (1 + 1e-9)
+        drift = (1 - p.batch_size / n) / (1 - b0 / n)
+        assert math.isclose(p.noise_scale, ref.noise_scale * drift, rel_tol=1e-12), e
+        # g falls below the lr realization's by the fraction (B - B0) / (N - B0) < B / N.
+        assert math.isclose(1 - drift, (p.batch_size - b0) / (n - b0), abs_tol=1e-12)
+        assert -1e-12 <= 1 - drift < p.batch_size / n
+
+
+def test_a_cosine_with_warmup_starts_at_b0_with_a_ramping_lr() -> None:
+    base = BaseSchedule(epochs=20, shape="cosine", warmup_epochs=2)
+    cfg = {"lr": 0.1, "batch_size": 128, "momentum": 0.9, "train_size": 50_000, "ghost": 128}
+    plan = realize(base, realization="batch", **cfg)
+    for e, ramp in enumerate([1 / 3, 2 / 3, 1.0]):
+        # The cosine has barely started to fall: B0 still, the lr takes ramp and decay.
+        assert plan.phase_at(e).batch_size == 128
+        assert math.isclose(plan.phase_at(e).lr, 0.1 * ramp / base.decay(e), rel_tol=1e-12)
+    sizes = [plan.phase_at(e).batch_size for e in range(20)]
+    assert sizes == sorted(sizes) and sizes[-1] > 128
+    # The documented option: warm-up by the batch, a larger batch at full lr first.
+    old = realize(base, realization="batch", warmup="batch", **cfg)
+    assert old.phases[0].batch_size == 384 and old.phases[0].lr == 0.1
+    with pytest.raises(ScheduleError) as caught:
+        realize(base, warmup="sideways", **cfg)  # type: ignore[arg-type]
+    assert caught.value.field == "warmup"
+
+
 # ---------------------------------------------------------------------------------------------
 # Refusals: realize() and BaseSchedule check their input instead of repairing it
 

@@ -1,30 +1,32 @@
 """`harness convert`: an lr recipe in, its lr / hybrid / increasing-batch realizations out.
 
-This module owns the *recipe*: the few numbers a reader of the paper has for their own run
-(dataset size, epochs, batch size, lr, momentum, and a step or cosine lr schedule), how they
-are validated (every mistake is a `UserError` that names the field and says how to fix it),
-how they become three plans side by side, and the suite YAML that lets `harness plan` and
-`harness run` take them over. The suite it writes states the recipe and the scaling rules
-in the suite's own terms, so `harness plan FILE` recomputes the same plans independently.
-No torch here.
+This module owns what is particular to converting a reader's own recipe: the recipe keys
+(as flags or a flat YAML file), the default ghost batch size, the side-by-side table, and the
+suite YAML that lets `harness plan` and `harness run` take the realizations over. Every rule
+of the schedules themselves (ranges, milestones, scaling rules, caps, the ghost multiple, a
+batch beyond the training set) is `harness.core.recipe.resolve_schedule`'s, the same code a
+suite goes through: each realization is one `ScheduleRequest`, and a broken rule comes back
+as `error: KEY: how to fix`, KEY being the recipe key (the flag without its dashes).
+The suite it writes states the recipe and the scaling rules in the suite's own terms, so
+`harness plan FILE` recomputes the same plans independently. No torch here.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from harness.config.yamlfile import parse_yaml, plain
-from harness.core.schedule import BaseSchedule, Plan, ScheduleError, realize, scaled_batch_size
-from harness.core.schedule import updates_per_epoch as _per_epoch
+from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
+from harness.core.schedule import Plan, Realization, ScheduleError, updates_per_epoch
 from harness.errors import UserError
 
-REALIZATIONS = ("lr", "hybrid", "batch")
+REALIZATIONS: tuple[Realization, ...] = ("lr", "hybrid", "batch")
 SCHEDULE_NAMES = {"lr": "decaying_lr", "hybrid": "hybrid", "batch": "increasing_batch"}
 # Datasets a converted suite can name; any other size is written as a synthetic dataset.
 KNOWN_SIZES = {"cifar10": 50_000, "imagenet": 1_281_167}
@@ -44,6 +46,7 @@ class Recipe:
     `new_lr` / `new_momentum` raise the initial lr or momentum and let the initial batch
     follow the scaling rules B ∝ lr and B ∝ 1/(1-m); `b_max` caps the batch (the lr takes the
     rest of each drop); `batch_drops` is how many drops the hybrid makes with the batch.
+    Build it with `make_recipe`, which checks it; the plans are computed once, on first use.
     """
 
     epochs: int
@@ -64,23 +67,38 @@ class Recipe:
     drop_last: bool = True
     dataset: Literal["cifar10", "imagenet", "synthetic"] | None = None
 
-    @property
-    def start_lr(self) -> float:
-        """The initial lr of every realization."""
-        return self.lr if self.new_lr is None else self.new_lr
+    def request(self, realization: Realization, ghost: int, *, scaled: bool) -> ScheduleRequest:
+        """The core's request for one realization; `scaled=False` leaves out the new lr and
+        momentum and the cap, to check the recipe's own numbers first."""
+        return ScheduleRequest(
+            base_lr=self.lr,
+            base_momentum=self.momentum or None,  # 0: plain SGD, whose momentum cannot change
+            base_batch_size=self.batch_size,
+            train_size=self.train_size,
+            epochs=self.epochs,
+            shape=self.shape,
+            milestones=self.milestones,
+            factor=self.factor,
+            warmup_epochs=self.warmup_epochs,
+            min_multiplier=self.min_multiplier,
+            realization=realization,
+            batch_drops=self.batch_drops if realization == "hybrid" else None,
+            b_max=self.b_max if scaled else None,
+            lr=self.new_lr if scaled else None,
+            momentum=self.new_momentum if scaled else None,
+            ghost=ghost,
+            drop_last=self.drop_last,
+        )
 
-    @property
-    def start_momentum(self) -> float:
-        """The momentum of every realization."""
-        return self.momentum if self.new_momentum is None else self.new_momentum
+    @cached_property
+    def start(self) -> ResolvedSchedule:
+        """The lr realization with the scaling rules applied: the initial lr, momentum and B."""
+        return _resolve(self, self.request("lr", self.ghost_batch_size or 1, scaled=True))
 
     @property
     def start_batch(self) -> int:
         """The initial batch: `batch_size`, scaled by the rules when lr or momentum change."""
-        exact = scaled_batch_size(
-            self.batch_size, self.lr, self.momentum, self.start_lr, self.start_momentum
-        )
-        return round(exact)
+        return self.start.batch_size
 
     @property
     def ghost(self) -> int:
@@ -100,66 +118,71 @@ class Recipe:
             return "imagenet"
         return "cifar10" if self.train_size <= KNOWN_SIZES["cifar10"] else "synthetic"
 
+    @cached_property
+    def outcomes(self) -> dict[str, Plan | str]:
+        """Each realization's plan, or why it cannot be shown: a batch that would outgrow the
+        training set with no `b_max`. The hybrid needs a step shape with milestones."""
+        hybrid = self.shape == "step" and bool(self.milestones)
+        names = [n for n in REALIZATIONS if n != "hybrid" or hybrid]
+        out: dict[str, Plan | str] = {}
+        for name in names:
+            request = self.request(name, self.ghost, scaled=True)
+            try:
+                out[name] = resolve_schedule(request).plan
+            except ScheduleError as exc:
+                if exc.field != "b_max" or self.b_max is not None:
+                    raise _user_error(exc, self, scaled=True) from None
+                out[name] = f"{_title(self, name)}: {exc.message}"
+        return out
+
     @property
     def realizations(self) -> tuple[str, ...]:
-        """lr, hybrid (step shapes only: it counts milestones) and batch, less any whose
-        batch would outgrow the training set (see `infeasible`)."""
-        names = REALIZATIONS if self.shape == "step" else ("lr", "batch")
-        return tuple(n for n in names if n not in self.infeasible())
+        """The realizations shown: lr, hybrid (step shapes with milestones) and batch, less
+        any whose batch would outgrow the training set (see `infeasible`)."""
+        return tuple(n for n, got in self.outcomes.items() if isinstance(got, Plan))
 
     def infeasible(self) -> dict[str, str]:
         """Realizations whose batch would exceed `train_size`, each with how to get it."""
-        out = {}
-        for name in REALIZATIONS if self.shape == "step" else ("lr", "batch"):
-            try:
-                phases = self.plan(name).phases
-            except ScheduleError as exc:  # core refuses a batch beyond the training set
-                out[name] = f"{_title(self, name)}: {exc.message}"
-                continue
-            for phase in phases:
-                if phase.batch_size > self.train_size or phase.updates == 0:
-                    out[name] = (
-                        f"{_title(self, name)}: would reach a batch of {phase.batch_size} in "
-                        f"epochs {phase.start_epoch}-{phase.end_epoch}, more than the "
-                        f"{self.train_size} examples; set b_max (at most {self.train_size}) "
-                        "to see it"
-                    )
-                    break
-        return out
-
-    def base(self) -> BaseSchedule:
-        """The base schedule: how the noise scale falls, whatever realizes the fall."""
-        return BaseSchedule(
-            epochs=self.epochs,
-            shape=self.shape,
-            milestones=self.milestones,
-            factor=self.factor,
-            warmup_epochs=self.warmup_epochs,
-            min_multiplier=self.min_multiplier,
-        )
+        return {n: got for n, got in self.outcomes.items() if isinstance(got, str)}
 
     def plan(self, realization: str) -> Plan:
-        """One realization ('lr', 'hybrid' or 'batch') of the recipe."""
-        return realize(
-            self.base(),
-            lr=self.start_lr,
-            batch_size=self.start_batch,
-            momentum=self.start_momentum,
-            train_size=self.train_size,
-            realization=realization,  # type: ignore[arg-type]
-            batch_drops=self.batch_drops if realization == "hybrid" else 0,
-            b_max=self.b_max,
-            ghost=self.ghost,
-            drop_last=self.drop_last,
-        )
+        """One realization ('lr', 'hybrid' or 'batch') of the recipe; UserError if not shown."""
+        got = self.outcomes.get(realization, f"{realization}: not a realization of this recipe")
+        if isinstance(got, str):
+            raise UserError(got)
+        return got
 
     def plans(self) -> dict[str, Plan]:
-        """Every realization of the recipe, by name."""
-        return {name: self.plan(name) for name in self.realizations}
+        """Every realization shown, by name."""
+        return {n: got for n, got in self.outcomes.items() if isinstance(got, Plan)}
+
+
+def _resolve(recipe: Recipe, request: ScheduleRequest) -> ResolvedSchedule:
+    try:
+        return resolve_schedule(request)
+    except ScheduleError as exc:
+        raise _user_error(
+            exc, recipe, scaled=request.lr is not None or request.momentum is not None
+        ) from None
+
+
+def _user_error(exc: ScheduleError, recipe: Recipe, *, scaled: bool) -> UserError:
+    """The core's error under the recipe key that set the offending value."""
+    key = "ghost_batch_size" if exc.field == "ghost" else exc.field
+    if scaled:
+        # With a new lr or momentum the request's lr, momentum and B0 are those new values.
+        rule = "new_lr" if recipe.new_lr is not None else "new_momentum"
+        renamed = {"lr": "new_lr", "momentum": "new_momentum", "batch_size": rule}
+        if key in renamed and getattr(recipe, renamed[key]) is not None:
+            key = renamed[key]
+    return UserError(f"{key}: {exc.message}")
 
 
 _FIELDS = {f.name: f for f in fields(Recipe)}
 _REQUIRED = ("epochs", "train_size", "batch_size", "lr")
+_WHOLE = ("epochs", "train_size", "batch_size", "warmup_epochs", "b_max", "batch_drops",
+          "ghost_batch_size")  # fmt: skip
+_NUMBER = ("lr", "momentum", "factor", "min_multiplier", "new_lr", "new_momentum")
 
 
 def load_recipe_file(path: Path) -> dict[str, Any]:
@@ -179,7 +202,8 @@ def load_recipe_file(path: Path) -> dict[str, Any]:
 
 
 def make_recipe(values: dict[str, Any]) -> Recipe:
-    """Check `values` (recipe field -> value) and build the Recipe; UserError on any mistake."""
+    """Check `values` (recipe key -> value) by the core's rules and build the Recipe, its
+    plans computed; UserError, naming the key, on any mistake."""
     for key in values:
         if key not in _FIELDS:
             raise UserError(
@@ -189,128 +213,52 @@ def make_recipe(values: dict[str, Any]) -> Recipe:
         if values.get(key) is None:
             flag = "--" + key.replace("_", "-")
             raise UserError(f"{key}: missing; give {flag} or set {key}: in the recipe file")
-    clean = {k: _coerce(k, v) for k, v in values.items() if v is not None}
-    try:
-        recipe = Recipe(**clean)
-    except TypeError as exc:  # a wrong literal value slipped through _coerce
-        raise UserError(f"recipe: {exc}") from None
-    _check(recipe)
+    recipe = Recipe(**{k: _coerce(k, v) for k, v in values.items() if v is not None})
+    _resolve(recipe, recipe.request("lr", 1, scaled=False))  # the recipe's own numbers
+    if recipe.shape == "step" and recipe.milestones and recipe.batch_drops > len(recipe.milestones):
+        raise UserError(
+            f"batch_drops: {recipe.batch_drops} is more than the {len(recipe.milestones)} "
+            "milestones; the hybrid makes at most that many drops by the batch"
+        )
+    recipe.outcomes  # noqa: B018  (every realization planned: its errors surface here)
     return recipe
 
 
 def _coerce(key: str, value: Any) -> Any:
-    # YAML and flags give strings, ints and floats; each field gets its type or a clear error.
-    if key in ("epochs", "train_size", "batch_size", "warmup_epochs", "b_max", "batch_drops",
-               "ghost_batch_size"):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    """The value in its key's type (flags and YAML give strings, ints and floats); ranges and
+    cross-field rules are left to the core."""
+    if key in _WHOLE:
+        whole = _whole(value)
+        if whole is None:
             raise UserError(f"{key}: {value!r} is not a whole number; write e.g. {key}: 128")
-        return int(value)
-    if key in ("lr", "momentum", "factor", "min_multiplier", "new_lr", "new_momentum"):
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise UserError(f"{key}: {value!r} is not a number; write e.g. {key}: 0.1")
+        return whole
+    if key in _NUMBER:
         try:
-            number = float(value)
-        except ValueError:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError, OverflowError):
             raise UserError(f"{key}: {value!r} is not a number; write e.g. {key}: 0.1") from None
-        if not math.isfinite(number):
-            raise UserError(f"{key}: {value!r} is not finite; give a finite number such as 0.1")
-        return number
     if key == "milestones":
         items = value if isinstance(value, list | tuple) else re.split(r"[,\s]+", str(value))
-        try:
-            return tuple(int(m) for m in items if str(m).strip() != "")
-        except ValueError:
-            raise UserError(
-                f"milestones: {value!r} must be whole epochs, e.g. [60, 120, 160]"
-            ) from None
-    if key == "drop_last":
-        if not isinstance(value, bool):
-            raise UserError(f"drop_last: {value!r} must be true or false")
-        return value
-    choices = {"shape": ("step", "cosine"), "dataset": tuple(MODELS)}[key]
-    if value not in choices:
-        raise UserError(f"{key}: {value!r} is not one of {', '.join(choices)}; pick one")
+        epochs = [_whole(m) for m in items if str(m).strip()]
+        if None in epochs:
+            raise UserError(f"milestones: {value!r} must be whole epochs, e.g. [60, 120, 160]")
+        return tuple(epochs)
+    if key == "drop_last" and not isinstance(value, bool):
+        raise UserError(f"drop_last: {value!r} must be true or false")
+    if key == "dataset" and value not in MODELS:
+        raise UserError(f"dataset: {value!r} is not one of {', '.join(MODELS)}; pick one")
     return value
 
 
-def _check(r: Recipe) -> None:
-    """Cross-field checks, each naming the field to change."""
-    if r.epochs < 1:
-        raise UserError(f"epochs: {r.epochs} must be at least 1")
-    if r.train_size < 1:
-        raise UserError(f"train_size: {r.train_size} must be at least 1 (examples per epoch)")
-    if r.batch_size < 1:
-        raise UserError(f"batch_size: {r.batch_size} must be at least 1")
-    if r.batch_size > r.train_size:
-        raise UserError(
-            f"batch_size: {r.batch_size} exceeds train_size {r.train_size}; "
-            f"use at most {r.train_size}"
-        )
-    for key in ("lr", "new_lr"):
-        value = getattr(r, key)
-        if value is not None and value <= 0:
-            raise UserError(f"{key}: {value:g} must be > 0 (per optimizer step)")
-    for key in ("momentum", "new_momentum"):
-        value = getattr(r, key)
-        if value is not None and not 0 <= value < 1:
-            raise UserError(f"{key}: {value:g} must be in [0, 1), e.g. 0.9")
-    if r.new_momentum is not None and r.momentum == 0:
-        raise UserError(
-            "new_momentum: the recipe has no momentum to raise; set momentum (e.g. 0.9) first"
-        )
-    if r.shape == "step":
-        if r.factor <= 1:
-            raise UserError(
-                f"factor: {r.factor:g} must be > 1 (how much the noise scale drops at each "
-                "milestone, e.g. 5 or 10)"
-            )
-        ms = list(r.milestones)
-        if ms != sorted(set(ms)) or (ms and (ms[0] <= 0 or ms[-1] >= r.epochs)):
-            raise UserError(
-                f"milestones: {ms} must be strictly increasing epochs between 1 and {r.epochs - 1}"
-            )
-        if not 0 <= r.batch_drops <= len(ms):
-            raise UserError(
-                f"batch_drops: {r.batch_drops} must be between 0 and the {len(ms)} milestones"
-            )
-    else:
-        if r.milestones:
-            raise UserError("milestones: only a step shape has milestones; remove them")
-        if not 0 <= r.min_multiplier < 1:
-            raise UserError(f"min_multiplier: {r.min_multiplier:g} must be in [0, 1)")
-    if not 0 <= r.warmup_epochs < r.epochs:
-        raise UserError(f"warmup_epochs: {r.warmup_epochs} must be in [0, {r.epochs})")
-    exact = scaled_batch_size(r.batch_size, r.lr, r.momentum, r.start_lr, r.start_momentum)
-    which = "new_lr" if r.new_lr is not None else "new_momentum"
-    if not math.isclose(exact, round(exact), rel_tol=1e-9):
-        raise UserError(
-            f"{which}: the scaling rule gives an initial batch of {exact:g} examples; pick a "
-            "value that makes it a whole number"
-        )
-    start = round(exact)
-    if start > r.train_size:
-        raise UserError(
-            f"{which}: the scaling rule gives an initial batch of {start}, more than "
-            f"train_size {r.train_size}; lower it"
-        )
-    if r.ghost_batch_size is not None and (r.ghost_batch_size < 1 or start % r.ghost):
-        raise UserError(
-            f"ghost_batch_size: {r.ghost_batch_size} must divide the initial batch {start}"
-        )
-    if r.b_max is not None:
-        if r.b_max < start:
-            raise UserError(
-                f"b_max: {r.b_max} is below the initial batch size {start}; raise it to at "
-                f"least {start} or remove it"
-            )
-        if r.b_max > r.train_size:
-            raise UserError(f"b_max: {r.b_max} exceeds train_size {r.train_size}; lower it")
-        if r.b_max % r.ghost:
-            down = r.b_max // r.ghost * r.ghost
-            raise UserError(
-                f"b_max: {r.b_max} is not a multiple of the ghost batch size {r.ghost}; "
-                f"use {down} (or set ghost_batch_size)"
-            )
+def _whole(value: Any) -> int | None:
+    """`value` as an int (128, 128.0 or "128"), or None if it is not a whole number."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +290,7 @@ def side_by_side(r: Recipe) -> str:
         cells = []
         for plan in plans.values():
             p = plan.phase_at(start)
-            steps = _per_epoch(r.train_size, p.batch_size, r.drop_last) * (end - start)
+            steps = updates_per_epoch(r.train_size, p.batch_size, r.drop_last) * (end - start)
             values = (f"{p.lr:.4g}", str(p.batch_size), f"{p.momentum:g}",
                       f"{p.noise_scale:.4g}", str(steps))  # fmt: skip
             cells.append(" ".join(f"{v:>{w}}" for v, w in zip(values, widths)))
@@ -363,20 +311,14 @@ def _describe(r: Recipe) -> str:
     else:
         shape = f"cosine to {r.min_multiplier:g}"
     if r.warmup_epochs:
-        shape += f", {r.warmup_epochs} warm-up epochs"
+        shape += f", {r.warmup_epochs} warm-up epochs (an lr ramp at B0 in every realization)"
     text = (
         f"recipe: N = {r.train_size} examples, {r.epochs} epochs, {shape}; "
         f"lr {r.lr:g}, momentum {r.momentum:g}, B {r.batch_size}"
     )
-    start = f"start: lr {r.start_lr:g}, momentum {r.start_momentum:g}, B {r.start_batch}"
-    rules = [
-        rule
-        for rule, used in (
-            ("B ∝ lr", r.new_lr is not None),
-            ("B ∝ 1/(1-m)", r.new_momentum is not None),
-        )
-        if used
-    ]
+    start = f"start: lr {r.start.lr:g}, momentum {r.start.momentum:g}, B {r.start_batch}"
+    rules = ["B ∝ lr"] if r.new_lr is not None else []
+    rules += ["B ∝ 1/(1-m)"] if r.new_momentum is not None else []
     if rules:
         start += f" ({' and '.join(rules)})"
     start += f"; b_max {r.b_max if r.b_max is not None else 'none'}; ghost batch {r.ghost}; "

@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 
 class Label(NamedTuple):
+    """The parts of a cell's label, as `parse_label` splits it."""
+
     experiment: str
     optimizer: str
     schedule: str

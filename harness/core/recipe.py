@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from harness.core.rules import check_lr_momentum
 from harness.core.schedule import (
     BaseSchedule,
     Plan,
@@ -137,12 +138,13 @@ def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
     if request.momentum is not None and request.base_momentum is None:
         raise ScheduleError(
             "momentum",
-            "this optimizer has no momentum to change (plain SGD, Adam); "
-            "use kind: momentum, or remove momentum here",
+            "there is no momentum to change (plain SGD or Adam); give the optimizer a "
+            "momentum first (kind: momentum), or remove this one",
         )
     base_momentum = request.base_momentum or 0.0
     lr = request.lr if request.lr is not None else request.base_lr
     momentum = request.momentum if request.momentum is not None else base_momentum
+    check_lr_momentum(lr, momentum)  # before the scaling rule divides by them
     batch = _initial_batch(request, lr, momentum, base_momentum)
     plan = realize(
         base,
@@ -190,9 +192,14 @@ def _initial_batch(
     exact = scaled_batch_size(request.base_batch_size, request.base_lr, base_momentum, lr, momentum)
     batch = round(exact) if math.isfinite(exact) else 0
     if batch <= 0 or not math.isclose(batch, exact, rel_tol=1e-9) or batch % request.ghost:
+        what = (
+            "a whole number of examples"
+            if request.ghost == 1
+            else f"a multiple of the ghost batch size {request.ghost}"
+        )
         raise ScheduleError(
             "batch_size",
-            f"the scaling rule gives B = {exact:g}, not a multiple of the ghost batch "
-            f"size {request.ghost}; state batch_size explicitly",
+            f"the scaling rule gives B = {exact:g}, not {what}; pick an lr or momentum "
+            "that gives one, or (in a suite) state this schedule's batch_size",
         )
     return batch

@@ -7,14 +7,15 @@ Vocabulary (see DESIGN.md):
 - the *multiplier* mu(e) of a base schedule is what a plain lr schedule would multiply the
   initial lr by during epoch e (step drops, cosine, linear warm-up);
 - a *realization* decides how each drop of mu is made: by the lr, by the batch size, or by the
-  batch size for the first k drops and the lr after that (hybrid);
+  batch size for the first k drops and the lr after that (hybrid). Only the decay is realized
+  by the batch: a warm-up stays an lr ramp at the initial batch size (see `realize`);
 - the schedule conserves the *temperature* lr / (B (1 - m)) that a plain lr schedule would have,
   which is the paper's noise scale g = lr/(1-m) (N/B - 1) in its B << N limit. The exact g is
   reported for every phase; across realizations it differs only by the (1 - B/N) factor.
 
-Inconsistent numbers are refused here, not repaired: a `BaseSchedule` or a `realize` call that
-breaks a rule raises `ScheduleError`, whose `field` names the offending argument, so every
-caller (a suite, a test, a notebook) gets the same rules and the same advice.
+Inconsistent numbers are refused, not repaired: a `BaseSchedule` or a `realize` call that
+breaks a rule (`harness.core.rules`) raises `ScheduleError`, whose `field` names the offending
+argument, so every caller (a suite, a test, a notebook) gets the same rules and advice.
 """
 
 from __future__ import annotations
@@ -22,31 +23,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
 
-Shape = Literal["step", "cosine"]
-Realization = Literal["lr", "batch", "hybrid"]
-SHAPES: tuple[Shape, ...] = ("step", "cosine")
-REALIZATIONS: tuple[Realization, ...] = ("lr", "batch", "hybrid")
-
-# Far above any real recipe (the paper trains 200 epochs, ImageNet has 1.28M images, the
-# largest batch it uses is 81920), low enough that planning stays instant and no count
-# overflows: a typo like `epochs: 1e11` must be refused, not planned for hours.
-MAX_EPOCHS = 100_000
-MAX_TRAIN_SIZE = 100_000_000
-MAX_BATCH_SIZE = 2**24
-
-
-class ScheduleError(ValueError):
-    """A schedule rule is broken; `field` names the argument, the message says how to fix it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
+# The limits are re-exported: the config layer reads them from here.
+from harness.core.rules import MAX_BATCH_SIZE as MAX_BATCH_SIZE
+from harness.core.rules import MAX_EPOCHS as MAX_EPOCHS
+from harness.core.rules import MAX_TRAIN_SIZE as MAX_TRAIN_SIZE
+from harness.core.rules import (
+    WARMUPS,
+    Realization,
+    ScheduleError,
+    Shape,
+    Warmup,
+    check_base,
+    check_realization,
+)
 
 
 @dataclass(frozen=True)
@@ -61,26 +51,49 @@ class BaseSchedule:
     min_multiplier: float = 0.0  # cosine only: the multiplier the curve ends at
 
     def __post_init__(self) -> None:
-        _check_base(self)
+        check_base(self)
 
     def multiplier(self, epoch: int) -> float:
-        """mu(epoch) in (0, 1]: the factor a plain lr schedule applies during `epoch` (0-based)."""
+        """mu(epoch) in (0, 1]: the factor a plain lr schedule applies during `epoch` (0-based).
+
+        It is `warmup_factor(epoch) / decay(epoch)`: the warm-up ramp times the decay.
+        """
         return 1.0 / self.divisor(epoch)
 
     def divisor(self, epoch: int) -> float:
         """1 / mu(epoch), computed so that step schedules stay exact powers of `factor`."""
         warm = 1.0
         if epoch < self.warmup_epochs:
-            # Linear warm-up to the full value at the end of warm-up; never zero.
             warm = (self.warmup_epochs + 1) / (epoch + 1)
         if self.shape == "step":
-            drops = sum(1 for m in self.milestones if m <= epoch)
-            return warm * self.factor**drops
+            return warm * self.factor ** self._drops(epoch)
+        return warm / self._cosine(epoch)
+
+    def warmup_factor(self, epoch: int) -> float:
+        """The linear warm-up ramp in (0, 1]: (epoch + 1) / (warmup_epochs + 1) during warm-up,
+        1 after it; never zero, so the first epoch already trains."""
+        if epoch < self.warmup_epochs:
+            return (epoch + 1) / (self.warmup_epochs + 1)
+        return 1.0
+
+    def decay(self, epoch: int) -> float:
+        """How far the noise scale has fallen by `epoch`, without the warm-up: >= 1.
+
+        A step shape gives factor ** (milestones passed), exactly; a cosine 1 / its curve.
+        Only this part of the schedule may be realized by the batch size (see `realize`).
+        """
+        if self.shape == "step":
+            return self.factor ** self._drops(epoch)
+        return 1.0 / self._cosine(epoch)
+
+    def _drops(self, epoch: int) -> int:
+        return sum(1 for m in self.milestones if m <= epoch)
+
+    def _cosine(self, epoch: int) -> float:
         progress = epoch / self.epochs
-        mu = self.min_multiplier + (1.0 - self.min_multiplier) * 0.5 * (
+        return self.min_multiplier + (1.0 - self.min_multiplier) * 0.5 * (
             1.0 + math.cos(math.pi * progress)
         )
-        return warm / mu
 
 
 @dataclass(frozen=True)
@@ -97,24 +110,34 @@ class Phase:
 
     @property
     def epochs(self) -> int:
+        """Epochs in this phase."""
         return self.end_epoch - self.start_epoch
 
     def as_dict(self) -> dict[str, float | int]:
+        """The phase as plain numbers (the JSON form `harness plan` prints)."""
         return asdict(self)
 
 
 @dataclass(frozen=True)
 class Plan:
+    """A realized schedule: consecutive phases from epoch 0, on `train_size` examples per epoch.
+
+    `drop_last` says whether each epoch's partial batch is dropped (floor(N/B) steps per epoch,
+    the paper's counts) or kept as a last, smaller batch (ceil(N/B)).
+    """
+
     phases: tuple[Phase, ...]
     train_size: int
     drop_last: bool
 
     @property
     def epochs(self) -> int:
+        """Epochs of the whole plan."""
         return self.phases[-1].end_epoch
 
     @property
     def updates(self) -> int:
+        """Optimizer steps of the whole plan (never micro-batches)."""
         return sum(p.updates for p in self.phases)
 
     def phase_at(self, epoch: int) -> Phase:
@@ -131,44 +154,6 @@ class Plan:
             * max(0, min(epoch, p.end_epoch) - p.start_epoch)
             for p in self.phases
         )
-
-
-def _check_base(base: BaseSchedule) -> None:
-    epochs, milestones = base.epochs, base.milestones
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 0 < epochs <= MAX_EPOCHS:
-        raise ScheduleError("epochs", f"{epochs!r} must be a whole number in 1..{MAX_EPOCHS}")
-    if base.shape not in SHAPES:
-        raise ScheduleError("shape", f"{base.shape!r} is not one of {', '.join(SHAPES)}")
-    if base.shape == "step":
-        if list(milestones) != sorted(set(milestones)):
-            raise ScheduleError(
-                "milestones", f"{list(milestones)} must be strictly increasing epochs"
-            )
-        if milestones and not milestones[0] > 0:
-            raise ScheduleError("milestones", f"{list(milestones)} must be epochs after 0")
-        if milestones and milestones[-1] >= epochs:
-            raise ScheduleError(
-                "milestones",
-                f"milestone {milestones[-1]} is not before the last epoch ({epochs}); "
-                "drop it or raise epochs",
-            )
-    elif milestones:
-        raise ScheduleError(
-            "milestones", "only a step shape has milestones; remove them or use step"
-        )
-    if not (math.isfinite(base.factor) and base.factor > 1):
-        raise ScheduleError("factor", f"{base.factor!r} must be a finite number above 1")
-    # factor**drops bounds the divisor of a step schedule; kept far from float overflow (1e308)
-    # so that B0 * divisor, with warm-up, never becomes inf.
-    if len(milestones) * math.log10(base.factor) > 200:
-        raise ScheduleError(
-            "factor",
-            f"{base.factor:g} ** {len(milestones)} milestones overflows; use a smaller factor",
-        )
-    if not 0 <= base.warmup_epochs < epochs:
-        raise ScheduleError("warmup_epochs", f"must be in 0..{epochs - 1} (below epochs)")
-    if not 0 <= base.min_multiplier < 1:
-        raise ScheduleError("min_multiplier", f"{base.min_multiplier!r} must be in [0, 1)")
 
 
 def noise_scale(lr: float, momentum: float, batch_size: int, train_size: int) -> float:
@@ -225,18 +210,38 @@ def realize(
     b_max: int | None = None,
     ghost: int = 1,
     drop_last: bool = True,
+    warmup: Warmup = "lr",
 ) -> Plan:
     """Phases of one realization of `base`, starting from (lr, batch_size, momentum).
 
-    At every epoch the batch realization asks for B = B0 / mu rounded down to a multiple of
-    `ghost` and capped (b_max; hybrid: B0 * factor**k); whatever the batch could not absorb, through
-    the cap or the rounding, is taken by the lr, so lr / B equals the lr realization's exactly.
+    The batch realizes the *decay* only. The multiplier of epoch e is
+    mu(e) = warmup_factor(e) / decay(e); every realization trains epoch e with
+
+        wanted = B0 * decay(e)                      (lr realization: B = B0)
+        B      = wanted rounded down to a multiple of `ghost`, capped at b_max
+                 (hybrid: also at B0 * factor**batch_drops), never below B0
+        lr     = lr0 * warmup_factor(e) * B / wanted
+
+    Warm-up rule: warm-up stays an lr ramp in every realization. The ramp never enlarges the
+    batch, so during warm-up B = B0 and lr = lr0 * warmup_factor(e) (unless a decay already
+    falls inside the warm-up); warm-up is there for stability at the start, which a full lr
+    from step 0 would defeat. `warmup="batch"` realizes the ramp by the batch as well
+    (B = B0 / mu(e) at full lr; the lr realization is unaffected).
+
+    Rounding rule: whatever the batch cannot absorb, through the ghost-size rounding or a
+    cap, the lr takes, so lr / B of every phase equals the lr realization's lr / B0 (to float
+    rounding) and lr never exceeds lr0. Between ghost multiples the lr dips by at most a
+    factor B / (B + ghost) and recovers: a small saw-tooth, by design. The temperature
+    lr / (B (1 - m)) is therefore the same in every realization, and the paper's noise scale
+    g = lr/(1-m) (N/B - 1) drifts from the lr realization's only through its (1 - B/N)
+    factor: g = g_lr * (1 - B/N) / (1 - B0/N), below it by the fraction (B - B0) / (N - B0),
+    which is less than B/N.
 
     `ScheduleError` if the arguments break a rule (B not a multiple of `ghost`, `b_max` below
     B, hybrid without a step shape, a batch larger than the training set, ...); `batch_drops`
     is read only by the hybrid realization.
     """
-    _check_realization(
+    check_realization(
         base,
         lr=lr,
         batch_size=batch_size,
@@ -247,18 +252,22 @@ def realize(
         b_max=b_max,
         ghost=ghost,
     )
+    if warmup not in WARMUPS:
+        raise ScheduleError("warmup", f"{warmup!r} is not one of {', '.join(WARMUPS)}")
     cap = batch_cap(realization, batch_size, base.factor, batch_drops, b_max, ghost)
     epochs: list[tuple[float, int]] = []
     for epoch in range(base.epochs):
-        divisor = base.divisor(epoch)
+        if warmup == "lr":
+            ramp, divisor = base.warmup_factor(epoch), base.decay(epoch)
+        else:
+            ramp, divisor = 1.0, base.divisor(epoch)
         wanted = batch_size * divisor
-        if realization == "lr" or wanted <= batch_size:
-            # A multiplier above the initial one (never in the paper) is taken by the lr.
+        if realization == "lr" or wanted <= batch_size:  # nothing to realize by the batch
             batch = batch_size
         else:
             batch = _floor_to_ghost(min(wanted, cap), ghost)
         # Written as lr * (B / wanted) so that an exact batch step leaves lr bit-for-bit equal.
-        epoch_lr = lr / divisor if batch == batch_size else lr * (batch / wanted)
+        epoch_lr = lr * ramp / divisor if batch == batch_size else lr * ramp * (batch / wanted)
         epochs.append((epoch_lr, batch))
     plan = Plan(_merge(epochs, momentum, train_size, drop_last), train_size, drop_last)
     for phase in plan.phases:
@@ -271,67 +280,6 @@ def realize(
                 + ("lower it" if first else f"set b_max <= {train_size}"),
             )
     return plan
-
-
-def _is_count(value: object, low: int, high: int) -> bool:
-    # bool is an int to Python; a batch size of True is a mistake, not 1.
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _check_realization(
-    base: BaseSchedule,
-    *,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    train_size: int,
-    realization: str,
-    batch_drops: int,
-    b_max: int | None,
-    ghost: int,
-) -> None:
-    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-        raise ScheduleError("lr", f"{lr!r} must be a finite number above 0")
-    if not (isinstance(momentum, int | float) and 0 <= momentum < 1):
-        raise ScheduleError("momentum", f"{momentum!r} must be in [0, 1)")
-    if not _is_count(train_size, 1, MAX_TRAIN_SIZE):
-        raise ScheduleError(
-            "train_size", f"{train_size!r} must be a whole number in 1..{MAX_TRAIN_SIZE}"
-        )
-    if not _is_count(ghost, 1, MAX_BATCH_SIZE):
-        raise ScheduleError("ghost", f"{ghost!r} must be a whole number in 1..{MAX_BATCH_SIZE}")
-    if not _is_count(batch_size, 1, MAX_BATCH_SIZE):
-        raise ScheduleError(
-            "batch_size", f"{batch_size!r} must be a whole number in 1..{MAX_BATCH_SIZE}"
-        )
-    if batch_size % ghost:
-        raise ScheduleError(
-            "batch_size",
-            f"{batch_size} is not a multiple of the ghost batch size {ghost}; "
-            f"use {max(ghost, round(batch_size / ghost) * ghost)}",
-        )
-    if b_max is not None:
-        if not _is_count(b_max, 1, MAX_BATCH_SIZE):
-            raise ScheduleError("b_max", f"{b_max!r} must be a whole number in 1..{MAX_BATCH_SIZE}")
-        if b_max < batch_size:
-            raise ScheduleError(
-                "b_max", f"{b_max} is below the initial batch size {batch_size}; raise it"
-            )
-        if b_max % ghost:
-            raise ScheduleError(
-                "b_max", f"{b_max} is not a multiple of the ghost batch size {ghost}"
-            )
-    if realization not in REALIZATIONS:
-        raise ScheduleError(
-            "realization", f"{realization!r} is not one of {', '.join(REALIZATIONS)}"
-        )
-    if realization == "hybrid":
-        if base.shape != "step":
-            raise ScheduleError("realization", "hybrid needs a step shape with milestones")
-        if not _is_count(batch_drops, 0, MAX_EPOCHS):
-            raise ScheduleError(
-                "batch_drops", f"{batch_drops!r} must be a whole number of drops, 0 or more"
-            )
 
 
 def _merge(

@@ -120,6 +120,7 @@ class PlanBatchSampler(Sampler[list[int]]):
         return self.batches_in_epoch(self.epoch) - self.batch
 
     def __iter__(self) -> Iterator[list[int]]:
+        """This rank's index lists for the rest of the current epoch, one per optimizer step."""
         if self.epoch >= self.plan.epochs:
             return
         epoch = self.epoch
