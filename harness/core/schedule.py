@@ -3,7 +3,7 @@
 Everything here is a pure function of explicitly passed numbers (no torch, no config objects),
 so `harness plan` is instant and the invariants can be property-tested.
 
-Vocabulary (see DESIGN.md):
+Vocabulary (see docs/ARCHITECTURE.md, "Semantics every layer shares"):
 - the *multiplier* mu(e) of a base schedule is what a plain lr schedule would multiply the
   initial lr by during epoch e (step drops, cosine, linear warm-up);
 - a *realization* decides how each drop of mu is made: by the lr, by the batch size, or by the
