@@ -188,7 +188,7 @@ def test_ghost_bn_output_matches_reference_for_any_shape(
 
 
 def test_micro_batches_of_whole_ghost_slices_give_the_full_batch_gradient() -> None:
-    """The property that makes gradient accumulation exact (docs/ARCHITECTURE.md, ghost batch norm)."""
+    """What makes gradient accumulation exact (docs/ARCHITECTURE.md, ghost batch norm)."""
     torch.manual_seed(5)
     model = SmallCNN(width=2, ghost_size=4).double()
     x = torch.randn(16, 3, 16, 16, dtype=torch.float64)

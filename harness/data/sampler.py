@@ -3,7 +3,8 @@
 This module owns the two torch-facing pieces of the public API. `PlanBatchSampler` hands a
 `DataLoader` the batches of a realized `Plan` (batch sizes change at epoch boundaries exactly
 as planned; each epoch is a fresh permutation that depends only on (seed, epoch), so the data
-order is the same whatever the schedule, as docs/ARCHITECTURE.md ("Random streams") requires of controlled comparisons).
+order is the same whatever the schedule, as controlled comparisons require: docs/ARCHITECTURE.md,
+"Random streams").
 `PlanLR` is a `torch.optim.lr_scheduler.LRScheduler` that sets the plan's lr (and SGD's
 momentum) at every optimizer step. Both are pure functions of a position in the plan, so
 resuming is restoring a position, and they agree by construction with `harness.at_step`.
