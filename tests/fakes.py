@@ -41,7 +41,8 @@ START = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
 
 OPTIMIZERS: dict[str, dict[str, Any]] = {
     # kind, lr, momentum used in the noise scale, and how far its curve sits below momentum's
-    "sgd": {"kind": "sgd", "lr": 1.0, "momentum": 0.0, "acc_shift": -0.004},
+    "sgd": {"kind": "sgd", "lr": 0.1, "momentum": 0.0, "acc_shift": -0.004},  # the paper's
+    "sgd_effective_lr": {"kind": "sgd", "lr": 1.0, "momentum": 0.0, "acc_shift": -0.004},
     "momentum": {"kind": "momentum", "lr": 0.1, "momentum": 0.9, "acc_shift": 0.0},
     "nesterov": {"kind": "nesterov", "lr": 0.1, "momentum": 0.9, "acc_shift": 0.001},
     "adam": {"kind": "adam", "lr": 1e-3, "momentum": 0.0, "acc_shift": -0.03},

@@ -140,24 +140,28 @@ def group_verdicts(eq: pd.DataFrame, group: list[str]) -> pd.DataFrame:
     """
     if eq.empty:
         return pd.DataFrame(columns=GROUP_VERDICT_COLUMNS)
-    rows = []
-    for _, g in eq.groupby(group, dropna=False, sort=False):
-        gaps = g["final_acc_gap"].abs().to_numpy(dtype=float)
-        worst = g.iloc[int(np.nanargmax(gaps))] if np.isfinite(gaps).any() else g.iloc[0]
-        rows.append(
-            {
-                **{k: g[k].iloc[0] for k in group},
-                "reference": g["reference"].iloc[0],
-                "schedules": len(g),
-                "largest_gap_schedule": worst["schedule"],
-                "final_acc_gap": worst["final_acc_gap"],
-                "acc_gap_after_m1": g["acc_gap_after_m1"].max(),
-                "acc_gap_last10": g["acc_gap_last10"].max(),
-                "loss_gap_last10": g["loss_gap_last10"].max(),
-                "seed_range": g["seed_range"].iloc[0],
-                "pooled_std": g["pooled_std"].iloc[0],
-                "seeds": int(g["seeds"].min()),
-                "verdict": min(g["verdict"], key=_WORST.index),
-            }
+    eq = eq.assign(_abs=eq["final_acc_gap"].abs(), _rank=eq["verdict"].map(_WORST.index))
+    out = (
+        eq.groupby(group, dropna=False, sort=False)
+        .agg(
+            reference=("reference", "first"),
+            schedules=("schedule", "size"),
+            acc_gap_after_m1=("acc_gap_after_m1", "max"),
+            acc_gap_last10=("acc_gap_last10", "max"),
+            loss_gap_last10=("loss_gap_last10", "max"),
+            seed_range=("seed_range", "first"),  # one value per group
+            pooled_std=("pooled_std", "first"),
+            seeds=("seeds", "min"),
+            _rank=("_rank", "min"),
         )
-    return pd.DataFrame(rows, columns=GROUP_VERDICT_COLUMNS)
+        .reset_index()
+    )
+    largest = (
+        eq.sort_values("_abs", ascending=False, na_position="last", kind="stable")
+        .drop_duplicates(group)
+        .rename(columns={"schedule": "largest_gap_schedule"})
+        [[*group, "largest_gap_schedule", "final_acc_gap"]]
+    )  # fmt: skip
+    out = out.merge(largest, on=group, how="left")
+    out["verdict"] = [_WORST[i] for i in out["_rank"]]
+    return out[GROUP_VERDICT_COLUMNS]
