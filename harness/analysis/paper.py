@@ -44,6 +44,10 @@ import pandas as pd
 ABOUT = 0.05
 JUST = 0.05
 BARE = 0.20
+COUNT_RULES = (  # the table above in one sentence, for the report
+    "~X: within ±5% of X; just under X: [0.95·X, X); just over X: (X, 1.05·X]; under/below "
+    "X: [0.8·X, X); over/above X: (X, 1.25·X]; a bare X: exactly X"
+)
 
 _NUMBER = r"(?P<number>\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s*(?P<k>k)?"
 _PHRASES: tuple[tuple[str, str], ...] = (

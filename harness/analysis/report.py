@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.analysis.paper import COUNT_RULES
 from harness.analysis.render import (
     Doc,
     check_format,
@@ -58,8 +59,7 @@ def build_report(
         "(mean ± std over seeds; seed range is min–max, n the seeds with a final accuracy); "
         "Δ vs paper is measured minus paper, in percentage points. Updates vs paper checks "
         "every seed's update count against the paper's words, read as the interval shown "
-        "(~X: within ±5%; just under/over X: within 5% below/above; under/below X: "
-        "[0.8·X, X); over X: (X, 1.25·X]); 'not checked' where the words are not read."
+        f"({COUNT_RULES}); 'not checked' where the words are not read."
     )
     for suite in sorted(results.runs["suite"].astype(str).unique()):
         doc.heading(2, f"Suite {suite}")
