@@ -173,9 +173,15 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
                 for ok, r in zip(summary["updates_ok"], summary["updates_rule"], strict=True)
             ],
             "test acc": acc,
+            # One seed has no range: "–", not a misleading "90.56–90.56%".
             "seed range": [
-                _range(lo, hi)
-                for lo, hi in zip(summary["test_acc_min"], summary["test_acc_max"], strict=True)
+                _range(lo, hi) if n >= 2 else "–"
+                for lo, hi, n in zip(
+                    summary["test_acc_min"],
+                    summary["test_acc_max"],
+                    summary["test_acc_n"],
+                    strict=True,
+                )
             ],
             "n": summary["test_acc_n"].astype(str),
             "paper acc": [_pct(p) if _finite(p) else "" for p in summary["paper_test_acc"]],

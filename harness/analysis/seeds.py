@@ -31,7 +31,8 @@ NOT_COMPARED = "no final accuracy"
 VERDICT_RULE = (
     "Verdict rule: Δ final acc is the seed-mean final test accuracy of a schedule minus the "
     "reference's. The seed range of a group (experiment, optimizer, model) is the largest "
-    "max − min over seeds among its schedules, reference included. A schedule is within seed "
+    "max − min over seeds among its schedules with 2 seeds or more, reference included. A "
+    "schedule is within seed "
     "spread when |Δ final acc| ≤ that range, outside when larger, and 'one seed: no "
     "yardstick' when it or the reference has fewer than 2 seeds with a final accuracy; a "
     "group takes the worst verdict of its schedules (outside, then one seed, then no final "
@@ -82,7 +83,8 @@ def add_verdicts(eq: pd.DataFrame, stats: pd.DataFrame, group: list[str]) -> pd.
 
     `stats` is `seed_stats` keyed by `group` + ["schedule"]. Adds: final_acc_gap (schedule
     mean − reference mean, fraction), seeds (the fewer of the two schedules' n), seed_range
-    and pooled_std (of the whole group, reference included) and verdict.
+    and pooled_std (of the whole group's schedules with n ≥ 2, reference included; NaN
+    without any) and verdict.
     """
     if eq.empty:
         return eq.assign(
@@ -91,7 +93,9 @@ def add_verdicts(eq: pd.DataFrame, stats: pd.DataFrame, group: list[str]) -> pd.
     use = (stats["n"] >= 2) & stats["std"].notna()
     dof = (stats["n"] - 1).where(use, 0)
     spread = (
-        stats.assign(_range=stats["max"] - stats["min"], _dof=dof, _ss=dof * stats["std"] ** 2)
+        stats.assign(
+            _range=(stats["max"] - stats["min"]).where(use), _dof=dof, _ss=dof * stats["std"] ** 2
+        )
         .groupby(group, dropna=False, sort=False)
         .agg(seed_range=("_range", "max"), _dof=("_dof", "sum"), _ss=("_ss", "sum"))
         .reset_index()
