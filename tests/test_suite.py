@@ -66,13 +66,15 @@ def test_ids_hash_what_runs_not_what_it_is_called(tmp_path):
 
 def test_identical_cells_in_one_suite_are_one_cell():
     suite = load_suite(SUITES / "cifar.yaml")
-    # 4 optimizers x 3 schedules in Sec 5.1, plus the two new schedules of Sec 5.2; its
-    # "original" and "increasing batch" are Sec 5.1's momentum cells.
-    assert len(suite.cells) == 14
+    # 4 optimizers x 3 schedules in Sec 5.1, the effective-lr SGD extra's 3 schedules, plus
+    # the two new schedules of Sec 5.2, each with seeds 0 and 1; Sec 5.2's "original" and
+    # "increasing batch" are Sec 5.1's momentum cells.
+    assert len(suite.cells) == (4 * 3 + 3 + 2) * 2
     aliased = {c.label: c.aliases for c in suite.cells if c.aliases}
     assert aliased == {
-        "sec5.1/momentum/decaying_lr/seed0": ("sec5.2/momentum/decaying_lr/seed0",),
-        "sec5.1/momentum/increasing_batch/seed0": ("sec5.2/momentum/increasing_batch/seed0",),
+        f"sec5.1/momentum/{s}/seed{n}": (f"sec5.2/momentum/{s}/seed{n}",)
+        for s in ("decaying_lr", "increasing_batch")
+        for n in (0, 1)
     }
     original = next(c for c in suite.cells if c.label.startswith("sec5.1/momentum/decaying"))
     assert original.paper is not None and original.paper.test_acc == 0.943
@@ -80,8 +82,8 @@ def test_identical_cells_in_one_suite_are_one_cell():
 
 def test_select_matches_ids_labels_and_aliases():
     cells = load_suite(SUITES / "cifar.yaml").cells
-    assert len(select(cells, "sec5.2/*")) == 4
-    assert len(select(cells, "adam")) == 3
+    assert len(select(cells, "sec5.2/*")) == 4 * 2  # 4 schedules x 2 seeds
+    assert len(select(cells, "adam")) == 3 * 2
     assert select(cells, cells[0].cell_id) == (cells[0],)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from harness.analysis.paper import CountCheck
 from harness.analysis.tables import provenance
 from harness.errors import UserError
 
@@ -135,6 +136,11 @@ def latex_escape(s: str) -> str:
         "~": r"\textasciitilde{}",
         "^": r"\textasciicircum{}",
         "±": r"$\pm$",
+        "≤": r"$\leq$",
+        "<": r"$<$",
+        ">": r"$>$",
+        "✓": r"$\checkmark$",  # amssymb, which most documents load
+        "✗": r"$\times$",
         "Δ": r"$\Delta$",
         "×": r"$\times$",
         "–": "--",
@@ -162,8 +168,24 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
             "seeds": summary["seeds"].astype(str),
             "updates": [_count(u) for u in summary["updates"]],
             "paper updates": summary["paper_updates"].fillna("").astype(str),
+            "updates vs paper": [
+                _check_mark(ok, r)
+                for ok, r in zip(summary["updates_ok"], summary["updates_rule"], strict=True)
+            ],
             "test acc": acc,
+            # One seed has no range: "–", not a misleading "90.56–90.56%".
+            "seed range": [
+                _range(lo, hi) if n >= 2 else "–"
+                for lo, hi, n in zip(
+                    summary["test_acc_min"],
+                    summary["test_acc_max"],
+                    summary["test_acc_n"],
+                    strict=True,
+                )
+            ],
+            "n": summary["test_acc_n"].astype(str),
             "paper acc": [_pct(p) if _finite(p) else "" for p in summary["paper_test_acc"]],
+            "paper runs": [_runs(r) for r in summary["paper_test_acc_runs"]],
             "Δ vs paper": [f"{d:+.2f} pp" if _finite(d) else "" for d in summary["diff_pp"]],
             "wall clock": [_duration(s) for s in summary["wall_clock_s"]],
             "images/s": [_count(x) for x in summary["images_per_s"]],
@@ -197,6 +219,40 @@ def format_equivalence(eq: pd.DataFrame) -> pd.DataFrame:
             "acc gap, last 10%": [pp(x) for x in eq["acc_gap_last10"]],
             "loss gap, last 10%": [loss(x) for x in eq["loss_gap_last10"]],
             "updates ratio": [f"{x:.3g}×" if _finite(x) else "–" for x in eq["update_ratio"]],
+            "Δ final acc": [_signed_pp(x) for x in eq["final_acc_gap"]],
+            "seed range": [pp(x) for x in eq["seed_range"]],
+            "pooled std": [pp(x) for x in eq["pooled_std"]],
+            "seeds": eq["seeds"].astype(str),
+            "verdict": eq["verdict"],
+        }
+    )
+
+
+def format_verdicts(groups: pd.DataFrame) -> pd.DataFrame:
+    """Per (experiment, optimizer, model): the largest gaps beside the seed spread, and the
+    verdict (frames from harness.analysis.seeds.group_verdicts)."""
+
+    def pp(x: float) -> str:
+        return f"{100 * x:.2f} pp" if _finite(x) else "–"
+
+    return pd.DataFrame(
+        {
+            "experiment": groups["experiment"],
+            "optimizer": groups["optimizer"],
+            "model": groups["model"],
+            "vs": groups["reference"],
+            "largest Δ final acc": [
+                f"{_signed_pp(x)} ({s})" if _finite(x) else "–"
+                for x, s in zip(
+                    groups["final_acc_gap"], groups["largest_gap_schedule"], strict=True
+                )
+            ],
+            "largest acc gap after 1st milestone": [pp(x) for x in groups["acc_gap_after_m1"]],
+            "largest acc gap, last 10%": [pp(x) for x in groups["acc_gap_last10"]],
+            "seed range": [pp(x) for x in groups["seed_range"]],
+            "pooled std": [pp(x) for x in groups["pooled_std"]],
+            "fewest seeds": groups["seeds"].astype(str),
+            "verdict": groups["verdict"],
         }
     )
 
@@ -259,6 +315,27 @@ def _when(t: pd.Timestamp | None) -> str:
 
 def _finite(x: object) -> bool:
     return isinstance(x, int | float | np.number) and bool(np.isfinite(x))
+
+
+def _signed_pp(x: float) -> str:
+    return f"{100 * x:+.2f} pp" if _finite(x) else "–"
+
+
+def _range(lo: float, hi: float) -> str:
+    return f"{100 * lo:.2f}–{100 * hi:.2f}%" if _finite(lo) and _finite(hi) else "–"
+
+
+def _runs(runs: object) -> str:
+    """The paper's per-run accuracies, e.g. "78.7%, 77.8%"; "" where it gives none."""
+    if not isinstance(runs, tuple | list) or not runs:
+        return ""
+    return ", ".join(f"{100 * r:.1f}%" for r in runs)
+
+
+def _check_mark(ok: object, rule: object) -> str:
+    """ "✓ 76,000 ≤ n ≤ 84,000", "✗ ...", "not checked", or "" without paper words."""
+    known = ok if isinstance(ok, bool | np.bool_) else None
+    return CountCheck(None if known is None else bool(known), str(rule or "")).mark
 
 
 def _pct(x: float) -> str:

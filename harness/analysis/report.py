@@ -11,16 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.analysis.paper import COUNT_RULES
 from harness.analysis.render import (
     Doc,
     check_format,
     figure_links,
     format_equivalence,
     format_summary,
+    format_verdicts,
     provenance_lines,
     render,
 )
-from harness.analysis.tables import equivalence_table, load_results, summary_table
+from harness.analysis.seeds import VERDICT_RULE, group_verdicts
+from harness.analysis.tables import GROUP, equivalence_table, load_results, summary_table
 
 # check_format is part of this module's interface: the CLI checks --format before work.
 __all__ = ["build_report", "check_format"]
@@ -53,7 +56,10 @@ def build_report(
         "Results folders: "
         + ", ".join(str(d) for d in results.dirs)
         + f". {results.runs['cell_id'].nunique()} cells. Accuracies are final test accuracy "
-        "(mean ± std over seeds); Δ vs paper is measured minus paper, in percentage points."
+        "(mean ± std over seeds; seed range is min–max, n the seeds with a final accuracy); "
+        "Δ vs paper is measured minus paper, in percentage points. Updates vs paper checks "
+        "every seed's update count against the paper's words, read as the interval shown "
+        f"({COUNT_RULES}); 'not checked' where the words are not read."
     )
     for suite in sorted(results.runs["suite"].astype(str).unique()):
         doc.heading(2, f"Suite {suite}")
@@ -71,6 +77,9 @@ def build_report(
                 "this schedule's updates over the reference's. The paper's claim: gaps about "
                 "the seed-to-seed spread, updates ratio well below 1."
             )
+            doc.para(VERDICT_RULE)
+            doc.table(format_verdicts(group_verdicts(eq, GROUP)))
+            doc.para("Per schedule:")
             doc.table(format_equivalence(eq))
         if figures_dir is not None:
             from harness.analysis.figures import write_figures

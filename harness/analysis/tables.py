@@ -9,7 +9,9 @@ for times (rendering into percent and prose is harness.analysis.render's job):
 - *provenance*: devices, versions, commits and dates behind the numbers, as counts.
 
 A cell that belongs to several experiments (its run row lists the other labels in `aliases`)
-is shown under every one of them. Nothing here trains or imports torch.
+is shown under every one of them. Seed statistics and the equivalence verdict are
+harness.analysis.seeds', the paper's words read as checks harness.analysis.paper's.
+Nothing here trains or imports torch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.analysis.paper import paper_columns
+from harness.analysis.seeds import add_verdicts, seed_stats
 from harness.core.naming import cell_label, parse_label
 from harness.errors import UserError
 from harness.results.store import Skipped, scan_curves, scan_runs, warn_skipped
@@ -140,7 +144,10 @@ def summary_table(results: Results) -> pd.DataFrame:
     (fractions; std NaN with one seed), paper_test_acc, diff_pp (100 × (mean − paper)),
     wall_clock_s and images_per_s (means per cell), devices, data (which copy of the
     dataset: official, jpeg-derived, ...; accuracies depend on it), not_ok (cells whose status is
-    not ok; they are averaged in too) and status ("ok" or e.g. "1 diverged").
+    not ok; they are averaged in too) and status ("ok" or e.g. "1 diverged"); then
+    test_acc_n / _min / _max (over finite final accuracies), and paper.paper_columns'
+    updates_ok, updates_rule (every seed's count against the paper's words) and
+    paper_test_acc_runs (the per-run accuracies quoted in paper_source).
     Rows are ordered by suite, experiment, optimizer, model, then updates descending, which
     puts the decaying-lr reference first, as the paper's tables do.
     """
@@ -166,6 +173,8 @@ def summary_table(results: Results) -> pd.DataFrame:
         devices=("_device", _join_unique),
         data=("_data", _join_unique),
         not_ok=("_bad", "sum"),
+        _counts=("updates", list),
+        _source=("paper_source", "first"),
     ).reset_index()
     statuses = (
         v[v["_bad"] == 1]
@@ -176,6 +185,11 @@ def summary_table(results: Results) -> pd.DataFrame:
     )
     out = out.merge(statuses, on=keys, how="left")
     out["status"] = out["status"].fillna("ok")
+    stats = seed_stats(v, keys).rename(columns=lambda c: c if c in keys else f"test_acc_{c}")
+    out = out.merge(stats[[*keys, "test_acc_n", "test_acc_min", "test_acc_max"]], on=keys)
+    out = pd.concat(
+        [out, paper_columns(out["paper_updates"], out["_counts"], out["_source"])], axis=1
+    )
     out["diff_pp"] = 100.0 * (out["test_acc_mean"] - out["paper_test_acc"])
     out = out.sort_values(
         ["suite", "experiment", "optimizer", "model", "updates", "schedule"],
@@ -204,6 +218,12 @@ _SUMMARY_COLUMNS = [
     "data",
     "not_ok",
     "status",
+    "test_acc_n",
+    "test_acc_min",
+    "test_acc_max",
+    "updates_ok",
+    "updates_rule",
+    "paper_test_acc_runs",
 ]
 
 
@@ -228,6 +248,11 @@ _EQUIVALENCE_COLUMNS = [
     "acc_gap_last10",
     "loss_gap_last10",
     "update_ratio",
+    "final_acc_gap",
+    "seeds",
+    "seed_range",
+    "pooled_std",
+    "verdict",
 ]
 
 
@@ -245,7 +270,8 @@ def equivalence_table(results: Results) -> pd.DataFrame:
     reference's first milestone; NaN without milestones), acc_gap_last10 / loss_gap_last10
     (the same over the last 10% of the shared epochs, at least one epoch: epoch > E − k with
     E the last shared epoch and k = max(1, ceil(E / 10))), update_ratio (mean updates of the
-    schedule / mean updates of the reference).
+    schedule / mean updates of the reference), then the seed yardstick of
+    harness.analysis.seeds.add_verdicts: final_acc_gap, seeds, seed_range, pooled_std, verdict.
     """
     v = results.views
     if v.empty:
@@ -313,6 +339,7 @@ def equivalence_table(results: Results) -> pd.DataFrame:
     out = others.merge(gaps, on=keys, how="left")
     out["epochs_compared"] = out["epochs_compared"].fillna(0).astype("int64")
     out["update_ratio"] = out["updates"] / out["ref_updates"]
+    out = add_verdicts(out, seed_stats(v, keys), GROUP)
     out = out.sort_values(
         [*GROUP, "update_ratio", "schedule"],
         ascending=[True, True, True, True, False, True],
