@@ -55,6 +55,10 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     dtype. Channels-last inputs stay channels-last.
     """
 
+    _sum_mean: Tensor
+    _sum_var: Tensor
+    _slices: Tensor
+
     def __init__(
         self,
         num_features: int,
@@ -80,10 +84,10 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         self.ghost_size = ghost_size
         # Sums of the slices' moments since the last update, and how many slices they hold.
         # Not persistent: they are empty at every step boundary, so checkpoints never need them.
-        factory = {"device": device, "dtype": dtype}
-        self.register_buffer("_sum_mean", torch.zeros(num_features, **factory), persistent=False)
-        self.register_buffer("_sum_var", torch.zeros(num_features, **factory), persistent=False)
-        self.register_buffer("_slices", torch.zeros((), **factory), persistent=False)
+        for name, shape in (("_sum_mean", (num_features,)), ("_sum_var", (num_features,))):
+            zeros = torch.zeros(shape, device=device, dtype=dtype)
+            self.register_buffer(name, zeros, persistent=False)
+        self.register_buffer("_slices", torch.zeros((), device=device, dtype=dtype), False)
         self.defer_running_stats = False
 
     def extra_repr(self) -> str:
