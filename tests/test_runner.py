@@ -215,11 +215,12 @@ def test_a_failed_cell_makes_the_command_exit_1_with_a_summary(tmp_path, cli):
 
 
 def test_stop_after_starts_no_cell_once_the_time_is_up(suite, tmp_path):
-    """--stop-after 0: the time is up before the first cell; nothing trains, nothing is written,
-    and a later run trains every cell."""
+    """--stop-after 0: the first cell trains one epoch and pauses (a run always makes
+    progress), no other cell starts, no row is written; a later run finishes every cell."""
     results = tmp_path / "results"
     stopped = run_suite(suite, results=results, device="cpu", stop_after=0.0)
-    assert not stopped.ran and len(stopped.not_started) == len(suite.cells)
+    assert not stopped.ran and len(stopped.paused) == 1
+    assert len(stopped.not_started) == len(suite.cells) - 1
     assert "not started" in stopped.line()
     assert store.read_runs(results).empty
     later = run_suite(suite, results=results, device="cpu")

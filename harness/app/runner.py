@@ -146,8 +146,8 @@ def run_suite(
     """Train the selected cells of `suite` into `results` (default results/<suite name>).
 
     `stop_after` (seconds from now): each cell pauses at the last epoch boundary that fits
-    (after at least one epoch); no cell starts once the time is up. A paused cell writes no
-    rows: its checkpoint holds its finished epochs, and the next run resumes it.
+    (after at least one epoch); no cell but the first starts once the time is up. A paused
+    cell writes no rows: its checkpoint holds its finished epochs; the next run resumes it.
     """
     import time
 
@@ -173,8 +173,10 @@ def run_suite(
     _check_writable(results)
     dataset, source = load_data(suite, data, torch_device, execution.channels_last)
     env = {**environment(torch_device), "data_source": source}
+    started = False
     for cell in todo:
-        if deadline is not None and time.monotonic() >= deadline:
+        # The first cell always starts (and trains at least one epoch): a run makes progress.
+        if started and deadline is not None and time.monotonic() >= deadline:
             summary.not_started.append(cell.cell_id)
             continue
         # Concurrent runners on one folder (a job array, say) each take the cells nobody holds.
@@ -189,6 +191,7 @@ def run_suite(
             if not force and store.cell_status(results, cell.cell_id) in FINISHED:
                 summary.skipped.append(cell.cell_id)  # finished by another runner meanwhile
                 continue
+            started = True
             _run_cell(cell, results, dataset, execution, env, force, say, summary, deadline)
     return summary
 
