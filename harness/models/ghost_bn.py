@@ -255,11 +255,36 @@ def accumulate_running_stats(model: nn.Module) -> Iterator[None]:
             layer.discard_pending_stats()
         raise
     else:
+        commit_running_stats([m for m in layers if m.training and m.running_mean is not None])
         for layer in layers:
-            if layer.training:
-                layer.commit_running_stats()
-            else:
+            if not layer.training:
                 layer.discard_pending_stats()
     finally:
         for layer in layers:
             layer.defer_running_stats = False
+
+
+@torch.no_grad()
+def commit_running_stats(layers: list[GhostBatchNorm2d]) -> None:
+    """`GhostBatchNorm2d.commit_running_stats` for many layers at once: a handful of
+    multi-tensor (foreach) kernels per group of layers sharing momentum, device and dtype,
+    instead of about ten small kernels per layer."""
+    groups: dict[tuple[object, ...], list[GhostBatchNorm2d]] = {}
+    for layer in layers:
+        if layer.momentum is None:  # a cumulative average: its factor differs per layer
+            layer.commit_running_stats()
+            continue
+        assert layer.running_mean is not None
+        key = (layer.momentum, layer.running_mean.device, layer.running_mean.dtype)
+        groups.setdefault(key, []).append(layer)
+    for (momentum, _, _), group in groups.items():
+        assert isinstance(momentum, float)
+        tracked = [m.num_batches_tracked for m in group]
+        torch._foreach_add_(tracked, 1)  # type: ignore[arg-type]
+        counts = torch._foreach_clamp_min([m._slices for m in group], 1)
+        means = torch._foreach_div([m._sum_mean for m in group], counts)
+        variances = torch._foreach_div([m._sum_var for m in group], counts)
+        torch._foreach_lerp_([m.running_mean for m in group], means, momentum)  # type: ignore[misc]
+        torch._foreach_lerp_([m.running_var for m in group], variances, momentum)  # type: ignore[misc]
+        torch._foreach_zero_([m._sum_mean for m in group] + [m._sum_var for m in group])
+        torch._foreach_zero_([m._slices for m in group])
