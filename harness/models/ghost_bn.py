@@ -21,6 +21,10 @@ pycls does) would remove the EMA's lag when an epoch has only a few steps (B = 1
 CIFAR-10: 3 steps per epoch), but it adds forward passes to every evaluation, draws its own
 images (a fourth random stream), and is not what the paper's TensorFlow models did; the lag is
 a property of the recipe, the same for every execution, so it does not break comparisons.
+Measured on suites/smoke.yaml's largest-batch cell (increasing_batch, B up to 512, 9 steps in
+its last epoch; one seed, 1000 test images): test accuracy 0.551 with these statistics, 0.572
+and 0.574 with precise BN from 1024 and 4096 training images: a gain of about 1.3 standard
+errors of the test set, so worth offering as an evaluation option for the B = 16000 cells.
 Outside that block (a user's own loop, or these modules on their own) each training forward
 updates the running statistics at once, as ``nn.BatchNorm2d`` does.
 """
