@@ -83,6 +83,13 @@ def run(
     compile_model: Annotated[
         bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.")
     ] = None,
+    stop_after: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds: after at least one epoch, pause each cell at the last epoch boundary "
+            "that fits (checkpoint kept; a rerun resumes) and start no cell after it.",
+        ),
+    ] = None,
 ) -> None:
     """Train every cell of SUITE and write its rows to Parquet; skips finished cells."""
     from harness.app.runner import run_suite
@@ -98,6 +105,7 @@ def run(
         force=force,
         max_micro_batch=max_micro_batch,
         compile_model=compile_model,
+        stop_after=stop_after,
     )
     print(f"{loaded.name}: {summary.line()}", file=sys.stderr)
     if summary.failed:
@@ -282,6 +290,55 @@ def convert(
         with atomic_path(out) as tmp:
             tmp.write_text(suite_yaml(converted, suite_name(out)), encoding="utf-8")
         print(f"wrote {out}; see it with `harness plan {out}`", file=sys.stderr)
+
+
+@app.command()
+def bench(
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, mps.")] = None,
+    model: Annotated[str, typer.Option(help="wrn16_4 or small_cnn.")] = "wrn16_4",
+    batch_sizes: Annotated[
+        str, typer.Option(help="Images per optimizer step, comma-separated.")
+    ] = "128,512,5120",
+    precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
+    compile_model: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile both models.")
+    ] = False,
+    steps: Annotated[int, typer.Option(help="Timed steps per repeat.")] = 10,
+    repeats: Annotated[int, typer.Option(help="Timed repeats; the median is reported.")] = 3,
+    out: Annotated[Path, typer.Option(help="Folder for the Parquet rows.")] = Path("results/bench"),
+    data: Annotated[
+        str, typer.Option(help="synthetic (no download) or cifar10 (real images).")
+    ] = "cifar10",
+    data_root: Annotated[
+        Path | None, typer.Option(help="Folder holding cifar-10-batches-py (or $HARNESS_DATA).")
+    ] = None,
+    max_micro_batch: Annotated[
+        int | None, typer.Option(help="Largest micro-batch of the harness step.")
+    ] = None,
+    ghost: Annotated[int, typer.Option(help="Ghost batch size.")] = 128,
+    workers: Annotated[
+        int | None, typer.Option(help="DataLoader workers of the reference (default: auto).")
+    ] = None,
+) -> None:
+    """Images/s of the harness's training step beside a plain PyTorch loop (DataLoader,
+    nn.BatchNorm2d, torch.optim.SGD) at each batch size; prints a table, writes Parquet."""
+    from harness.app.bench import parse_batch_sizes, run_bench
+
+    run_bench(
+        device=device,
+        model=model,
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        precision=precision,
+        compile_model=compile_model,
+        steps=steps,
+        repeats=repeats,
+        out=out,
+        data=data,
+        data_root=data_root,
+        max_micro_batch=max_micro_batch,
+        ghost=ghost,
+        workers=workers,
+    )
 
 
 @data_app.command("cifar10")

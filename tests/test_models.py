@@ -275,3 +275,98 @@ def test_missing_required_param_is_named() -> None:
 def test_invalid_param_value_is_named(value: object) -> None:
     with pytest.raises(UserError, match=r"model\.width: must be a positive integer"):
         build_model("small_cnn", {"width": value}, num_classes=10, ghost_size=8)
+
+
+def _primitive_ghost_bn(bn: GhostBatchNorm2d, x: Tensor) -> Tensor:
+    """The previous implementation's arithmetic (var_mean per slice, then one addcmul), kept
+    as a second reference for the one-kernel version: full slices only."""
+    n, c, h, w = x.shape
+    g = min(bn.ghost_size, n)
+    xs = x.view(n // g, g, c, h, w)
+    var, mean = torch.var_mean(xs, dim=(1, 3, 4), correction=0, keepdim=True)
+    scale = torch.rsqrt(var + bn.eps) * bn.weight.view(1, 1, c, 1, 1)
+    shift = bn.bias.view(1, 1, c, 1, 1) - mean * scale
+    return torch.addcmul(shift, xs, scale).view(n, c, h, w)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_one_kernel_ghost_bn_matches_the_primitive_op_version(channels_last: bool) -> None:
+    torch.manual_seed(7)
+    bn = _make_ghost(6, 4).train()
+    x = torch.randn(16, 6, 5, 3, dtype=torch.float64) * 2 - 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn(16, 6, 5, 3, dtype=torch.float64)
+    xr = x.detach().clone().requires_grad_(True)
+    ref = _primitive_ghost_bn(bn, xr)
+    ref.backward(grad_out)
+    ref_gw, ref_gb = bn.weight.grad.clone(), bn.bias.grad.clone()
+    bn.zero_grad()
+    x.requires_grad_(True)
+    out = bn(x)
+    out.backward(grad_out)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(bn.weight.grad, ref_gw, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(bn.bias.grad, ref_gb, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_ghost_bn_bf16_autocast_several_slices_matches_float32(channels_last: bool) -> None:
+    torch.manual_seed(8)
+    bn = GhostBatchNorm2d(8, ghost_size=4).train()
+    x = torch.randn(16, 8, 4, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    xb = x.to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = bn(xb)
+    assert out.dtype == torch.bfloat16
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    ref = GhostBatchNorm2d(8, ghost_size=4).train()(xb.float())
+    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_accumulated_running_stats_do_not_depend_on_micro_batching(
+    momentum: float | None,
+) -> None:
+    """Inside accumulate_running_stats, one update per block from all its slices' moments."""
+    from harness.models.ghost_bn import accumulate_running_stats
+
+    torch.manual_seed(9)
+    x = torch.randn(24, 3, 4, 4, dtype=torch.float64) * 3 - 2
+    states = []
+    for chunks in (1, 3, 6):
+        bn = _make_ghost(3, 4, momentum=momentum).train()
+        bn.load_state_dict(_make_ghost_state(momentum))
+        with accumulate_running_stats(bn):
+            for part in x.chunk(chunks):
+                bn(part)
+        states.append(bn.state_dict())
+    for other in states[1:]:
+        torch.testing.assert_close(other, states[0], rtol=1e-12, atol=1e-12)
+    assert int(states[0]["num_batches_tracked"]) == 1
+    # And it is the per-forward update of the whole batch.
+    bn = _make_ghost(3, 4, momentum=momentum).train()
+    bn.load_state_dict(_make_ghost_state(momentum))
+    bn(x)
+    torch.testing.assert_close(bn.state_dict(), states[0], rtol=1e-12, atol=1e-12)
+
+
+def _make_ghost_state(momentum: float | None) -> dict[str, Tensor]:
+    torch.manual_seed(10)
+    return _make_ghost(3, 4, momentum=momentum).state_dict()
+
+
+def test_a_failed_block_leaves_running_stats_alone() -> None:
+    from harness.models.ghost_bn import accumulate_running_stats
+
+    bn = _make_ghost(3, 4).train()
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    with pytest.raises(KeyError), accumulate_running_stats(bn):
+        bn(torch.randn(8, 3, 2, 2, dtype=torch.float64))
+        raise KeyError
+    torch.testing.assert_close(bn.state_dict(), before)
+    bn(torch.randn(8, 3, 2, 2, dtype=torch.float64))  # nothing pending leaks into the next one
+    assert int(bn.num_batches_tracked) == 1

@@ -213,3 +213,40 @@ def test_a_failed_cell_makes_the_command_exit_1_with_a_summary(tmp_path, cli):
     assert f"fail  {cell.cell_id}" in out.stderr and f"{bad}: unreadable checkpoint" in out.stderr
     assert "mini: 2 trained, 0 already finished, 1 failed (rerun to retry them)" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_stop_after_starts_no_cell_once_the_time_is_up(suite, tmp_path):
+    """--stop-after 0: the first cell trains one epoch and pauses (a run always makes
+    progress), no other cell starts, no row is written; a later run finishes every cell."""
+    results = tmp_path / "results"
+    stopped = run_suite(suite, results=results, device="cpu", stop_after=0.0)
+    assert not stopped.ran and len(stopped.paused) == 1
+    assert len(stopped.not_started) == len(suite.cells) - 1
+    assert "not started" in stopped.line()
+    assert store.read_runs(results).empty
+    later = run_suite(suite, results=results, device="cpu")
+    assert len(later.ran) == len(suite.cells)
+
+
+def test_a_paused_cell_writes_no_row_and_resumes(suite, tmp_path, monkeypatch):
+    """A cell paused by --stop-after leaves its checkpoint and no row; the rerun resumes it."""
+    import harness.app.runner as runner
+
+    real = harness.train.loop.train_cell
+
+    def pause_after_one_epoch(*args, deadline=None, **kwargs):
+        import time
+
+        return real(*args, deadline=time.monotonic(), **kwargs)
+
+    monkeypatch.setattr(harness.train.loop, "train_cell", pause_after_one_epoch)
+    results = tmp_path / "results"
+    first = runner.run_suite(suite, results=results, device="cpu", only="grid/*decaying*")
+    assert len(first.paused) == 1 and not first.ran
+    assert store.read_runs(results).empty
+    assert store.checkpoint_path(results, first.paused[0]).exists()
+    monkeypatch.undo()
+    second = runner.run_suite(suite, results=results, device="cpu", only="grid/*decaying*")
+    assert second.ran == first.paused
+    curves = pd.read_parquet(results / "curves")
+    assert sorted(curves["epoch"]) == [1, 2, 3]

@@ -18,7 +18,14 @@ from harness.app.jobs import train_job
 from harness.config.suite import load_suite
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData
-from harness.train.loop import build, micro_batch_size, stream_seed, train_cell, train_step
+from harness.train.loop import (
+    build,
+    micro_batch_size,
+    step_micro_batch,
+    stream_seed,
+    train_cell,
+    train_step,
+)
 from harness.train.optim import build_optimizer, set_hyperparameters
 from harness.train.spec import Execution, TrainJob
 
@@ -115,6 +122,12 @@ class _Float64:
 
     def __init__(self, data: DeviceData) -> None:
         self._data = data
+        self.device = data.device
+        self.n_test = data.n_test
+
+    def test_batches(self, batch_size):
+        for x, y in self._data.test_batches(batch_size):
+            yield x.double(), y
 
     def train_images(self, indices, generator):
         return self._data.train_images(indices, generator)
@@ -243,7 +256,7 @@ def test_compiled_cell_compiles_only_in_the_warm_up(tmp_path, data):
     counters.clear()
     cell = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
     execution = Execution(eval_batch_size=64, max_micro_batch=64, compile=True)
-    shapes = {micro_batch_size(p.batch_size, execution, 16) for p in cell.plan.phases}
+    shapes = {step_micro_batch(p.batch_size, execution, 16) for p in cell.plan.phases}
     assert shapes == {32, 64}  # B 32 -> 64 -> 128 as micro-batches of at most 64
     graphs: list[int] = []
 
@@ -258,3 +271,139 @@ def test_compiled_cell_compiles_only_in_the_warm_up(tmp_path, data):
     # Training graphs for the two shapes and one evaluation graph (batch 64 in eval mode).
     assert graphs[0] == len(shapes) + 1
     torch._dynamo.reset()
+
+
+def test_a_step_splits_into_equal_micro_batches_of_whole_ghost_slices():
+    cap = Execution(max_micro_batch=100)
+    assert step_micro_batch(64, cap, ghost=16) == 64  # fits: one micro-batch
+    assert step_micro_batch(512, cap, ghost=16) == 64  # 32 slices, k = 6 -> 8 (divides 32)
+    assert step_micro_batch(512, Execution(max_micro_batch=256), ghost=16) == 256
+    assert step_micro_batch(112, Execution(max_micro_batch=48), ghost=16) == 16  # 7 slices
+    assert step_micro_batch(5120, Execution(max_micro_batch=2048), ghost=128) == 1280
+    for batch in range(16, 1024, 16):
+        for limit in (16, 48, 100, 256):
+            micro = step_micro_batch(batch, Execution(max_micro_batch=limit), ghost=16)
+            assert batch % micro == 0 and micro % 16 == 0
+            assert micro <= max(16, limit)
+
+
+class _SyncCounter:
+    """Counts host reads of device values: Python conversions and the aten ops behind them."""
+
+    SYNC_OPS = ("_local_scalar_dense", "item", "is_nonzero", "nonzero", "equal")
+
+    def __init__(self, monkeypatch) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        self.calls: list[str] = []
+        counter = self
+
+        for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__"):
+            original = getattr(torch.Tensor, name)
+
+            def wrapped(t, *args, _name=name, _original=original, **kwargs):
+                counter.calls.append(_name)
+                return _original(t, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, wrapped)
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func.overloadpacket.__name__ in counter.SYNC_OPS:
+                    counter.calls.append(str(func))
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_train_step_never_reads_a_device_value(tmp_path, data, monkeypatch, optimizer):
+    """No host sync inside a step, across several micro-batches and the optimizer update."""
+    cell = cell_of(tiny_suite(tmp_path), optimizer, "decaying")
+    model = build(cell, data.device, Execution())
+    optim = build_optimizer(model.parameters(), cell.optimizer, data.device)
+    gen = torch.Generator().manual_seed(0)
+    indices = torch.arange(64)
+    train_step(model, optim, data, indices, 16, gen, "fp32")  # first step: creates the state
+    counter = _SyncCounter(monkeypatch)
+    with counter.mode:
+        for _ in range(2):
+            loss = train_step(model, optim, data, indices, 16, gen, "fp32")
+    monkeypatch.undo()
+    assert counter.calls == []
+    assert math.isfinite(float(loss))
+
+
+def test_the_sync_counter_sees_a_sync(monkeypatch):
+    counter = _SyncCounter(monkeypatch)
+    with counter.mode:
+        t = torch.ones(3) * 2
+        float(t.sum())
+        t.nonzero()
+    monkeypatch.undo()
+    assert "__float__" in counter.calls and len(counter.calls) >= 3
+
+
+def test_micro_batch_setting_changes_neither_weights_nor_evaluation(tmp_path, data):
+    """max_micro_batch = B and = B/4: same parameters, BN statistics and test numbers.
+
+    In float64, over several steps, so that a real difference cannot hide in rounding (in
+    float32 the two runs differ by summation order, which a few epochs of SGD amplify).
+    """
+    from harness.train.step import evaluate
+
+    cell = cell_of(tiny_suite(tmp_path), "momentum", "decaying")
+    batch = 64
+    states, evals = [], []
+    for micro in (batch, batch // 4):
+        model = build(cell, data.device, Execution()).double()
+        optim = build_optimizer(model.parameters(), cell.optimizer, data.device)
+        gen = torch.Generator().manual_seed(0)
+        for step in range(3):
+            indices = torch.arange(step * batch, (step + 1) * batch)
+            model.train()
+            train_step(model, optim, _Float64(data), indices, micro, gen, "fp32")
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        evals.append(evaluate(model, _Float64(data), 64, "fp32"))
+    assert states[0]["features.1.num_batches_tracked"] == 3  # once per optimizer step
+    for key in states[0]:
+        torch.testing.assert_close(states[0][key], states[1][key], rtol=1e-10, atol=1e-12)
+    assert evals[0] == pytest.approx(evals[1], rel=1e-9)
+
+
+def test_tensor_lr_is_overwritten_in_place(tmp_path, data):
+    cell = cell_of(tiny_suite(tmp_path), "momentum", "decaying")
+    model = build(cell, data.device, Execution())
+    optim = build_optimizer(model.parameters(), cell.optimizer, data.device)
+    lr = optim.param_groups[0]["lr"]
+    if not isinstance(lr, torch.Tensor):
+        pytest.skip("this torch has no fused optimizer for the CPU")
+    assert optim.param_groups[0]["fused"] is True
+    set_hyperparameters(optim, lr=0.125, momentum=0.5)
+    assert optim.param_groups[0]["lr"] is lr and float(lr) == 0.125
+
+
+def test_stop_after_pauses_at_an_epoch_boundary_and_resumes_exactly(tmp_path, data):
+    """A deadline already past: one epoch, status paused, checkpoint kept; resuming (CPU save,
+    CPU load) twice more ends with the curves of an uninterrupted run."""
+    import time
+
+    cell = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
+    execution = Execution(eval_batch_size=64, max_micro_batch=32)
+    whole = train_cell(cell, data, execution, tmp_path / "whole.pt")
+    checkpoint = tmp_path / "paused.pt"
+    epochs = []
+    for _ in range(3):
+        part = train_cell(cell, data, execution, checkpoint, deadline=time.monotonic())
+        assert part.progress.status == "paused" and checkpoint.exists()
+        epochs.append(part.progress.epoch)
+    assert epochs == [1, 2, 3]
+    # Finished epochs' curve rows are in the checkpoint's progress.
+    saved = torch.load(checkpoint, weights_only=True)["progress"]
+    assert [c["epoch"] for c in saved["curves"]] == [1, 2, 3] and saved["status"] == "ok"
+    last = train_cell(cell, data, execution, checkpoint, deadline=time.monotonic())
+    assert last.progress.status == "ok"  # the last epoch ends the cell, deadline or not
+    keys = ("epoch", "updates", "train_loss", "test_loss", "test_acc")
+    assert [{k: c[k] for k in keys} for c in last.progress.curves] == [
+        {k: c[k] for k in keys} for c in whole.progress.curves
+    ]

@@ -37,9 +37,16 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)  # claimed by another runner
+    paused: list[str] = field(default_factory=list)  # --stop-after: checkpointed, not finished
+    not_started: list[str] = field(default_factory=list)  # --stop-after: the time was up
 
     def line(self) -> str:
         parts = [f"{len(self.ran)} trained", f"{len(self.skipped)} already finished"]
+        if self.paused or self.not_started:
+            parts.append(
+                f"{len(self.paused)} paused and {len(self.not_started)} not started "
+                "(--stop-after; rerun to continue)"
+            )
         if self.busy:
             parts.append(f"{len(self.busy)} busy in another runner")
         if self.failed:
@@ -139,10 +146,19 @@ def run_suite(
     force: bool = False,
     max_micro_batch: int | None = None,
     compile_model: bool | None = None,
+    stop_after: float | None = None,
 ) -> RunSummary:
-    """Train the selected cells of `suite` into `results` (default results/<suite name>)."""
+    """Train the selected cells of `suite` into `results` (default results/<suite name>).
+
+    `stop_after` (seconds from now): each cell pauses at the last epoch boundary that fits
+    (after at least one epoch); no cell but the first starts once the time is up. A paused
+    cell writes no rows: its checkpoint holds its finished epochs; the next run resumes it.
+    """
+    import time
+
     from harness.results.provenance import environment
 
+    deadline = None if stop_after is None else time.monotonic() + stop_after
     results = results or Path("results") / suite.name
     cells = select(suite.cells, only)
     if not cells:
@@ -162,7 +178,12 @@ def run_suite(
     _check_writable(results)
     dataset, source = load_data(suite, data, torch_device, execution.channels_last)
     env = {**environment(torch_device), "data_source": source}
+    started = False
     for cell in todo:
+        # The first cell always starts (and trains at least one epoch): a run makes progress.
+        if started and deadline is not None and time.monotonic() >= deadline:
+            summary.not_started.append(cell.cell_id)
+            continue
         # Concurrent runners on one folder (a job array, say) each take the cells nobody holds.
         with lock.claim(results, cell.cell_id) as mine:
             if not mine:
@@ -173,7 +194,8 @@ def run_suite(
             if not force and store.cell_status(results, cell.cell_id) in FINISHED:
                 summary.skipped.append(cell.cell_id)  # finished by another runner meanwhile
                 continue
-            _run_cell(cell, results, dataset, execution, env, force, say, summary)
+            started = True
+            _run_cell(cell, results, dataset, execution, env, force, say, summary, deadline)
     return summary
 
 
@@ -186,6 +208,7 @@ def _run_cell(
     force: bool,
     say: RunConsole,
     summary: RunSummary,
+    deadline: float | None = None,
 ) -> None:
     from harness.train.checkpoint import Progress
     from harness.train.loop import train_cell
@@ -197,7 +220,12 @@ def _run_cell(
     curves: list[dict[str, Any]] = []
     try:
         result = train_cell(
-            jobs.train_job(cell), dataset, execution, checkpoint, on_epoch=say.epoch
+            jobs.train_job(cell),
+            dataset,
+            execution,
+            checkpoint,
+            on_epoch=say.epoch,
+            deadline=deadline,
         )
         progress, final, peak = result.progress, result.final, result.peak_memory_bytes
         curves = progress.curves
@@ -209,6 +237,13 @@ def _run_cell(
         peak = 0
     finally:
         say.stop()
+    if progress.status == "paused":
+        summary.paused.append(cell.cell_id)
+        say.line(
+            f"pause {cell.cell_id} {cell.label}: epoch {progress.epoch}/{cell.plan.epochs} "
+            f"checkpointed in {checkpoint} (--stop-after); rerun to resume"
+        )
+        return
     record = jobs.run_record(cell, progress, final, peak, env)
     try:
         store.write_cell(results, record, jobs.curve_records(cell, curves))

@@ -12,11 +12,16 @@ boundary) draws exactly what an uninterrupted run would have drawn.
 Timing contract: device work is asynchronous, so clocks are read only after a synchronize, and
 only at epoch boundaries (never inside the step). Training, evaluation, warm-up and the rest
 (checkpointing, bookkeeping) are separate totals.
+
+Time-boxed runs: given a `deadline`, the cell trains at least one epoch, then stops at the last
+epoch boundary before the deadline (judged from the last epoch's time), with status "paused"
+and its checkpoint written; run again, it resumes there, on this machine or another.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import math
 import time
@@ -26,16 +31,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from harness.core.schedule import Phase, updates_per_epoch
 from harness.data.device import DeviceData
 from harness.models.registry import build_model
 from harness.train.checkpoint import Progress, load_checkpoint, save_checkpoint
 from harness.train.optim import build_optimizer, set_hyperparameters
-from harness.train.runtime import autocast, peak_memory, synchronize
+from harness.train.runtime import peak_memory, synchronize
 from harness.train.spec import Execution, TrainJob
-from harness.train.step import evaluate, micro_batch_size, train_step
+from harness.train.step import evaluate, micro_batch_size, step_micro_batch, train_step
+
+__all__ = [
+    "CellResult",
+    "build",
+    "micro_batch_size",
+    "step_micro_batch",
+    "stream_seed",
+    "train_cell",
+    "train_epoch",
+    "train_step",
+    "warm_up",
+]
 
 
 def stream_seed(seed: int, *stream: object) -> int:
@@ -97,7 +113,7 @@ def train_epoch(
     augment = torch.Generator(device=device).manual_seed(stream_seed(job.seed, "augment", epoch))
     batch = phase.batch_size
     steps = updates_per_epoch(data.n_train, batch, job.drop_last)
-    micro = micro_batch_size(batch, execution, job.ghost_batch_size)
+    micro = step_micro_batch(batch, execution, job.ghost_batch_size)
     model.train()
     losses = torch.zeros((), device=device)
     for step in range(steps):
@@ -114,29 +130,41 @@ def warm_up(
     job: TrainJob,
     execution: Execution,
 ) -> float:
-    """Run every micro-batch shape of the plan once, untimed, then restore the weights.
+    """Run the real `train_step` once per (batch, micro-batch) shape of the plan, and one
+    evaluation, untimed; then restore the weights, BN statistics and optimizer state.
 
-    Compilation and cuDNN autotuning happen on the first call of each shape; without this they
-    would land in the first epoch of each phase. Returns the seconds spent.
+    Compilation and cuDNN autotuning happen on the first call of each shape (forward, backward
+    and optimizer update alike); without this they would land in the first epoch of each
+    phase. Going through `train_step` itself means whatever it runs is warmed, not a copy of
+    it. Returns the seconds spent.
     """
     device = data.device
     start = time.perf_counter()
     base = getattr(model, "_orig_mod", model)  # the module under torch.compile's wrapper
     saved_model = {k: v.clone() for k, v in base.state_dict().items()}
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    lrs = [group["lr"] for group in optimizer.param_groups]
     shapes = sorted(
-        {micro_batch_size(p.batch_size, execution, job.ghost_batch_size) for p in job.plan.phases}
+        {
+            (p.batch_size, step_micro_batch(p.batch_size, execution, job.ghost_batch_size))
+            for p in job.plan.phases
+        }
     )
     generator = torch.Generator(device=device).manual_seed(0)
     model.train()
-    for micro in shapes:
-        indices = torch.arange(min(micro, data.n_train), device=device)
-        x, y = data.train_batch(indices, generator)
-        with autocast(device, job.precision):
-            logits = model(x)
-        F.cross_entropy(logits.float(), y).backward()
-    optimizer.zero_grad(set_to_none=True)
+    for batch, micro in shapes:
+        # Any examples will do; a batch larger than the data set repeats them.
+        indices = torch.arange(batch, device=device) % data.n_train
+        train_step(model, optimizer, data, indices, micro, generator, job.precision)
     evaluate(model, data, execution.eval_batch_size, job.precision)
     base.load_state_dict(saved_model)
+    optimizer.load_state_dict(saved_optimizer)
+    # load_state_dict puts the saved lr tensors in the groups; keep the ones the caller holds.
+    for group, lr in zip(optimizer.param_groups, lrs):
+        if isinstance(lr, torch.Tensor):
+            lr.copy_(group["lr"])
+            group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
     synchronize(device)
     return time.perf_counter() - start
 
@@ -161,8 +189,12 @@ def train_cell(
     execution: Execution,
     checkpoint: Path,
     on_epoch: EpochCallback | None = None,
+    deadline: float | None = None,
 ) -> CellResult:
     """Train `job` to the end of its plan (or until its loss diverges), resuming if possible.
+
+    `deadline` (a `time.monotonic()` value): after at least one epoch, stop with status
+    "paused" at the last epoch boundary expected to come before it (see the module docstring).
 
     Raises `CheckpointError` for a checkpoint it cannot resume from; any other error but
     running out of memory propagates to the caller, which decides what a failure means.
@@ -228,10 +260,23 @@ def train_cell(
                 progress.status = "diverged"
                 progress.error = f"training loss is {train_loss} in epoch {epoch + 1}"
                 break
-            progress.wall_clock_s += time.perf_counter() - segment_start
-            segment_start = time.perf_counter()
+            epoch_end = time.perf_counter()
+            progress.wall_clock_s += epoch_end - segment_start
+            segment_start = epoch_end
+            checkpoint_start = time.monotonic()
             save_checkpoint(checkpoint, job.cell_id, base_model, optimizer, progress)
+            checkpoint_s = time.monotonic() - checkpoint_start
             if on_epoch is not None:
                 on_epoch(job, row)
+            # The next epoch is assumed to take as long as this one (training, evaluation and
+            # checkpoint); one that would end past the deadline is not started. The checkpoint
+            # just written says "ok": the pause belongs to this run, not to the cell.
+            if (
+                deadline is not None
+                and not last
+                and time.monotonic() + train_s + eval_s + checkpoint_s > deadline
+            ):
+                progress.status = "paused"
+                break
     progress.wall_clock_s += time.perf_counter() - segment_start
     return CellResult(progress, peak_memory(device))

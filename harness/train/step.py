@@ -4,6 +4,11 @@ Contract of a step: a batch of B examples may run as micro-batches (each a whole
 ghost batches) whose gradients add up to the gradient of the mean loss over all B examples;
 with ghost batch norm that is the big batch's update exactly. The update count is the number
 of optimizer steps, never of micro-batches.
+
+Sync contract: nothing between the first micro-batch and the optimizer update reads a device
+value on the host (no ``.item()``, ``float(t)``, ``bool(t)``, one-argument ``nonzero``/
+``where``); the loss stays a device tensor that the caller reads once per epoch. A host sync
+inside the step would stall the device queue every step (tests/test_train.py counts them).
 """
 
 from __future__ import annotations
@@ -12,16 +17,40 @@ import torch
 import torch.nn.functional as F
 
 from harness.data.device import DeviceData
+from harness.models.ghost_bn import accumulate_running_stats
 from harness.train.runtime import at_least_fp32, autocast
 from harness.train.spec import Execution
 
 
 def micro_batch_size(batch: int, execution: Execution, ghost: int) -> int:
-    """Largest micro-batch not above max_micro_batch, a multiple of the ghost size."""
+    """The largest micro-batch allowed: not above max_micro_batch, a multiple of the ghost size.
+
+    A cap, not the size a step uses: see `step_micro_batch`.
+    """
     limit = execution.max_micro_batch
     if limit is None or limit >= batch:
         return batch
     return max(ghost, limit // ghost * ghost)
+
+
+def step_micro_batch(batch: int, execution: Execution, ghost: int) -> int:
+    """The micro-batch size a step of `batch` examples runs with: the batch split evenly.
+
+    Rule: a step of S = batch / ghost ghost slices runs as k equal micro-batches, k the
+    smallest divisor of S with batch / k <= `micro_batch_size` (so k >= ceil(batch / cap)).
+    Every micro-batch then has one shape (one compiled graph per phase, no remainder shape
+    compiling inside a timed epoch). k can exceed ceil(batch / cap) when S has few divisors
+    (S = 7 slices under a cap of 3 slices: k = 7, micro-batches of one slice), never the cap.
+    A batch that is not a whole number of ghost slices is not split.
+    """
+    cap = micro_batch_size(batch, execution, ghost)
+    if cap >= batch or batch % ghost:
+        return batch
+    slices = batch // ghost
+    k = -(-batch // cap)
+    while slices % k:
+        k += 1
+    return batch // k
 
 
 def train_step(
@@ -36,21 +65,23 @@ def train_step(
     """One optimizer update on the examples `indices`, as micro-batches of at most `micro`.
 
     Each micro-batch's loss is its summed cross-entropy over the whole batch size, so the
-    accumulated gradient is the mean over all B examples. A data-parallel rank would take its
-    slice of `indices` here. Returns the batch's mean loss, on the device (no host sync).
+    accumulated gradient is the mean over all B examples; batch-norm running statistics are
+    updated once, after the last micro-batch, from all the step's ghost slices. A data-parallel
+    rank would take its slice of `indices` here. Returns the batch's mean loss, on the device.
     """
     device = indices.device
     optimizer.zero_grad(set_to_none=True)
     total = indices.numel()
     loss_sum = torch.zeros((), device=device)
     images, labels = data.train_images(indices, generator)  # uint8: 3 KB per image
-    for x_u8, y in zip(images.split(micro), labels.split(micro)):
-        x = data.normalize(x_u8)
-        with autocast(device, precision):
-            logits = model(x)
-        loss = F.cross_entropy(at_least_fp32(logits), y, reduction="sum") / total
-        loss.backward()
-        loss_sum += loss.detach()
+    with accumulate_running_stats(model):
+        for x_u8, y in zip(images.split(micro), labels.split(micro)):
+            x = data.normalize(x_u8)
+            with autocast(device, precision):
+                logits = model(x)
+            loss = F.cross_entropy(at_least_fp32(logits), y, reduction="sum") / total
+            loss.backward()
+            loss_sum += loss.detach()
     optimizer.step()
     return loss_sum
 

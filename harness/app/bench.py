@@ -1,0 +1,184 @@
+"""`harness bench`: images/s of the harness's training step beside a plain PyTorch loop.
+
+The timing itself lives in `harness.train.bench` (it runs the training layer's real step);
+this module picks the data and models, adds provenance (device, versions, git commit) to every
+measurement, prints the table and writes one Parquet row per measurement, so numbers taken on
+different machines and commits can be put side by side later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+
+BENCH_MODELS: dict[str, tuple[str, dict[str, int]]] = {
+    "wrn16_4": ("wrn", {"depth": 16, "width": 4}),
+    "small_cnn": ("small_cnn", {"width": 16}),
+}
+SYNTHETIC_TRAIN = 2048  # images in the synthetic bench set (random batches are drawn from it)
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--batch-sizes {text!r}: give integers separated by commas") from None
+    if not sizes or any(b < 1 for b in sizes):
+        raise UserError(f"--batch-sizes {text!r}: give positive integers, e.g. 128,512,5120")
+    return sizes
+
+
+def run_bench(
+    *,
+    device: str | None,
+    model: str,
+    batch_sizes: list[int],
+    precision: str,
+    compile_model: bool,
+    steps: int,
+    repeats: int,
+    out: Path,
+    data: str,
+    data_root: Path | None,
+    max_micro_batch: int | None,
+    ghost: int,
+    workers: int | None,
+) -> list[dict[str, Any]]:
+    """Measure every batch size (harness, then reference), print a table, write the rows."""
+    import pandas as pd
+    import torch
+
+    from harness.app.runner import resolve_device
+    from harness.data.cifar10 import load_cifar10, resolve_data_root, synthetic_cifar10
+    from harness.data.device import DeviceData
+    from harness.fsio import atomic_path
+    from harness.results.provenance import environment
+    from harness.train.bench import BenchSetup, bench_harness, bench_reference
+
+    if model not in BENCH_MODELS:
+        raise UserError(f"--model {model!r}: choose one of {', '.join(sorted(BENCH_MODELS))}")
+    if precision not in ("fp32", "bf16"):
+        raise UserError(f"--precision {precision!r}: choose fp32 or bf16")
+    if data not in ("synthetic", "cifar10"):
+        raise UserError(f"--data {data!r}: choose synthetic or cifar10")
+    if steps < 1 or repeats < 1:
+        raise UserError("--steps and --repeats: must be at least 1")
+    torch_device = resolve_device(device)
+    if data == "synthetic":
+        arrays = synthetic_cifar10(SYNTHETIC_TRAIN, 16, seed=0)
+    else:
+        arrays = load_cifar10(resolve_data_root(data_root), train_size=None, test_size=16)
+    device_data = DeviceData.from_arrays(arrays, torch_device)
+    images = torch.from_numpy(arrays.train_x)
+    labels = torch.from_numpy(arrays.train_y.astype("int64"))
+    if workers is None:
+        workers = 0 if torch_device.type == "cpu" else min(8, os.cpu_count() or 1)
+    name, params = BENCH_MODELS[model]
+    env = environment(torch_device)
+    env["cuda_version"] = torch.version.cuda
+    stamp = dt.datetime.now(dt.timezone.utc)
+    rows: list[dict[str, Any]] = []
+    for batch in batch_sizes:
+        if batch % ghost:
+            raise UserError(f"--batch-sizes: {batch} is not a multiple of the ghost size {ghost}")
+        setup = BenchSetup(
+            model=name,
+            model_params=params,
+            batch_size=batch,
+            ghost_size=ghost,
+            precision=precision,
+            compile=compile_model,
+            max_micro_batch=max_micro_batch,
+            steps=steps,
+            repeats=repeats,
+            workers=workers,
+        )
+        harness = bench_harness(setup, device_data)
+        reference = bench_reference(
+            replace(setup), images, labels, device_data.mean, device_data.std, torch_device
+        )
+        ratio = harness.images_per_s / reference.images_per_s
+        for m in (harness, reference):
+            low, high = m.images_per_s_range
+            rows.append(
+                {
+                    "measured_at": stamp,
+                    "impl": m.impl,
+                    "model": model,
+                    "batch_size": batch,
+                    "micro_batch": m.micro_batch,
+                    "ghost_size": ghost,
+                    "precision": precision,
+                    "compile": compile_model,
+                    "data": data,
+                    "steps": steps,
+                    "repeats": repeats,
+                    "images_per_s": m.images_per_s,
+                    "images_per_s_min": low,
+                    "images_per_s_max": high,
+                    "step_time_s": m.step_time_s,
+                    "warmup_s": m.warmup_s,
+                    "peak_memory_bytes": m.peak_memory_bytes,
+                    "syncs_per_step": m.syncs_per_step,
+                    "ratio_to_reference": ratio if m.impl == "harness" else 1.0,
+                    "reference_workers": workers,
+                    **env,
+                }
+            )
+    print_table(rows)
+    frame = pd.DataFrame(rows)
+    path = out / f"bench-{model}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.parquet"
+    try:
+        with atomic_path(path) as tmp:
+            frame.to_parquet(tmp, index=False)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write bench rows ({exc.strerror or exc})") from None
+    print(f"wrote {path}")
+    return rows
+
+
+def _num(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    from tabulate import tabulate
+
+    table = [
+        [
+            r["model"],
+            r["batch_size"],
+            r["micro_batch"],
+            r["impl"],
+            f"{r['images_per_s']:.0f} ({r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f})",
+            _num(r["step_time_s"] * 1000, ".1f"),
+            _num(r["ratio_to_reference"], ".2f") if r["impl"] == "harness" else "",
+            _num(r["warmup_s"], ".1f"),
+            _num(r["peak_memory_bytes"] and r["peak_memory_bytes"] / 2**20, ".0f"),
+            _num(r["syncs_per_step"], ".0f"),
+        ]
+        for r in rows
+    ]
+    headers = [
+        "model",
+        "B",
+        "micro",
+        "impl",
+        "images/s median (min-max)",
+        "step ms",
+        "harness/ref",
+        "warm-up+compile s",
+        "peak MiB",
+        "syncs/step",
+    ]
+    device = rows[0]["device_name"] if rows else ""
+    print(f"{device}; torch {rows[0]['torch_version'] if rows else ''}")
+    print(tabulate(table, headers=headers, tablefmt="github"))

@@ -1,0 +1,75 @@
+"""`harness bench` through the real CLI at tiny sizes, on synthetic data (no CIFAR needed)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.data.cifar10 import synthetic_cifar10
+from harness.train.bench import BenchSetup, CropFlipDataset, count_syncs, reference_model
+
+
+def test_bench_cli_writes_one_row_per_measurement(cli, tmp_path):
+    out = tmp_path / "bench"
+    result = cli(
+        "bench",
+        "--device", "cpu",
+        "--model", "small_cnn",
+        "--batch-sizes", "32,64",
+        "--ghost", "16",
+        "--max-micro-batch", "32",
+        "--steps", "1",
+        "--repeats", "2",
+        "--data", "synthetic",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "harness/ref" in result.stdout and "reference" in result.stdout
+    (path,) = out.glob("*.parquet")
+    rows = pd.read_parquet(path)
+    assert len(rows) == 4
+    assert sorted(rows["impl"]) == ["harness", "harness", "reference", "reference"]
+    harness = rows[rows["impl"] == "harness"].set_index("batch_size")
+    assert list(harness["micro_batch"]) == [32, 32]  # B 64 as two even micro-batches
+    assert (harness["syncs_per_step"] == 0).all()
+    assert (rows["images_per_s"] > 0).all()
+    assert (rows["images_per_s_min"] <= rows["images_per_s"]).all()
+    assert (rows["images_per_s"] <= rows["images_per_s_max"]).all()
+    for column in ("device_name", "torch_version", "git_commit", "warmup_s", "step_time_s"):
+        assert rows[column].notna().all(), column
+
+
+def test_bench_cli_rejects_a_bad_batch_list(cli, tmp_path):
+    result = cli("bench", "--batch-sizes", "12,x", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "--batch-sizes" in result.stderr
+
+
+def test_reference_model_is_the_same_architecture_with_plain_batch_norm():
+    setup = BenchSetup(model="small_cnn", model_params={"width": 4}, batch_size=8, ghost_size=4)
+    model = reference_model(setup, torch.device("cpu"))
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(type(m) is torch.nn.BatchNorm2d for m in bns)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_reference_augmentation_crops_and_flips_uint8_images():
+    arrays = synthetic_cifar10(4, 1, seed=0)
+    ds = CropFlipDataset(torch.from_numpy(arrays.train_x), torch.from_numpy(arrays.train_y))
+    torch.manual_seed(0)
+    x, y = ds[1]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.uint8 and int(y) == arrays.train_y[1]
+
+
+def test_count_syncs_counts_host_reads():
+    t = torch.arange(4.0)
+    assert count_syncs(lambda: float(t.sum())) == 1
+    assert count_syncs(lambda: t * 2) == 0
+
+
+@pytest.mark.parametrize("bad", ["--model=resnet", "--precision=fp16", "--data=imagenet"])
+def test_bench_cli_names_the_bad_option(cli, tmp_path, bad):
+    result = cli("bench", bad, "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert bad.split("=")[0] in result.stderr
