@@ -176,18 +176,39 @@ def check(
     ] = None,
     overrides: SetOption = None,
     fmt: FormatOption = "github",
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Tier 2: run every experiment with these seeds (e.g. 0,1,2) and compare each "
+            "schedule's mean with the baseline's, within the suite's check.seeds rule."
+        ),
+    ] = None,
 ) -> None:
-    """CI gate: run SUITE and compare every cell with the baseline (exit 0 ok, 1 regressed)."""
+    """CI gate: run SUITE and compare every cell with the baseline (exit 0 ok, 1 regressed).
+
+    Tier 0 (what training applied: exact) and the per-cell tolerances always; tier 2 (means
+    over seeds) with --seeds. Tier 1 is `harness fingerprint`. See docs/gate.md.
+    """
     import tempfile
 
-    from harness.analysis.check import compare
+    from harness.analysis.check import (
+        compare,
+        compare_applied,
+        compare_seed_means,
+        environment_warnings,
+        labels_of,
+        merge,
+    )
     from harness.analysis.render import check_format
     from harness.app.runner import run_suite
     from harness.config.suite import load_suite, select
-    from harness.results.store import read_runs
+    from harness.results.store import read_curves, read_runs
 
     check_format(fmt)  # before training, not after
-    loaded = load_suite(suite, overrides=overrides or ())
+    overrides = list(overrides or ())
+    if seeds is not None:
+        overrides += _seed_overrides(suite, seeds, overrides)
+    loaded = load_suite(suite, overrides=overrides)
     if not baseline.is_dir():
         raise UserError(
             f"--baseline {baseline}: no such results folder; make one with "
@@ -206,13 +227,43 @@ def check(
         folder = results if results is not None else Path(scratch)
         run_suite(loaded, results=folder, only=only, device=device, data=data)
         current = read_runs(folder)
+        current_curves = read_curves(folder)
     current = current[current["cell_id"].isin(ids)]
-    if only is not None:
+    if only is not None or seeds is not None:
         base_runs = base_runs[base_runs["cell_id"].isin(ids)]
-    outcome = compare(base_runs, current, tolerances=loaded.spec.check.model_dump())
+    rule = loaded.spec.check
+    labels = labels_of(current)
+    regenerate = f"harness run {suite} --results {baseline} --force"
+    tiers = [
+        compare_applied(read_curves(baseline), current_curves, labels, regenerate),
+        compare(base_runs, current, tolerances=rule.model_dump(exclude={"seeds"})),
+    ]
+    if seeds is not None:
+        if rule.seeds is None:
+            raise UserError(f"{suite}: --seeds needs a check.seeds block (k and std per schedule)")
+        tiers.append(compare_seed_means(base_runs, current, rule.seeds.k, rule.seeds.std))
+    for line in environment_warnings(base_runs, current):
+        print(line)
+    outcome = merge(tiers)
     print(outcome.table(fmt), end="")
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _seed_overrides(suite: Path, seeds: str, overrides: list[str]) -> list[str]:
+    """`--set experiments.N.seeds=[...]` for every experiment of the suite."""
+    from harness.config.suite import load_suite
+
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(
+            f"--seeds {seeds}: expected integers separated by commas, e.g. 0,1,2"
+        ) from None
+    if not values:
+        raise UserError(f"--seeds {seeds}: name at least one seed, e.g. 0,1,2")
+    experiments = load_suite(suite, overrides=overrides).spec.experiments
+    return [f"experiments.{i}.seeds={values}" for i in range(len(experiments))]
 
 
 @app.command()
