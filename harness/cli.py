@@ -250,6 +250,55 @@ def check(
         raise typer.Exit(1)
 
 
+@app.command()
+def fingerprint(
+    update: Annotated[
+        bool, typer.Option(help="Rewrite the fingerprint file(s) instead of checking them.")
+    ] = False,
+    dataset: Annotated[
+        str, typer.Option(help="cifar10 (real data, what CI checks), synthetic, or all.")
+    ] = "cifar10",
+    file: Annotated[
+        Path | None,
+        typer.Option(help="Fingerprint JSON (default: results/fingerprint/<dataset>.json)."),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Folder holding cifar-10-batches-py (or $HARNESS_DATA).")
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(help="torch CPU threads for the run (the numbers must not depend on it).")
+    ] = 1,
+) -> None:
+    """Tier 1 gate: train a tiny float64 cell and compare every step with a committed file.
+
+    Exit 0 if it matches, 1 if anything moved (each difference one line, naming tier 0 or 1).
+    An intended recipe change: `harness fingerprint --update --dataset all`; see docs/gate.md.
+    """
+    from harness.app import fingerprint as fp
+
+    names = list(fp.DATASETS) if dataset == "all" else [dataset]
+    if file is not None and len(names) > 1:
+        raise UserError("--file: names one file; pass --dataset cifar10 or synthetic with it")
+    failed = False
+    for name in names:
+        path = file or fp.default_file(name)
+        expected = None if update else fp.read_fingerprint(path)
+        actual = fp.run_fingerprint(name, data_root=data, threads=threads)
+        if expected is None:
+            fp.write_fingerprint(path, actual)
+            print(f"wrote {path}; commit it with the change that moved it")
+            continue
+        verdict = fp.compare_fingerprint(expected, actual)
+        for line in verdict.failures:
+            print(f"FAILED: {path}: {line}")
+        steps = len(actual["steps"]["loss"])
+        print(f"{path}: {'ok' if verdict.ok else 'MOVED'} ({steps} steps compared)")
+        failed |= not verdict.ok
+    if failed:
+        print(f"if the change is intended, regenerate with `{fp.UPDATE}` and commit the files")
+        raise typer.Exit(1)
+
+
 def _seed_overrides(suite: Path, seeds: str, overrides: list[str]) -> list[str]:
     """`--set experiments.N.seeds=[...]` for every experiment of the suite."""
     from harness.config.suite import load_suite
