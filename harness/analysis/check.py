@@ -266,6 +266,10 @@ def _show(v: object, signed: bool = False) -> str:
         return str(v)
     if isinstance(v, int) or (hasattr(v, "dtype") and "int" in str(getattr(v, "dtype", ""))):
         return f"{int(v):+d}" if signed else str(int(v))  # type: ignore[call-overload]
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        # Whole numbers in full: checksums and batch sizes come back as floats from a frame
+        # that mixes them with empty cells, and rounding would hide which digits differ.
+        return f"{int(v):+d}" if signed else str(int(v))
     if isinstance(v, float):
         return f"{v:+.4g}" if signed else f"{v:.4g}"
     text = str(v)
@@ -324,7 +328,7 @@ def compare_applied(
         base = _epochs(baseline_curves, cell_id)
         if base.empty:
             continue
-        both = base.join(cur, how="inner", lsuffix="_b", rsuffix="_c")
+        both = pd.merge(base, cur, left_index=True, right_index=True, suffixes=("_b", "_c"))
         for column in BASELINE_EXACT:
             rows.append(
                 _first_mismatch(cell_id, label, column, both[f"{column}_b"], both[f"{column}_c"])
