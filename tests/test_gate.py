@@ -265,3 +265,49 @@ def test_unreadable_fingerprint_file_is_a_user_error(tmp_path) -> None:  # type:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(UserError, match="not a fingerprint file"):
         read_fingerprint(tmp_path / "bad.json")
+
+
+# --- the commands, as processes, on the tiny fingerprint cell with synthetic data -------------
+
+TINY = [
+    str(REPO / "suites" / "fingerprint.yaml"),
+    "--set",
+    "dataset.name=synthetic",
+    "--set",
+    "training.precision=fp32",
+]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # small kernels: one thread is the fast one on 2 cores
+
+
+def test_check_command_runs_tier_0_and_reports_an_old_baseline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    from tests.conftest import run_cli
+
+    base = tmp_path / "base"
+    made = run_cli("run", *TINY, "--results", str(base), "--device", "cpu", env=ONE_THREAD)
+    assert made.returncode == 0, made.stderr
+    cur = ["--results", str(tmp_path / "cur"), "--device", "cpu"]  # trained once, then reused
+    same = run_cli("check", *TINY, "--baseline", str(base), *cur, env=ONE_THREAD)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "0 regressions" in same.stdout and "FAILED" not in same.stdout
+
+    (curve_file,) = (base / "curves").glob("*.parquet")
+    table = pq.read_table(curve_file)
+    pq.write_table(table.drop_columns(list(AUDIT_COLUMNS)), curve_file)
+    old = run_cli("check", *TINY, "--baseline", str(base), *cur, env=ONE_THREAD)
+    assert old.returncode == 1, old.stdout + old.stderr
+    assert "FAILED: baseline lacks tier-0 columns; regenerate it with `harness run" in old.stdout
+    assert "Traceback" not in old.stderr
+
+    seeds = run_cli(
+        "check", *TINY, "--baseline", str(base), *cur, "--seeds", "0,1",
+        "--set", "check.seeds={k: 3, std: {hybrid: {final_test_acc: 0.1}}}",
+        env=ONE_THREAD,
+    )  # fmt: skip
+    assert seeds.returncode == 1, seeds.stdout + seeds.stderr
+    assert "tier 2: the baseline lacks seeds of fingerprint/momentum/hybrid/seeds0,1" in (
+        seeds.stdout
+    )
+    no_rule = run_cli("check", *TINY, "--baseline", str(base), "--seeds", "0,1")
+    assert no_rule.returncode == 2 and "check.seeds" in no_rule.stderr
