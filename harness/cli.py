@@ -184,18 +184,39 @@ def check(
     ] = None,
     overrides: SetOption = None,
     fmt: FormatOption = "github",
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Tier 2: run every experiment with these seeds (e.g. 0,1,2) and compare each "
+            "schedule's mean with the baseline's, within the suite's check.seeds rule."
+        ),
+    ] = None,
 ) -> None:
-    """CI gate: run SUITE and compare every cell with the baseline (exit 0 ok, 1 regressed)."""
+    """CI gate: run SUITE and compare every cell with the baseline (exit 0 ok, 1 regressed).
+
+    Tier 0 (what training applied: exact) and the per-cell tolerances always; tier 2 (means
+    over seeds) with --seeds. Tier 1 is `harness fingerprint`. See docs/gate.md.
+    """
     import tempfile
 
-    from harness.analysis.check import compare
+    from harness.analysis.check import (
+        compare,
+        compare_applied,
+        compare_seed_means,
+        environment_warnings,
+        labels_of,
+        merge,
+    )
     from harness.analysis.render import check_format
     from harness.app.runner import run_suite
     from harness.config.suite import load_suite, select
-    from harness.results.store import read_runs
+    from harness.results.store import read_curves, read_runs
 
     check_format(fmt)  # before training, not after
-    loaded = load_suite(suite, overrides=overrides or ())
+    overrides = list(overrides or ())
+    if seeds is not None:
+        overrides += _seed_overrides(suite, seeds, overrides)
+    loaded = load_suite(suite, overrides=overrides)
     if not baseline.is_dir():
         raise UserError(
             f"--baseline {baseline}: no such results folder; make one with "
@@ -214,13 +235,92 @@ def check(
         folder = results if results is not None else Path(scratch)
         run_suite(loaded, results=folder, only=only, device=device, data=data)
         current = read_runs(folder)
+        current_curves = read_curves(folder)
     current = current[current["cell_id"].isin(ids)]
-    if only is not None:
+    if only is not None or seeds is not None:
         base_runs = base_runs[base_runs["cell_id"].isin(ids)]
-    outcome = compare(base_runs, current, tolerances=loaded.spec.check.model_dump())
+    rule = loaded.spec.check
+    labels = labels_of(current)
+    regenerate = f"harness run {suite} --results {baseline} --force"
+    tiers = [
+        compare_applied(read_curves(baseline), current_curves, labels, regenerate),
+        compare(base_runs, current, tolerances=rule.model_dump(exclude={"seeds"})),
+    ]
+    if seeds is not None:
+        if rule.seeds is None:
+            raise UserError(f"{suite}: --seeds needs a check.seeds block (k and std per schedule)")
+        tiers.append(compare_seed_means(base_runs, current, rule.seeds.k, rule.seeds.std))
+    for line in environment_warnings(base_runs, current):
+        print(line)
+    outcome = merge(tiers)
     print(outcome.table(fmt), end="")
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def fingerprint(
+    update: Annotated[
+        bool, typer.Option(help="Rewrite the fingerprint file(s) instead of checking them.")
+    ] = False,
+    dataset: Annotated[
+        str, typer.Option(help="cifar10 (real data, what CI checks), synthetic, or all.")
+    ] = "cifar10",
+    file: Annotated[
+        Path | None,
+        typer.Option(help="Fingerprint JSON (default: results/fingerprint/<dataset>.json)."),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Folder holding cifar-10-batches-py (or $HARNESS_DATA).")
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(help="torch CPU threads for the run (the numbers must not depend on it).")
+    ] = 1,
+) -> None:
+    """Tier 1 gate: train a tiny float64 cell and compare every step with a committed file.
+
+    Exit 0 if it matches, 1 if anything moved (each difference one line, naming tier 0 or 1).
+    An intended recipe change: `harness fingerprint --update --dataset all`; see docs/gate.md.
+    """
+    from harness.app import fingerprint as fp
+
+    names = list(fp.DATASETS) if dataset == "all" else [dataset]
+    if file is not None and len(names) > 1:
+        raise UserError("--file: names one file; pass --dataset cifar10 or synthetic with it")
+    failed = False
+    for name in names:
+        path = file or fp.default_file(name)
+        expected = None if update else fp.read_fingerprint(path)
+        actual = fp.run_fingerprint(name, data_root=data, threads=threads)
+        if expected is None:
+            fp.write_fingerprint(path, actual)
+            print(f"wrote {path}; commit it with the change that moved it")
+            continue
+        verdict = fp.compare_fingerprint(expected, actual)
+        for line in verdict.failures:
+            print(f"FAILED: {path}: {line}")
+        steps = len(actual["steps"]["loss"])
+        print(f"{path}: {'ok' if verdict.ok else 'MOVED'} ({steps} steps compared)")
+        failed |= not verdict.ok
+    if failed:
+        print(f"if the change is intended, regenerate with `{fp.UPDATE}` and commit the files")
+        raise typer.Exit(1)
+
+
+def _seed_overrides(suite: Path, seeds: str, overrides: list[str]) -> list[str]:
+    """`--set experiments.N.seeds=[...]` for every experiment of the suite."""
+    from harness.config.suite import load_suite
+
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(
+            f"--seeds {seeds}: expected integers separated by commas, e.g. 0,1,2"
+        ) from None
+    if not values:
+        raise UserError(f"--seeds {seeds}: name at least one seed, e.g. 0,1,2")
+    experiments = load_suite(suite, overrides=overrides).spec.experiments
+    return [f"experiments.{i}.seeds={values}" for i in range(len(experiments))]
 
 
 @app.command()

@@ -7,22 +7,35 @@ then calls `compare`. What must hold, per cell of the baseline:
 - each metric with a tolerance moves by at most that much (absolute, in the metric's units:
   accuracies as fractions, losses in nats);
 - `status` is equal (a cell that now diverges, or no longer does, has moved).
+
+The three tiers of the gate (docs/gate.md) meet here, each a function returning a
+`CheckResult`, joined by `merge`:
+- tier 0, `compare_applied`: the curves' applied values (harness.train.audit) equal the plan
+  per epoch, and the baseline's checksums, ghost size, weight decay and Nesterov flag exactly;
+- the runs comparison above, `compare`, with the suite's per-cell tolerances;
+- tier 2, `compare_seed_means`: each schedule's mean over seeds within k × its seed std.
+Tier 1 (the float64 fingerprint) trains, so it lives in harness.app.fingerprint.
+`environment_warnings` names a change of device, CPU, thread count or torch build.
+One module because the tiers share the result type, the row format and the table; each
+tier's code is one section below.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.analysis.render import render
 from harness.analysis.tables import latest_per_cell
 from harness.core.naming import cell_label
 from harness.errors import UserError
+from harness.results.record import AUDIT_COLUMNS
 
 EXACT = ("updates", "planned_updates", "plan")
 VERDICTS = ("ok", "moved", "missing", "extra")
@@ -48,22 +61,26 @@ class CheckResult:
     rows: pd.DataFrame  # ROW_COLUMNS; verdict in VERDICTS
     cells: int  # cells in the baseline
     checked: int  # comparisons made on cells present in both
+    failures: tuple[str, ...] = ()  # whole-check failures that are no row (each one line)
 
     @property
     def regressions(self) -> int:
-        return int((self.rows["verdict"] != "ok").sum())
+        return int((self.rows["verdict"] != "ok").sum()) + len(self.failures)
 
     def summary(self) -> str:
         counts = self.rows["verdict"].value_counts()
         detail = ", ".join(f"{counts[v]} {v}" for v in VERDICTS[1:] if counts.get(v, 0))
+        if self.failures:
+            detail = ", ".join(filter(None, [detail, f"{len(self.failures)} failed"]))
         line = f"{self.cells} cells, {self.checked} metrics checked, {self.regressions} regressions"
         return f"{line} ({detail})" if detail else line
 
     def table(self, fmt: str = "github") -> str:
         """Every row that is not ok (what moved and by how much), then the summary line."""
         bad = self.rows[self.rows["verdict"] != "ok"]
+        lead = "".join(f"FAILED: {line}\n" for line in self.failures)
         if bad.empty:
-            return self.summary() + "\n"
+            return lead + self.summary() + "\n"
         shown = pd.DataFrame(
             {
                 "cell": bad["cell_id"],
@@ -76,7 +93,19 @@ class CheckResult:
                 "verdict": bad["verdict"],
             }
         )
-        return render(shown, fmt).rstrip("\n") + "\n\n" + self.summary() + "\n"
+        return lead + render(shown, fmt).rstrip("\n") + "\n\n" + self.summary() + "\n"
+
+
+def merge(results: Sequence[CheckResult]) -> CheckResult:
+    """Several tiers' results as one: every row and failure, ok only if each one is."""
+    rows = [r.rows for r in results if not r.rows.empty]
+    return CheckResult(
+        ok=all(r.ok for r in results),
+        rows=pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=ROW_COLUMNS),
+        cells=max((r.cells for r in results), default=0),
+        checked=sum(r.checked for r in results),
+        failures=tuple(f for r in results for f in r.failures),
+    )
 
 
 def compare(
@@ -176,6 +205,11 @@ def _label(row: Mapping[Any, Any]) -> str:
     )
 
 
+def labels_of(runs: pd.DataFrame) -> dict[str, str]:
+    """cell_id -> its label, for every cell of a runs frame."""
+    return {str(r["cell_id"]): _label(r) for r in runs.to_dict("records")}
+
+
 def _missing(v: object) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
@@ -232,7 +266,180 @@ def _show(v: object, signed: bool = False) -> str:
         return str(v)
     if isinstance(v, int) or (hasattr(v, "dtype") and "int" in str(getattr(v, "dtype", ""))):
         return f"{int(v):+d}" if signed else str(int(v))  # type: ignore[call-overload]
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        # Whole numbers in full: checksums and batch sizes come back as floats from a frame
+        # that mixes them with empty cells, and rounding would hide which digits differ.
+        return f"{int(v):+d}" if signed else str(int(v))
     if isinstance(v, float):
         return f"{v:+.4g}" if signed else f"{v:.4g}"
     text = str(v)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- Tier 0: what training applied, exactly -------------------------------------------------
+
+# (applied column, plan column): equal at every epoch of the current run.
+PLAN_PAIRS = (
+    ("applied_lr", "lr"),
+    ("applied_momentum", "momentum"),
+    ("applied_batch_size", "batch_size"),
+)
+# Equal to the baseline's at every epoch: what the plan does not state but the recipe fixes.
+BASELINE_EXACT = (
+    "applied_weight_decay",
+    "applied_nesterov",
+    "ghost_size",
+    "order_checksum",
+    "augment_checksum",
+    "label_checksum",
+)
+
+
+def compare_applied(
+    baseline_curves: pd.DataFrame,
+    current_curves: pd.DataFrame,
+    labels: Mapping[str, str],
+    regenerate: str,
+) -> CheckResult:
+    """Tier 0 for every cell in `labels` (cell_id -> label) present in both curve frames.
+
+    Per cell, one row per comparison: ok, or moved naming the first epoch that differs
+    ("epoch 3") with both values. A baseline without the tier-0 columns (written before they
+    existed) is one failure line saying to regenerate it with `regenerate`, not a crash.
+    """
+    failures: list[str] = []
+    if _lacks_audit(baseline_curves, labels):
+        failures.append(f"baseline lacks tier-0 columns; regenerate it with `{regenerate}`")
+    if _lacks_audit(current_curves, labels):
+        failures.append("this run's curves lack tier-0 columns (harness.train.audit did not run)")
+    rows: list[dict[str, Any]] = []
+    if failures:
+        return CheckResult(
+            False, pd.DataFrame(rows, columns=ROW_COLUMNS), len(labels), 0, tuple(failures)
+        )
+    for cell_id, label in labels.items():
+        cur = _epochs(current_curves, cell_id)
+        if cur.empty:
+            continue
+        for applied, planned in PLAN_PAIRS:
+            rows.append(
+                _first_mismatch(cell_id, label, f"{applied} vs plan", cur[planned], cur[applied])
+            )
+        base = _epochs(baseline_curves, cell_id)
+        if base.empty:
+            continue
+        both = pd.merge(base, cur, left_index=True, right_index=True, suffixes=("_b", "_c"))
+        for column in BASELINE_EXACT:
+            rows.append(
+                _first_mismatch(cell_id, label, column, both[f"{column}_b"], both[f"{column}_c"])
+            )
+    frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    ok = bool((frame["verdict"] == "ok").all())
+    return CheckResult(ok=ok, rows=frame, cells=len(labels), checked=len(rows))
+
+
+def _lacks_audit(curves: pd.DataFrame, labels: Mapping[str, str]) -> bool:
+    if any(c not in curves.columns for c in AUDIT_COLUMNS):
+        return True
+    mine = curves[curves["cell_id"].isin(list(labels))]
+    return bool(len(mine)) and bool(mine[list(AUDIT_COLUMNS)].isna().all(axis=None))
+
+
+def _epochs(curves: pd.DataFrame, cell_id: str) -> pd.DataFrame:
+    mine = curves[curves["cell_id"] == cell_id]
+    return mine.drop_duplicates("epoch", keep="last").set_index("epoch").sort_index()
+
+
+def _exactly(expected: object, actual: object) -> bool:
+    """Equal, NaN never equal; a float32 tensor lr may read back as the float32 rounding."""
+    if _missing(expected) or _missing(actual):
+        return False
+    if isinstance(expected, float | np.floating) and isinstance(actual, float | np.floating):
+        return bool(actual == expected or actual == float(np.float32(expected)))
+    return bool(expected == actual)
+
+
+def _first_mismatch(
+    cell_id: str, label: str, metric: str, expected: pd.Series, actual: pd.Series
+) -> dict[str, Any]:
+    for epoch, e, a in zip(expected.index, expected, actual, strict=True):
+        if not _exactly(_plain(e), _plain(a)):
+            return _row(cell_id, label, metric, e, a, f"epoch {epoch}", 0, "moved")
+    return _row(cell_id, label, metric, None, None, None, 0, "ok")
+
+
+def _plain(v: object) -> object:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+# --- Tier 2: means over seeds -----------------------------------------------------------------
+
+
+def compare_seed_means(
+    baseline_runs: pd.DataFrame,
+    current_runs: pd.DataFrame,
+    k: float,
+    std: Mapping[str, Mapping[str, float]],
+) -> CheckResult:
+    """Each (experiment, optimizer, schedule)'s mean over the current run's seeds, against the
+    baseline's mean over the same seeds: |Δ| ≤ k × std[schedule][metric] for every metric
+    that `std` names. A group whose seeds the baseline lacks, or whose schedule has no
+    measured std, is a failure line saying what to do."""
+    keys = ["experiment", "optimizer", "schedule"]
+    base = latest_per_cell(baseline_runs)
+    cur = latest_per_cell(current_runs)
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for key, group in cur.groupby(keys, sort=True):
+        exp, opt, sched = (str(k_) for k_ in key)
+        seeds = sorted(int(s) for s in group["seed"])
+        name = f"{exp}/{opt}/{sched}/seeds{','.join(map(str, seeds))}"
+        mask = (base[keys] == [exp, opt, sched]).all(axis=1) & base["seed"].isin(seeds)
+        theirs = base[mask]
+        if sorted(int(s) for s in theirs["seed"]) != seeds:
+            failures.append(
+                f"tier 2: the baseline lacks seeds of {name}; run them with "
+                f"`harness run SUITE --set 'experiments.N.seeds=[{','.join(map(str, seeds))}]'`"
+            )
+            continue
+        spread = std.get(sched)
+        if not spread:
+            failures.append(
+                f"tier 2: no measured seed std for schedule {sched} in the suite's check.seeds.std"
+            )
+            continue
+        for metric, sd in sorted(spread.items()):
+            bm, cm = float(theirs[metric].mean()), float(group[metric].mean())
+            tol = k * sd
+            same = abs(cm - bm) <= tol + _SLACK
+            rows.append(_row(f"mean of {len(seeds)}", name, metric, bm, cm, cm - bm, tol, _v(same)))
+    frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    ok = not failures and bool((frame["verdict"] == "ok").all())
+    return CheckResult(ok, frame, len(base), len(rows), tuple(failures))
+
+
+# --- Where the numbers were made --------------------------------------------------------------
+
+ENVIRONMENT = ("device", "device_name", "torch_version")
+
+
+def environment_warnings(baseline_runs: pd.DataFrame, current_runs: pd.DataFrame) -> list[str]:
+    """One line per provenance column whose values differ between baseline and run.
+
+    The CPU device name carries the model and thread count, so a change of either shows up;
+    tolerances measured on one machine say nothing about another, so this is said, not
+    silently absorbed.
+    """
+    lines = []
+    for column in ENVIRONMENT:
+        if column not in baseline_runs.columns or column not in current_runs.columns:
+            continue
+        theirs = sorted({str(v) for v in baseline_runs[column].dropna()})
+        ours = sorted({str(v) for v in current_runs[column].dropna()})
+        if theirs != ours:
+            lines.append(
+                f"warning: {column} differs: baseline {' | '.join(theirs) or '?'}, "
+                f"this run {' | '.join(ours) or '?'}; the tolerances were measured on the "
+                "baseline's, so a failure may be the machine, not the recipe"
+            )
+    return lines

@@ -180,7 +180,7 @@ class TrainingSpec(Strict):
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
     drop_last: bool = True  # False keeps the partial batch: ceil(N/B) updates per epoch
     eval_every: Epochs = 1  # epochs between test evaluations
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on the device
+    precision: Literal["fp32", "bf16", "fp64"] = "fp32"  # bf16: autocast; fp64: exactness
 
 
 class ExecutionSpec(Strict):
@@ -242,6 +242,17 @@ class ExperimentSpec(Strict):
         return self
 
 
+class SeedSpreadSpec(Strict):
+    """Tier 2 of `harness check --seeds`: a mean over seeds may move by `k` × its seed std.
+
+    `std` maps a schedule name to the measured seed standard deviation of each runs metric
+    (e.g. {decaying_lr: {final_test_acc: 0.013}}); docs/gate.md says how to measure it.
+    """
+
+    k: Annotated[float, Field(gt=0)] = 3.0
+    std: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = {}
+
+
 class CheckSpec(Strict):
     """Absolute tolerances for `harness check`, per metric of the runs table."""
 
@@ -249,6 +260,7 @@ class CheckSpec(Strict):
     best_test_acc: Annotated[float, Field(ge=0)] | None = None
     final_train_loss: Annotated[float, Field(ge=0)] | None = None
     final_test_loss: Annotated[float, Field(ge=0)] | None = None
+    seeds: SeedSpreadSpec | None = None  # tier 2; not a per-cell tolerance
 
 
 class SuiteSpec(Strict):

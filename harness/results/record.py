@@ -93,9 +93,38 @@ class CurveRecord:
     epoch_time_s: float  # training time of this epoch (synchronized)
     eval_time_s: float
     images_per_s: float
+    # Tier 0 of the regression gate (harness.analysis.check, docs/gate.md): what training
+    # actually applied this epoch, read back where it acts (harness.train.audit), beside the
+    # plan's lr, batch_size and momentum above. None in rows written before these existed.
+    # Optimizer values are NaN (nesterov None) when its param groups disagree.
+    applied_lr: float | None = None  # the optimizer's param groups after the epoch
+    applied_momentum: float | None = None  # SGD's momentum; 0 for optimizers without one
+    applied_nesterov: bool | None = None
+    applied_weight_decay: float | None = None
+    applied_batch_size: int | None = None  # largest step, counted from its index tensor
+    applied_micro_batch: int | None = None  # largest micro-batch fed to the model
+    ghost_size: int | None = None  # the batch-norm modules' (0: plain BN, -1: mixed sizes)
+    order_checksum: int | None = None  # example indices in step order (order-dependent)
+    augment_checksum: int | None = None  # the augmented uint8 images fed to the model
+    label_checksum: int | None = None  # the labels, in step order (order-dependent)
 
     def as_row(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+
+
+# The tier-0 columns of CurveRecord: a baseline whose curves lack them predates the gate.
+AUDIT_COLUMNS = (
+    "applied_lr",
+    "applied_momentum",
+    "applied_nesterov",
+    "applied_weight_decay",
+    "applied_batch_size",
+    "applied_micro_batch",
+    "ghost_size",
+    "order_checksum",
+    "augment_checksum",
+    "label_checksum",
+)
 
 
 _ARROW: dict[Any, pa.DataType] = {

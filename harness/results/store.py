@@ -128,7 +128,13 @@ def _rows(
 
 def _table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
     columns = {
-        name: pa.array([r.get(name) for r in rows], type=schema.field(name).type)
+        # A NaN read back from a nullable int column (pandas has no int null) is written as
+        # null again; float columns keep their NaNs.
+        name: pa.array(
+            [r.get(name) for r in rows],
+            type=schema.field(name).type,
+            from_pandas=pa.types.is_integer(schema.field(name).type),
+        )
         for name in schema.names
     }
     return pa.table(columns, schema=schema)

@@ -35,6 +35,7 @@ import torch
 from harness.core.schedule import Phase, updates_per_epoch
 from harness.data.device import DeviceData
 from harness.models.registry import build_model
+from harness.train.audit import Audit, StepProbe
 from harness.train.checkpoint import Progress, load_checkpoint, save_checkpoint
 from harness.train.optim import build_optimizer, set_hyperparameters
 from harness.train.runtime import peak_memory, synchronize
@@ -90,6 +91,8 @@ def build(job: TrainJob, device: torch.device, execution: Execution) -> torch.nn
             num_classes=job.num_classes,
             ghost_size=job.ghost_batch_size,
         )
+    if job.precision == "fp64":
+        model = model.double()
     model = model.to(device)
     if execution.channels_last:
         # Module.to accepts memory_format at run time; its type stubs do not say so.
@@ -190,6 +193,7 @@ def train_cell(
     checkpoint: Path,
     on_epoch: EpochCallback | None = None,
     deadline: float | None = None,
+    probe: StepProbe | None = None,
 ) -> CellResult:
     """Train `job` to the end of its plan (or until its loss diverges), resuming if possible.
 
@@ -207,6 +211,8 @@ def train_cell(
     base_model = build(job, device, execution)
     optimizer = build_optimizer(base_model.parameters(), job.optimizer, device)
     progress = load_checkpoint(checkpoint, job.cell_id, base_model, optimizer, device) or Progress()
+    audit = Audit(job, data, base_model, optimizer, probe)  # tier 0 of the gate: what was applied
+    data = audit.data
     model: torch.nn.Module = base_model
     if execution.compile:
         # One graph per micro-batch shape; a plan has at most a few of them.
@@ -218,6 +224,7 @@ def train_cell(
         for epoch in range(progress.epoch, job.plan.epochs):
             phase = job.plan.phase_at(epoch)
             set_hyperparameters(optimizer, phase.lr, phase.momentum)
+            audit.begin_epoch()
             synchronize(device)
             start = time.perf_counter()
             train_loss, steps = train_epoch(model, optimizer, data, job, epoch, phase, execution)
@@ -254,6 +261,7 @@ def train_cell(
                 "eval_time_s": eval_s,
                 "images_per_s": steps * phase.batch_size / train_s if train_s > 0 else math.nan,
             }
+            row.update(audit.end_epoch())
             progress.curves.append(row)
             progress.epoch = epoch + 1
             if diverged:

@@ -14,7 +14,7 @@ from typing import Literal
 from harness.core.schedule import Plan
 
 OptimizerKind = Literal["sgd", "momentum", "nesterov", "adam"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "fp64"]  # fp64: model and inputs in float64 (fingerprint)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,274 @@
+"""What training actually applied, read back where it acts: tier 0 of the regression gate.
+
+The curves' `lr`, `batch_size` and `momentum` columns are the *plan*. A bug that drops the
+weight decay, ignores the lr schedule, steps the wrong batch size or feeds every epoch the same
+order would leave those columns untouched, so the loop also records, per epoch, what was
+really used (see `harness.results.record.AUDIT_COLUMNS` and docs/gate.md):
+
+* the optimizer's hyper-parameters, read from its param groups after the epoch;
+* the batch size stepped (from each step's index tensor) and the largest micro-batch fed to
+  the model (from the images it normalized);
+* the ghost size of the batch-norm modules, read from the modules;
+* checksums of the data order, the augmented uint8 images and the labels, computed on the
+  device as the batches go by and read once per epoch (never a host sync per step).
+
+`AuditedData` is a `DeviceData` that sees every batch the step draws; it also casts inputs
+to float64 for the "fp64" precision, so that the loop and the step need no precision branch.
+`StepProbe` adds, for the numeric fingerprint (harness.app.fingerprint), per-step float64
+values (loss, parameter norm, update norm) and the float64 test loss, through hooks on the
+job's model and optimizer; ordinary runs do not carry one.
+
+This module owns the checksum arithmetic; `harness.analysis.check` compares the columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.data.device import DeviceData
+from harness.train.spec import TrainJob
+
+# Checksums are sums of per-element hashes modulo a Mersenne prime, in int64 on the device:
+# every product below stays under 2**62, and modular sums are exact and order-free, so the
+# value does not depend on the device, the thread count or how a reduction is split.
+_P = 2**31 - 1
+_A = 1_103_515_245  # position weights (A * pos + C) mod P: distinct for 2**31 positions
+_C = 12_345
+
+
+def _weights(positions: Tensor) -> Tensor:
+    return (positions * _A + _C) % _P + 1
+
+
+def _pixel_weights(device: torch.device) -> Tensor:
+    """A fixed weight per (channel, row, column) of a 3x32x32 image, in 1 .. 2**23."""
+    pos = torch.arange(3 * 32 * 32, device=device, dtype=torch.int64)
+    return (_weights(pos) % (2**23) + 1).to(torch.int32)
+
+
+class StepProbe:
+    """Per-step float64 numerics of one training run, for the fingerprint; read with `result`.
+
+    Per optimizer step: the mean training loss (recomputed in float64 from the logits the model
+    returned and the labels it was fed), the L2 norm of all parameters after the step and the
+    L2 norm of the step's change. Per evaluation: the mean float64 test cross-entropy. Which
+    batch a forward call belongs to comes from the data (train draw or test batch), not from
+    the model's train/eval flag, so a model left in train mode at evaluation still counts as
+    an evaluation.
+    """
+
+    def __init__(self) -> None:
+        self.losses: list[Tensor] = []
+        self.param_norms: list[Tensor] = []
+        self.update_norms: list[Tensor] = []
+        self.test_losses: list[Tensor] = []
+        self._source = "none"
+        self._labels: Tensor | None = None
+        self._offset = 0
+        self._total = 1
+        self._loss: Tensor | None = None
+        self._test_sum: Tensor | None = None
+        self._test_n = 0
+        self._before: list[Tensor] = []
+        self._handles: list[Any] = []
+
+    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self._handles = [
+            model.register_forward_hook(self._forward),
+            optimizer.register_step_pre_hook(self._pre_step),
+            optimizer.register_step_post_hook(self._post_step),
+        ]
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def train_batch(self, labels: Tensor) -> None:
+        self._source, self._labels, self._offset, self._total = "train", labels, 0, len(labels)
+        self._loss = None
+
+    def test_batch(self, labels: Tensor) -> None:
+        if self._source != "test":
+            self._test_sum, self._test_n = None, 0
+        self._source, self._labels, self._offset = "test", labels, 0
+
+    def end_test(self) -> None:
+        if self._test_sum is not None:
+            self.test_losses.append(self._test_sum / self._test_n)
+        self._source, self._test_sum = "none", None
+
+    def _forward(self, _module: nn.Module, _inputs: Any, output: Tensor) -> None:
+        if self._labels is None or self._source == "none":
+            return
+        n = output.shape[0]
+        y = self._labels[self._offset : self._offset + n]
+        self._offset += n
+        loss = F.cross_entropy(output.detach().double(), y, reduction="sum")
+        if self._source == "train":
+            part = loss / self._total
+            self._loss = part if self._loss is None else self._loss + part
+        else:
+            self._test_sum = loss if self._test_sum is None else self._test_sum + loss
+            self._test_n += n
+
+    def _params(self, optimizer: torch.optim.Optimizer) -> list[Tensor]:
+        return [p for group in optimizer.param_groups for p in group["params"]]
+
+    def _pre_step(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        self._before = [p.detach().double().clone() for p in self._params(optimizer)]
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        params = [p.detach().double() for p in self._params(optimizer)]
+        deltas = [p - b for p, b in zip(params, self._before, strict=True)]
+        self.param_norms.append(torch.stack([(p * p).sum() for p in params]).sum().sqrt())
+        self.update_norms.append(torch.stack([(d * d).sum() for d in deltas]).sum().sqrt())
+        nan = torch.tensor(math.nan, dtype=torch.float64)
+        self.losses.append(self._loss if self._loss is not None else nan)
+        self._loss = None
+
+    def result(self) -> dict[str, list[float]]:
+        """Every recorded value as Python floats (the one host read of the probe)."""
+
+        def floats(values: list[Tensor]) -> list[float]:
+            return [float(v) for v in torch.stack(values).cpu()] if values else []
+
+        return {
+            "loss": floats(self.losses),
+            "param_norm": floats(self.param_norms),
+            "update_norm": floats(self.update_norms),
+            "test_loss": floats(self.test_losses),
+        }
+
+
+class AuditedData(DeviceData):
+    """`DeviceData` sharing another's tensors, that checksums every training batch it hands out.
+
+    Also the precision seam: with "fp64" the images it normalizes come out in float64.
+    """
+
+    def __init__(self, inner: DeviceData, dtype: torch.dtype, probe: StepProbe | None) -> None:
+        super().__init__(
+            train_padded=inner.train_padded,
+            train_y=inner.train_y,
+            test_x=inner.test_x,
+            test_y=inner.test_y,
+            mean=inner.mean,
+            std=inner.std,
+            channels_last=inner.channels_last,
+            augment=inner.augment,
+        )
+        self._dtype = dtype
+        self._probe = probe
+        self._pixel_w = _pixel_weights(self.device)
+        self.reset()
+
+    def reset(self) -> None:
+        zero = torch.zeros(3, dtype=torch.int64, device=self.device)
+        self.sums = zero  # order, augmentation, labels: modulo _P
+        self.position = 0  # examples drawn this epoch
+        self.batch = 0  # largest step
+        self.micro = 0  # largest micro-batch normalized for training
+        self._in_test = False
+
+    def train_images(self, indices: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        images, labels = super().train_images(indices, generator)
+        n = indices.numel()
+        w = _weights(torch.arange(self.position, self.position + n, device=self.device))
+        order = ((indices.to(torch.int64) + 1) * w % _P).sum()
+        flat = images.reshape(n, -1).to(torch.int32)
+        if flat.shape[1] == self._pixel_w.numel():
+            pixels = (flat * self._pixel_w).sum(1, dtype=torch.int64) % _P
+        else:  # another image shape: unweighted, still exact
+            pixels = flat.sum(1, dtype=torch.int64)
+        label = ((labels.to(torch.int64) + 1) * w % _P).sum()
+        self.sums = (self.sums + torch.stack([order, pixels.sum(), label])) % _P
+        self.position += n
+        self.batch = max(self.batch, n)
+        if self._probe is not None:
+            self._probe.train_batch(labels)
+        return images, labels
+
+    def normalize(self, x: Tensor) -> Tensor:
+        if not self._in_test:
+            self.micro = max(self.micro, int(x.shape[0]))
+        out = super().normalize(x)
+        return out if self._dtype == torch.float32 else out.to(self._dtype)
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        self._in_test = True
+        try:
+            for x, y in super().test_batches(batch_size):
+                if self._probe is not None:
+                    self._probe.test_batch(y)
+                yield x, y
+        finally:
+            self._in_test = False
+        if self._probe is not None:
+            self._probe.end_test()
+
+
+def _agreed(values: list[Any]) -> Any:
+    """The one value all param groups hold; None if they disagree (or there are none)."""
+    plain = [float(v) if isinstance(v, Tensor) else v for v in values]
+    return plain[0] if plain and all(v == plain[0] for v in plain) else None
+
+
+def ghost_size(model: nn.Module) -> int:
+    """The batch-norm modules' ghost size: 0 if they are plain batch norm, -1 if they differ."""
+    sizes = {
+        int(getattr(m, "ghost_size", 0))
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) or hasattr(m, "ghost_size")
+    }
+    return sizes.pop() if len(sizes) == 1 else (0 if not sizes else -1)
+
+
+class Audit:
+    """One cell's tier-0 record: wrap its data once, then `begin_epoch` / `end_epoch`."""
+
+    def __init__(
+        self,
+        job: TrainJob,
+        data: DeviceData,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        probe: StepProbe | None = None,
+    ) -> None:
+        dtype = torch.float64 if job.precision == "fp64" else torch.float32
+        self.data = AuditedData(data, dtype, probe)
+        self._model = model
+        self._optimizer = optimizer
+        if probe is not None:
+            probe.attach(model, optimizer)
+
+    def begin_epoch(self) -> None:
+        self.data.reset()
+
+    def end_epoch(self) -> dict[str, Any]:
+        """This epoch's applied values and checksums (one host read), as curve-row columns."""
+        groups = self._optimizer.param_groups
+        lr = _agreed([g["lr"] for g in groups])
+        # Adam has no momentum coefficient; the plan counts it as 0 (docs/ARCHITECTURE.md).
+        momentum = _agreed([g.get("momentum", 0.0) for g in groups])
+        nesterov = _agreed([bool(g.get("nesterov", False)) for g in groups])
+        decay = _agreed([g.get("weight_decay", 0.0) for g in groups])
+        order, augment, label = self.data.sums.tolist()
+        return {
+            "applied_lr": math.nan if lr is None else float(lr),
+            "applied_momentum": math.nan if momentum is None else float(momentum),
+            "applied_nesterov": nesterov,
+            "applied_weight_decay": math.nan if decay is None else float(decay),
+            "applied_batch_size": self.data.batch,
+            "applied_micro_batch": self.data.micro,
+            "ghost_size": ghost_size(self._model),
+            "order_checksum": int(order),
+            "augment_checksum": int(augment),
+            "label_checksum": int(label),
+        }
