@@ -250,3 +250,23 @@ def test_a_paused_cell_writes_no_row_and_resumes(suite, tmp_path, monkeypatch):
     assert second.ran == first.paused
     curves = pd.read_parquet(results / "curves")
     assert sorted(curves["epoch"]) == [1, 2, 3]
+
+
+def test_a_damaged_run_file_is_moved_aside_and_its_cell_trains_again(suite, tmp_path, cli):
+    """A truncated Parquet row: `run` keeps the bytes (renamed) and retrains the cell; `report`
+    skips it with a one-line warning instead of a pyarrow traceback."""
+    cell = next(c for c in suite.cells if c.label == "grid/momentum/decaying/seed0")
+    run_suite(suite, results=tmp_path, device="cpu", only="grid")
+    damaged = store.run_file(tmp_path, cell.cell_id)
+    damaged.write_bytes(damaged.read_bytes()[:40])
+
+    report = cli("report", str(tmp_path), "--format", "csv")
+    assert report.returncode == 0, report.stderr
+    assert f"warning: {damaged}: not a readable results file" in report.stderr
+    assert "Traceback" not in report.stderr
+
+    again = run_suite(suite, results=tmp_path, device="cpu", only="grid")
+    assert again.ran == [cell.cell_id] and len(again.skipped) == 1
+    aside = list(damaged.parent.glob(f"{damaged.name}.corrupt-*"))
+    assert len(aside) == 1 and aside[0].stat().st_size == 40
+    assert store.cell_status(tmp_path, cell.cell_id) == "ok"
