@@ -198,9 +198,7 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
 
 def format_equivalence(eq: pd.DataFrame) -> pd.DataFrame:
     """The equivalence table as display strings: accuracy gaps in percentage points."""
-
-    def pp(x: float) -> str:
-        return f"{100 * x:.2f} pp" if _finite(x) else "–"
+    pp = _pp
 
     def loss(x: float) -> str:
         return f"{x:.3g}" if _finite(x) else "–"
@@ -231,9 +229,7 @@ def format_equivalence(eq: pd.DataFrame) -> pd.DataFrame:
 def format_verdicts(groups: pd.DataFrame) -> pd.DataFrame:
     """Per (experiment, optimizer, model): the largest gaps beside the seed spread, and the
     verdict (frames from harness.analysis.seeds.group_verdicts)."""
-
-    def pp(x: float) -> str:
-        return f"{100 * x:.2f} pp" if _finite(x) else "–"
+    pp = _pp
 
     return pd.DataFrame(
         {
@@ -336,6 +332,11 @@ def _check_mark(ok: object, rule: object) -> str:
     """ "✓ 76,000 ≤ n ≤ 84,000", "✗ ...", "not checked", or "" without paper words."""
     known = ok if isinstance(ok, bool | np.bool_) else None
     return CountCheck(None if known is None else bool(known), str(rule or "")).mark
+
+
+def _pp(x: float) -> str:
+    """A fraction as percentage points: 0.0123 -> "1.23 pp"."""
+    return f"{100 * x:.2f} pp" if _finite(x) else "–"
 
 
 def _pct(x: float) -> str:
