@@ -407,3 +407,21 @@ def test_stop_after_pauses_at_an_epoch_boundary_and_resumes_exactly(tmp_path, da
     assert [{k: c[k] for k in keys} for c in last.progress.curves] == [
         {k: c[k] for k in keys} for c in whole.progress.curves
     ]
+
+
+def test_the_whole_training_set_loss_is_measured_and_changes_nothing_else(tmp_path, data):
+    """execution.eval_train_loss: the paper's training loss (eval mode, no augmentation, every
+    training image) per evaluated epoch; every other number of the cell stays the same."""
+    job = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
+    plain = train_cell(job, data, Execution(eval_batch_size=64), tmp_path / "a.pt")
+    measured = train_cell(
+        job, data, Execution(eval_batch_size=64, eval_train_loss=True), tmp_path / "b.pt"
+    )
+    keys = ("updates", "train_loss", "test_loss", "test_acc")
+    assert [{k: c[k] for k in keys} for c in plain.progress.curves] == [
+        {k: c[k] for k in keys} for c in measured.progress.curves
+    ]
+    assert all(math.isnan(c["train_eval_loss"]) for c in plain.progress.curves)
+    losses = [c["train_eval_loss"] for c in measured.progress.curves]
+    assert all(math.isfinite(x) and x > 0 for x in losses)
+    assert losses[-1] < losses[0]  # it learns

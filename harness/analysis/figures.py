@@ -82,7 +82,10 @@ def _mean_curves(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     keys = ["optimizer", "schedule", "model", "epoch"]
     grouped = joined.groupby(keys, dropna=False)
     out = grouped[["updates", "lr", "batch_size", "noise_scale"]].mean()
-    for metric in ("train_loss", "test_acc"):
+    for metric in ("train_loss", "test_acc", "train_eval_loss"):
+        if metric not in joined:
+            joined[metric] = np.nan  # curves written before the column existed
+            grouped = joined.groupby(keys, dropna=False)
         stats = grouped[metric].agg(["mean", "min", "max", "count"])
         stats.columns = [f"{metric}_{c}" for c in stats.columns]
         out = out.join(stats)
@@ -203,10 +206,14 @@ def _vs_epochs_and_updates(
 
 
 def _loss(curves: pd.DataFrame, title: str) -> Figure:
+    # The paper plots the training set's loss; where it was measured (eval mode, no
+    # augmentation, every image) it is drawn, else the mean of the epoch's minibatch losses.
+    whole = curves["train_eval_loss_count"].gt(0).any()
+    what = "whole training set, eval mode" if whole else "mean of the epoch's minibatches"
     return _vs_epochs_and_updates(
         curves,
-        f"{title}\ntraining loss (mean over seeds; band: min-max)",
-        "train_loss",
+        f"{title}\ntraining loss ({what}; mean over seeds; band: min-max)",
+        "train_eval_loss" if whole else "train_loss",
         "training cross-entropy (log)",
         1.0,
         log=True,

@@ -70,6 +70,7 @@ def execution(
         channels_last=spec.channels_last,
         compile=spec.compile if compile_model is None else compile_model,
         eval_batch_size=spec.eval_batch_size,
+        eval_train_loss=spec.eval_train_loss,
     )
 
 

@@ -190,6 +190,9 @@ class ExecutionSpec(Strict):
     channels_last: bool = False
     compile: bool = False
     eval_batch_size: BatchSize = 1000
+    # The whole training set's loss in eval mode, unaugmented, at each evaluation: the
+    # training loss the paper plots. A measurement, not the recipe: it changes no number.
+    eval_train_loss: bool = False
 
 
 class PaperFigure(Strict):

@@ -159,3 +159,13 @@ class DeviceData:
         for start in range(0, self.n_test, batch_size):
             end = start + batch_size
             yield self.normalize(self.test_x[start:end]), self.test_y[start:end]
+
+    def train_eval_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The whole training set in order, normalized and un-augmented (the padded images'
+        centres): what the paper's training-loss curves are measured on."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for start in range(0, self.n_train, batch_size):
+            end = start + batch_size
+            x = self.train_padded[start:end, :, PAD:-PAD, PAD:-PAD]
+            yield self.normalize(x), self.train_y[start:end]

@@ -107,6 +107,9 @@ class CurveRecord:
     order_checksum: int | None = None  # example indices in step order (order-dependent)
     augment_checksum: int | None = None  # the augmented uint8 images fed to the model
     label_checksum: int | None = None  # the labels, in step order (order-dependent)
+    # The whole training set's cross-entropy in eval mode without augmentation, when the
+    # suite asks for it (execution.eval_train_loss); NaN on epochs without evaluation.
+    train_eval_loss: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}

@@ -236,13 +236,17 @@ def train_cell(
 
             last = epoch + 1 == job.plan.epochs
             diverged = not math.isfinite(train_loss)
-            test_loss = test_acc = math.nan
+            test_loss = test_acc = train_eval_loss = math.nan
             eval_s = 0.0
             if not diverged and (last or (epoch + 1) % job.eval_every == 0):
                 start = time.perf_counter()
                 test_loss, test_acc = evaluate(
                     model, data, execution.eval_batch_size, job.precision
                 )
+                if execution.eval_train_loss:
+                    train_eval_loss, _ = evaluate(
+                        model, data, execution.eval_batch_size, job.precision, split="train"
+                    )
                 synchronize(device)
                 eval_s = time.perf_counter() - start
                 progress.eval_time_s += eval_s
@@ -257,6 +261,7 @@ def train_cell(
                 "train_loss": train_loss,
                 "test_loss": test_loss,
                 "test_acc": test_acc,
+                "train_eval_loss": train_eval_loss,
                 "epoch_time_s": train_s,
                 "eval_time_s": eval_s,
                 "images_per_s": steps * phase.batch_size / train_s if train_s > 0 else math.nan,

@@ -66,3 +66,6 @@ class Execution:
     channels_last: bool = False
     compile: bool = False
     eval_batch_size: int = 1000
+    # Also measure the loss of the whole training set in eval mode without augmentation at
+    # each evaluation (counted as evaluation time); it changes no other number.
+    eval_train_loss: bool = False

@@ -88,18 +88,27 @@ def train_step(
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, data: DeviceData, batch_size: int, precision: str
+    model: torch.nn.Module,
+    data: DeviceData,
+    batch_size: int,
+    precision: str,
+    split: str = "test",
 ) -> tuple[float, float]:
-    """(mean test cross-entropy, test accuracy as a fraction), with running BN statistics."""
+    """(mean cross-entropy, accuracy as a fraction) in eval mode, with running BN statistics.
+
+    `split` "test" is the test set; "train" the whole training set without augmentation (the
+    training loss the paper plots, not the mean of augmented train-mode minibatch losses).
+    """
     model.eval()
     device = data.device
     loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    for x, y in data.test_batches(batch_size):
+    batches = data.train_eval_batches if split == "train" else data.test_batches
+    for x, y in batches(batch_size):
         with autocast(device, precision):
             logits = model(x)
         loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(dim=1) == y).sum()
-    n = data.n_test
+    n = data.n_train if split == "train" else data.n_test
     # The one host sync of an evaluation.
     return float(loss) / n, int(correct) / n
