@@ -6,7 +6,10 @@
 #
 # A campaign is a chain of such commands on machines that keep nothing between them and
 # reach no network. What travels in (an ignored folder of the checkout, carried):
-#   .gpu/wheels/          cp312 wheels the image lacks (pydantic & co; /work/shared/gpu/README.md)
+#   .gpu/wheels/          cp312 wheels the image lacks: pydantic & co (/work/shared/gpu/README.md)
+#                         and ruamel.yaml, which the suite reader needs and the image lacks:
+#                         `pip download --no-deps --only-binary=:all: -d .gpu/wheels
+#                         ruamel.yaml==0.19.1` (pure Python; its optional C loader is unused)
 #   .gpu/cifar10-jpeg/    the CIFAR-10 pack and its unpack.py
 #   .gpu/state/           the previous command's OUTDIR files (absent on the first command)
 # What comes out, in OUTDIR (at most 8 files, each under 16 MiB):
