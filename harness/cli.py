@@ -1,8 +1,10 @@
-"""The `harness` command line: plan, run, report, check, data.
+"""The `harness` command line: plan, run, report, check, fingerprint, convert, bench, data.
 
 Each command is a thin shell over one module. A `UserError` anywhere becomes one line on
 stderr and exit status 2; torch and matplotlib are imported only by the commands that need them,
-so `harness plan` answers at once.
+so `harness plan` answers at once. Over 400 lines because each command's options, with their
+help text, are its documentation; the logic behind every command lives in harness.app or
+harness.analysis, and this file holds none.
 """
 
 from __future__ import annotations
