@@ -10,6 +10,7 @@ harness.analysis, and this file holds none.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -98,18 +99,24 @@ def run(
     from harness.config.suite import load_suite
 
     loaded = load_suite(suite, overrides=overrides or ())
-    summary = run_suite(
-        loaded,
-        results=results,
-        only=only,
-        device=device,
-        data=data,
-        force=force,
-        max_micro_batch=max_micro_batch,
-        compile_model=compile_model,
-        stop_after=stop_after,
-    )
-    print(f"{loaded.name}: {summary.line()}", file=sys.stderr)
+    try:
+        summary = run_suite(
+            loaded,
+            results=results,
+            only=only,
+            device=device,
+            data=data,
+            force=force,
+            max_micro_batch=max_micro_batch,
+            compile_model=compile_model,
+            stop_after=stop_after,
+        )
+    finally:
+        from harness.train.replica import shutdown
+
+        shutdown()
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the job
+        print(f"{loaded.name}: {summary.line()}", file=sys.stderr)
     if summary.failed:
         raise typer.Exit(1)
 

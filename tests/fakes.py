@@ -382,6 +382,8 @@ def _run_row(
         peak_memory_bytes=12_000_000_000,
         device="cuda",
         device_name="NVIDIA H100 80GB HBM3",
+        world_size=1,
+        devices="cuda:0",
         data_source="official",
         precision="bf16",
         hostname="gpu-node-1",

@@ -19,9 +19,10 @@ from harness.train.spec import TrainJob
 class RunConsole:
     """A rich progress bar per cell on a terminal; one line per epoch and per cell otherwise."""
 
-    def __init__(self) -> None:
-        self.console = Console(stderr=True)
-        self.live = sys.stderr.isatty() and not os.environ.get("CI")
+    def __init__(self, quiet: bool = False) -> None:
+        # quiet: a data-parallel process other than rank 0 (rank 0 speaks for the job).
+        self.console = Console(stderr=True, quiet=quiet)
+        self.live = sys.stderr.isatty() and not os.environ.get("CI") and not quiet
         self.progress: Any = None
         self.task: Any = None
         self.epochs = 0

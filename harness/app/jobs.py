@@ -120,6 +120,8 @@ def run_record(
         data_source=environment.get("data_source"),
         device=environment["device"],
         device_name=environment["device_name"],
+        world_size=environment.get("world_size"),
+        devices=environment.get("devices"),
         hostname=environment["hostname"],
         python_version=environment["python_version"],
         torch_version=environment["torch_version"],

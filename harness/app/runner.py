@@ -9,11 +9,17 @@ results folder that cannot be written) are found before the data loads.
 Several runners may share one results folder (a job array, or two GPUs of one host): each
 claims a cell with a lock before training it and passes over cells another live runner
 holds, so no cell is trained twice at once.
+
+Under torchrun (data parallelism, harness.train.replica) the processes go through the cells
+together: rank 0 alone scans, claims, prints and writes, and broadcasts each decision (train,
+skip, busy) so that every process trains the same cell at the same time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import tempfile
 import traceback
 from dataclasses import dataclass, field
@@ -95,6 +101,16 @@ def load_data(
     return data, source
 
 
+def _check_divisible(cells: tuple[Cell, ...], suite: Suite, world: int) -> None:
+    from harness.train.replica import check_divisible
+
+    for cell in cells:
+        batches = sorted({p.batch_size for p in cell.plan.phases})
+        why = check_divisible(batches, world, cell.training.ghost_batch_size)
+        if why is not None:
+            raise UserError(f"{suite.path}: cell {cell.cell_id} ({cell.label}): {why}")
+
+
 def _check_trainable(cells: tuple[Cell, ...], suite: Suite) -> None:
     if suite.spec.dataset.name not in TRAINABLE_DATASETS:
         raise UserError(
@@ -157,6 +173,7 @@ def run_suite(
     import time
 
     from harness.results.provenance import environment
+    from harness.train.replica import from_environment, launched_by_torchrun
 
     deadline = None if stop_after is None else time.monotonic() + stop_after
     results = results or Path("results") / suite.name
@@ -165,38 +182,79 @@ def run_suite(
         raise UserError(f"--only {only!r}: matches no cell of {suite.path}; see `harness plan`")
     _check_trainable(cells, suite)
     execution = jobs.execution(suite.spec.execution, cells, max_micro_batch, compile_model)
-    say = RunConsole()
-    done = set() if force else _finished(results, say)
-    summary = RunSummary(skipped=[c.cell_id for c in cells if c.cell_id in done])
-    todo = [c for c in cells if c.cell_id not in done]
+    replica = None
+    if launched_by_torchrun():
+        _check_divisible(cells, suite, int(os.environ["WORLD_SIZE"]))
+        if device is not None and device not in ("cpu", "cuda"):
+            raise UserError(f"--device {device}: under torchrun use cpu or cuda (one per rank)")
+        replica = from_environment(device)
+    main = replica is None or replica.is_main
+    say = RunConsole(quiet=not main)
+    done = set() if force or not main else _finished(results, say)
+    summary = RunSummary()
     for cell in cells:
         if cell.cell_id in done:
             say.line(f"skip  {cell.cell_id} {cell.label}: finished (rerun with --force)")
-    if not todo:
+    if replica is None and len(done) == len(cells):
+        summary.skipped = [c.cell_id for c in cells]
         return summary
-    torch_device = resolve_device(device)
-    _check_writable(results)
+    torch_device = resolve_device(device) if replica is None else replica.device
+    if main:
+        _check_writable(results)
     dataset, source = load_data(suite, data, torch_device, execution.channels_last)
     env = {**environment(torch_device), "data_source": source}
+    env.update(world_size=1, devices=str(torch_device))
+    if replica is not None:
+        env.update(world_size=replica.world, devices=replica.devices())
     started = False
-    for cell in todo:
-        # The first cell always starts (and trains at least one epoch): a run makes progress.
-        if started and deadline is not None and time.monotonic() >= deadline:
-            summary.not_started.append(cell.cell_id)
-            continue
-        # Concurrent runners on one folder (a job array, say) each take the cells nobody holds.
-        with lock.claim(results, cell.cell_id) as mine:
-            if not mine:
+    for cell in cells:
+        with contextlib.ExitStack() as held:
+            # Rank 0 decides (and holds the claim while every process trains); all follow it.
+            decision = _decide(cell, results, done, force, started, deadline, held) if main else 0
+            if replica is not None:
+                decision = replica.broadcast_int(decision)
+            if decision == _SKIP:
+                summary.skipped.append(cell.cell_id)
+            elif decision == _LATE:
+                summary.not_started.append(cell.cell_id)
+            elif decision == _BUSY:
                 summary.busy.append(cell.cell_id)
                 who = lock.holder(results, cell.cell_id) or "another runner"
                 say.line(f"busy  {cell.cell_id} {cell.label}: {who} is training it")
-                continue
-            if not force and store.cell_status(results, cell.cell_id) in FINISHED:
-                summary.skipped.append(cell.cell_id)  # finished by another runner meanwhile
-                continue
-            started = True
-            _run_cell(cell, results, dataset, execution, env, force, say, summary, deadline)
+            else:
+                started = True
+                _run_cell(
+                    cell, results, dataset, execution, env, force, say, summary, deadline, replica
+                )
     return summary
+
+
+_TRAIN, _SKIP, _LATE, _BUSY = 1, 2, 3, 4
+
+
+def _decide(
+    cell: Cell,
+    results: Path,
+    done: set[str],
+    force: bool,
+    started: bool,
+    deadline: float | None,
+    held: contextlib.ExitStack,
+) -> int:
+    """Whether this runner trains `cell` now; on _TRAIN its claim is held by `held`."""
+    import time
+
+    if cell.cell_id in done:
+        return _SKIP
+    # The first cell always starts (and trains at least one epoch): a run makes progress.
+    if started and deadline is not None and time.monotonic() >= deadline:
+        return _LATE
+    # Concurrent runners on one folder (a job array, say) each take the cells nobody holds.
+    if not held.enter_context(lock.claim(results, cell.cell_id)):
+        return _BUSY
+    if not force and store.cell_status(results, cell.cell_id) in FINISHED:
+        return _SKIP  # finished by another runner meanwhile
+    return _TRAIN
 
 
 def _run_cell(
@@ -209,13 +267,17 @@ def _run_cell(
     say: RunConsole,
     summary: RunSummary,
     deadline: float | None = None,
+    replica: Any = None,
 ) -> None:
     from harness.train.checkpoint import Progress
     from harness.train.loop import train_cell
 
+    main = replica is None or replica.is_main
     checkpoint = store.checkpoint_path(results, cell.cell_id)
-    if force:
+    if force and main:
         checkpoint.unlink(missing_ok=True)
+    if replica is not None:
+        replica.barrier()  # every process sees the checkpoint (or its absence) alike
     say.start(cell, resumed=checkpoint.exists())
     curves: list[dict[str, Any]] = []
     try:
@@ -226,6 +288,7 @@ def _run_cell(
             checkpoint,
             on_epoch=say.epoch,
             deadline=deadline,
+            replica=replica,
         )
         progress, final, peak = result.progress, result.final, result.peak_memory_bytes
         curves = progress.curves
@@ -237,6 +300,10 @@ def _run_cell(
         peak = 0
     finally:
         say.stop()
+    if not main:  # rank 0 writes; the others keep the outcome for their summary
+        bucket = {"paused": summary.paused, "failed": summary.failed}
+        bucket.get(progress.status, summary.ran).append(cell.cell_id)
+        return
     if progress.status == "paused":
         summary.paused.append(cell.cell_id)
         say.line(

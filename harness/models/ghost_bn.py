@@ -32,7 +32,7 @@ updates the running statistics at once, as ``nn.BatchNorm2d`` does.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -242,12 +242,16 @@ def ghost_batch_norms(model: nn.Module) -> list[GhostBatchNorm2d]:
 
 
 @contextlib.contextmanager
-def accumulate_running_stats(model: nn.Module) -> Iterator[None]:
+def accumulate_running_stats(
+    model: nn.Module, reduce: Callable[[Sequence[Tensor]], None] | None = None
+) -> Iterator[None]:
     """Within the block, forwards only collect their ghost slices' moments; on leaving it,
     every ghost batch norm of `model` updates its running statistics once, from all of them.
 
     The block is one optimizer step: so the running statistics do not depend on how the step
     was cut into micro-batches. If the block raises, the collected moments are dropped.
+    ``reduce`` (data parallelism) sums the collected moments and slice counts in place across
+    processes before the update, so every process moves to the mean over all the step's slices.
     """
     layers = ghost_batch_norms(model)
     for layer in layers:
@@ -259,7 +263,10 @@ def accumulate_running_stats(model: nn.Module) -> Iterator[None]:
             layer.discard_pending_stats()
         raise
     else:
-        commit_running_stats([m for m in layers if m.training and m.running_mean is not None])
+        training = [m for m in layers if m.training and m.running_mean is not None]
+        if reduce is not None:
+            reduce([t for m in training for t in (m._sum_mean, m._sum_var, m._slices)])
+        commit_running_stats(training)
         for layer in layers:
             if not layer.training:
                 layer.discard_pending_stats()

@@ -57,6 +57,8 @@ class RunRecord:
     device: str  # cpu | cuda
     device_name: str  # e.g. "NVIDIA H100 80GB HBM3", or the CPU model
     precision: str
+    world_size: int | None  # processes of a data-parallel (torchrun) job; 1 otherwise
+    devices: str | None  # every process's device, e.g. "cuda:0,cuda:1"
     hostname: str
     python_version: str
     torch_version: str

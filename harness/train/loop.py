@@ -38,6 +38,7 @@ from harness.models.registry import build_model
 from harness.train.audit import Audit, StepProbe
 from harness.train.checkpoint import Progress, load_checkpoint, save_checkpoint
 from harness.train.optim import build_optimizer, set_hyperparameters
+from harness.train.replica import Replica
 from harness.train.runtime import peak_memory, synchronize
 from harness.train.spec import Execution, TrainJob
 from harness.train.step import evaluate, micro_batch_size, step_micro_batch, train_step
@@ -108,22 +109,31 @@ def train_epoch(
     epoch: int,
     phase: Phase,
     execution: Execution,
+    replica: Replica | None = None,
 ) -> tuple[float, int]:
-    """Train one epoch; returns (mean training loss over its steps, steps taken)."""
+    """Train one epoch; returns (mean training loss over its steps, steps taken).
+
+    Every process of a data-parallel job draws the same order and augmentation streams; each
+    trains its share of every step (see harness.train.replica)."""
     device = data.device
     order = torch.Generator().manual_seed(stream_seed(job.seed, "order", epoch))
     permutation = torch.randperm(data.n_train, generator=order).to(device)
     augment = torch.Generator(device=device).manual_seed(stream_seed(job.seed, "augment", epoch))
     batch = phase.batch_size
     steps = updates_per_epoch(data.n_train, batch, job.drop_last)
-    micro = step_micro_batch(batch, execution, job.ghost_batch_size)
+    world = 1 if replica is None else replica.world
+    micro = step_micro_batch(batch // world, execution, job.ghost_batch_size)
     model.train()
-    losses = torch.zeros((), device=device)
+    losses = torch.zeros((), device=device, dtype=torch.float64)
     for step in range(steps):
         indices = permutation[step * batch : (step + 1) * batch]
-        losses += train_step(model, optimizer, data, indices, micro, augment, job.precision)
+        losses += train_step(
+            model, optimizer, data, indices, micro, augment, job.precision, replica
+        )
+    if replica is not None:  # each process's loss is its share's mean: average the shares
+        replica.all_reduce([losses])
     # The one host sync of the epoch: reading the loss.
-    return float(losses) / steps, steps
+    return float(losses) / (steps * world), steps
 
 
 def warm_up(
@@ -132,6 +142,7 @@ def warm_up(
     data: DeviceData,
     job: TrainJob,
     execution: Execution,
+    replica: Replica | None = None,
 ) -> float:
     """Run the real `train_step` once per (batch, micro-batch) shape of the plan, and one
     evaluation, untimed; then restore the weights, BN statistics and optimizer state.
@@ -147,9 +158,10 @@ def warm_up(
     saved_model = {k: v.clone() for k, v in base.state_dict().items()}
     saved_optimizer = copy.deepcopy(optimizer.state_dict())
     lrs = [group["lr"] for group in optimizer.param_groups]
+    world = 1 if replica is None else replica.world
     shapes = sorted(
         {
-            (p.batch_size, step_micro_batch(p.batch_size, execution, job.ghost_batch_size))
+            (p.batch_size, step_micro_batch(p.batch_size // world, execution, job.ghost_batch_size))
             for p in job.plan.phases
         }
     )
@@ -158,8 +170,8 @@ def warm_up(
     for batch, micro in shapes:
         # Any examples will do; a batch larger than the data set repeats them.
         indices = torch.arange(batch, device=device) % data.n_train
-        train_step(model, optimizer, data, indices, micro, generator, job.precision)
-    evaluate(model, data, execution.eval_batch_size, job.precision)
+        train_step(model, optimizer, data, indices, micro, generator, job.precision, replica)
+    evaluate(model, data, execution.eval_batch_size, job.precision, replica=replica)
     base.load_state_dict(saved_model)
     optimizer.load_state_dict(saved_optimizer)
     # load_state_dict puts the saved lr tensors in the groups; keep the ones the caller holds.
@@ -194,11 +206,15 @@ def train_cell(
     on_epoch: EpochCallback | None = None,
     deadline: float | None = None,
     probe: StepProbe | None = None,
+    replica: Replica | None = None,
 ) -> CellResult:
     """Train `job` to the end of its plan (or until its loss diverges), resuming if possible.
 
     `deadline` (a `time.monotonic()` value): after at least one epoch, stop with status
     "paused" at the last epoch boundary expected to come before it (see the module docstring).
+    `replica`: this process's place in a data-parallel job (harness.train.replica); every
+    process returns the same result, rank 0 alone writes the checkpoint and calls `on_epoch`,
+    and clocks are read after a barrier, so times are the whole job's.
 
     Raises `CheckpointError` for a checkpoint it cannot resume from; any other error but
     running out of memory propagates to the caller, which decides what a failure means.
@@ -213,22 +229,31 @@ def train_cell(
     progress = load_checkpoint(checkpoint, job.cell_id, base_model, optimizer, device) or Progress()
     audit = Audit(job, data, base_model, optimizer, probe)  # tier 0 of the gate: what was applied
     data = audit.data
-    model: torch.nn.Module = base_model
+    model: torch.nn.Module = base_model if replica is None else replica.wrap(base_model)
+    main = replica is None or replica.is_main
+
+    def sync() -> None:  # before reading a clock: this device, then every process
+        synchronize(device)
+        if replica is not None:
+            replica.barrier()
+
     if execution.compile:
         # One graph per micro-batch shape; a plan has at most a few of them.
-        model = torch.compile(base_model, dynamic=False)  # type: ignore[assignment]
+        model = torch.compile(model, dynamic=False)  # type: ignore[assignment]
 
     with _oom_fails_cell(job, progress):
         if execution.compile or device.type == "cuda":
-            progress.warmup_time_s += warm_up(model, optimizer, data, job, execution)
+            progress.warmup_time_s += warm_up(model, optimizer, data, job, execution, replica)
         for epoch in range(progress.epoch, job.plan.epochs):
             phase = job.plan.phase_at(epoch)
             set_hyperparameters(optimizer, phase.lr, phase.momentum)
             audit.begin_epoch()
-            synchronize(device)
+            sync()
             start = time.perf_counter()
-            train_loss, steps = train_epoch(model, optimizer, data, job, epoch, phase, execution)
-            synchronize(device)
+            train_loss, steps = train_epoch(
+                model, optimizer, data, job, epoch, phase, execution, replica
+            )
+            sync()
             train_s = time.perf_counter() - start
             progress.updates += steps
             progress.images += min(steps * phase.batch_size, data.n_train)
@@ -241,13 +266,13 @@ def train_cell(
             if not diverged and (last or (epoch + 1) % job.eval_every == 0):
                 start = time.perf_counter()
                 test_loss, test_acc = evaluate(
-                    model, data, execution.eval_batch_size, job.precision
+                    model, data, execution.eval_batch_size, job.precision, replica=replica
                 )
                 if execution.eval_train_loss:
                     train_eval_loss, _ = evaluate(
-                        model, data, execution.eval_batch_size, job.precision, split="train"
+                        model, data, execution.eval_batch_size, job.precision, "train", replica
                     )
-                synchronize(device)
+                sync()
                 eval_s = time.perf_counter() - start
                 progress.eval_time_s += eval_s
             row = {
@@ -277,19 +302,28 @@ def train_cell(
             progress.wall_clock_s += epoch_end - segment_start
             segment_start = epoch_end
             checkpoint_start = time.monotonic()
-            save_checkpoint(checkpoint, job.cell_id, base_model, optimizer, progress)
+            if main:
+                save_checkpoint(checkpoint, job.cell_id, base_model, optimizer, progress)
             checkpoint_s = time.monotonic() - checkpoint_start
-            if on_epoch is not None:
+            if on_epoch is not None and main:
                 on_epoch(job, row)
             # The next epoch is assumed to take as long as this one (training, evaluation and
             # checkpoint); one that would end past the deadline is not started. The checkpoint
             # just written says "ok": the pause belongs to this run, not to the cell.
-            if (
+            pause = (
                 deadline is not None
                 and not last
                 and time.monotonic() + train_s + eval_s + checkpoint_s > deadline
-            ):
+            )
+            if replica is not None:  # rank 0's clock decides for every process
+                pause = bool(replica.broadcast_int(int(pause)))
+            if pause:
                 progress.status = "paused"
                 break
     progress.wall_clock_s += time.perf_counter() - segment_start
-    return CellResult(progress, peak_memory(device))
+    peak = peak_memory(device)
+    if replica is not None:  # the largest process's
+        peak_t = torch.tensor([peak], dtype=torch.int64, device=device)
+        replica.all_reduce([peak_t], op="max")
+        peak = int(peak_t.item())
+    return CellResult(progress, peak)

@@ -13,11 +13,14 @@ inside the step would stall the device queue every step (tests/test_train.py cou
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
 from harness.data.device import DeviceData
 from harness.models.ghost_bn import accumulate_running_stats
+from harness.train.replica import Replica
 from harness.train.runtime import at_least_fp32, autocast
 from harness.train.spec import Execution
 
@@ -61,26 +64,37 @@ def train_step(
     micro: int,
     generator: torch.Generator,
     precision: str,
+    replica: Replica | None = None,
 ) -> torch.Tensor:
     """One optimizer update on the examples `indices`, as micro-batches of at most `micro`.
 
     Each micro-batch's loss is its summed cross-entropy over the whole batch size, so the
     accumulated gradient is the mean over all B examples; batch-norm running statistics are
-    updated once, after the last micro-batch, from all the step's ghost slices. A data-parallel
-    rank would take its slice of `indices` here. Returns the batch's mean loss, on the device.
+    updated once, after the last micro-batch, from all the step's ghost slices. With a
+    `replica` (data parallelism, see harness.train.replica) this process draws the whole
+    step's batch, keeps its share of B / N examples and is averaged with the others once, at
+    its last micro-batch. Returns the (share of the) batch's mean loss, on the device.
     """
     device = indices.device
     optimizer.zero_grad(set_to_none=True)
-    total = indices.numel()
-    loss_sum = torch.zeros((), device=device)
     images, labels = data.train_images(indices, generator)  # uint8: 3 KB per image
-    with accumulate_running_stats(model):
-        for x_u8, y in zip(images.split(micro), labels.split(micro)):
-            x = data.normalize(x_u8)
-            with autocast(device, precision):
-                logits = model(x)
-            loss = F.cross_entropy(at_least_fp32(logits), y, reduction="sum") / total
-            loss.backward()
+    reduce = None
+    if replica is not None:
+        images, labels = replica.shard(images), replica.shard(labels)
+        reduce = replica.all_reduce
+    total = labels.numel()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    chunks = list(zip(images.split(micro), labels.split(micro)))
+    with accumulate_running_stats(model, reduce):
+        for i, (x_u8, y) in enumerate(chunks):
+            last = i + 1 == len(chunks)
+            sync = contextlib.nullcontext() if replica is None else replica.no_sync(last)
+            with sync:
+                x = data.normalize(x_u8)
+                with autocast(device, precision):
+                    logits = model(x)
+                loss = F.cross_entropy(at_least_fp32(logits), y, reduction="sum") / total
+                loss.backward()
             loss_sum += loss.detach()
     optimizer.step()
     return loss_sum
@@ -93,22 +107,28 @@ def evaluate(
     batch_size: int,
     precision: str,
     split: str = "test",
+    replica: Replica | None = None,
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy as a fraction) in eval mode, with running BN statistics.
 
     `split` "test" is the test set; "train" the whole training set without augmentation (the
     training loss the paper plots, not the mean of augmented train-mode minibatch losses).
+    With a `replica`, each process evaluates every N-th batch and the sums are all-reduced.
     """
     model.eval()
     device = data.device
     loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     batches = data.train_eval_batches if split == "train" else data.test_batches
-    for x, y in batches(batch_size):
+    for i, (x, y) in enumerate(batches(batch_size)):
+        if replica is not None and i % replica.world != replica.rank:
+            continue
         with autocast(device, precision):
             logits = model(x)
         loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(dim=1) == y).sum()
+    if replica is not None:
+        replica.all_reduce([loss, correct])
     n = data.n_train if split == "train" else data.n_test
     # The one host sync of an evaluation.
     return float(loss) / n, int(correct) / n

@@ -1,0 +1,157 @@
+"""Data parallelism: one cell trained by N processes, on PyTorch's own distributed engine.
+
+Launched by ``torchrun`` (one or many nodes), every process builds the same model from the
+same seed and draws the same epoch order and augmentation (`train_images` of the whole step
+batch: the draw is cheap and identical in every process); each process then keeps its share
+of the step, ``B / N`` examples, made of whole ghost slices, and runs it as its micro-batches.
+So the update sequence is the one-process run with accumulation:
+
+* gradients: the model is wrapped in ``DistributedDataParallel`` (bucketed all-reduce that
+  overlaps the backward pass); micro-batches before the last run under ``no_sync()``, so the
+  gradients are averaged once per optimizer step. Each process's loss is its summed
+  cross-entropy over ``B / N``; DDP's average over N processes is the mean over all B.
+* batch-norm running statistics: every process collects its slices' moments during the step
+  (`harness.models.ghost_bn.accumulate_running_stats`); the sums are all-reduced once per step
+  before the running averages move, so they are the mean over all of the step's slices.
+* the epoch's training loss, the evaluation (each process evaluates every N-th batch), and the
+  peak memory are reduced once per epoch; decisions that read a clock (pause at a deadline)
+  are rank 0's, broadcast.
+
+The rule for the batch: every phase's B must be a whole number of ghost slices per process,
+``B % (N * ghost) == 0``; anything else would change the batch-norm statistics, so it is an
+error before training (`check_divisible`), never a silent change of the recipe.
+
+Rank 0 alone writes rows and checkpoints; a checkpoint holds no trace of N, so a cell resumes
+with any number of processes. Backend: NCCL on CUDA, gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+__all__ = [
+    "Replica",
+    "check_divisible",
+    "from_environment",
+    "launched_by_torchrun",
+    "shutdown",
+]
+
+
+def launched_by_torchrun() -> bool:
+    """True in a process that torchrun (or any launcher setting its variables) started."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+@dataclass
+class Replica:
+    """This process's place in a data-parallel job: rank of world, and its collectives."""
+
+    rank: int
+    world: int
+    device: torch.device
+    ddp: nn.Module | None = None  # the DistributedDataParallel wrapper, once `wrap` ran
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def devices(self) -> str:
+        """Every process's device, e.g. "cuda:0,cuda:1" (for the run row)."""
+        names = [None] * self.world
+        dist.all_gather_object(names, str(self.device))
+        return ",".join(str(n) for n in names)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """``model`` in DistributedDataParallel; buffers are not broadcast (BN statistics are
+        reduced once per step instead, see the module docstring)."""
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, broadcast_buffers=False
+        )
+        return self.ddp
+
+    def shard(self, x: Tensor) -> Tensor:
+        """This process's contiguous share of a step's batch (its ghost slices)."""
+        share = x.shape[0] // self.world
+        return x[self.rank * share : (self.rank + 1) * share]
+
+    def no_sync(self, last: bool) -> contextlib.AbstractContextManager[None]:
+        """DDP's no_sync for every micro-batch but a step's last: one all-reduce per step."""
+        if last or self.ddp is None:
+            return contextlib.nullcontext()
+        return self.ddp.no_sync()  # type: ignore[operator]
+
+    def all_reduce(self, tensors: Sequence[Tensor], op: str = "sum") -> None:
+        """Reduce ``tensors`` in place across processes: one collective per dtype."""
+        reduce_op = dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for t in tensors:
+            by_dtype.setdefault(t.dtype, []).append(t)
+        for group in by_dtype.values():
+            flat = torch.cat([t.reshape(-1) for t in group])
+            dist.all_reduce(flat, op=reduce_op)
+            offset = 0
+            for t in group:
+                t.copy_(flat[offset : offset + t.numel()].view_as(t))
+                offset += t.numel()
+
+    def broadcast_int(self, value: int) -> int:
+        """Rank 0's ``value`` in every process (decisions that read a clock or a lock)."""
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
+        dist.broadcast(t, src=0)
+        return int(t.item())
+
+    def barrier(self) -> None:
+        if self.device.type == "cuda":
+            dist.barrier(device_ids=[self.device.index])
+        else:
+            dist.barrier()
+
+
+def check_divisible(batches: Sequence[int], world: int, ghost: int) -> str | None:
+    """Why these phase batch sizes cannot be split over ``world`` processes, or None."""
+    for b in batches:
+        if b % (world * ghost):
+            return (
+                f"batch size {b} is not a whole number of ghost batches ({ghost}) per process "
+                f"over {world} processes (B must be a multiple of {world * ghost}); use a "
+                "number of processes that divides B / ghost_batch_size"
+            )
+    return None
+
+
+def from_environment(device: str | None) -> Replica:
+    """Join the torchrun job this process belongs to (NCCL on CUDA, gloo on the CPU).
+
+    ``device``: "cpu", "cuda" or None (CUDA when available): each process takes the GPU of
+    its LOCAL_RANK.
+    """
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if use_cuda:
+        torch_device = torch.device("cuda", local)
+        torch.cuda.set_device(torch_device)
+    else:
+        torch_device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo",
+            device_id=torch_device if use_cuda else None,
+        )
+    return Replica(rank=rank, world=world, device=torch_device)
+
+
+def shutdown() -> None:
+    """Leave the process group, if this process joined one (so torchrun's processes exit)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
