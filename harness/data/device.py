@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from harness.data.cifar10 import IMAGE_SHAPE, PAD, Cifar10
+from harness.data.source import Shard, StepBatch, take_share
 from harness.errors import UserError
 
 
@@ -152,20 +153,62 @@ class DeviceData:
         x, y = self.train_images(indices, generator)
         return self.normalize(x), y
 
-    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """The test set in order, normalized and un-augmented; the last batch may be short."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        for start in range(0, self.n_test, batch_size):
+    def epoch_batches(
+        self,
+        order_seed: int,
+        augment_seed: int,
+        batch_size: int,
+        steps: int,
+        micro: int,
+        shard: Shard | None = None,
+    ) -> Iterator[StepBatch]:
+        """One epoch's steps: the order is ``torch.randperm(N)`` from ``order_seed`` (on the
+        CPU), the augmentation one device generator from ``augment_seed`` drawn step by step;
+        step s takes permutation[s·B : (s+1)·B] (a short last step when ``steps`` exceeds
+        N // B). Every process of a data-parallel job draws the whole step (cheap, and the
+        same everywhere) and keeps its ``shard``."""
+        order = torch.Generator().manual_seed(order_seed)
+        permutation = torch.randperm(self.n_train, generator=order).to(self.device)
+        augment = torch.Generator(device=self.device).manual_seed(augment_seed)
+        for step in range(steps):
+            indices = permutation[step * batch_size : (step + 1) * batch_size]
+            yield self.step_batch(indices, augment, micro, shard)
+
+    def step_batch(
+        self, indices: Tensor, generator: torch.Generator, micro: int, shard: Shard | None = None
+    ) -> StepBatch:
+        """The step of examples ``indices`` (drawn whole, then this process's share)."""
+        images, labels = self.train_images(indices, generator)
+        return StepBatch.split(take_share(images, shard), take_share(labels, shard), micro)
+
+    def warmup_batch(self, batch_size: int, micro: int, shard: Shard | None = None) -> StepBatch:
+        # Any examples will do; a batch larger than the data set repeats them.
+        indices = torch.arange(batch_size, device=self.device) % self.n_train
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        return self.step_batch(indices, generator, micro, shard)
+
+    def test_batches(
+        self, batch_size: int, shard: Shard | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """The test set in order, normalized and un-augmented; the last batch may be short.
+        With ``shard`` (rank, world): batches rank, rank + world, ... only."""
+        for start in _starts(self.n_test, batch_size, shard):
             end = start + batch_size
             yield self.normalize(self.test_x[start:end]), self.test_y[start:end]
 
-    def train_eval_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def train_eval_batches(
+        self, batch_size: int, shard: Shard | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         """The whole training set in order, normalized and un-augmented (the padded images'
         centres): what the paper's training-loss curves are measured on."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        for start in range(0, self.n_train, batch_size):
+        for start in _starts(self.n_train, batch_size, shard):
             end = start + batch_size
             x = self.train_padded[start:end, :, PAD:-PAD, PAD:-PAD]
             yield self.normalize(x), self.train_y[start:end]
+
+
+def _starts(n: int, batch_size: int, shard: Shard | None) -> range:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    starts = range(0, n, batch_size)
+    return starts if shard is None else starts[shard[0] :: shard[1]]

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from harness.core.schedule import Phase, updates_per_epoch
-from harness.data.device import DeviceData
+from harness.data.source import DataSource
 from harness.models.registry import build_model
 from harness.train.audit import Audit, StepProbe
 from harness.train.checkpoint import Progress, load_checkpoint, save_checkpoint
@@ -41,7 +41,13 @@ from harness.train.optim import build_optimizer, set_hyperparameters
 from harness.train.replica import Replica
 from harness.train.runtime import peak_memory, synchronize
 from harness.train.spec import Execution, TrainJob
-from harness.train.step import evaluate, micro_batch_size, step_micro_batch, train_step
+from harness.train.step import (
+    evaluate,
+    micro_batch_size,
+    step_micro_batch,
+    train_on,
+    train_step,
+)
 
 __all__ = [
     "CellResult",
@@ -104,7 +110,7 @@ def build(job: TrainJob, device: torch.device, execution: Execution) -> torch.nn
 def train_epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    data: DeviceData,
+    data: DataSource,
     job: TrainJob,
     epoch: int,
     phase: Phase,
@@ -113,23 +119,21 @@ def train_epoch(
 ) -> tuple[float, int]:
     """Train one epoch; returns (mean training loss over its steps, steps taken).
 
-    Every process of a data-parallel job draws the same order and augmentation streams; each
-    trains its share of every step (see harness.train.replica)."""
+    The data source turns the epoch's order and augmentation seeds into its steps; every
+    process of a data-parallel job asks for the same steps and gets its share of each (see
+    harness.train.replica)."""
     device = data.device
-    order = torch.Generator().manual_seed(stream_seed(job.seed, "order", epoch))
-    permutation = torch.randperm(data.n_train, generator=order).to(device)
-    augment = torch.Generator(device=device).manual_seed(stream_seed(job.seed, "augment", epoch))
     batch = phase.batch_size
     steps = updates_per_epoch(data.n_train, batch, job.drop_last)
     world = 1 if replica is None else replica.world
     micro = step_micro_batch(batch // world, execution, job.ghost_batch_size)
+    shard = None if replica is None else (replica.rank, replica.world)
+    order_seed = stream_seed(job.seed, "order", epoch)
+    augment_seed = stream_seed(job.seed, "augment", epoch)
     model.train()
     losses = torch.zeros((), device=device, dtype=torch.float64)
-    for step in range(steps):
-        indices = permutation[step * batch : (step + 1) * batch]
-        losses += train_step(
-            model, optimizer, data, indices, micro, augment, job.precision, replica
-        )
+    for step in data.epoch_batches(order_seed, augment_seed, batch, steps, micro, shard):
+        losses += train_on(model, optimizer, data, step, job.precision, replica)
     if replica is not None:  # each process's loss is its share's mean: average the shares
         replica.all_reduce([losses])
     # The one host sync of the epoch: reading the loss.
@@ -139,7 +143,7 @@ def train_epoch(
 def warm_up(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    data: DeviceData,
+    data: DataSource,
     job: TrainJob,
     execution: Execution,
     replica: Replica | None = None,
@@ -165,12 +169,11 @@ def warm_up(
             for p in job.plan.phases
         }
     )
-    generator = torch.Generator(device=device).manual_seed(0)
+    shard = None if replica is None else (replica.rank, replica.world)
     model.train()
     for batch, micro in shapes:
-        # Any examples will do; a batch larger than the data set repeats them.
-        indices = torch.arange(batch, device=device) % data.n_train
-        train_step(model, optimizer, data, indices, micro, generator, job.precision, replica)
+        step = data.warmup_batch(batch, micro, shard)
+        train_on(model, optimizer, data, step, job.precision, replica)
     evaluate(model, data, execution.eval_batch_size, job.precision, replica=replica)
     base.load_state_dict(saved_model)
     optimizer.load_state_dict(saved_optimizer)
@@ -200,7 +203,7 @@ def _oom_fails_cell(job: TrainJob, progress: Progress) -> Iterator[None]:
 
 def train_cell(
     job: TrainJob,
-    data: DeviceData,
+    data: DataSource,
     execution: Execution,
     checkpoint: Path,
     on_epoch: EpochCallback | None = None,

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.data.device import DeviceData
+from harness.data.source import DataSource, StepBatch
 from harness.models.ghost_bn import accumulate_running_stats
 from harness.train.replica import Replica
 from harness.train.runtime import at_least_fp32, autocast
@@ -68,26 +69,43 @@ def train_step(
 ) -> torch.Tensor:
     """One optimizer update on the examples `indices`, as micro-batches of at most `micro`.
 
+    Draws the step from `data.train_images` (with a `replica`, the whole step, then this
+    process's share) and runs `train_on`; the loop gets its steps from the data source
+    instead (`epoch_batches`), this entry point is for tests, benches and users' own loops.
+    """
+    images, labels = data.train_images(indices, generator)  # uint8: 3 KB per image
+    if replica is not None:
+        images, labels = replica.shard(images), replica.shard(labels)
+    return train_on(
+        model, optimizer, data, StepBatch.split(images, labels, micro), precision, replica
+    )
+
+
+def train_on(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: DataSource,
+    batch: StepBatch,
+    precision: str,
+    replica: Replica | None = None,
+) -> torch.Tensor:
+    """One optimizer update on `batch`, this process's share of a step, micro-batch by micro-batch.
+
     Each micro-batch's loss is its summed cross-entropy over the whole batch size, so the
     accumulated gradient is the mean over all B examples; batch-norm running statistics are
     updated once, after the last micro-batch, from all the step's ghost slices. With a
-    `replica` (data parallelism, see harness.train.replica) this process draws the whole
-    step's batch, keeps its share of B / N examples and is averaged with the others once, at
-    its last micro-batch. Returns the (share of the) batch's mean loss, on the device.
+    `replica` (data parallelism, see harness.train.replica) this process's share of B / N
+    examples is averaged with the others once, at its last micro-batch. Returns the (share
+    of the) batch's mean loss, on the device.
     """
-    device = indices.device
+    device = data.device
     optimizer.zero_grad(set_to_none=True)
-    images, labels = data.train_images(indices, generator)  # uint8: 3 KB per image
-    reduce = None
-    if replica is not None:
-        images, labels = replica.shard(images), replica.shard(labels)
-        reduce = replica.all_reduce
-    total = labels.numel()
+    reduce = None if replica is None else replica.all_reduce
+    total = batch.size
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    chunks = list(zip(images.split(micro), labels.split(micro)))
     with accumulate_running_stats(model, reduce):
-        for i, (x_u8, y) in enumerate(chunks):
-            last = i + 1 == len(chunks)
+        for i, (x_u8, y) in enumerate(batch.micro_batches):
+            last = i + 1 == batch.count
             sync = contextlib.nullcontext() if replica is None else replica.no_sync(last)
             with sync:
                 x = data.normalize(x_u8)
@@ -103,7 +121,7 @@ def train_step(
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    data: DeviceData,
+    data: DataSource,
     batch_size: int,
     precision: str,
     split: str = "test",
@@ -115,14 +133,13 @@ def evaluate(
     training loss the paper plots, not the mean of augmented train-mode minibatch losses).
     With a `replica`, each process evaluates every N-th batch and the sums are all-reduced.
     """
+    shard = None if replica is None else (replica.rank, replica.world)
     model.eval()
     device = data.device
     loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     batches = data.train_eval_batches if split == "train" else data.test_batches
-    for i, (x, y) in enumerate(batches(batch_size)):
-        if replica is not None and i % replica.world != replica.rank:
-            continue
+    for x, y in batches(batch_size) if shard is None else batches(batch_size, shard):
         with autocast(device, precision):
             logits = model(x)
         loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
