@@ -61,6 +61,10 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
     iteration yields ``steps`` = floor(N / B) steps in order, each as ceil(B / m) lists of
     keys (m keys each, the last of a step possibly fewer; m = B when not given): concatenating
     a step's lists gives that step's B keys. ``len()`` is the number of lists yielded.
+
+    ``rank`` / ``world`` (data parallelism): each step yields only this process's contiguous
+    share of B / world keys (B must divide), cut into micro-batches the same way; the shares
+    of all ranks concatenate to the step. ``permutation`` is the epoch's order (all N indices).
     """
 
     def __init__(self, n: int) -> None:
@@ -71,6 +75,9 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
         self.micro_batch = 0
         self.order_seed = 0
         self.augment_seed = 0
+        self.rank = 0
+        self.world = 1
+        self.permutation = np.arange(0)
 
     def set_epoch(
         self,
@@ -79,18 +86,27 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
         order_seed: int,
         augment_seed: int,
         micro_batch: int | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if batch_size > self.n:
             raise ValueError(f"batch_size {batch_size} exceeds the {self.n} images: no full step")
-        micro = batch_size if micro_batch is None else min(micro_batch, batch_size)
+        if world < 1 or not 0 <= rank < world or batch_size % world:
+            raise ValueError(f"rank {rank} of {world}: B = {batch_size} must split evenly")
+        share = batch_size // world
+        micro = share if micro_batch is None else min(micro_batch, share)
         if micro < 1:
             raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
         self.batch_size = batch_size
         self.micro_batch = micro
         self.order_seed = order_seed
         self.augment_seed = augment_seed
+        self.rank = rank
+        self.world = world
+        order = torch.Generator().manual_seed(order_seed)
+        self.permutation = torch.randperm(self.n, generator=order).numpy()
 
     @property
     def steps(self) -> int:
@@ -101,19 +117,20 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
     @property
     def chunks_per_step(self) -> int:
         self._require_epoch()
-        return -(-self.batch_size // self.micro_batch)
+        return -(-(self.batch_size // self.world) // self.micro_batch)
 
     def __len__(self) -> int:
         return self.steps * self.chunks_per_step
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
         self._require_epoch()
-        order = torch.Generator().manual_seed(self.order_seed)
-        perm = torch.randperm(self.n, generator=order).numpy()
+        perm = self.permutation
         b, m, seed = self.batch_size, self.micro_batch, self.augment_seed
+        share = b // self.world
         for step in range(self.steps):
-            batch = perm[step * b : (step + 1) * b]
-            for lo in range(0, b, m):
+            start = step * b + self.rank * share
+            batch = perm[start : start + share]
+            for lo in range(0, share, m):
                 yield [(int(i), seed) for i in batch[lo : lo + m]]
 
     def _require_epoch(self) -> None:
@@ -122,19 +139,28 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
 
 
 class EvalBatchSampler(Sampler[list[SampleKey]]):
-    """All N images in index order, in batches of ``batch_size`` (the last may be short)."""
+    """All N images in index order, in batches of ``batch_size`` (the last may be short).
 
-    def __init__(self, n: int, batch_size: int) -> None:
+    With ``rank`` / ``world``: only batches number rank, rank + world, ... (a process's share
+    of an evaluation; the shares of all ranks cover every batch once).
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(f"rank {rank} of {world}: not a process of the job")
         self.n = n
         self.batch_size = batch_size
+        self.rank = rank
+        self.world = world
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        return len(range(self.rank, -(-self.n // self.batch_size), self.world))
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
-        for lo in range(0, self.n, self.batch_size):
+        starts = range(0, self.n, self.batch_size)
+        for lo in starts[self.rank :: self.world]:
             yield [(i, 0) for i in range(lo, min(lo + self.batch_size, self.n))]
 
 

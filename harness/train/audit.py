@@ -14,6 +14,10 @@ really used (see `harness.results.record.AUDIT_COLUMNS` and docs/gate.md):
 
 `AuditedData` is a `DeviceData` that sees every batch the step draws; it also casts inputs
 to float64 for the "fp64" precision, so that the loop and the step need no precision branch.
+`AuditedFolderData` does the same for an image folder (`FolderData`): the order checksum is
+of the indices the epoch's sampler handed the DataLoader, the image and label checksums of the
+micro-batches that reached the step (with N processes, rank 0's share of each step: each
+process loads only its share).
 `StepProbe` adds, for the numeric fingerprint (harness.app.fingerprint), per-step float64
 values (loss, parameter norm, update norm) and the float64 test loss, through hooks on the
 job's model and optimizer; ordinary runs do not carry one.
@@ -32,6 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.data.device import DeviceData
+from harness.data.folder import FolderData
+from harness.data.source import DataSource, Shard, StepBatch
 from harness.train.spec import TrainJob
 
 # Checksums are sums of per-element hashes modulo a Mersenne prime, in int64 on the device:
@@ -46,10 +52,31 @@ def _weights(positions: Tensor) -> Tensor:
     return (positions * _A + _C) % _P + 1
 
 
-def _pixel_weights(device: torch.device) -> Tensor:
-    """A fixed weight per (channel, row, column) of a 3x32x32 image, in 1 .. 2**23."""
-    pos = torch.arange(3 * 32 * 32, device=device, dtype=torch.int64)
+def _pixel_weights(device: torch.device, numel: int = 3 * 32 * 32) -> Tensor:
+    """A fixed weight per (channel, row, column) of an image of ``numel`` values, in
+    1 .. 2**23 (so a uint8 value times its weight fits an int32)."""
+    pos = torch.arange(numel, device=device, dtype=torch.int64)
     return (_weights(pos) % (2**23) + 1).to(torch.int32)
+
+
+def _position_sum(values: Tensor, start: int) -> Tensor:
+    """Sum of (value + 1) times the weight of its position start, start + 1, ... modulo P."""
+    n = values.numel()
+    w = _weights(torch.arange(start, start + n, device=values.device))
+    return ((values.to(torch.int64) + 1) * w % _P).sum()
+
+
+# Images per slice of the pixel checksum: (64, 3, 299, 299) in int32 is 69 MB.
+_PIXEL_CHUNK = 64
+
+
+def _pixel_sum(images: Tensor, weights: Tensor) -> Tensor:
+    """Each image's weighted pixel sum modulo P, summed: exact and order-free."""
+    flat = images.reshape(images.shape[0], -1)
+    total = torch.zeros((), dtype=torch.int64, device=images.device)
+    for part in flat.split(_PIXEL_CHUNK):
+        total += ((part.to(torch.int32) * weights).sum(1, dtype=torch.int64) % _P).sum()
+    return total
 
 
 class StepProbe:
@@ -180,14 +207,13 @@ class AuditedData(DeviceData):
     def train_images(self, indices: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         images, labels = super().train_images(indices, generator)
         n = indices.numel()
-        w = _weights(torch.arange(self.position, self.position + n, device=self.device))
-        order = ((indices.to(torch.int64) + 1) * w % _P).sum()
+        order = _position_sum(indices, self.position)
         flat = images.reshape(n, -1).to(torch.int32)
         if flat.shape[1] == self._pixel_w.numel():
             pixels = (flat * self._pixel_w).sum(1, dtype=torch.int64) % _P
         else:  # another image shape: unweighted, still exact
             pixels = flat.sum(1, dtype=torch.int64)
-        label = ((labels.to(torch.int64) + 1) * w % _P).sum()
+        label = _position_sum(labels, self.position)
         self.sums = (self.sums + torch.stack([order, pixels.sum(), label])) % _P
         self.position += n
         self.batch = max(self.batch, n)
@@ -201,10 +227,12 @@ class AuditedData(DeviceData):
         out = super().normalize(x)
         return out if self._dtype == torch.float32 else out.to(self._dtype)
 
-    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def test_batches(
+        self, batch_size: int, shard: Shard | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         self._in_test = True
         try:
-            for x, y in super().test_batches(batch_size):
+            for x, y in super().test_batches(batch_size, shard):
                 if self._probe is not None:
                     self._probe.test_batch(y)
                 yield x, y
@@ -212,6 +240,100 @@ class AuditedData(DeviceData):
             self._in_test = False
         if self._probe is not None:
             self._probe.end_test()
+
+    def train_eval_batches(
+        self, batch_size: int, shard: Shard | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        self._in_test = True  # an evaluation: its batches are not training micro-batches
+        try:
+            yield from super().train_eval_batches(batch_size, shard)
+        finally:
+            self._in_test = False
+
+
+class AuditedFolderData:
+    """A `FolderData` whose training steps are checksummed as they reach the step (see the
+    module docstring); the same counters as `AuditedData`, and the same fp64 seam."""
+
+    def __init__(self, inner: FolderData, dtype: torch.dtype) -> None:
+        self.inner = inner
+        self._dtype = dtype
+        self._pixel_w = _pixel_weights(inner.device, 3 * inner.image_size**2)
+        self.reset()
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    @property
+    def n_train(self) -> int:
+        return self.inner.n_train
+
+    @property
+    def n_test(self) -> int:
+        return self.inner.n_test
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(3, dtype=torch.int64, device=self.device)
+        self.position = 0
+        self.batch = 0
+        self.micro = 0
+        self._in_test = False
+
+    def epoch_batches(
+        self,
+        order_seed: int,
+        augment_seed: int,
+        batch_size: int,
+        steps: int,
+        micro: int,
+        shard: Shard | None = None,
+    ) -> Iterator[StepBatch]:
+        rank = 0 if shard is None else shard[0]
+        batches = self.inner.epoch_batches(
+            order_seed, augment_seed, batch_size, steps, micro, shard
+        )
+        for step, batch in enumerate(batches):
+            indices = torch.from_numpy(self.inner.step_indices(step)).to(self.device)
+            zero = torch.zeros((), dtype=torch.int64, device=self.device)
+            order = _position_sum(indices, self.position)
+            self.sums = (self.sums + torch.stack([order, zero, zero])) % _P
+            start = self.position + rank * batch.size
+            self.position += int(indices.numel())
+            self.batch = max(self.batch, int(indices.numel()))
+            yield StepBatch(batch.size, batch.count, self._watch(batch, start))
+
+    def _watch(self, batch: StepBatch, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y in batch.micro_batches:
+            zero = torch.zeros((), dtype=torch.int64, device=self.device)
+            pixels, label = _pixel_sum(x, self._pixel_w), _position_sum(y, start)
+            self.sums = (self.sums + torch.stack([zero, pixels, label])) % _P
+            start += int(y.shape[0])
+            yield x, y
+
+    def warmup_batch(self, batch_size: int, micro: int, shard: Shard | None = None) -> StepBatch:
+        return self.inner.warmup_batch(batch_size, micro, shard)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        if not self._in_test:
+            self.micro = max(self.micro, int(x.shape[0]))
+        out = self.inner.normalize(x)
+        return out if self._dtype == torch.float32 else out.to(self._dtype)
+
+    def test_batches(
+        self, batch_size: int, shard: Shard | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        yield from self._eval(self.inner.test_batches(batch_size, shard))
+
+    def train_eval_batches(
+        self, batch_size: int, shard: Shard | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        yield from self._eval(self.inner.train_eval_batches(batch_size, shard))
+
+    def _eval(self, batches: Iterator[tuple[Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
+        # The inner source normalizes its evaluation batches itself; only the dtype changes.
+        for x, y in batches:
+            yield (x if self._dtype == torch.float32 else x.to(self._dtype)), y
 
 
 def _agreed(values: list[Any]) -> Any:
@@ -236,13 +358,21 @@ class Audit:
     def __init__(
         self,
         job: TrainJob,
-        data: DeviceData,
+        data: DataSource,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         probe: StepProbe | None = None,
     ) -> None:
         dtype = torch.float64 if job.precision == "fp64" else torch.float32
-        self.data = AuditedData(data, dtype, probe)
+        self.data: AuditedData | AuditedFolderData
+        if isinstance(data, FolderData):
+            if probe is not None:  # the fingerprint's per-step probe follows DeviceData's draws
+                raise TypeError("a StepProbe needs DeviceData, not an image folder")
+            self.data = AuditedFolderData(data, dtype)
+        elif isinstance(data, DeviceData):
+            self.data = AuditedData(data, dtype, probe)
+        else:
+            raise TypeError(f"no audit for a {type(data).__name__}: wrap it in DeviceData")
         self._model = model
         self._optimizer = optimizer
         if probe is not None:
