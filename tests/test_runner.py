@@ -121,9 +121,12 @@ def test_bad_options_are_user_errors(suite, tmp_path, kwargs, message):
     assert not (tmp_path / "runs").exists()
 
 
-def test_imagenet_is_plan_only(tmp_path):
-    with pytest.raises(UserError, match="can be planned but not trained"):
-        run_suite(load_suite(SUITES / "imagenet.yaml"), results=tmp_path, device="cpu")
+def test_imagenet_without_its_folder_is_one_line_naming_it(tmp_path):
+    # ImageNet trains where its folder exists (tests/test_imagenet_run.py); here it does not.
+    with pytest.raises(UserError, match=r"no ImageNet folder at .*imagenet"):
+        run_suite(
+            load_suite(SUITES / "imagenet.yaml"), results=tmp_path, device="cpu", data=tmp_path
+        )
 
 
 def _lock(results: Path, cell_id: str, host: str, pid: int) -> Path:

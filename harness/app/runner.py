@@ -32,8 +32,8 @@ from harness.config.suite import Cell, Suite, select
 from harness.errors import UserError
 from harness.results import lock, store
 
-TRAINABLE_DATASETS = ("cifar10", "synthetic")
-TRAINABLE_MODELS = ("wrn", "small_cnn")
+TRAINABLE_DATASETS = ("cifar10", "synthetic", "imagenet")
+TRAINABLE_MODELS = ("wrn", "small_cnn", "inception_resnet_v2", "resnet50")
 FINISHED = ("ok", "diverged")  # statuses a re-run skips; a failed cell is tried again
 
 
@@ -80,6 +80,8 @@ def load_data(
     suite: Suite, data_root: Path | None, device: Any, channels_last: bool
 ) -> tuple[Any, str]:
     """The suite's dataset on `device`, and which copy of it that is (see cifar10_source)."""
+    if suite.spec.dataset.name == "imagenet":
+        return _load_image_folder(suite, data_root, device, channels_last)
     from harness.data.cifar10 import (
         cifar10_source,
         load_cifar10,
@@ -99,6 +101,75 @@ def load_data(
         source = cifar10_source(root)
     data = DeviceData.from_arrays(arrays, device, channels_last=channels_last, augment=ds.augment)
     return data, source
+
+
+def imagenet_root(suite: Suite, data_root: Path | None) -> Path:
+    """`dataset.path`, else `imagenet/` under --data / $HARNESS_DATA (or that folder itself
+    when it holds train/ and val/); a missing folder is one line naming what is missing."""
+    from harness.data.cifar10 import resolve_data_root
+
+    ds = suite.spec.dataset
+    if ds.path is not None:
+        root = Path(ds.path).expanduser()
+        if not root.is_dir():
+            raise UserError(f"{suite.path}: dataset.path: no ImageNet folder at {root}")
+        return root
+    base = resolve_data_root(data_root)
+    if (base / "train").is_dir() and (base / "val").is_dir():
+        return base
+    if not (base / "imagenet").is_dir():
+        raise UserError(
+            f"no ImageNet folder at {base / 'imagenet'}: put imagenet/train/<wnid>/*.JPEG and "
+            "imagenet/val/ under --data (or $HARNESS_DATA), or set dataset.path"
+        )
+    return base / "imagenet"
+
+
+def _load_image_folder(
+    suite: Suite, data_root: Path | None, device: Any, channels_last: bool
+) -> tuple[Any, str]:
+    """The ImageNet folder, scanned once, served by DataLoader workers (harness.data.folder).
+
+    N is the number of readable training images, and the plans were made for
+    `dataset.train_size`: if the two differ the run is refused, naming both and the cure,
+    rather than training a different number of updates than `harness plan` says.
+    """
+    from harness.data.folder import FolderData
+    from harness.data.image_loader import open_image_folder
+    from harness.models.registry import input_size
+
+    ds = suite.spec.dataset
+    size = ds.image_size
+    if size is None:
+        sizes = {input_size(cell.model.name) for cell in suite.cells}
+        if len(sizes) != 1 or None in sizes:
+            raise UserError(
+                f"{suite.path}: dataset.image_size: the suite's models crop to different sizes "
+                f"({', '.join(sorted(str(s) for s in sizes))} px); set one image_size"
+            )
+        size = sizes.pop()
+    assert size is not None
+    root = imagenet_root(suite, data_root)
+    folder = open_image_folder(root, size)
+    planned = ds.n_train
+    if folder.n_train != planned:
+        raise UserError(
+            f"{root / 'train'}: {folder.n_train} readable images, but the suite's schedules "
+            f"are planned for N = {planned} (dataset.train_size); pass --set "
+            f"dataset.train_size={folder.n_train} to plan for this folder, or restore the images"
+        )
+    if ds.test_size is not None and folder.n_val != ds.test_size:
+        raise UserError(
+            f"{root / 'val'}: {folder.n_val} readable images, but dataset.test_size is "
+            f"{ds.test_size}; pass --set dataset.test_size={folder.n_val}"
+        )
+    workers = suite.spec.execution.workers
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1)
+    data = FolderData(
+        folder, device, workers=workers, channels_last=channels_last, augment=ds.augment
+    )
+    return data, data.describe(root)
 
 
 def _check_divisible(cells: tuple[Cell, ...], suite: Suite, world: int) -> None:

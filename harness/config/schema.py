@@ -18,8 +18,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -66,10 +68,29 @@ class DatasetSpec(Strict):
     name: Literal["cifar10", "imagenet", "synthetic"]
     train_size: Examples | None = None  # first n training examples
     test_size: Examples | None = None  # first n test examples
-    augment: bool = True  # reflection pad 4 + random 32x32 crop + horizontal flip
+    # CIFAR-10: reflection pad 4 + random 32x32 crop + horizontal flip; ImageNet: random-resized
+    # crop + flip (false: resize and centre crop, the evaluation transform).
+    augment: bool = True
+    # ImageNet only. `path`: the folder holding train/ and val/ (default: imagenet/ under
+    # --data or $HARNESS_DATA); where the files are is not what they are, so it is not in the
+    # cell id. `image_size`: the crop side (default the model's: 299 for Inception-ResNet-V2,
+    # 224 for ResNet-50); it changes the numbers, so when set it is in the cell id.
+    path: str | None = None
+    image_size: Annotated[int, Field(ge=16, le=1024)] | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Unset ImageNet keys are left out, so that adding them changed no other cell's id.
+        out: dict[str, Any] = handler(self)
+        out.pop("path", None)
+        if out.get("image_size") is None:
+            out.pop("image_size", None)
+        return out
 
     @model_validator(mode="after")
     def _sizes(self) -> DatasetSpec:
+        if self.name != "imagenet" and (self.path is not None or self.image_size is not None):
+            raise ValueError("path and image_size are for an image folder (name: imagenet)")
         if self.name == "synthetic" and (self.train_size is None or self.test_size is None):
             raise ValueError("a synthetic dataset needs train_size and test_size")
         if self.name in DATASET_SIZES:
@@ -106,17 +127,36 @@ class SmallCnnSpec(Strict):
     width: Annotated[int, Field(gt=0)] = 16
 
 
+Positive = Annotated[int, Field(gt=0, le=10_000)]
+
+
 class InceptionResNetV2Spec(Strict):
-    """The paper's ImageNet model: declared so ImageNet suites can be planned; not trainable."""
+    """The paper's ImageNet model (harness.models.inception_resnet); the defaults are the
+    released network, smaller values are for tests and CPU suites."""
 
     name: Literal["inception_resnet_v2"]
+    blocks_a: Positive = 10
+    blocks_b: Positive = 20
+    blocks_c: Positive = 10
+    width_divisor: Positive = 1  # divides every channel count
 
 
-ModelSpec = Annotated[WrnSpec | SmallCnnSpec | InceptionResNetV2Spec, Field(discriminator="name")]
+class ResNet50Spec(Strict):
+    """ResNet-50 v1.5 (harness.models.resnet); width 64 and max_blocks 6 are the real one."""
+
+    name: Literal["resnet50"]
+    width: Positive = 64
+    max_blocks: Positive = 6  # caps the 3/4/6/3 blocks per stage
+
+
+ModelSpec = Annotated[
+    WrnSpec | SmallCnnSpec | InceptionResNetV2Spec | ResNet50Spec, Field(discriminator="name")
+]
 MODEL_NAMES: dict[str, type[Strict]] = {  # the discriminator's tags
     "wrn": WrnSpec,
     "small_cnn": SmallCnnSpec,
     "inception_resnet_v2": InceptionResNetV2Spec,
+    "resnet50": ResNet50Spec,
 }
 
 
@@ -193,6 +233,9 @@ class ExecutionSpec(Strict):
     # The whole training set's loss in eval mode, unaugmented, at each evaluation: the
     # training loss the paper plots. A measurement, not the recipe: it changes no number.
     eval_train_loss: bool = False
+    # Image folders: DataLoader processes decoding images (0: in the training process);
+    # default min(8, CPUs). Per process of a data-parallel job.
+    workers: Annotated[int, Field(ge=0, le=256)] | None = None
 
 
 class PaperFigure(Strict):

@@ -37,6 +37,7 @@ from harness.config.schema import (
     ModelSpec,
     OptimizerSpec,
     PaperFigure,
+    ResNet50Spec,
     ScheduleSpec,
     SmallCnnSpec,
     SuiteSpec,
@@ -59,6 +60,7 @@ __all__ = [
     "ModelSpec",
     "OptimizerSpec",
     "PaperFigure",
+    "ResNet50Spec",
     "ScheduleSpec",
     "SmallCnnSpec",
     "Suite",
@@ -81,7 +83,7 @@ class Cell:
     model_name: str
     seed: int
     dataset: DatasetSpec
-    model: WrnSpec | SmallCnnSpec | InceptionResNetV2Spec
+    model: WrnSpec | SmallCnnSpec | InceptionResNetV2Spec | ResNet50Spec
     optimizer: OptimizerSpec  # with the schedule's lr / momentum already applied
     schedule: dict[str, Any]  # the resolved schedule, every field set
     training: TrainingSpec

@@ -64,6 +64,13 @@ def model_names() -> list[str]:
     return sorted(MODELS)
 
 
+def input_size(name: str) -> int | None:
+    """The image side model ``name`` is made for (``input_size`` of its class), if it says."""
+    factory = MODELS.get(name)
+    size = getattr(factory.build, "input_size", None) if factory is not None else None
+    return size if isinstance(size, int) else None
+
+
 def build_model(
     name: str, params: Mapping[str, Any], *, num_classes: int, ghost_size: int
 ) -> nn.Module:
