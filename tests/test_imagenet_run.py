@@ -193,3 +193,33 @@ def test_evaluation_is_every_val_image_centre_cropped_and_normalized(folder: Fol
     halves = [list(folder.test_batches(4, (r, 2))) for r in (0, 1)]
     assert [len(h) for h in halves] == [1, 1]
     assert torch.equal(torch.cat([halves[0][0][0], halves[1][0][0]]), x)
+
+
+def test_warm_up_through_a_folder_restores_weights_and_state(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """On a GPU every cell warms up first: through the folder's warm-up batch and a whole
+    evaluation, leaving weights, BN statistics and the audit's counters as they were."""
+    from harness.app.jobs import train_job
+    from harness.train.audit import Audit
+    from harness.train.loop import build, warm_up
+    from harness.train.optim import build_optimizer
+    from harness.train.spec import Execution
+
+    suite = load_suite(write_suite(tmp_path))
+    job = train_job(next(c for c in suite.cells if c.model_name == "resnet"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = FolderData(
+            open_image_folder(data_root / "imagenet", 75), torch.device("cpu"), workers=0
+        )
+    execution = Execution(max_micro_batch=4, eval_batch_size=4)
+    model = build(job, data.device, execution)
+    optimizer = build_optimizer(model.parameters(), job.optimizer, data.device)
+    audit = Audit(job, data, model, optimizer)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    warm_up(model, optimizer, audit.data, job, execution)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    audit.begin_epoch()
+    assert audit.data.sums.tolist() == [0, 0, 0] and audit.data.micro == 0

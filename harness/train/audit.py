@@ -274,11 +274,19 @@ class AuditedFolderData:
         return self.inner.n_test
 
     def reset(self) -> None:
-        self.sums = torch.zeros(3, dtype=torch.int64, device=self.device)
+        self._device_sums = torch.zeros(3, dtype=torch.int64, device=self.device)
+        # The order is the sampler's, on the host: summed there (a per-step copy of the
+        # indices to the device would wait for the device's queue).
+        self._order = torch.zeros((), dtype=torch.int64)
         self.position = 0
         self.batch = 0
         self.micro = 0
-        self._in_test = False
+
+    @property
+    def sums(self) -> Tensor:
+        """order, augmentation, labels: modulo _P (as `AuditedData.sums`)."""
+        order = torch.stack([self._order, torch.tensor(0), torch.tensor(0)]).to(self.device)
+        return (self._device_sums + order) % _P
 
     def epoch_batches(
         self,
@@ -294,10 +302,8 @@ class AuditedFolderData:
             order_seed, augment_seed, batch_size, steps, micro, shard
         )
         for step, batch in enumerate(batches):
-            indices = torch.from_numpy(self.inner.step_indices(step)).to(self.device)
-            zero = torch.zeros((), dtype=torch.int64, device=self.device)
-            order = _position_sum(indices, self.position)
-            self.sums = (self.sums + torch.stack([order, zero, zero])) % _P
+            indices = torch.from_numpy(self.inner.step_indices(step))
+            self._order = (self._order + _position_sum(indices, self.position)) % _P
             start = self.position + rank * batch.size
             self.position += int(indices.numel())
             self.batch = max(self.batch, int(indices.numel()))
@@ -307,7 +313,7 @@ class AuditedFolderData:
         for x, y in batch.micro_batches:
             zero = torch.zeros((), dtype=torch.int64, device=self.device)
             pixels, label = _pixel_sum(x, self._pixel_w), _position_sum(y, start)
-            self.sums = (self.sums + torch.stack([zero, pixels, label])) % _P
+            self._device_sums = (self._device_sums + torch.stack([zero, pixels, label])) % _P
             start += int(y.shape[0])
             yield x, y
 
@@ -315,8 +321,8 @@ class AuditedFolderData:
         return self.inner.warmup_batch(batch_size, micro, shard)
 
     def normalize(self, x: Tensor) -> Tensor:
-        if not self._in_test:
-            self.micro = max(self.micro, int(x.shape[0]))
+        # Only training calls this: evaluation batches come normalized from the inner source.
+        self.micro = max(self.micro, int(x.shape[0]))
         out = self.inner.normalize(x)
         return out if self._dtype == torch.float32 else out.to(self._dtype)
 
