@@ -44,7 +44,7 @@ schedules:
   decaying_lr: {{realization: lr}}
   increasing_batch: {{realization: batch}}
 training: {{ghost_batch_size: 4, weight_decay: 1.0e-4}}
-execution: {{max_micro_batch: 4, eval_batch_size: 4, workers: {workers}}}
+execution: {{max_micro_batch: 4, eval_batch_size: 4, loader_workers: {workers}}}
 experiments:
   - name: tiny
     optimizers: [momentum]

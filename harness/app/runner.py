@@ -163,7 +163,7 @@ def _load_image_folder(
             f"{root / 'val'}: {folder.n_val} readable images, but dataset.test_size is "
             f"{ds.test_size}; pass --set dataset.test_size={folder.n_val}"
         )
-    workers = suite.spec.execution.workers
+    workers = suite.spec.execution.loader_workers
     if workers is None:
         workers = min(8, os.cpu_count() or 1)
     data = FolderData(

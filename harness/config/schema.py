@@ -235,7 +235,7 @@ class ExecutionSpec(Strict):
     eval_train_loss: bool = False
     # Image folders: DataLoader processes decoding images (0: in the training process);
     # default min(8, CPUs). Per process of a data-parallel job.
-    workers: Annotated[int, Field(ge=0, le=256)] | None = None
+    loader_workers: Annotated[int, Field(ge=0, le=256)] | None = None
 
 
 class PaperFigure(Strict):
