@@ -14,11 +14,14 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
 from harness.errors import UserError
+
+if TYPE_CHECKING:
+    from harness.config.suite import Suite
 
 app = typer.Typer(
     add_completion=False,
@@ -93,12 +96,79 @@ def run(
             "that fits (checkpoint kept; a rerun resumes) and start no cell after it.",
         ),
     ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            help="One worker per device, sharing out the cells, e.g. cuda:0,cuda:1,cuda:2.",
+            rich_help_panel="Scale out",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="K workers: the first K GPUs, or K CPU workers without CUDA.",
+            rich_help_panel="Scale out",
+        ),
+    ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="slurm: one job-array task per unfinished cell (submitit); local: the same "
+            "as subprocesses here. Settings from the suite's cluster: block or the flags below.",
+            rich_help_panel="Scale out",
+        ),
+    ] = None,
+    partition: Annotated[str | None, typer.Option(rich_help_panel="Scale out")] = None,
+    time_min: Annotated[
+        int | None,
+        typer.Option(help="Minutes per task (requeued after).", rich_help_panel="Scale out"),
+    ] = None,
+    gpus_per_job: Annotated[
+        int | None,
+        typer.Option(help=">1: each cell under torchrun.", rich_help_panel="Scale out"),
+    ] = None,
+    array_parallelism: Annotated[
+        int | None,
+        typer.Option(help="Tasks running at once.", rich_help_panel="Scale out"),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(help="With --executor: wait for every task.", rich_help_panel="Scale out"),
+    ] = False,
 ) -> None:
-    """Train every cell of SUITE and write its rows to Parquet; skips finished cells."""
+    """Train every cell of SUITE and write its rows to Parquet; skips finished cells.
+
+    Under torchrun (`torchrun --nproc_per_node=N -m harness run SUITE --only CELL`) each cell
+    is trained data-parallel by the N processes.
+    """
     from harness.app.runner import run_suite
     from harness.config.suite import load_suite
 
     loaded = load_suite(suite, overrides=overrides or ())
+    folder = results or Path("results") / loaded.name
+    if executor is not None or devices is not None or workers is not None:
+        code = _scale_out(
+            loaded,
+            tuple(overrides or ()),
+            folder,
+            executor=executor,
+            devices=devices,
+            workers=workers,
+            cluster_flags={
+                "partition": partition,
+                "time_min": time_min,
+                "gpus_per_job": gpus_per_job,
+                "array_parallelism": array_parallelism,
+            },
+            worker_args=_worker_args(
+                suite, overrides, folder, only, data, max_micro_batch, compile_model, stop_after
+            ),
+            only=only,
+            data=data,
+            wait=wait,
+            single=(device, force),
+        )
+        raise typer.Exit(code)
     try:
         summary = run_suite(
             loaded,
@@ -119,6 +189,107 @@ def run(
         print(f"{loaded.name}: {summary.line()}", file=sys.stderr)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _worker_args(
+    suite: Path,
+    overrides: list[str] | None,
+    results: Path,
+    only: str | None,
+    data: Path | None,
+    max_micro_batch: int | None,
+    compile_model: bool | None,
+    stop_after: float | None,
+) -> list[str]:
+    """The `harness run` options a fan-out worker gets (all but --device and the fan-out's)."""
+    args = [str(suite), "--results", str(results)]
+    for item in overrides or ():
+        args += ["--set", item]
+    for flag, value in (
+        ("--only", only),
+        ("--data", data),
+        ("--max-micro-batch", max_micro_batch),
+        ("--stop-after", stop_after),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    if compile_model is not None:
+        args.append("--compile" if compile_model else "--no-compile")
+    return args
+
+
+def _scale_out(
+    loaded: Suite,
+    overrides: tuple[str, ...],
+    results: Path,
+    *,
+    executor: str | None,
+    devices: str | None,
+    workers: int | None,
+    cluster_flags: dict[str, int | str | None],
+    worker_args: list[str],
+    only: str | None,
+    data: Path | None,
+    wait: bool,
+    single: tuple[str | None, bool],
+) -> int:
+    """--executor, --devices, --workers: the exit status of the whole suite."""
+    from harness.app import cluster, fanout
+    from harness.train.replica import launched_by_torchrun
+
+    device, force = single
+    if launched_by_torchrun():
+        raise UserError("--executor/--devices/--workers: not under torchrun; run them directly")
+    if force:
+        raise UserError(
+            "--force with --executor/--devices/--workers: workers would retrain each other's "
+            "cells; delete the cells' rows (results/<suite>/runs/<cell>.parquet) instead"
+        )
+    if device is not None:
+        raise UserError("--device with --devices/--workers/--executor: name devices in --devices")
+    if executor is not None:
+        if devices is not None or workers is not None:
+            raise UserError("--executor with --devices/--workers: give one way to scale out")
+        settings = cluster.cluster_settings(loaded, cluster_flags)
+        return cluster.submit(
+            loaded,
+            overrides,
+            executor_kind=executor,
+            settings=settings,
+            results=results,
+            only=only,
+            data=data,
+            wait=wait,
+        )
+    names = fanout.worker_devices(devices, workers)
+    return fanout.run_workers(loaded, worker_args, names, results, only)
+
+
+@app.command()
+def status(
+    suite: SuiteArg,
+    overrides: SetOption = None,
+    results: Annotated[
+        Path | None, typer.Option(help="Results folder (default: results/<suite name>).")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Only cells whose id or label matches (glob or substring).")
+    ] = None,
+) -> None:
+    """Each cell of SUITE: pending, queued, running, paused, done, diverged or failed."""
+    from tabulate import tabulate
+
+    from harness.app.status import suite_status, summary_line
+    from harness.config.suite import load_suite, select
+
+    loaded = load_suite(suite, overrides=overrides or ())
+    cells = select(loaded.cells, only)
+    if not cells:
+        raise UserError(f"--only {only!r}: matches no cell of {suite}; see `harness plan`")
+    states = suite_status(cells, results or Path("results") / loaded.name)
+    rows = [(s.cell_id, s.label, s.state, s.detail) for s in states]
+    print(tabulate(rows, headers=["cell", "label", "state", "detail"], tablefmt="simple"))
+    print(f"{loaded.name}: {summary_line(states)}")
 
 
 FormatOption = Annotated[

@@ -28,7 +28,7 @@ class RunConsole:
         self.epochs = 0
 
     def line(self, text: str) -> None:
-        self.console.print(text, highlight=False, soft_wrap=True)
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
         self.console.file.flush()
 
     def start(self, cell: Cell, resumed: bool) -> None:

@@ -266,7 +266,7 @@ def run_suite(
     for cell in cells:
         if cell.cell_id in done:
             say.line(f"skip  {cell.cell_id} {cell.label}: finished (rerun with --force)")
-    if replica is None and len(done) == len(cells):
+    if replica is None and all(c.cell_id in done for c in cells):
         summary.skipped = [c.cell_id for c in cells]
         return summary
     torch_device = resolve_device(device) if replica is None else replica.device

@@ -238,6 +238,21 @@ class ExecutionSpec(Strict):
     loader_workers: Annotated[int, Field(ge=0, le=256)] | None = None
 
 
+class ClusterSpec(Strict):
+    """Where `harness run --executor slurm` sends the cells: one array task per unfinished
+    cell. Outside the cell id, like `execution`; every field can be given as a flag instead."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: Annotated[int, Field(gt=0, le=60 * 24 * 14)] = 240  # per task; requeued after
+    gpus_per_job: Annotated[int, Field(ge=0, le=64)] = 1  # > 1: the cell runs under torchrun
+    cpus_per_gpu: Annotated[int, Field(gt=0, le=256)] = 8
+    mem_gb: Annotated[int, Field(gt=0, le=4096)] | None = None
+    array_parallelism: Annotated[int, Field(gt=0, le=10_000)] = 64  # tasks running at once
+    setup: tuple[str, ...] = ()  # shell lines run before each task (module load, venv ...)
+
+
 class PaperFigure(Strict):
     """What the paper reports for a cell, in its own words where it gives no exact number.
 
@@ -319,6 +334,7 @@ class SuiteSpec(Strict):
     schedules: dict[str, ScheduleSpec]
     training: TrainingSpec = TrainingSpec()
     execution: ExecutionSpec = ExecutionSpec()
+    cluster: ClusterSpec = ClusterSpec()
     experiments: tuple[ExperimentSpec, ...]
     check: CheckSpec = CheckSpec()
 

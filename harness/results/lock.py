@@ -76,3 +76,22 @@ def claim(results: Path, cell_id: str) -> Iterator[bool]:
             record.unlink(missing_ok=True)
         finally:
             lock.release()
+
+
+def live_holder(results: Path, cell_id: str) -> str | None:
+    """Who is training the cell now, read without touching the lock (so it never makes a
+    runner pass the cell over): its claim's "host pid", unless that names a process of this
+    host that no longer runs (a killed holder's leftover claim). A claim from another host
+    cannot be checked from here and is believed."""
+    who = holder(results, cell_id)
+    if who is None:
+        return None
+    host, _, pid = who.partition(" ")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's
+    return who

@@ -1,0 +1,188 @@
+"""`harness run SUITE --executor slurm|local`: one cluster task per unfinished cell, via submitit.
+
+Every unfinished cell becomes one task of a job array (submitit's ``executor.batch()``; at most
+``array_parallelism`` running at once). A task runs the ordinary single-cell path,
+``harness run SUITE --only CELL``, in its own process: the same locks, checkpoints, rows and
+failure handling as a run on a workstation. A task with ``gpus_per_job > 1`` runs that command
+under ``torchrun --nproc_per_node=G`` (data parallelism, harness.train.replica).
+
+Preemption and time limits: the task is a ``submitit.helpers.Checkpointable``; when Slurm
+signals it (preemption, or ``slurm_signal_delay_s`` before the limit), submitit requeues the
+same task, and the cell resumes from its last epoch checkpoint (the runner always resumes).
+
+``--executor local`` uses submitit's LocalExecutor (subprocesses on this machine): what the
+tests run, and a way to try a cluster setup without a cluster. Where the tasks are goes to
+``results/<suite>/slurm/jobs.json`` (cell id → task id and log paths), which `harness status`
+reads.
+
+submitit pickles the task (a small frozen object of strings: suite path, overrides, cell id,
+folders) into ``results/<suite>/slurm/`` and the task process unpickles it: that folder is this
+harness's own output, written by the user's own submission; never point it at files from
+elsewhere. Results come back as Parquet rows, never through submitit's pickled results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.app import status as status_module
+from harness.app.console import RunConsole
+from harness.config.schema import ClusterSpec
+from harness.config.suite import Suite, select
+from harness.errors import UserError
+from harness.fsio import atomic_path
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """One cell as a cluster task: `harness run SUITE --only CELL` in the task's process."""
+
+    suite: str  # absolute path of the suite file
+    overrides: tuple[str, ...]
+    cell_id: str
+    results: str
+    data: str | None
+    gpus: int
+
+    def command(self) -> list[str]:
+        args = ["run", self.suite, "--only", self.cell_id, "--results", self.results]
+        for item in self.overrides:
+            args += ["--set", item]
+        if self.data is not None:
+            args += ["--data", self.data]
+        args += ["--device", "cuda" if self.gpus > 0 else "cpu"]
+        if self.gpus > 1:
+            launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+            return [*launcher, f"--nproc_per_node={self.gpus}", "-m", "harness", *args]
+        return [sys.executable, "-m", "harness", *args]
+
+    def __call__(self) -> int:
+        """Exit status of the cell's run: 0 trained (or already finished), 1 failed."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        return subprocess.run(self.command(), env=env, check=False).returncode
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Called by submitit when Slurm preempts the task or its time is nearly up: requeue
+        the same task, which resumes the cell from its last epoch checkpoint."""
+        return _require_submitit().helpers.DelayedSubmission(self, *args, **kwargs)
+
+    __submitit_checkpoint__ = checkpoint  # the name newer submitit releases look for
+
+
+def _require_submitit() -> Any:
+    """submitit, an optional extra (`pip install 'harness[slurm]'`), imported when used."""
+    try:
+        import submitit
+    except ImportError:
+        raise UserError(
+            "--executor needs submitit: pip install 'harness[slurm]' (or pip install submitit)"
+        ) from None
+    return submitit
+
+
+def cluster_settings(suite: Suite, flags: dict[str, Any]) -> ClusterSpec:
+    """The suite's `cluster:` block with the flags given on the command line on top."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    return suite.spec.cluster.model_copy(update=given)
+
+
+def submit(
+    suite: Suite,
+    overrides: tuple[str, ...],
+    *,
+    executor_kind: str,
+    settings: ClusterSpec,
+    results: Path,
+    only: str | None,
+    data: Path | None,
+    wait: bool,
+    poll_s: float = 2.0,
+) -> int:
+    """Submit every unfinished selected cell as one task of a job array; exit status.
+
+    Without `wait`: 0 once submitted. With it: waits for every task, then 0 if every cell is
+    done, 1 otherwise (`harness status` says which and where the logs are).
+    """
+    lib = _require_submitit()
+    if executor_kind not in ("slurm", "local"):
+        raise UserError(f"--executor {executor_kind}: use slurm or local")
+    cells = select(suite.cells, only)
+    if not cells:
+        raise UserError(f"--only {only!r}: matches no cell of {suite.path}; see `harness plan`")
+    say = RunConsole()
+    states = status_module.suite_status(cells, results)
+    todo = [c for c, s in zip(cells, states) if s.state not in ("done", "diverged", "running")]
+    if not todo:
+        say.line(f"{suite.name}: nothing to submit ({status_module.summary_line(states)})")
+        return 0
+    folder = results / "slurm"
+    folder.mkdir(parents=True, exist_ok=True)
+    executor = lib.AutoExecutor(folder=folder / "%j", cluster=executor_kind)
+    params: dict[str, Any] = {
+        "name": f"harness-{suite.name}",
+        "timeout_min": settings.time_min,
+        "tasks_per_node": 1,
+        "nodes": 1,
+        "cpus_per_task": settings.cpus_per_gpu * max(1, settings.gpus_per_job),
+    }
+    if settings.mem_gb is not None:
+        params["mem_gb"] = settings.mem_gb
+    if executor_kind == "slurm":
+        params["gpus_per_node"] = settings.gpus_per_job
+        params["slurm_array_parallelism"] = settings.array_parallelism
+        for key in ("partition", "account", "qos"):
+            if getattr(settings, key) is not None:
+                params[f"slurm_{key}"] = getattr(settings, key)
+        if settings.setup:
+            params["slurm_setup"] = list(settings.setup)
+    executor.update_parameters(**params)
+    tasks = [
+        CellTask(
+            suite=str(Path(suite.path).resolve()),
+            overrides=overrides,
+            cell_id=cell.cell_id,
+            results=str(results.resolve()),
+            data=None if data is None else str(data.resolve()),
+            gpus=settings.gpus_per_job if executor_kind == "slurm" else 0,
+        )
+        for cell in todo
+    ]
+    submitted = []
+    with executor.batch():
+        for task in tasks:
+            submitted.append(executor.submit(task))
+    jobs = status_module.cluster_jobs(results)
+    for cell, job in zip(todo, submitted):
+        jobs[cell.cell_id] = {
+            "job_id": str(job.job_id),
+            "executor": executor_kind,
+            "stdout": str(job.paths.stdout),
+            "stderr": str(job.paths.stderr),
+        }
+    with atomic_path(folder / status_module.JOBS_FILE) as tmp:
+        tmp.write_text(json.dumps(jobs, indent=2, sort_keys=True) + "\n")
+    ids = ", ".join(str(j.job_id) for j in submitted)
+    say.line(f"{suite.name}: submitted {len(submitted)} cell(s) to {executor_kind}: {ids}")
+    say.line(f"logs under {folder}; `harness status {suite.path}` shows each cell")
+    if not wait:
+        return 0
+    last = ""
+    while not all(job.done() for job in submitted):
+        line = status_module.summary_line(status_module.suite_status(cells, results))
+        if line != last:
+            say.line(f"{suite.name}: {line}")
+            last = line
+        time.sleep(poll_s)
+    final = status_module.suite_status(cells, results)
+    say.line(f"{suite.name}: {status_module.summary_line(final)}")
+    for state in final:
+        if state.state == "failed":
+            say.line(f"fail  {state.cell_id} {state.label}: {state.detail}")
+    return 0 if all(s.state in ("done", "diverged") for s in final) else 1

@@ -1,0 +1,115 @@
+"""`harness run SUITE --devices cuda:0,cuda:1` / `--workers K`: one runner per device.
+
+Each worker is an ordinary `harness run` process (``--device D``) on the same results
+folder; they share out the cells with the runner's per-cell locks (harness.results.lock), so
+no cell is trained twice and a killed worker's cells are resumed by whoever comes next. The
+parent only starts them, relays their lines with a ``[device]`` prefix, and shows the whole
+suite's state (harness.app.status) as cells end: one view of the suite, not K logs.
+
+``--workers K`` without ``--devices``: the first K GPUs when CUDA is there, otherwise K CPU
+workers with ``cores / K`` threads each. ``--force`` is refused: a worker would retrain the
+cells the others just finished.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.app import status as status_module
+from harness.app.console import RunConsole
+from harness.config.suite import Suite, select
+from harness.errors import UserError
+
+# The lines after which the suite's state is shown again: a cell ended (see runner).
+_CELL_END = ("ok ", "diverged ", "fail ", "pause ")
+
+
+def worker_devices(devices: str | None, workers: int | None) -> list[str]:
+    """The device of each worker, from --devices or --workers."""
+    if devices is not None:
+        names = [d.strip() for d in devices.split(",") if d.strip()]
+        if not names:
+            raise UserError("--devices: give a comma-separated list, e.g. cuda:0,cuda:1")
+        if len(set(names)) != len(names) and any(n != "cpu" for n in names):
+            raise UserError(f"--devices {devices}: a GPU is named twice; name each once")
+        if workers is not None and workers != len(names):
+            raise UserError(f"--workers {workers} and --devices {devices} disagree; give one")
+        return names
+    assert workers is not None
+    if workers < 1:
+        raise UserError(f"--workers {workers}: must be at least 1")
+    import torch
+
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if workers > count:
+            raise UserError(
+                f"--workers {workers}: only {count} GPU(s) visible; use --workers {count} or "
+                "--devices cpu,cpu,... for CPU workers"
+            )
+        return [f"cuda:{i}" for i in range(workers)]
+    return ["cpu"] * workers
+
+
+def run_workers(
+    suite: Suite,
+    argv: Sequence[str],
+    devices: list[str],
+    results: Path,
+    only: str | None,
+) -> int:
+    """Run one `harness run` per device; returns the exit status for the whole suite.
+
+    ``argv``: the options every worker gets (suite path, --set, --results, --data, ...), with
+    neither --device nor the fan-out options. 2 if a worker found bad input, 1 if a cell
+    failed, else 0.
+    """
+    cells = select(suite.cells, only)
+    cpu_workers = sum(d == "cpu" for d in devices)
+    threads = max(1, (os.cpu_count() or 1) // max(1, cpu_workers))
+    say = RunConsole()
+    say.line(f"{suite.name}: {len(devices)} workers on {', '.join(devices)}; results in {results}")
+    lock = threading.Lock()
+
+    def show_state() -> None:
+        states = status_module.suite_status(cells, results)
+        say.line(f"{suite.name}: {status_module.summary_line(states)}")
+
+    def relay(tag: str, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            with lock:
+                say.line(f"[{tag}] {line.rstrip()}")
+                if line.startswith(_CELL_END):
+                    show_state()
+
+    procs: list[tuple[subprocess.Popen[str], threading.Thread]] = []
+    try:
+        for i, device in enumerate(devices):
+            env = dict(os.environ, PYTHONUNBUFFERED="1", HARNESS_WORKER=str(i))
+            if device == "cpu":
+                env["OMP_NUM_THREADS"] = str(threads)
+            cmd = [sys.executable, "-m", "harness", "run", *argv, "--device", device]
+            proc = subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            tag = f"{device}#{i}" if devices.count(device) > 1 else device
+            thread = threading.Thread(target=relay, args=(tag, proc.stdout), daemon=True)
+            thread.start()
+            procs.append((proc, thread))
+        codes = []
+        for proc, thread in procs:
+            codes.append(proc.wait())
+            thread.join()
+    except KeyboardInterrupt:
+        for proc, _ in procs:
+            proc.terminate()
+        raise
+    show_state()
+    if 2 in codes:
+        return 2
+    return 1 if any(codes) else 0

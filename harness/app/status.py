@@ -1,0 +1,96 @@
+"""`harness status`: where every cell of a suite stands, read from its results folder alone.
+
+A cell is, in this order of evidence:
+
+* **running**: a live runner holds its claim (harness.results.lock; read, never taken);
+* **done** / **diverged** / **failed**: its run row says so (failed with its one-line error and
+  the log holding the traceback or the Slurm task's output);
+* **paused**: a checkpoint and no row (stopped by --stop-after, killed or preempted: the next
+  run resumes it);
+* **queued**: submitted to a cluster (results/<suite>/slurm/jobs.json) and not started;
+* **pending**: nothing yet.
+
+Reading touches nothing: no lock is taken, no damaged file moved (a damaged run file reads as
+no row).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.config.suite import Cell
+from harness.results import lock, store
+
+STATES = ("done", "diverged", "failed", "running", "paused", "queued", "pending")
+JOBS_FILE = "jobs.json"  # under results/<suite>/slurm/: cell id -> task id and log paths
+
+
+@dataclass(frozen=True)
+class CellState:
+    cell_id: str
+    label: str
+    state: str  # one of STATES
+    detail: str = ""  # holder, error, log path, job id
+
+
+def cluster_jobs(results: Path) -> dict[str, dict[str, str]]:
+    """The Slurm (or local) tasks `harness run --executor` submitted, by cell id."""
+    path = results / "slurm" / JOBS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def _run_row(results: Path, cell_id: str) -> dict[str, object] | None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = store.run_file(results, cell_id)
+    if not path.exists():
+        return None
+    try:
+        rows = pq.read_table(path, columns=["status", "error"]).to_pylist()
+    except (pa.ArrowException, OSError):
+        return None
+    return rows[-1] if rows else None
+
+
+def cell_state(results: Path, cell: Cell, jobs: dict[str, dict[str, str]]) -> CellState:
+    job = jobs.get(cell.cell_id, {})
+
+    def state(name: str, detail: str = "") -> CellState:
+        return CellState(cell.cell_id, cell.label, name, detail)
+
+    who = lock.live_holder(results, cell.cell_id)
+    if who is not None:
+        task = f", task {job['job_id']}" if job.get("job_id") else ""
+        return state("running", f"by {who}{task}")
+    row = _run_row(results, cell.cell_id)
+    if row is not None and row["status"] in ("ok", "diverged"):
+        return state("done" if row["status"] == "ok" else "diverged", str(row["error"] or ""))
+    if row is not None and row["status"] == "failed":
+        log = results / "logs" / f"{cell.cell_id}.log"
+        logs = [str(log)] if log.exists() else []
+        logs += [job[k] for k in ("stderr", "stdout") if job.get(k) and Path(job[k]).exists()]
+        where = f" (log: {', '.join(logs)})" if logs else ""
+        return state("failed", f"{row['error']}{where}")
+    if store.checkpoint_path(results, cell.cell_id).exists():
+        return state("paused", f"checkpoint {store.checkpoint_path(results, cell.cell_id)}")
+    if job:
+        return state("queued", f"task {job.get('job_id', '?')}")
+    return state("pending")
+
+
+def suite_status(cells: tuple[Cell, ...], results: Path) -> list[CellState]:
+    jobs = cluster_jobs(results)
+    return [cell_state(results, cell, jobs) for cell in cells]
+
+
+def summary_line(states: list[CellState]) -> str:
+    counts = Counter(s.state for s in states)
+    return ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]) or "no cells"

@@ -1,0 +1,147 @@
+"""A suite over several workers (--workers), over cluster tasks (--executor local, submitit's
+LocalExecutor), and `harness status`, on tiny synthetic cells through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import harness.train.loop
+from harness.app.runner import run_suite
+from harness.app.status import suite_status
+from harness.config.suite import load_suite
+from harness.results import lock
+from harness.results.store import read_curves, read_runs
+
+SUITE = """\
+name: fan
+dataset: {name: synthetic, train_size: 128, test_size: 64}
+models: {tiny: {name: small_cnn, width: 4}}
+optimizers:
+  sgd: {kind: sgd, lr: 0.1}
+  momentum: {kind: momentum, lr: 0.05, momentum: 0.9}
+schedule: {epochs: 2, shape: step, milestones: [1], factor: 2, batch_size: 32}
+schedules:
+  lr: {realization: lr}
+  batch: {realization: batch}
+training: {ghost_batch_size: 16}
+execution: {eval_batch_size: 64}
+experiments: [{name: fan, optimizers: [sgd, momentum], schedules: [lr, batch], seeds: [0]}]
+"""
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> Path:
+    path = tmp_path / "fan.yaml"
+    path.write_text(SUITE)
+    return path
+
+
+def _harness(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "harness", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_workers_share_out_the_cells_each_trained_once(suite: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    run = _harness("run", str(suite), "--workers", "2", "--results", str(results))
+    assert run.returncode == 0, run.stderr + run.stdout
+    out = run.stdout + run.stderr
+    assert "2 workers on cpu, cpu" in out
+    cells = {c.cell_id for c in load_suite(suite).cells}
+    rows = read_runs(results)
+    assert sorted(rows["cell_id"]) == sorted(cells) and (rows["status"] == "ok").all()
+    trained = [line.split()[2] for line in out.splitlines() if "] train " in line]
+    assert sorted(trained) == sorted(cells)  # no cell trained twice
+    assert {line.split("]")[0] for line in out.splitlines() if "] train " in line} <= {
+        "[cpu#0",
+        "[cpu#1",
+    }
+    assert "fan: 4 done" in out  # the whole suite's state, in the parent's view
+    status = _harness("status", str(suite), "--results", str(results))
+    assert status.returncode == 0 and "fan: 4 done" in status.stdout
+
+
+def test_workers_refuse_force_and_a_device(suite: Path, tmp_path: Path) -> None:
+    forced = _harness("run", str(suite), "--workers", "2", "--force")
+    assert forced.returncode == 2 and "--force with" in forced.stderr
+    assert "Traceback" not in forced.stderr
+    both = _harness("run", str(suite), "--workers", "2", "--devices", "cpu")
+    assert both.returncode == 2 and "disagree" in both.stderr
+
+
+def test_status_names_each_state_of_a_cell(
+    suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = load_suite(suite)
+    done, paused, failed, running = sorted(loaded.cells, key=lambda c: c.label)
+    results = tmp_path / "r"
+    run_suite(loaded, results=results, device="cpu", only=done.cell_id)
+    run_suite(loaded, results=results, device="cpu", only=paused.cell_id, stop_after=0)
+    real = harness.train.loop.train_epoch
+
+    def broken(model, optimizer, data, job, epoch, phase, execution, replica=None):  # type: ignore[no-untyped-def]
+        if job.cell_id == failed.cell_id:
+            raise RuntimeError("simulated bug")
+        return real(model, optimizer, data, job, epoch, phase, execution, replica)
+
+    monkeypatch.setattr(harness.train.loop, "train_epoch", broken)
+    run_suite(loaded, results=results, device="cpu", only=failed.cell_id)
+    with lock.claim(results, running.cell_id) as mine:
+        assert mine
+        states = {s.cell_id: s for s in suite_status(loaded.cells, results)}
+    assert states[done.cell_id].state == "done"
+    assert states[paused.cell_id].state == "paused"
+    assert states[failed.cell_id].state == "failed"
+    assert "simulated bug" in states[failed.cell_id].detail
+    assert str(results / "logs" / f"{failed.cell_id}.log") in states[failed.cell_id].detail
+    assert states[running.cell_id].state == "running"
+    assert str(os.getpid()) in states[running.cell_id].detail
+    # Once the claim is released, the cell is no longer running: nothing has happened to it.
+    assert {s.cell_id: s.state for s in suite_status(loaded.cells, results)}[
+        running.cell_id
+    ] == "pending"
+
+
+def test_local_executor_runs_each_cell_as_a_task_and_a_requeued_task_resumes(
+    suite: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("submitit", reason="--executor needs submitit (the slurm extra)")
+    results = tmp_path / "results"
+    only = "fan/sgd"
+    run = _harness(
+        "run", str(suite), "--executor", "local", "--wait", "--only", only,
+        "--results", str(results),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr + run.stdout
+    assert "submitted 2 cell(s) to local" in run.stderr
+    rows = read_runs(results)
+    assert len(rows) == 2 and (rows["status"] == "ok").all()
+    jobs = json.loads((results / "slurm" / "jobs.json").read_text())
+    assert sorted(jobs) == sorted(rows["cell_id"])
+    assert all(Path(j["stdout"]).exists() for j in jobs.values())
+    again = _harness("run", str(suite), "--executor", "local", "--only", only,
+                     "--results", str(results))  # fmt: skip
+    assert again.returncode == 0 and "nothing to submit" in again.stderr
+
+    # Preemption: the task's checkpoint() requeues the same task; run again it resumes the
+    # cell from the epoch checkpoint a pause (or a kill) left behind.
+    from harness.app.cluster import CellTask
+
+    loaded = load_suite(suite)
+    cell = next(c for c in loaded.cells if c.label.startswith("fan/momentum/batch"))
+    run_suite(loaded, results=results, device="cpu", only=cell.cell_id, stop_after=0)
+    task = CellTask(str(suite), (), cell.cell_id, str(results), None, 0)
+    requeued = task.checkpoint()
+    assert requeued.function == task
+    assert requeued.function() == 0
+    curves = read_curves(results)
+    assert sorted(curves.loc[curves["cell_id"] == cell.cell_id, "epoch"]) == [1, 2]
+    assert read_runs(results).set_index("cell_id").loc[cell.cell_id, "status"] == "ok"
