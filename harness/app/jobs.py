@@ -71,6 +71,7 @@ def execution(
         compile=spec.compile if compile_model is None else compile_model,
         eval_batch_size=spec.eval_batch_size,
         eval_train_loss=spec.eval_train_loss,
+        noise_scale=spec.noise_scale,
     )
 
 

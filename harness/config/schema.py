@@ -193,6 +193,9 @@ class ExecutionSpec(Strict):
     # The whole training set's loss in eval mode, unaugmented, at each evaluation: the
     # training loss the paper plots. A measurement, not the recipe: it changes no number.
     eval_train_loss: bool = False
+    # The gradient noise scale B_simple per epoch, from the micro-batch and step gradients
+    # (harness.train.noise); a step that would run whole runs as two micro-batches instead.
+    noise_scale: bool = False
 
 
 class PaperFigure(Strict):

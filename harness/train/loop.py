@@ -37,6 +37,7 @@ from harness.data.device import DeviceData
 from harness.models.registry import build_model
 from harness.train.audit import Audit, StepProbe
 from harness.train.checkpoint import Progress, load_checkpoint, save_checkpoint
+from harness.train.noise import NoiseMeter
 from harness.train.optim import build_optimizer, set_hyperparameters
 from harness.train.runtime import peak_memory, synchronize
 from harness.train.spec import Execution, TrainJob
@@ -108,6 +109,7 @@ def train_epoch(
     epoch: int,
     phase: Phase,
     execution: Execution,
+    meter: NoiseMeter | None = None,
 ) -> tuple[float, int]:
     """Train one epoch; returns (mean training loss over its steps, steps taken)."""
     device = data.device
@@ -121,7 +123,7 @@ def train_epoch(
     losses = torch.zeros((), device=device)
     for step in range(steps):
         indices = permutation[step * batch : (step + 1) * batch]
-        losses += train_step(model, optimizer, data, indices, micro, augment, job.precision)
+        losses += train_step(model, optimizer, data, indices, micro, augment, job.precision, meter)
     # The one host sync of the epoch: reading the loss.
     return float(losses) / steps, steps
 
@@ -214,6 +216,7 @@ def train_cell(
     audit = Audit(job, data, base_model, optimizer, probe)  # tier 0 of the gate: what was applied
     data = audit.data
     model: torch.nn.Module = base_model
+    meter = NoiseMeter(base_model.parameters(), data.n_train) if execution.noise_scale else None
     if execution.compile:
         # One graph per micro-batch shape; a plan has at most a few of them.
         model = torch.compile(base_model, dynamic=False)  # type: ignore[assignment]
@@ -227,7 +230,9 @@ def train_cell(
             audit.begin_epoch()
             synchronize(device)
             start = time.perf_counter()
-            train_loss, steps = train_epoch(model, optimizer, data, job, epoch, phase, execution)
+            train_loss, steps = train_epoch(
+                model, optimizer, data, job, epoch, phase, execution, meter
+            )
             synchronize(device)
             train_s = time.perf_counter() - start
             progress.updates += steps
@@ -267,6 +272,8 @@ def train_cell(
                 "images_per_s": steps * phase.batch_size / train_s if train_s > 0 else math.nan,
             }
             row.update(audit.end_epoch())
+            if meter is not None:
+                row.update(meter.end_epoch())
             progress.curves.append(row)
             progress.epoch = epoch + 1
             if diverged:

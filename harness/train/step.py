@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from harness.data.device import DeviceData
 from harness.models.ghost_bn import accumulate_running_stats
+from harness.train.noise import NoiseMeter
 from harness.train.runtime import at_least_fp32, autocast
 from harness.train.spec import Execution
 
@@ -42,12 +43,16 @@ def step_micro_batch(batch: int, execution: Execution, ghost: int) -> int:
     compiling inside a timed epoch). k can exceed ceil(batch / cap) when S has few divisors
     (S = 7 slices under a cap of 3 slices: k = 7, micro-batches of one slice), never the cap.
     A batch that is not a whole number of ghost slices is not split.
+
+    With `execution.noise_scale` a step is never one micro-batch when it has two ghost slices
+    or more (k >= 2): the noise meter needs a second batch size (harness.train.noise).
     """
     cap = micro_batch_size(batch, execution, ghost)
-    if cap >= batch or batch % ghost:
+    split = execution.noise_scale and batch % ghost == 0 and batch >= 2 * ghost
+    if (cap >= batch and not split) or batch % ghost:
         return batch
     slices = batch // ghost
-    k = -(-batch // cap)
+    k = max(-(-batch // cap), 2 if split else 1)
     while slices % k:
         k += 1
     return batch // k
@@ -61,13 +66,16 @@ def train_step(
     micro: int,
     generator: torch.Generator,
     precision: str,
+    meter: NoiseMeter | None = None,
 ) -> torch.Tensor:
     """One optimizer update on the examples `indices`, as micro-batches of at most `micro`.
 
     Each micro-batch's loss is its summed cross-entropy over the whole batch size, so the
     accumulated gradient is the mean over all B examples; batch-norm running statistics are
     updated once, after the last micro-batch, from all the step's ghost slices. A data-parallel
-    rank would take its slice of `indices` here. Returns the batch's mean loss, on the device.
+    rank would take its slice of `indices` here. `meter`, when given, sees each micro-batch's
+    accumulated gradient before the update (harness.train.noise). Returns the batch's mean
+    loss, on the device.
     """
     device = indices.device
     optimizer.zero_grad(set_to_none=True)
@@ -82,6 +90,8 @@ def train_step(
             loss = F.cross_entropy(at_least_fp32(logits), y, reduction="sum") / total
             loss.backward()
             loss_sum += loss.detach()
+            if meter is not None:
+                meter.after_backward(y.numel(), total)
     optimizer.step()
     return loss_sum
 
