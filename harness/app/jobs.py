@@ -134,6 +134,8 @@ def run_record(
         paper_source=cell.paper.source if cell.paper else None,
         started_at=dt.datetime.fromtimestamp(progress.started_at, dt.timezone.utc),
         finished_at=dt.datetime.now(dt.timezone.utc),
+        sweep_metric=cell.sweep.metric if cell.sweep else None,
+        sweep_target=cell.sweep.target if cell.sweep else None,
     )
 
 

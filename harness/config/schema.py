@@ -225,6 +225,20 @@ class PaperFigure(Strict):
         return self
 
 
+class SweepSpec(Strict):
+    """A batch-size sweep's target (harness.analysis.sweep): what "reaching the target" means.
+
+    The experiment's schedules are constant (one phase each: no milestones, no warm-up), one
+    per batch size; the report counts the steps and epochs each took to reach `target` and
+    fits the critical batch size. An analysis setting: not part of any cell id.
+    """
+
+    # train_loss: the epoch's mean minibatch loss (train mode), placed at the epoch's middle
+    # step; the others are evaluations, placed at the epoch's end.
+    metric: Literal["train_loss", "train_eval_loss", "test_loss", "test_acc"] = "train_loss"
+    target: float  # a loss in nats (reached at or below) or an accuracy fraction (at or above)
+
+
 class ExperimentSpec(Strict):
     """A grid: cells = optimizers × schedules × models × seeds."""
 
@@ -235,6 +249,7 @@ class ExperimentSpec(Strict):
     seeds: tuple[Seed, ...] = (0,)
     training: dict[str, Any] = Field(default_factory=dict)  # overrides of `training:`
     paper: dict[str, PaperFigure] = Field(default_factory=dict)  # "optimizer/schedule" keys
+    sweep: SweepSpec | None = None  # a batch-size sweep: constant schedules, one target
 
     @model_validator(mode="after")
     def _paper_keys(self) -> ExperimentSpec:

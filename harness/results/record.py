@@ -70,6 +70,10 @@ class RunRecord:
     paper_source: str | None
     started_at: dt.datetime
     finished_at: dt.datetime
+    # A batch-size sweep's target (the suite's experiments[].sweep; harness.analysis.sweep):
+    # the curve metric and the value whose crossing counts as reached. None outside sweeps.
+    sweep_metric: str | None = None
+    sweep_target: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
