@@ -109,6 +109,7 @@ def train_epoch(
     epoch: int,
     phase: Phase,
     execution: Execution,
+    *,
     meter: NoiseMeter | None = None,
 ) -> tuple[float, int]:
     """Train one epoch; returns (mean training loss over its steps, steps taken)."""
@@ -217,6 +218,8 @@ def train_cell(
     data = audit.data
     model: torch.nn.Module = base_model
     meter = NoiseMeter(base_model.parameters(), data.n_train) if execution.noise_scale else None
+    # Passed only when on: train_epoch's positional signature stays what wrappers expect.
+    measure = {"meter": meter} if meter is not None else {}
     if execution.compile:
         # One graph per micro-batch shape; a plan has at most a few of them.
         model = torch.compile(base_model, dynamic=False)  # type: ignore[assignment]
@@ -231,7 +234,7 @@ def train_cell(
             synchronize(device)
             start = time.perf_counter()
             train_loss, steps = train_epoch(
-                model, optimizer, data, job, epoch, phase, execution, meter
+                model, optimizer, data, job, epoch, phase, execution, **measure
             )
             synchronize(device)
             train_s = time.perf_counter() - start
