@@ -4,7 +4,8 @@ process with gradient accumulation does, writes its rows once, and resumes with 
 The suite is tests' version of suites/fingerprint.yaml: float64, batch 32 -> 64 with ghost
 batches of 16, an lr drop, momentum and weight decay, augmentation, evaluation every epoch.
 Over 2 processes a step of 64 runs as 2 x 32 examples, each as micro-batches of 16 (so the
-DDP no_sync path is taken); a step of 32 as 2 x 16.
+DDP no_sync path is taken); a step of 32 as 2 x 16. The gradient noise meter runs in the
+2-process CLI run: it must change no number, and pools the processes' small batches.
 """
 
 from __future__ import annotations
@@ -107,9 +108,10 @@ def test_torchrun_run_writes_one_row_equal_to_one_process_and_resumes_with_any_n
     alone = _harness("run", str(suite), "--results", str(tmp_path / "one"), "--device", "cpu")
     assert alone.returncode == 0, alone.stderr
     together = tmp_path / "two"
+    # With the noise meter on (it must change no number): per rank a step of 64 is 2 x 16.
     run = _harness(
         "run", str(suite), "--results", str(together), "--device", "cpu",
-        "--max-micro-batch", "16", n=2,
+        "--max-micro-batch", "16", "--set", "execution.noise_scale=true", n=2,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert run.stderr.count("1 trained") == 1  # rank 0 speaks for the job
@@ -121,6 +123,10 @@ def test_torchrun_run_writes_one_row_equal_to_one_process_and_resumes_with_any_n
     assert len(got) == 3
     pd.testing.assert_frame_equal(got[COMPARED], expected[COMPARED], rtol=RTOL, atol=ATOL)
     pd.testing.assert_frame_equal(got[EXACT], expected[EXACT])
+    # B = 32 is one ghost slice per process (nothing to split: no estimate); B = 64 gives one
+    # small-batch sample per process and step, pooled over both processes.
+    assert got["noise_b_simple"].isna().tolist() == [True, False, False]
+    assert (got["noise_small_batch"].iloc[1:] == 16).all()
 
     # Paused by 2 processes after one epoch, finished by 1: the same run.
     resumed = tmp_path / "resumed"

@@ -3,7 +3,12 @@
 Per suite and experiment, three PNG files:
 - ``<suite>-<experiment>-schedule.png``: lr, batch size and noise scale vs epoch (Fig 1);
 - ``<suite>-<experiment>-loss.png``: training loss vs epochs and vs parameter updates;
-- ``<suite>-<experiment>-accuracy.png``: test accuracy vs epochs and vs parameter updates.
+- ``<suite>-<experiment>-accuracy.png``: test accuracy vs epochs and vs parameter updates;
+- ``<suite>-<experiment>-noise.png`` (only where the curves carry the measured gradient noise
+  scale, execution.noise_scale): B_simple per epoch beside the schedule's batch size B, and
+  the schedule's noise scale g;
+- ``<suite>-<experiment>-sweep.png`` (batch sweeps, harness.analysis.sweep): steps and epochs
+  to the target vs B, log-log, with the fitted S(B), E(B), the knee B_noise and B_simple.
 One column of panels per optimizer, one line per schedule: the mean over seeds, with a
 min-max band where there are several seeds.
 
@@ -49,9 +54,11 @@ def write_figures(
 ) -> list[Path]:
     """Write the three figures of every experiment (of `suites`, default all) into `out_dir`.
 
-    Returns the paths written, in suite, experiment, KINDS order. Existing files of the same
-    names are overwritten; an experiment without curve rows gets no figures.
+    Returns the paths written, in suite, experiment, KINDS order (then noise, sweep). Existing
+    files of the same names are overwritten; an experiment without curve rows gets no figures.
     """
+    from harness.analysis.sweep import fits_table, sweep_table
+
     out_dir.mkdir(parents=True, exist_ok=True)
     views = results.views
     if suites is not None:
@@ -62,13 +69,28 @@ def write_figures(
         if curves.empty:
             continue
         title = f"{suite} / {experiment}"
-        for kind, draw in (("schedule", _schedule), ("loss", _loss), ("accuracy", _accuracy)):
-            fig = draw(curves, title)
-            path = figure_path(out_dir, str(suite), str(experiment), kind)
-            FigureCanvasAgg(fig)
-            fig.savefig(path, dpi=DPI)
-            written.append(path)
+        draws = [("schedule", _schedule), ("loss", _loss), ("accuracy", _accuracy)]
+        if curves["noise_b_simple_count"].gt(0).any():
+            draws.append(("noise", _noise))
+        for kind, draw in draws:
+            written.append(_save(draw(curves, title), out_dir, suite, experiment, kind))
+    sweep = sweep_table(results)
+    if suites is not None and not sweep.empty:
+        sweep = sweep[sweep["suite"].isin(list(suites))]
+    if not sweep.empty:
+        fits = fits_table(sweep)
+        for (suite, experiment), points in sweep.groupby(["suite", "experiment"], sort=True):
+            fit = fits[(fits["suite"] == suite) & (fits["experiment"] == experiment)]
+            fig = _sweep(points, fit, f"{suite} / {experiment}")
+            written.append(_save(fig, out_dir, suite, experiment, "sweep"))
     return written
+
+
+def _save(fig: Figure, out_dir: Path, suite: object, experiment: object, kind: str) -> Path:
+    path = figure_path(out_dir, str(suite), str(experiment), kind)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DPI)
+    return path
 
 
 def _mean_curves(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
@@ -82,7 +104,7 @@ def _mean_curves(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     keys = ["optimizer", "schedule", "model", "epoch"]
     grouped = joined.groupby(keys, dropna=False)
     out = grouped[["updates", "lr", "batch_size", "noise_scale"]].mean()
-    for metric in ("train_loss", "test_acc", "train_eval_loss"):
+    for metric in ("train_loss", "test_acc", "train_eval_loss", "noise_b_simple"):
         if metric not in joined:
             joined[metric] = np.nan  # curves written before the column existed
             grouped = joined.groupby(keys, dropna=False)
@@ -236,4 +258,87 @@ def _accuracy(curves: pd.DataFrame, title: str) -> Figure:
         top = float(curves["test_acc_max"].max() * 100.0)
         for ax in fig.axes:
             ax.set_ylim(low, min(100.0, top + 0.5))
+    return fig
+
+
+def _noise(curves: pd.DataFrame, title: str) -> Figure:
+    fig, optimizers, axes = _grid(
+        curves, 2, f"{title}\nmeasured gradient noise scale B_simple beside the schedule"
+    )
+    labels = _lines(curves)
+    for c, opt in enumerate(optimizers):
+        sub = curves[curves["optimizer"] == opt]
+        ax = axes[0][c]
+        _plot(ax, sub, labels, "epoch", "noise_b_simple")
+        # The schedule's B in the same colours, thin and stepped: B_simple is in examples too.
+        for (schedule, model), line in sub.groupby(["schedule", "model"], observed=True):
+            _, i = labels[f"{schedule}\x00{model}"]
+            ax.step(
+                line["epoch"],
+                line["batch_size"],
+                where="pre",
+                color=f"C{i % 10}",
+                lw=0.8,
+                alpha=0.6,
+                linestyle=":",
+            )
+        ax.set_yscale("log")
+        ax.set_ylabel("B_simple = tr(Σ)/|G|² (solid)\nbatch size B (dotted), examples")
+        ax.set_title(opt)
+        ax = axes[1][c]
+        _plot(ax, sub, labels, "epoch", "noise_scale", step=True, band=False)
+        ax.set_yscale("log")
+        ax.set_ylabel("noise scale g = lr/(1-m)·(N/B-1) (log)")
+        for r in (0, 1):
+            axes[r][c].set_xlabel("epoch")
+            axes[r][c].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].legend(fontsize=8, title="schedule", title_fontsize=8)
+    return fig
+
+
+def _sweep(points: pd.DataFrame, fits: pd.DataFrame, title: str) -> Figure:
+    """Steps and epochs to the target vs B (log-log) per sweep, the fits and the knee."""
+    metric, target = points["metric"].iloc[0], points["target"].iloc[0]
+    fig = Figure(figsize=(11.0, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    fig.suptitle(f"{title}\nto {metric} = {target:g}: steps and epochs vs batch size", fontsize=12)
+    groups = list(points.groupby(["optimizer", "model", "seed"], sort=True))
+    for i, ((opt, model, seed), group) in enumerate(groups):
+        label = f"{opt} · {model} · seed {seed}" if len(groups) > 1 else f"{opt} · {model}"
+        fit = fits[(fits["optimizer"] == opt) & (fits["model"] == model) & (fits["seed"] == seed)]
+        color = f"C{i % 10}"
+        reached = group[group["reached"]]
+        b = np.geomspace(group["batch_size"].min() / 1.5, group["batch_size"].max() * 1.5, 200)
+        for ax, what, model_curve in (
+            (axes[0], "steps", lambda m, bn, b=b: m * (1 + bn / b)),
+            (axes[1], "epochs", lambda m, bn, b=b: m * (1 + b / bn)),
+        ):
+            ax.plot(reached["batch_size"], reached[what], "o", color=color, label=label)
+            bounds = reached[reached["upper_bound"]]
+            ax.plot(bounds["batch_size"], bounds[what], "v", color=color, ms=9, mfc="none")
+            if fit.empty:
+                continue
+            row = fit.iloc[0]
+            bn, minimum = row[f"b_noise_{what}"], row[f"{what}_min"]
+            if np.isfinite(bn) and bn > 0 and minimum > 0:
+                se = row[f"b_noise_{what}_se"]
+                ax.plot(
+                    b,
+                    model_curve(minimum, bn),
+                    "-",
+                    color=color,
+                    lw=1.2,
+                    label=f"fit: B_noise = {bn:.0f} ± {se:.0f}",
+                )
+                ax.axvline(bn, color=color, ls="--", lw=0.9)
+            bs = row["b_simple_pooled"]
+            if np.isfinite(bs) and bs > 0:
+                ax.axvline(bs, color=color, ls=":", lw=1.4, label=f"measured B_simple = {bs:.0f}")
+    for ax, what in zip(axes, ("optimizer steps", "epochs")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B (images, log)")
+        ax.set_ylabel(f"{what} to the target (log)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
     return fig

@@ -17,12 +17,15 @@ from harness.analysis.render import (
     check_format,
     figure_links,
     format_equivalence,
+    format_fits,
     format_summary,
+    format_sweep,
     format_verdicts,
     provenance_lines,
     render,
 )
 from harness.analysis.seeds import VERDICT_RULE, group_verdicts
+from harness.analysis.sweep import SWEEP_RULE, fits_table, sweep_table
 from harness.analysis.tables import GROUP, equivalence_table, load_results, summary_table
 
 # check_format is part of this module's interface: the CLI checks --format before work.
@@ -50,6 +53,7 @@ def build_report(
     if fmt == "csv":
         return render(summary, "csv")
     equivalence = equivalence_table(results)
+    sweeps = sweep_table(results)
     doc = Doc(fmt)
     doc.heading(1, "Don't Decay the Learning Rate, Increase the Batch Size: results")
     doc.para(
@@ -81,6 +85,13 @@ def build_report(
             doc.table(format_verdicts(group_verdicts(eq, GROUP)))
             doc.para("Per schedule:")
             doc.table(format_equivalence(eq))
+        sweep = sweeps[sweeps["suite"] == suite] if not sweeps.empty else sweeps
+        if not sweep.empty:
+            doc.heading(3, "Batch sweep: the critical batch size")
+            doc.para(SWEEP_RULE)
+            doc.table(format_fits(fits_table(sweep)))
+            doc.para("Per batch size:")
+            doc.table(format_sweep(sweep))
         if figures_dir is not None:
             from harness.analysis.figures import write_figures
 

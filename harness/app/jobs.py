@@ -71,6 +71,7 @@ def execution(
         compile=spec.compile if compile_model is None else compile_model,
         eval_batch_size=spec.eval_batch_size,
         eval_train_loss=spec.eval_train_loss,
+        noise_scale=spec.noise_scale,
     )
 
 
@@ -135,6 +136,8 @@ def run_record(
         paper_source=cell.paper.source if cell.paper else None,
         started_at=dt.datetime.fromtimestamp(progress.started_at, dt.timezone.utc),
         finished_at=dt.datetime.now(dt.timezone.utc),
+        sweep_metric=cell.sweep.metric if cell.sweep else None,
+        sweep_target=cell.sweep.target if cell.sweep else None,
     )
 
 

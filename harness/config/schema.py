@@ -236,6 +236,9 @@ class ExecutionSpec(Strict):
     # Image folders: DataLoader processes decoding images (0: in the training process);
     # default min(8, CPUs). Per process of a data-parallel job.
     loader_workers: Annotated[int, Field(ge=0, le=256)] | None = None
+    # The gradient noise scale B_simple per epoch, from the micro-batch and step gradients
+    # (harness.train.noise); a step that would run whole runs as two micro-batches instead.
+    noise_scale: bool = False
 
 
 class ClusterSpec(Strict):
@@ -280,6 +283,20 @@ class PaperFigure(Strict):
         return self
 
 
+class SweepSpec(Strict):
+    """A batch-size sweep's target (harness.analysis.sweep): what "reaching the target" means.
+
+    The experiment's schedules are constant (one phase each: no milestones, no warm-up), one
+    per batch size; the report counts the steps and epochs each took to reach `target` and
+    fits the critical batch size. An analysis setting: not part of any cell id.
+    """
+
+    # train_loss: the epoch's mean minibatch loss (train mode), placed at the epoch's middle
+    # step; the others are evaluations, placed at the epoch's end.
+    metric: Literal["train_loss", "train_eval_loss", "test_loss", "test_acc"] = "train_loss"
+    target: float  # a loss in nats (reached at or below) or an accuracy fraction (at or above)
+
+
 class ExperimentSpec(Strict):
     """A grid: cells = optimizers × schedules × models × seeds."""
 
@@ -290,6 +307,7 @@ class ExperimentSpec(Strict):
     seeds: tuple[Seed, ...] = (0,)
     training: dict[str, Any] = Field(default_factory=dict)  # overrides of `training:`
     paper: dict[str, PaperFigure] = Field(default_factory=dict)  # "optimizer/schedule" keys
+    sweep: SweepSpec | None = None  # a batch-size sweep: constant schedules, one target
 
     @model_validator(mode="after")
     def _paper_keys(self) -> ExperimentSpec:

@@ -41,6 +41,7 @@ from harness.config.schema import (
     ScheduleSpec,
     SmallCnnSpec,
     SuiteSpec,
+    SweepSpec,
     TrainingSpec,
     WrnSpec,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "SmallCnnSpec",
     "Suite",
     "SuiteSpec",
+    "SweepSpec",
     "TrainingSpec",
     "WrnSpec",
     "load_suite",
@@ -90,6 +92,7 @@ class Cell:
     execution: ExecutionSpec
     plan: Plan
     paper: PaperFigure | None = None
+    sweep: SweepSpec | None = None  # the experiment's batch-sweep target (not in the id)
     aliases: tuple[str, ...] = field(default=())  # other experiment/optimizer/schedule names
 
     @property
@@ -210,7 +213,7 @@ def _where(key: str, name: str, own: dict[str, Any], base: dict[str, Any]) -> tu
 
 def _expand(spec: SuiteSpec, locator: Locator) -> tuple[Cell, ...]:
     cells: dict[str, Cell] = {}
-    for exp in spec.experiments:
+    for index, exp in enumerate(spec.experiments):
         models = exp.models if exp.models is not None else tuple(spec.models)
         training = spec.training_of(exp)
         # A schedule depends on the optimizer and recipe only: plan it once, not once per seed.
@@ -223,6 +226,12 @@ def _expand(spec: SuiteSpec, locator: Locator) -> tuple[Cell, ...]:
                     spec, sched_name, spec.optimizers[opt_name], training, locator
                 )
             schedule, optimizer = resolved[opt_name, sched_name]
+            if exp.sweep is not None and len(schedule.plan.phases) > 1:
+                raise locator.error(
+                    ("experiments", index, "sweep"),
+                    f"a batch sweep needs constant schedules; '{sched_name}' has "
+                    f"{len(schedule.plan.phases)} phases (give it milestones: [] and no warm-up)",
+                )
             cell = Cell(
                 suite=spec.name,
                 experiment=exp.name,
@@ -238,6 +247,7 @@ def _expand(spec: SuiteSpec, locator: Locator) -> tuple[Cell, ...]:
                 execution=spec.execution,
                 plan=schedule.plan,
                 paper=exp.paper.get(f"{opt_name}/{sched_name}"),
+                sweep=exp.sweep,
             )
             known = cells.get(cell.cell_id)
             if known is None:
@@ -245,6 +255,9 @@ def _expand(spec: SuiteSpec, locator: Locator) -> tuple[Cell, ...]:
             else:
                 paper = known.paper or cell.paper
                 cells[cell.cell_id] = replace(
-                    known, aliases=(*known.aliases, cell.label), paper=paper
+                    known,
+                    aliases=(*known.aliases, cell.label),
+                    paper=paper,
+                    sweep=known.sweep or cell.sweep,
                 )
     return tuple(cells.values())

@@ -72,6 +72,10 @@ class RunRecord:
     paper_source: str | None
     started_at: dt.datetime
     finished_at: dt.datetime
+    # A batch-size sweep's target (the suite's experiments[].sweep; harness.analysis.sweep):
+    # the curve metric and the value whose crossing counts as reached. None outside sweeps.
+    sweep_metric: str | None = None
+    sweep_target: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
@@ -112,6 +116,15 @@ class CurveRecord:
     # The whole training set's cross-entropy in eval mode without augmentation, when the
     # suite asks for it (execution.eval_train_loss); NaN on epochs without evaluation.
     train_eval_loss: float | None = None
+    # The gradient noise scale measured during this epoch's steps, when the suite asks for it
+    # (execution.noise_scale; harness.train.noise): B_simple = tr(Sigma) / |G|^2 in examples,
+    # and its two epoch-averaged components (tr(Sigma) per example, |G|^2 of the data loss's
+    # gradient), which re-aggregate over epochs as step-weighted means. NaN where the steps
+    # could not be split; None in rows written without the meter.
+    noise_b_simple: float | None = None
+    noise_trace: float | None = None
+    noise_grad_sq: float | None = None
+    noise_small_batch: int | None = None  # the small batch b (examples); the big one is B
 
     def as_row(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}

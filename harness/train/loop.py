@@ -37,6 +37,7 @@ from harness.data.source import DataSource
 from harness.models.registry import build_model
 from harness.train.audit import Audit, StepProbe
 from harness.train.checkpoint import Progress, load_checkpoint, save_checkpoint
+from harness.train.noise import NoiseMeter
 from harness.train.optim import build_optimizer, set_hyperparameters
 from harness.train.replica import Replica
 from harness.train.runtime import peak_memory, synchronize
@@ -116,6 +117,8 @@ def train_epoch(
     phase: Phase,
     execution: Execution,
     replica: Replica | None = None,
+    *,
+    meter: NoiseMeter | None = None,
 ) -> tuple[float, int]:
     """Train one epoch; returns (mean training loss over its steps, steps taken).
 
@@ -133,7 +136,7 @@ def train_epoch(
     model.train()
     losses = torch.zeros((), device=device, dtype=torch.float64)
     for step in data.epoch_batches(order_seed, augment_seed, batch, steps, micro, shard):
-        losses += train_on(model, optimizer, data, step, job.precision, replica)
+        losses += train_on(model, optimizer, data, step, job.precision, replica, meter)
     if replica is not None:  # each process's loss is its share's mean: average the shares
         replica.all_reduce([losses])
     # The one host sync of the epoch: reading the loss.
@@ -240,6 +243,13 @@ def train_cell(
         if replica is not None:
             replica.barrier()
 
+    meter = (
+        NoiseMeter(base_model.parameters(), data.n_train, replica)
+        if execution.noise_scale
+        else None
+    )
+    # Passed only when on: train_epoch's positional signature stays what wrappers expect.
+    measure = {"meter": meter} if meter is not None else {}
     if execution.compile:
         # One graph per micro-batch shape; a plan has at most a few of them.
         model = torch.compile(model, dynamic=False)  # type: ignore[assignment]
@@ -254,7 +264,7 @@ def train_cell(
             sync()
             start = time.perf_counter()
             train_loss, steps = train_epoch(
-                model, optimizer, data, job, epoch, phase, execution, replica
+                model, optimizer, data, job, epoch, phase, execution, replica, **measure
             )
             sync()
             train_s = time.perf_counter() - start
@@ -295,6 +305,8 @@ def train_cell(
                 "images_per_s": steps * phase.batch_size / train_s if train_s > 0 else math.nan,
             }
             row.update(audit.end_epoch())
+            if meter is not None:
+                row.update(meter.end_epoch())
             progress.curves.append(row)
             progress.epoch = epoch + 1
             if diverged:

@@ -69,3 +69,6 @@ class Execution:
     # Also measure the loss of the whole training set in eval mode without augmentation at
     # each evaluation (counted as evaluation time); it changes no other number.
     eval_train_loss: bool = False
+    # Measure the gradient noise scale B_simple per epoch (harness.train.noise): a step of
+    # one micro-batch then runs as two or more, which changes only float summation order.
+    noise_scale: bool = False

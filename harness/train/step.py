@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from harness.data.device import DeviceData
 from harness.data.source import DataSource, StepBatch
 from harness.models.ghost_bn import accumulate_running_stats
+from harness.train.noise import NoiseMeter
 from harness.train.replica import Replica
 from harness.train.runtime import at_least_fp32, autocast
 from harness.train.spec import Execution
@@ -46,12 +47,16 @@ def step_micro_batch(batch: int, execution: Execution, ghost: int) -> int:
     compiling inside a timed epoch). k can exceed ceil(batch / cap) when S has few divisors
     (S = 7 slices under a cap of 3 slices: k = 7, micro-batches of one slice), never the cap.
     A batch that is not a whole number of ghost slices is not split.
+
+    With `execution.noise_scale` a step is never one micro-batch when it has two ghost slices
+    or more (k >= 2): the noise meter needs a second batch size (harness.train.noise).
     """
     cap = micro_batch_size(batch, execution, ghost)
-    if cap >= batch or batch % ghost:
+    split = execution.noise_scale and batch % ghost == 0 and batch >= 2 * ghost
+    if (cap >= batch and not split) or batch % ghost:
         return batch
     slices = batch // ghost
-    k = -(-batch // cap)
+    k = max(-(-batch // cap), 2 if split else 1)
     while slices % k:
         k += 1
     return batch // k
@@ -65,7 +70,9 @@ def train_step(
     micro: int,
     generator: torch.Generator,
     precision: str,
+    *,
     replica: Replica | None = None,
+    meter: NoiseMeter | None = None,
 ) -> torch.Tensor:
     """One optimizer update on the examples `indices`, as micro-batches of at most `micro`.
 
@@ -76,9 +83,8 @@ def train_step(
     images, labels = data.train_images(indices, generator)  # uint8: 3 KB per image
     if replica is not None:
         images, labels = replica.shard(images), replica.shard(labels)
-    return train_on(
-        model, optimizer, data, StepBatch.split(images, labels, micro), precision, replica
-    )
+    step = StepBatch.split(images, labels, micro)
+    return train_on(model, optimizer, data, step, precision, replica, meter)
 
 
 def train_on(
@@ -88,6 +94,7 @@ def train_on(
     batch: StepBatch,
     precision: str,
     replica: Replica | None = None,
+    meter: NoiseMeter | None = None,
 ) -> torch.Tensor:
     """One optimizer update on `batch`, this process's share of a step, micro-batch by micro-batch.
 
@@ -96,7 +103,8 @@ def train_on(
     updated once, after the last micro-batch, from all the step's ghost slices. With a
     `replica` (data parallelism, see harness.train.replica) this process's share of B / N
     examples is averaged with the others once, at its last micro-batch. Returns the (share
-    of the) batch's mean loss, on the device.
+    of the) batch's mean loss, on the device. `meter`, when given, sees each micro-batch's
+    accumulated gradient before the update (harness.train.noise).
     """
     device = data.device
     optimizer.zero_grad(set_to_none=True)
@@ -114,6 +122,8 @@ def train_on(
                 loss = F.cross_entropy(at_least_fp32(logits), y, reduction="sum") / total
                 loss.backward()
             loss_sum += loss.detach()
+            if meter is not None:
+                meter.after_backward(y.numel(), total)
     optimizer.step()
     return loss_sum
 

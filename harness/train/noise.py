@@ -1,0 +1,209 @@
+"""The gradient noise scale B_simple, measured while training, from gradients the step has.
+
+McCandlish et al. 2018 ("An Empirical Model of Large-Batch Training", Appendix A): with the
+squared norm of a minibatch gradient at two batch sizes b < B, the unbiased estimates of the
+true gradient's squared norm |G|^2 and of the per-example covariance's trace tr(Sigma) are
+
+    S_est    = (|G_b|^2 - |G_B|^2) / (c_b - c_B)
+    |G|^2_est = |G_B|^2 - c_B * S_est
+
+with c_b = 1/b for examples drawn with replacement (the paper's formulas). The harness draws
+a step's examples *without* replacement from N (a permutation per epoch), so the variance of a
+b-example mean is tr(Sigma)/b * (N - b)/(N - 1): c_b = (N/b - 1)/(N - 1) here (the same
+N/B - 1 as in the paper's noise scale g). For B << N the two agree; at B = N/5 the with-
+replacement formula would understate |G|^2 by about S/N, i.e. B_simple/N relative. Sigma is the
+population covariance of the N per-example gradients. B_simple = tr(Sigma) / |G|^2 is the
+batch size around which the returns of a larger batch start to diminish (the critical batch
+size B_crit is about B_simple when the Hessian is well conditioned).
+
+Where the two batch sizes come from: a step of B examples runs as micro-batches of b, each
+backward adding (b/B) g_b to ``.grad``. After the first micro-batch ``.grad`` is that
+increment; after micro-batch i the increment is ``.grad`` minus a copy kept from micro-batch
+i - 1 (one buffer the size of the parameters; `torch._foreach_*` ops, a handful of kernels per
+micro-batch). After the last micro-batch ``.grad`` is G_B itself, read before the optimizer
+update. Every micro-batch of the step is a small-batch sample, so a step of k micro-batches
+gives k samples of |G_b|^2 and one of |G_B|^2. Ghost batch norm makes a micro-batch's gradient
+exactly the gradient of its own examples' loss (its statistics come from its own ghost slices).
+
+The gradients are of the data loss only: the optimizer applies weight decay, so ``.grad``
+holds no L2 term (which has no noise anyway). With momentum or Adam the estimate is still of
+the raw gradient's noise, not of the update's.
+
+A step that runs as one micro-batch has no small gradient: with the meter on, `step_micro_
+batch` splits such a step into the fewest equal micro-batches of whole ghost slices (two,
+where the slice count is even). With ghost batch norm and once-per-step running statistics
+that changes nothing but the order of float summation (as `max_micro_batch` does); its cost
+is the cost of running smaller micro-batches, measured in NOISE_NOTE.md. A step of a single
+ghost slice cannot be split: its epoch's estimates are NaN.
+
+Epoch averages: the per-step squared norms are summed on the device, keyed by (b, B), and read
+once per epoch (one host sync, after the loss's). Each key's mean |G_b|^2 and |G_B|^2 give
+its S and |G|^2; they are averaged over the keys weighted by their small-batch samples, and
+B_simple is the ratio of the averages, never an average of per-step ratios (each step's
+estimates are unbiased, their ratio is not). Where the averaged |G|^2 is not positive (noise
+swamps the gradient) B_simple is NaN; the two components are kept for re-aggregation.
+
+Data parallelism. With DDP and ``no_sync`` on all but the last micro-batch, a rank's
+micro-batch increments before the last are its own examples' gradients, and after the last
+backward ``.grad`` is the all-reduced step gradient over all W ranks (B = W x the rank's
+share). So under a `Replica` every micro-batch but each rank's last is a small-batch sample
+(b, B), the reduced ``.grad`` is the big one (B), and at the epoch's end the ranks' small-batch
+sums are all-reduced (one collective) so that the estimate uses every rank's samples; the big
+ones are the same on every rank. A rank needs two micro-batches for any sample:
+`step_micro_batch`, given the rank's share, splits it so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from harness.train.replica import Replica
+
+__all__ = ["NOISE_COLUMNS", "NoiseMeter", "noise_estimates"]
+
+# The curve columns an epoch's result fills (harness.results.record.CurveRecord).
+NOISE_COLUMNS = ("noise_b_simple", "noise_trace", "noise_grad_sq", "noise_small_batch")
+
+
+def _variance_factor(batch: float, train_size: int | None) -> float:
+    """Var(mean of `batch` examples) / tr(Sigma): without replacement from N, or with it."""
+    if train_size is None:
+        return 1.0 / batch
+    if train_size <= 1:
+        raise ValueError(f"train_size {train_size}: need at least two examples")
+    return (train_size / batch - 1.0) / (train_size - 1.0)
+
+
+def noise_estimates(
+    small_sq: float, small_batch: float, big_sq: float, big_batch: float, train_size: int | None
+) -> tuple[float, float]:
+    """(tr(Sigma), |G|^2) from mean squared gradient norms at batch sizes small < big.
+
+    `train_size` N: the batches are drawn without replacement from N examples (the harness);
+    None: with replacement (McCandlish et al.'s formulas as printed).
+    """
+    if not 0 < small_batch < big_batch:
+        raise ValueError(f"need 0 < small batch < big batch, got {small_batch}, {big_batch}")
+    c_small = _variance_factor(small_batch, train_size)
+    c_big = _variance_factor(big_batch, train_size)
+    trace = (small_sq - big_sq) / (c_small - c_big)
+    return trace, big_sq - c_big * trace
+
+
+def _squared_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of squares of every element, on the device, without a host sync."""
+    return torch.stack(torch._foreach_norm(tensors)).square().sum()
+
+
+class NoiseMeter:
+    """Accumulates small- and big-batch squared gradient norms; one result per epoch.
+
+    Call `after_backward(examples, step_examples)` after every micro-batch's backward, before
+    the optimizer update (train_step does); `end_epoch()` reads the sums once and resets them.
+    Nothing here reads a device value on the host except `end_epoch`.
+    """
+
+    def __init__(
+        self,
+        parameters: Iterable[torch.Tensor],
+        train_size: int | None,
+        replica: Replica | None = None,
+    ) -> None:
+        self.parameters = [p for p in parameters if p.requires_grad]
+        self.train_size = train_size
+        self.replica = replica  # data parallelism: see the module docstring
+        self.world = 1 if replica is None else replica.world
+        self._previous: list[torch.Tensor] | None = None
+        self._seen = 0  # examples of the current step whose backward has run
+        self._small: dict[tuple[int, int], torch.Tensor] = {}  # (b, B) -> sum |G_b|^2
+        self._small_n: dict[tuple[int, int], int] = {}
+        self._big: dict[int, torch.Tensor] = {}  # B -> sum |G_B|^2
+        self._big_n: dict[int, int] = {}
+
+    def _accumulate(self, table: dict, counts: dict, key: object, value: torch.Tensor) -> None:
+        value = value.to(torch.float32 if value.device.type == "mps" else torch.float64)
+        if key in table:
+            table[key] += value
+        else:
+            table[key] = value.clone()
+        counts[key] = counts.get(key, 0) + 1
+
+    def add_small(self, squared_norm: torch.Tensor, batch: int, step_batch: int) -> None:
+        """One sample of |G_b|^2, the mean gradient of `batch` examples of a `step_batch` step."""
+        self._accumulate(self._small, self._small_n, (batch, step_batch), squared_norm)
+
+    def add_big(self, squared_norm: torch.Tensor, step_batch: int) -> None:
+        """One sample of |G_B|^2, the whole step's mean gradient."""
+        self._accumulate(self._big, self._big_n, step_batch, squared_norm)
+
+    def after_backward(self, examples: int, step_examples: int) -> None:
+        """The backward of a micro-batch of `examples` (of the step's `step_examples`) ran.
+
+        ``.grad`` holds the sum of the step's micro-batch increments so far, each (b/B) g_b.
+        """
+        if examples >= step_examples:
+            return  # a step of one micro-batch: no second batch size to compare with
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        first = self._seen == 0
+        self._seen += examples
+        last = self._seen >= step_examples
+        scale = (step_examples / examples) ** 2  # |increment|^2 -> |g_b|^2
+        big = step_examples * self.world  # the whole step, over every rank
+        if last and self.world > 1:
+            pass  # the last increment holds the other ranks' gradients too: not a sample
+        elif first:
+            self.add_small(_squared_norm(grads) * scale, examples, big)
+        else:
+            assert self._previous is not None
+            torch._foreach_sub_(self._previous, grads)  # minus this micro-batch's increment
+            self.add_small(_squared_norm(self._previous) * scale, examples, big)
+        if last:
+            self.add_big(_squared_norm(grads), big)
+            self._seen = 0
+        elif self._previous is None or len(self._previous) != len(grads):
+            self._previous = [g.detach().clone() for g in grads]
+        else:
+            torch._foreach_copy_(self._previous, grads)
+
+    def end_epoch(self) -> dict[str, float | int | None]:
+        """The epoch's curve columns (NOISE_COLUMNS); NaN where nothing was measured."""
+        keys = [k for k in self._small if k[1] in self._big]
+        result: dict[str, float | int | None] = {
+            "noise_b_simple": math.nan,
+            "noise_trace": math.nan,
+            "noise_grad_sq": math.nan,
+            "noise_small_batch": None,
+        }
+        if self.replica is not None and keys:  # every rank's samples (same keys and counts)
+            self.replica.all_reduce([self._small[k] for k in keys])
+            for k in keys:
+                self._small_n[k] *= self.world
+        if keys:
+            sums = torch.stack([self._small[k] for k in keys] + [self._big[k[1]] for k in keys])
+            values = sums.tolist()  # the one host sync of the meter, once per epoch
+            traces, grads, weights = [], [], []
+            for i, (small, big) in enumerate(keys):
+                small_sq = values[i] / self._small_n[small, big]
+                big_sq = values[len(keys) + i] / self._big_n[big]
+                trace, grad_sq = noise_estimates(small_sq, small, big_sq, big, self.train_size)
+                traces.append(trace)
+                grads.append(grad_sq)
+                weights.append(self._small_n[small, big])
+            total = sum(weights)
+            trace = sum(w * t for w, t in zip(weights, traces)) / total
+            grad_sq = sum(w * g for w, g in zip(weights, grads)) / total
+            result.update(
+                noise_b_simple=trace / grad_sq if grad_sq > 0 else math.nan,
+                noise_trace=trace,
+                noise_grad_sq=grad_sq,
+                noise_small_batch=max(keys, key=lambda k: self._small_n[k])[0],
+            )
+        self._small.clear()
+        self._small_n.clear()
+        self._big.clear()
+        self._big_n.clear()
+        self._seen = 0
+        return result
