@@ -124,3 +124,14 @@ def test_a_sweep_needs_constant_schedules(tmp_path: Path):
     (tmp_path / "bad.yaml").write_text(suite.replace("milestones: []", "milestones: [2]"))
     with pytest.raises(UserError, match="constant schedules"):
         load_suite(tmp_path / "bad.yaml")
+
+
+def test_the_report_of_a_sweep_fits_it_and_compares_no_schedule_with_b16() -> None:
+    """The committed CPU sweep: its report has the fit and no equivalence section (its
+    constant batches are not realizations of one schedule)."""
+    from harness.analysis.report import build_report
+
+    text = build_report([Path(__file__).parents[1] / "results" / "noise-sweep"], "markdown")
+    assert "Batch sweep: the critical batch size" in text
+    assert "462 ± 44" in text
+    assert "Equivalence with decaying lr" not in text

@@ -69,11 +69,17 @@ def build_report(
         doc.heading(2, f"Suite {suite}")
         doc.heading(3, "Summary")
         doc.table(format_summary(summary[summary["suite"] == suite]))
-        doc.heading(3, "Equivalence with decaying lr at equal epochs")
         eq = equivalence[equivalence["suite"] == suite]
-        if eq.empty:
+        sweep = sweeps[sweeps["suite"] == suite] if not sweeps.empty else sweeps
+        if not sweep.empty:  # a sweep's constant batches are not realizations of one schedule
+            eq = eq[~eq["experiment"].isin(set(sweep["experiment"]))]
+        if eq.empty and not sweep.empty:
+            pass  # a suite of sweeps alone: nothing to compare with decaying lr
+        elif eq.empty:
+            doc.heading(3, "Equivalence with decaying lr at equal epochs")
             doc.para("No experiment has a decaying-lr (realization lr) reference to compare.")
         else:
+            doc.heading(3, "Equivalence with decaying lr at equal epochs")
             doc.para(
                 "Curves are means over seeds. A gap is the largest per-epoch |difference| from "
                 "the reference (vs) in test accuracy (percentage points) or training loss, "
@@ -85,7 +91,6 @@ def build_report(
             doc.table(format_verdicts(group_verdicts(eq, GROUP)))
             doc.para("Per schedule:")
             doc.table(format_equivalence(eq))
-        sweep = sweeps[sweeps["suite"] == suite] if not sweeps.empty else sweeps
         if not sweep.empty:
             doc.heading(3, "Batch sweep: the critical batch size")
             doc.para(SWEEP_RULE)
