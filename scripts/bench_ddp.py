@@ -4,9 +4,11 @@ train_time_s (clocks read after a synchronize and a barrier; warm-up and evaluat
 
     python scripts/bench_ddp.py [--procs 2] [--repeats 3] [--device cpu]
 
-Prints a markdown table: images/s of each run, and the N-process / 1-process ratio per
-repeat (runs alternate, so drift in the machine's load hits both alike). On the CPU the
-threads are split: one process gets all cores' threads, each of N processes cores / N.
+Prints a markdown table: images/s of each run, and per repeat (runs alternate, so drift
+in the machine's load hits all alike) the N-process / 1-process ratio, and the scaling
+efficiency: N-process images/s over N x a single process given one process's share of the
+machine (cores / N threads on the CPU). 1 - efficiency is the data-parallel overhead (the
+all-reduces, the barrier, each process drawing the whole step's augmentation).
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ experiments: [{{name: bench, optimizers: [momentum], schedules: [constant], seed
 """
 
 
-def run(suite: Path, results: Path, procs: int, device: str) -> float:
+def run(suite: Path, results: Path, procs: int, device: str, threads: int | None = None) -> float:
     cores = os.cpu_count() or 1
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(max(1, cores // procs)))
+    threads = threads or max(1, cores // procs)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
     head = [sys.executable, "-m", "harness"]
     if procs > 1:
         head = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -61,18 +64,26 @@ def main() -> None:
         suite.write_text(SUITE.format(n=args.train_size, epochs=args.epochs, batch=args.batch))
         rows = []
         for r in range(args.repeats):
+            share = max(1, (os.cpu_count() or 1) // args.procs)
             one = run(suite, Path(tmp) / "one", 1, args.device)
+            part = run(suite, Path(tmp) / "part", 1, args.device, threads=share)
             many = run(suite, Path(tmp) / "many", args.procs, args.device)
-            rows.append((r, one, many, many / one))
-    print(f"| repeat | 1 process img/s | {args.procs} processes img/s | ratio |")
-    print("| --- | --- | --- | --- |")
-    for r, one, many, ratio in rows:
-        print(f"| {r} | {one:.0f} | {many:.0f} | {ratio:.3f} |")
-    ratios = [row[3] for row in rows]
-    spread = statistics.stdev(ratios) if len(ratios) > 1 else float("nan")
+            rows.append((r, one, part, many, many / one, many / (args.procs * part)))
+    n = args.procs
     print(
-        f"\nmedian ratio {statistics.median(ratios):.3f} (std {spread:.3f}, {len(rows)} repeats; "
-        f"global batch {args.batch}, N={args.train_size}, device {args.device})"
+        f"| repeat | 1 process img/s | 1 process, 1/{n} of the cores | {n} processes img/s "
+        f"| {n} / 1 | efficiency |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r, one, part, many, ratio, eff in rows:
+        print(f"| {r} | {one:.0f} | {part:.0f} | {many:.0f} | {ratio:.3f} | {eff:.3f} |")
+    for k, name in ((4, "ratio"), (5, "efficiency")):
+        values = [row[k] for row in rows]
+        spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+        print(f"median {name} {statistics.median(values):.3f} (std {spread:.3f})")
+    print(
+        f"{len(rows)} repeats; global batch {args.batch}, N={args.train_size}, "
+        f"{args.epochs} epochs, device {args.device}, {os.cpu_count()} cores"
     )
 
 
