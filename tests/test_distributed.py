@@ -154,3 +154,27 @@ def test_a_batch_that_cannot_be_split_over_the_processes_is_refused(
     with pytest.raises(UserError, match=r"batch size 32 .* multiple of 64"):
         run_suite(load_suite(suite), results=tmp_path / "r", device="cpu")
     assert not (tmp_path / "r").exists()
+
+
+def test_torchrun_on_an_image_folder_equals_one_process(tmp_path: Path) -> None:
+    """ImageNet's path: each process decodes only its share of every step (keys decide the
+    crops), and the run is the one-process run, tier-0 checksums included."""
+    from tests.test_imagenet_run import make_folder, write_suite
+
+    root = make_folder(tmp_path / "data")
+    suite = write_suite(tmp_path, workers=0)
+    common = ["--device", "cpu", "--data", str(root), "--set", "experiments.0.models=[resnet]"]
+    common += ["--set", "training.precision=fp64"]
+    alone = _harness("run", str(suite), "--results", str(tmp_path / "one"), *common)
+    assert alone.returncode == 0, alone.stderr
+    together = tmp_path / "two"
+    run = _harness("run", str(suite), "--results", str(together), *common, n=2)
+    assert run.returncode == 0, run.stderr
+    rows = read_runs(together)
+    assert len(rows) == 2 and set(rows["world_size"]) == {2}
+    key = ["cell_id", "epoch"]
+    expected = read_curves(tmp_path / "one").sort_values(key).reset_index(drop=True)
+    got = read_curves(together).sort_values(key).reset_index(drop=True)
+    assert len(got) == 4
+    pd.testing.assert_frame_equal(got[COMPARED], expected[COMPARED], rtol=RTOL, atol=ATOL)
+    pd.testing.assert_frame_equal(got[EXACT], expected[EXACT])

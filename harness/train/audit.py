@@ -16,8 +16,9 @@ really used (see `harness.results.record.AUDIT_COLUMNS` and docs/gate.md):
 to float64 for the "fp64" precision, so that the loop and the step need no precision branch.
 `AuditedFolderData` does the same for an image folder (`FolderData`): the order checksum is
 of the indices the epoch's sampler handed the DataLoader, the image and label checksums of the
-micro-batches that reached the step (with N processes, rank 0's share of each step: each
-process loads only its share).
+micro-batches that reached the step (with N processes each loads only its share, weighted by
+its global positions; the shares' sums are all-reduced once per epoch, so the checksums are
+the one-process run's).
 `StepProbe` adds, for the numeric fingerprint (harness.app.fingerprint), per-step float64
 values (loss, parameter norm, update norm) and the float64 test loss, through hooks on the
 job's model and optimizer; ordinary runs do not carry one.
@@ -38,6 +39,7 @@ from torch import Tensor, nn
 from harness.data.device import DeviceData
 from harness.data.folder import FolderData
 from harness.data.source import DataSource, Shard, StepBatch
+from harness.train.replica import Replica
 from harness.train.spec import TrainJob
 
 # Checksums are sums of per-element hashes modulo a Mersenne prime, in int64 on the device:
@@ -368,8 +370,10 @@ class Audit:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         probe: StepProbe | None = None,
+        replica: Replica | None = None,
     ) -> None:
         dtype = torch.float64 if job.precision == "fp64" else torch.float32
+        self._replica = replica
         self.data: AuditedData | AuditedFolderData
         if isinstance(data, FolderData):
             if probe is not None:  # the fingerprint's per-step probe follows DeviceData's draws
@@ -395,6 +399,10 @@ class Audit:
         momentum = _agreed([g.get("momentum", 0.0) for g in groups])
         nesterov = _agreed([bool(g.get("nesterov", False)) for g in groups])
         decay = _agreed([g.get("weight_decay", 0.0) for g in groups])
+        if self._replica is not None and isinstance(self.data, AuditedFolderData):
+            # Each process loaded only its share, weighted by its global positions: the sum
+            # over processes is the whole step's checksum, as one process would have it.
+            self._replica.all_reduce([self.data._device_sums])
         order, augment, label = self.data.sums.tolist()
         return {
             "applied_lr": math.nan if lr is None else float(lr),

@@ -233,7 +233,8 @@ def train_cell(
     base_model = build(job, device, execution)
     optimizer = build_optimizer(base_model.parameters(), job.optimizer, device)
     progress = load_checkpoint(checkpoint, job.cell_id, base_model, optimizer, device) or Progress()
-    audit = Audit(job, data, base_model, optimizer, probe)  # tier 0 of the gate: what was applied
+    # Tier 0 of the gate: what was applied.
+    audit = Audit(job, data, base_model, optimizer, probe, replica)
     data = audit.data
     model: torch.nn.Module = base_model if replica is None else replica.wrap(base_model)
     main = replica is None or replica.is_main
