@@ -22,7 +22,7 @@ from PIL import Image
 from harness.config.suite import load_suite
 from harness.data.folder import FolderData
 from harness.data.image_loader import open_image_folder
-from harness.data.source import StepBatch
+from harness.data.source import Shard, StepBatch
 from harness.errors import UserError
 from harness.train.audit import AuditedFolderData
 from tests.conftest import run_cli
@@ -162,10 +162,20 @@ def test_order_is_the_randperm_device_data_draws(folder: FolderData) -> None:
 
 def test_shards_of_two_processes_make_the_one_process_step(folder: FolderData) -> None:
     whole = [_step(b) for b in folder.epoch_batches(3, 5, 8, 3, 2)]
-    shares = [[_step(b) for b in folder.epoch_batches(3, 5, 8, 3, 2, (r, 2))] for r in (0, 1)]
+    shares = [[_step(b) for b in folder.epoch_batches(3, 5, 8, 3, 2, Shard(r, 2))] for r in (0, 1)]
     for s, (x, y) in enumerate(whole):
         assert torch.equal(torch.cat([shares[0][s][0], shares[1][s][0]]), x)
         assert torch.equal(torch.cat([shares[0][s][1], shares[1][s][1]]), y)
+    # Uneven: 3 processes, B = 8 as 4 ghost slices of 2: shares of 4, 2 and 2 images.
+    uneven = [
+        [(b.size, b.step_size, _step(b)) for b in folder.epoch_batches(3, 5, 8, 3, 2, shard)]
+        for shard in (Shard(r, 3, unit=2) for r in (0, 1, 2))
+    ]
+    assert [u[0][:2] for u in uneven] == [(4, 8), (2, 8), (2, 8)]
+    for s, (x, y) in enumerate(whole):
+        parts = [u[s][2] for u in uneven]
+        assert torch.equal(torch.cat([p[0] for p in parts]), x)
+        assert torch.equal(torch.cat([p[1] for p in parts]), y)
 
 
 def test_audit_checksums_see_order_and_augmentation(folder: FolderData) -> None:
@@ -190,7 +200,7 @@ def test_evaluation_is_every_val_image_centre_cropped_and_normalized(folder: Fol
     y = torch.cat([b[1] for b in batches])
     assert x.shape == (6, 3, 32, 32) and x.dtype == torch.float32
     assert y.tolist() == [0, 0, 1, 1, 2, 2]
-    halves = [list(folder.test_batches(4, (r, 2))) for r in (0, 1)]
+    halves = [list(folder.test_batches(4, Shard(r, 2))) for r in (0, 1)]
     assert [len(h) for h in halves] == [1, 1]
     assert torch.equal(torch.cat([halves[0][0][0], halves[1][0][0]]), x)
 

@@ -179,7 +179,8 @@ class DeviceData:
     ) -> StepBatch:
         """The step of examples ``indices`` (drawn whole, then this process's share)."""
         images, labels = self.train_images(indices, generator)
-        return StepBatch.split(take_share(images, shard), take_share(labels, shard), micro)
+        total = int(labels.shape[0])
+        return StepBatch.split(take_share(images, shard), take_share(labels, shard), micro, total)
 
     def warmup_batch(self, batch_size: int, micro: int, shard: Shard | None = None) -> StepBatch:
         # Any examples will do; a batch larger than the data set repeats them.

@@ -108,7 +108,7 @@ class FolderData:
     ) -> Iterator[StepBatch]:
         """The epoch's ``steps`` steps of B, each this process's share as micro-batches of
         ``micro`` images decoded by the workers. Only whole steps: floor(N / B)."""
-        rank, world = (0, 1) if shard is None else shard
+        shard = Shard(0, 1) if shard is None else shard
         if steps > self.n_train // batch_size:
             raise UserError(
                 f"training.drop_last: an image folder trains whole batches only; {steps} steps "
@@ -120,13 +120,13 @@ class FolderData:
             order_seed=order_seed,
             augment_seed=augment_seed,
             micro_batch=micro,
-            rank=rank,
-            world=world,
+            shard=shard,
         )
         chunks = iter(self._train)
         count = self._sampler.chunks_per_step
+        share = shard.size(batch_size)
         for _ in range(steps):
-            yield StepBatch(batch_size // world, count, self._to_device(chunks, count))
+            yield StepBatch(share, count, self._to_device(chunks, count), batch_size)
 
     def step_indices(self, step: int) -> np.ndarray:
         """The indices of the whole step ``step`` of the epoch last set (every rank's share)."""
@@ -135,11 +135,11 @@ class FolderData:
 
     def warmup_batch(self, batch_size: int, micro: int, shard: Shard | None = None) -> StepBatch:
         # Shapes are what warm-up is for; decoding a whole step of B would only cost time.
-        share = batch_size if shard is None else batch_size // shard[1]
+        share = batch_size if shard is None else shard.size(batch_size)
         side = self.image_size
         images = torch.zeros(share, 3, side, side, dtype=torch.uint8, device=self._device)
         labels = torch.zeros(share, dtype=torch.int64, device=self._device)
-        return StepBatch.split(images, labels, micro)
+        return StepBatch.split(images, labels, micro, batch_size)
 
     def test_batches(
         self, batch_size: int, shard: Shard | None = None
@@ -159,7 +159,7 @@ class FolderData:
         key = (name, batch_size, shard)
         loader = self._eval_loaders.get(key)
         if loader is None:
-            rank, world = (0, 1) if shard is None else shard
+            rank, world = (0, 1) if shard is None else (shard.rank, shard.world)
             sampler = EvalBatchSampler(len(dataset), batch_size, rank, world)
             loader = image_loader(dataset, sampler, num_workers=self.workers, pin_memory=self._pin)
             self._eval_loaders[key] = loader

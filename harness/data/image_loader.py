@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harness.data.image_transforms import Backend, ImageTransform, resolve_backend, sample_rng
 from harness.data.imagefolder import Check, ImageList, image_classes, scan_split
+from harness.data.source import Shard
 
 SampleKey = tuple[int, int]  # (image index, augment seed of its epoch)
 
@@ -62,9 +63,10 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
     keys (m keys each, the last of a step possibly fewer; m = B when not given): concatenating
     a step's lists gives that step's B keys. ``len()`` is the number of lists yielded.
 
-    ``rank`` / ``world`` (data parallelism): each step yields only this process's contiguous
-    share of B / world keys (B must divide), cut into micro-batches the same way; the shares
-    of all ranks concatenate to the step. ``permutation`` is the epoch's order (all N indices).
+    ``shard`` (data parallelism): each step yields only this process's contiguous share of
+    the B keys (whole units, `harness.data.source.Shard`), cut into micro-batches the same
+    way; the shares of all ranks concatenate to the step. ``permutation`` is the epoch's order
+    (all N indices).
     """
 
     def __init__(self, n: int) -> None:
@@ -75,8 +77,7 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
         self.micro_batch = 0
         self.order_seed = 0
         self.augment_seed = 0
-        self.rank = 0
-        self.world = 1
+        self.shard = Shard(0, 1)
         self.permutation = np.arange(0)
 
     def set_epoch(
@@ -86,16 +87,16 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
         order_seed: int,
         augment_seed: int,
         micro_batch: int | None = None,
-        rank: int = 0,
-        world: int = 1,
+        shard: Shard | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if batch_size > self.n:
             raise ValueError(f"batch_size {batch_size} exceeds the {self.n} images: no full step")
-        if world < 1 or not 0 <= rank < world or batch_size % world:
-            raise ValueError(f"rank {rank} of {world}: B = {batch_size} must split evenly")
-        share = batch_size // world
+        shard = Shard(0, 1) if shard is None else shard
+        if shard.world < 1 or not 0 <= shard.rank < shard.world:
+            raise ValueError(f"rank {shard.rank} of {shard.world}: not a process of the job")
+        share = shard.size(batch_size)  # ValueError unless whole units for every rank
         micro = share if micro_batch is None else min(micro_batch, share)
         if micro < 1:
             raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
@@ -103,8 +104,7 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
         self.micro_batch = micro
         self.order_seed = order_seed
         self.augment_seed = augment_seed
-        self.rank = rank
-        self.world = world
+        self.shard = shard
         order = torch.Generator().manual_seed(order_seed)
         self.permutation = torch.randperm(self.n, generator=order).numpy()
 
@@ -117,7 +117,7 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
     @property
     def chunks_per_step(self) -> int:
         self._require_epoch()
-        return -(-(self.batch_size // self.world) // self.micro_batch)
+        return -(-self.shard.size(self.batch_size) // self.micro_batch)
 
     def __len__(self) -> int:
         return self.steps * self.chunks_per_step
@@ -126,10 +126,10 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
         self._require_epoch()
         perm = self.permutation
         b, m, seed = self.batch_size, self.micro_batch, self.augment_seed
-        share = b // self.world
+        first, last = self.shard.bounds(b)
+        share = last - first
         for step in range(self.steps):
-            start = step * b + self.rank * share
-            batch = perm[start : start + share]
+            batch = perm[step * b + first : step * b + last]
             for lo in range(0, share, m):
                 yield [(int(i), seed) for i in batch[lo : lo + m]]
 

@@ -12,42 +12,78 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
-Shard = tuple[int, int]  # (rank, world): this process's share of each step (data parallelism)
+
+class Shard(NamedTuple):
+    """This process's share of each step (data parallelism): whole ``unit``s of the batch.
+
+    A step of B examples is S = B / unit units (ghost slices, so that batch norm sees the
+    slices one process would); rank r takes a contiguous run of floor(S / world) of them, the
+    first S mod world ranks one more. The shares concatenate to the step in rank order. Uneven
+    shares change no number: each process's loss is scaled by world / B (see
+    `harness.train.step.train_on`), so the average DDP takes is the mean over all B.
+    """
+
+    rank: int
+    world: int
+    unit: int = 1
+
+    def bounds(self, batch: int) -> tuple[int, int]:
+        """[start, stop) of this process's share of a step of ``batch`` examples."""
+        slices, rest = divmod(batch, self.unit)
+        if rest or slices < self.world:
+            raise ValueError(
+                f"a step of {batch} is not {self.world} or more whole units of {self.unit}"
+            )
+        base, extra = divmod(slices, self.world)
+        start = self.unit * (self.rank * base + min(self.rank, extra))
+        return start, start + self.unit * (base + (1 if self.rank < extra else 0))
+
+    def size(self, batch: int) -> int:
+        start, stop = self.bounds(batch)
+        return stop - start
 
 
 @dataclass(frozen=True)
 class StepBatch:
     """One optimizer step's examples for this process, as the micro-batches the step runs.
 
-    ``size``: examples in this process's share (the divisor of the mean loss); ``count``: how
-    many micro-batches ``micro_batches`` yields; ``micro_batches``: (uint8 images (m, 3, H, W),
-    int64 labels (m,)) on the device, in step order, to be iterated once. A loader's batches
+    ``size``: examples in this process's share; ``count``: how many micro-batches
+    ``micro_batches`` yields; ``micro_batches``: (uint8 images (m, 3, H, W), int64 labels (m,))
+    on the device, in step order, to be iterated once; ``total``: the whole step's B over
+    every process (the divisor of the mean loss; ``size`` when None). A loader's batches
     arrive while the step consumes them, so a step never holds all of B on the device.
     """
 
     size: int
     count: int
     micro_batches: Iterable[tuple[Tensor, Tensor]]
+    total: int | None = None
+
+    @property
+    def step_size(self) -> int:
+        """B: the examples of the whole step, every process's share together."""
+        return self.size if self.total is None else self.total
 
     @classmethod
-    def split(cls, images: Tensor, labels: Tensor, micro: int) -> StepBatch:
+    def split(
+        cls, images: Tensor, labels: Tensor, micro: int, total: int | None = None
+    ) -> StepBatch:
         """A drawn batch cut into micro-batches of ``micro`` (shapes only: no host sync)."""
         chunks = list(zip(images.split(micro), labels.split(micro)))
-        return cls(int(labels.shape[0]), len(chunks), chunks)
+        return cls(int(labels.shape[0]), len(chunks), chunks, total)
 
 
 def take_share(x: Tensor, shard: Shard | None) -> Tensor:
-    """Rank r's contiguous share of a step's batch: rows [r·B/W, (r+1)·B/W)."""
+    """This process's contiguous share of a step's batch (`Shard.bounds`)."""
     if shard is None:
         return x
-    rank, world = shard
-    share = x.shape[0] // world
-    return x[rank * share : (rank + 1) * share]
+    start, stop = shard.bounds(x.shape[0])
+    return x[start:stop]
 
 
 class DataSource(Protocol):

@@ -299,17 +299,16 @@ class AuditedFolderData:
         micro: int,
         shard: Shard | None = None,
     ) -> Iterator[StepBatch]:
-        rank = 0 if shard is None else shard[0]
         batches = self.inner.epoch_batches(
             order_seed, augment_seed, batch_size, steps, micro, shard
         )
         for step, batch in enumerate(batches):
             indices = torch.from_numpy(self.inner.step_indices(step))
             self._order = (self._order + _position_sum(indices, self.position)) % _P
-            start = self.position + rank * batch.size
+            start = self.position + (0 if shard is None else shard.bounds(batch_size)[0])
             self.position += int(indices.numel())
             self.batch = max(self.batch, int(indices.numel()))
-            yield StepBatch(batch.size, batch.count, self._watch(batch, start))
+            yield StepBatch(batch.size, batch.count, self._watch(batch, start), batch.total)
 
     def _watch(self, batch: StepBatch, start: int) -> Iterator[tuple[Tensor, Tensor]]:
         for x, y in batch.micro_batches:

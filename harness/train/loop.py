@@ -129,8 +129,9 @@ def train_epoch(
     batch = phase.batch_size
     steps = updates_per_epoch(data.n_train, batch, job.drop_last)
     world = 1 if replica is None else replica.world
-    micro = step_micro_batch(batch // world, execution, job.ghost_batch_size)
-    shard = None if replica is None else (replica.rank, replica.world)
+    shard = None if replica is None else replica.shard(job.ghost_batch_size)
+    share = batch if shard is None else shard.size(batch)
+    micro = step_micro_batch(share, execution, job.ghost_batch_size)
     order_seed = stream_seed(job.seed, "order", epoch)
     augment_seed = stream_seed(job.seed, "augment", epoch)
     model.train()
@@ -165,14 +166,17 @@ def warm_up(
     saved_model = {k: v.clone() for k, v in base.state_dict().items()}
     saved_optimizer = copy.deepcopy(optimizer.state_dict())
     lrs = [group["lr"] for group in optimizer.param_groups]
-    world = 1 if replica is None else replica.world
+    shard = None if replica is None else replica.shard(job.ghost_batch_size)
+
+    def share(batch: int) -> int:
+        return batch if shard is None else shard.size(batch)
+
     shapes = sorted(
         {
-            (p.batch_size, step_micro_batch(p.batch_size // world, execution, job.ghost_batch_size))
+            (p.batch_size, step_micro_batch(share(p.batch_size), execution, job.ghost_batch_size))
             for p in job.plan.phases
         }
     )
-    shard = None if replica is None else (replica.rank, replica.world)
     model.train()
     for batch, micro in shapes:
         step = data.warmup_batch(batch, micro, shard)

@@ -43,14 +43,14 @@ B_simple is the ratio of the averages, never an average of per-step ratios (each
 estimates are unbiased, their ratio is not). Where the averaged |G|^2 is not positive (noise
 swamps the gradient) B_simple is NaN; the two components are kept for re-aggregation.
 
-Data parallelism. With DDP and ``no_sync`` on all but the last micro-batch, a rank's
+Data parallelism. With DDP and ``no_sync`` on all but the last micro-batch, a process's
 micro-batch increments before the last are its own examples' gradients, and after the last
-backward ``.grad`` is the all-reduced step gradient over all W ranks (B = W x the rank's
-share). So under a `Replica` every micro-batch but each rank's last is a small-batch sample
-(b, B), the reduced ``.grad`` is the big one (B), and at the epoch's end the ranks' small-batch
-sums are all-reduced (one collective) so that the estimate uses every rank's samples; the big
-ones are the same on every rank. A rank needs two micro-batches for any sample:
-`step_micro_batch`, given the rank's share, splits it so.
+backward ``.grad`` is the all-reduced step gradient over all W processes. So under a `Replica`
+every micro-batch but a process's last is a small-batch sample (b, B), and the reduced
+``.grad`` is the big one (B, the whole step). Each process keeps its own sums; rank 0's are
+the ones its rows carry (fewer samples than one process would have, still unbiased; rank 0
+holds the largest share of an uneven split). A process needs two micro-batches for any
+sample: `step_micro_batch`, given its share, splits it so.
 """
 
 from __future__ import annotations
@@ -114,7 +114,6 @@ class NoiseMeter:
     ) -> None:
         self.parameters = [p for p in parameters if p.requires_grad]
         self.train_size = train_size
-        self.replica = replica  # data parallelism: see the module docstring
         self.world = 1 if replica is None else replica.world
         self._previous: list[torch.Tensor] | None = None
         self._seen = 0  # examples of the current step whose backward has run
@@ -139,19 +138,24 @@ class NoiseMeter:
         """One sample of |G_B|^2, the whole step's mean gradient."""
         self._accumulate(self._big, self._big_n, step_batch, squared_norm)
 
-    def after_backward(self, examples: int, step_examples: int) -> None:
-        """The backward of a micro-batch of `examples` (of the step's `step_examples`) ran.
+    def after_backward(
+        self, examples: int, step_examples: int, step_batch: int | None = None
+    ) -> None:
+        """The backward of a micro-batch of `examples` (of this process's `step_examples`) ran.
 
-        ``.grad`` holds the sum of the step's micro-batch increments so far, each (b/B) g_b.
+        ``.grad`` holds the sum of the step's micro-batch increments so far, each
+        (b·W/B) g_b with B = `step_batch` the whole step over W processes (B = `step_examples`
+        in one process).
         """
+        step_batch = step_examples if step_batch is None else step_batch
         if examples >= step_examples:
             return  # a step of one micro-batch: no second batch size to compare with
         grads = [p.grad for p in self.parameters if p.grad is not None]
         first = self._seen == 0
         self._seen += examples
         last = self._seen >= step_examples
-        scale = (step_examples / examples) ** 2  # |increment|^2 -> |g_b|^2
-        big = step_examples * self.world  # the whole step, over every rank
+        scale = (step_batch / (self.world * examples)) ** 2  # |increment|^2 -> |g_b|^2
+        big = step_batch  # the whole step, over every process
         if last and self.world > 1:
             pass  # the last increment holds the other ranks' gradients too: not a sample
         elif first:
@@ -177,10 +181,6 @@ class NoiseMeter:
             "noise_grad_sq": math.nan,
             "noise_small_batch": None,
         }
-        if self.replica is not None and keys:  # every rank's samples (same keys and counts)
-            self.replica.all_reduce([self._small[k] for k in keys])
-            for k in keys:
-                self._small_n[k] *= self.world
         if keys:
             sums = torch.stack([self._small[k] for k in keys] + [self._big[k[1]] for k in keys])
             values = sums.tolist()  # the one host sync of the meter, once per epoch

@@ -9,7 +9,8 @@ So the update sequence is the one-process run with accumulation:
 * gradients: the model is wrapped in ``DistributedDataParallel`` (bucketed all-reduce that
   overlaps the backward pass); micro-batches before the last run under ``no_sync()``, so the
   gradients are averaged once per optimizer step. Each process's loss is its summed
-  cross-entropy over ``B / N``; DDP's average over N processes is the mean over all B.
+  cross-entropy times N / B; DDP's average over N processes is then the mean over all B,
+  whatever the shares' sizes.
 * batch-norm running statistics: every process collects its slices' moments during the step
   (`harness.models.ghost_bn.accumulate_running_stats`); the sums are all-reduced once per step
   before the running averages move, so they are the mean over all of the step's slices.
@@ -17,9 +18,11 @@ So the update sequence is the one-process run with accumulation:
   peak memory are reduced once per epoch; decisions that read a clock (pause at a deadline)
   are rank 0's, broadcast.
 
-The rule for the batch: every phase's B must be a whole number of ghost slices per process,
-``B % (N * ghost) == 0``; anything else would change the batch-norm statistics, so it is an
-error before training (`check_divisible`), never a silent change of the recipe.
+The rule for the batch: every phase's B must be whole ghost slices, at least one per process
+(``B % ghost == 0`` and ``B / ghost >= N``); splitting a slice would change its batch-norm
+statistics, so anything else is an error before training (`check_divisible`), never a silent
+change of the recipe. Uneven shares (B = 640 with ghost 128 over 2 processes: 3 and 2 slices)
+are exact: the loss scaling above weighs every example 1 / B.
 
 Rank 0 alone writes rows and checkpoints; a checkpoint holds no trace of N, so a cell resumes
 with any number of processes. Backend: NCCL on CUDA, gloo on the CPU.
@@ -35,6 +38,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from harness.data.source import Shard
 
 __all__ = [
     "Replica",
@@ -78,10 +83,9 @@ class Replica:
         )
         return self.ddp
 
-    def shard(self, x: Tensor) -> Tensor:
-        """This process's contiguous share of a step's batch (its ghost slices)."""
-        share = x.shape[0] // self.world
-        return x[self.rank * share : (self.rank + 1) * share]
+    def shard(self, unit: int = 1) -> Shard:
+        """This process's share of every step, in whole units (the ghost batch size)."""
+        return Shard(self.rank, self.world, unit)
 
     def no_sync(self, last: bool) -> contextlib.AbstractContextManager[None]:
         """DDP's no_sync for every micro-batch but a step's last: one all-reduce per step."""
@@ -119,11 +123,12 @@ class Replica:
 def check_divisible(batches: Sequence[int], world: int, ghost: int) -> str | None:
     """Why these phase batch sizes cannot be split over ``world`` processes, or None."""
     for b in batches:
-        if b % (world * ghost):
+        if b % ghost or b // ghost < world:
             return (
-                f"batch size {b} is not a whole number of ghost batches ({ghost}) per process "
-                f"over {world} processes (B must be a multiple of {world * ghost}); use a "
-                "number of processes that divides B / ghost_batch_size"
+                f"batch size {b} is not {world} or more whole ghost batches of {ghost} (each "
+                f"process needs at least one; a step of B is split in whole ghost batches, "
+                f"unevenly if need be); use at most {max(1, b // ghost)} processes, or a "
+                "smaller training.ghost_batch_size"
             )
     return None
 

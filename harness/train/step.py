@@ -71,20 +71,17 @@ def train_step(
     generator: torch.Generator,
     precision: str,
     *,
-    replica: Replica | None = None,
     meter: NoiseMeter | None = None,
 ) -> torch.Tensor:
     """One optimizer update on the examples `indices`, as micro-batches of at most `micro`.
 
-    Draws the step from `data.train_images` (with a `replica`, the whole step, then this
-    process's share) and runs `train_on`; the loop gets its steps from the data source
-    instead (`epoch_batches`), this entry point is for tests, benches and users' own loops.
+    Draws the step from `data.train_images` and runs `train_on`; the loop gets its steps from
+    the data source instead (`epoch_batches`, which also shards them over processes): this
+    entry point is for tests, benches and users' own loops, in one process.
     """
     images, labels = data.train_images(indices, generator)  # uint8: 3 KB per image
-    if replica is not None:
-        images, labels = replica.shard(images), replica.shard(labels)
     step = StepBatch.split(images, labels, micro)
-    return train_on(model, optimizer, data, step, precision, replica, meter)
+    return train_on(model, optimizer, data, step, precision, meter=meter)
 
 
 def train_on(
@@ -109,7 +106,10 @@ def train_on(
     device = data.device
     optimizer.zero_grad(set_to_none=True)
     reduce = None if replica is None else replica.all_reduce
-    total = batch.size
+    # Every example weighs 1 / B: DDP averages the processes' gradients, so each process's
+    # summed loss is scaled by N / B (uneven shares included; see harness.train.replica).
+    world = 1 if replica is None else replica.world
+    total = batch.step_size / world
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     with accumulate_running_stats(model, reduce):
         for i, (x_u8, y) in enumerate(batch.micro_batches):
@@ -123,7 +123,7 @@ def train_on(
                 loss.backward()
             loss_sum += loss.detach()
             if meter is not None:
-                meter.after_backward(y.numel(), total)
+                meter.after_backward(y.numel(), batch.size, batch.step_size)
     optimizer.step()
     return loss_sum
 
@@ -143,7 +143,7 @@ def evaluate(
     training loss the paper plots, not the mean of augmented train-mode minibatch losses).
     With a `replica`, each process evaluates every N-th batch and the sums are all-reduced.
     """
-    shard = None if replica is None else (replica.rank, replica.world)
+    shard = None if replica is None else replica.shard()
     model.eval()
     device = data.device
     loss = torch.zeros((), device=device, dtype=torch.float64)
