@@ -43,15 +43,20 @@ SetOption = Annotated[
     ),
 ]
 
+OnlyOption = Annotated[
+    str | None, typer.Option(help="Only cells whose id or label matches (glob or substring).")
+]
+ResultsOption = Annotated[
+    Path | None, typer.Option(help="Results folder (default: results/<suite name>).")
+]
+
 
 @app.command()
 def plan(
     suite: SuiteArg,
     overrides: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    only: Annotated[
-        str | None, typer.Option(help="Only cells whose id or label matches (glob or substring).")
-    ] = None,
+    only: OnlyOption = None,
 ) -> None:
     """Every cell's schedule (lr, batch, momentum, noise scale per phase) and update count."""
     from harness.app import plan as plan_module
@@ -69,12 +74,8 @@ def plan(
 def run(
     suite: SuiteArg,
     overrides: SetOption = None,
-    results: Annotated[
-        Path | None, typer.Option(help="Results folder (default: results/<suite name>).")
-    ] = None,
-    only: Annotated[
-        str | None, typer.Option(help="Only cells whose id or label matches (glob or substring).")
-    ] = None,
+    results: ResultsOption = None,
+    only: OnlyOption = None,
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: cuda if available).")
     ] = None,
@@ -269,23 +270,17 @@ def _scale_out(
 def status(
     suite: SuiteArg,
     overrides: SetOption = None,
-    results: Annotated[
-        Path | None, typer.Option(help="Results folder (default: results/<suite name>).")
-    ] = None,
-    only: Annotated[
-        str | None, typer.Option(help="Only cells whose id or label matches (glob or substring).")
-    ] = None,
+    results: ResultsOption = None,
+    only: OnlyOption = None,
 ) -> None:
     """Each cell of SUITE: pending, queued, running, paused, done, diverged or failed."""
     from tabulate import tabulate
 
     from harness.app.status import suite_status, summary_line
-    from harness.config.suite import load_suite, select
+    from harness.config.suite import load_suite, select_some
 
     loaded = load_suite(suite, overrides=overrides or ())
-    cells = select(loaded.cells, only)
-    if not cells:
-        raise UserError(f"--only {only!r}: matches no cell of {suite}; see `harness plan`")
+    cells = select_some(loaded, only)
     states = suite_status(cells, results or Path("results") / loaded.name)
     rows = [(s.cell_id, s.label, s.state, s.detail) for s in states]
     print(tabulate(rows, headers=["cell", "label", "state", "detail"], tablefmt="simple"))
@@ -355,9 +350,7 @@ def check(
             "(default: a fresh temporary folder)."
         ),
     ] = None,
-    only: Annotated[
-        str | None, typer.Option(help="Only cells whose id or label matches (glob or substring).")
-    ] = None,
+    only: OnlyOption = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, mps.")] = None,
     data: Annotated[
         Path | None, typer.Option(help="Folder holding cifar-10-batches-py (or $HARNESS_DATA).")

@@ -35,7 +35,7 @@ from typing import Any
 from harness.app import status as status_module
 from harness.app.console import RunConsole
 from harness.config.schema import ClusterSpec
-from harness.config.suite import Suite, select
+from harness.config.suite import Suite, select_some
 from harness.errors import UserError
 from harness.fsio import atomic_path
 
@@ -113,9 +113,7 @@ def submit(
     lib = _require_submitit()
     if executor_kind not in ("slurm", "local"):
         raise UserError(f"--executor {executor_kind}: use slurm or local")
-    cells = select(suite.cells, only)
-    if not cells:
-        raise UserError(f"--only {only!r}: matches no cell of {suite.path}; see `harness plan`")
+    cells = select_some(suite, only)
     say = RunConsole()
     states = status_module.suite_status(cells, results)
     todo = [c for c, s in zip(cells, states) if s.state not in ("done", "diverged", "running")]

@@ -28,7 +28,7 @@ from typing import Any
 
 from harness.app import jobs
 from harness.app.console import RunConsole
-from harness.config.suite import Cell, Suite, select
+from harness.config.suite import Cell, Suite, select_some
 from harness.errors import UserError
 from harness.results import lock, store
 
@@ -248,9 +248,7 @@ def run_suite(
 
     deadline = None if stop_after is None else time.monotonic() + stop_after
     results = results or Path("results") / suite.name
-    cells = select(suite.cells, only)
-    if not cells:
-        raise UserError(f"--only {only!r}: matches no cell of {suite.path}; see `harness plan`")
+    cells = select_some(suite, only)
     _check_trainable(cells, suite)
     execution = jobs.execution(suite.spec.execution, cells, max_micro_batch, compile_model)
     replica = None

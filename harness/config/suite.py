@@ -49,6 +49,7 @@ from harness.config.yamlfile import read_suite_file
 from harness.core.naming import cell_label
 from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.core.schedule import Plan, ScheduleError
+from harness.errors import UserError
 
 __all__ = [
     "DATASET_SIZES",
@@ -153,6 +154,15 @@ def select(cells: tuple[Cell, ...], pattern: str | None) -> tuple[Cell, ...]:
         return any(fnmatchcase(n, pattern) or pattern in n for n in names)
 
     return tuple(c for c in cells if hit(c))
+
+
+def select_some(suite: Suite, pattern: str | None) -> tuple[Cell, ...]:
+    """`select` on a suite's cells for a command that needs at least one: a `UserError`
+    naming the pattern and the cure when none matches."""
+    cells = select(suite.cells, pattern)
+    if not cells:
+        raise UserError(f"--only {pattern!r}: matches no cell of {suite.path}; see `harness plan`")
+    return cells
 
 
 # ---------------------------------------------------------------------------------------------
