@@ -15,6 +15,7 @@ import harness.train.loop
 from harness.app.runner import run_suite
 from harness.app.status import suite_status
 from harness.config.suite import load_suite
+from harness.errors import UserError
 from harness.results import lock
 from harness.results.store import read_curves, read_runs
 
@@ -145,3 +146,34 @@ def test_local_executor_runs_each_cell_as_a_task_and_a_requeued_task_resumes(
     curves = read_curves(results)
     assert sorted(curves.loc[curves["cell_id"] == cell.cell_id, "epoch"]) == [1, 2]
     assert read_runs(results).set_index("cell_id").loc[cell.cell_id, "status"] == "ok"
+
+
+def test_a_cluster_task_runs_the_single_cell_command_under_torchrun_for_several_gpus(
+    suite: Path, tmp_path: Path
+) -> None:
+    from harness.app.cluster import CellTask, cluster_settings
+
+    task = CellTask("/s/fan.yaml", ("training.weight_decay=0",), "abc123", "/r", "/d", 4)
+    cmd = task.command()
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert cmd[5:] == [
+        "-m", "harness", "run", "/s/fan.yaml", "--only", "abc123", "--results", "/r",
+        "--set", "training.weight_decay=0", "--data", "/d", "--device", "cuda",
+    ]  # fmt: skip
+    one = CellTask("/s/fan.yaml", (), "abc123", "/r", None, 1).command()
+    assert one[1:3] == ["-m", "harness"] and one[-2:] == ["--device", "cuda"]
+    assert "--device" not in CellTask("/s/fan.yaml", (), "abc123", "/r", None, None).command()
+
+    # The suite's cluster: block, with the command line's flags on top.
+    path = tmp_path / "cluster.yaml"
+    path.write_text(SUITE + "cluster: {partition: gpu, time_min: 30, setup: [module load cuda]}\n")
+    settings = cluster_settings(load_suite(path), {"time_min": 90, "partition": None})
+    assert (settings.partition, settings.time_min, settings.setup) == (
+        "gpu",
+        90,
+        ("module load cuda",),
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SUITE + "cluster: {time_min: 0}\n")
+    with pytest.raises(UserError, match=r"cluster\.time_min"):
+        load_suite(bad)

@@ -49,7 +49,7 @@ class CellTask:
     cell_id: str
     results: str
     data: str | None
-    gpus: int
+    gpus: int | None  # None: the task's machine decides (CUDA if it has one)
 
     def command(self) -> list[str]:
         args = ["run", self.suite, "--only", self.cell_id, "--results", self.results]
@@ -57,8 +57,9 @@ class CellTask:
             args += ["--set", item]
         if self.data is not None:
             args += ["--data", self.data]
-        args += ["--device", "cuda" if self.gpus > 0 else "cpu"]
-        if self.gpus > 1:
+        if self.gpus is not None:
+            args += ["--device", "cuda" if self.gpus > 0 else "cpu"]
+        if self.gpus is not None and self.gpus > 1:
             launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
             return [*launcher, f"--nproc_per_node={self.gpus}", "-m", "harness", *args]
         return [sys.executable, "-m", "harness", *args]
@@ -148,7 +149,7 @@ def submit(
             cell_id=cell.cell_id,
             results=str(results.resolve()),
             data=None if data is None else str(data.resolve()),
-            gpus=settings.gpus_per_job if executor_kind == "slurm" else 0,
+            gpus=settings.gpus_per_job if executor_kind == "slurm" else None,
         )
         for cell in todo
     ]
