@@ -11,9 +11,10 @@ mean and std) runs on the device.
 
 The epoch is (order_seed, augment_seed, B): the order is ``torch.randperm(N)`` from
 ``order_seed``, as `DeviceData` draws it, and each image's crop is a function of
-(augment_seed, its index) (harness.data.image_transforms). With ``shard`` (rank, world) each
-process's sampler hands its workers only its share of every step, so N processes decode each
-image once between them, and the shares are the ones `DeviceData` would give.
+(augment_seed, its index) (harness.data.image_transforms). With a ``shard`` (a process's place
+in a data-parallel job, `harness.data.source.Shard`) each process's sampler hands its workers
+only its share of every step, so N processes decode each image once between them, and the
+shares are the ones `DeviceData` would give.
 """
 
 from __future__ import annotations
