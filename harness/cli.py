@@ -167,7 +167,8 @@ def run(
             only=only,
             data=data,
             wait=wait,
-            single=(device, force),
+            device=device,
+            force=force,
         )
         raise typer.Exit(code)
     try:
@@ -232,13 +233,13 @@ def _scale_out(
     only: str | None,
     data: Path | None,
     wait: bool,
-    single: tuple[str | None, bool],
+    device: str | None,
+    force: bool,
 ) -> int:
     """--executor, --devices, --workers: the exit status of the whole suite."""
     from harness.app import cluster, fanout
     from harness.train.replica import launched_by_torchrun
 
-    device, force = single
     if launched_by_torchrun():
         raise UserError("--executor/--devices/--workers: not under torchrun; run them directly")
     if force:

@@ -412,7 +412,7 @@ from pathlib import Path
 from harness.results.lock import claim
 with claim(Path(sys.argv[1]), sys.argv[2]) as mine:
     print("held" if mine else "busy", flush=True)
-    time.sleep(600)
+    time.sleep(600)  # holds the claim until other_runner_holding kills it (never waited out)
 """
 
 

@@ -42,7 +42,9 @@ CURVE_KEYS = ["cell_id", "epoch", "updates", "train_loss", "test_loss", "test_ac
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+@pytest.mark.skipif(
+    shutil.which("bash") is None, reason="scripts/gpu_campaign.sh is a bash script; no bash on PATH"
+)
 def test_three_campaign_commands_equal_one_uninterrupted_run(tmp_path: Path) -> None:
     suite = tmp_path / "campaign.yaml"
     suite.write_text(textwrap.dedent(SUITE))

@@ -419,7 +419,10 @@ def test_open_image_folder_gives_both_splits_at_the_models_size(root: Path) -> N
     assert image.shape == (3, 32, 32)
 
 
-@pytest.mark.skipif(torchvision_available(), reason="torchvision imports here")
+@pytest.mark.skipif(
+    torchvision_available(),
+    reason="checks the fallback when torchvision cannot import; here it imports",
+)
 def test_auto_backend_falls_back_to_pillow_and_explicit_torchvision_says_how_to_fix() -> None:
     assert resolve_backend("auto") == "pillow"
     with pytest.raises(RuntimeError, match=r"pip install -e '\.\[vision\]'"):

@@ -377,7 +377,7 @@ def test_tensor_lr_is_overwritten_in_place(tmp_path, data):
     optim = build_optimizer(model.parameters(), cell.optimizer, data.device)
     lr = optim.param_groups[0]["lr"]
     if not isinstance(lr, torch.Tensor):
-        pytest.skip("this torch has no fused optimizer for the CPU")
+        pytest.skip("this torch build has no fused SGD for the CPU, so lr stays a float")
     assert optim.param_groups[0]["fused"] is True
     set_hyperparameters(optim, lr=0.125, momentum=0.5)
     assert optim.param_groups[0]["lr"] is lr and float(lr) == 0.125

@@ -90,8 +90,15 @@ def _require_submitit() -> Any:
 
 def cluster_settings(suite: Suite, flags: dict[str, Any]) -> ClusterSpec:
     """The suite's `cluster:` block with the flags given on the command line on top."""
+    from pydantic import ValidationError
+
     given = {k: v for k, v in flags.items() if v is not None}
-    return suite.spec.cluster.model_copy(update=given)
+    try:  # validated like the suite's block (model_copy(update=...) would not check bounds)
+        return ClusterSpec.model_validate({**suite.spec.cluster.model_dump(), **given})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = "--" + str(error["loc"][0]).replace("_", "-")
+        raise UserError(f"{name}: {error['msg']}") from None
 
 
 def submit(

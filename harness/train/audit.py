@@ -29,7 +29,7 @@ This module owns the checksum arithmetic; `harness.analysis.check` compares the 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -284,6 +284,12 @@ class AuditedFolderData:
         self.batch = 0
         self.micro = 0
 
+    def add_other_shares(self, all_reduce: Callable[[list[Tensor]], None]) -> None:
+        """Data parallelism: each process loaded only its share, weighted by its global
+        positions, so the sum over processes is the whole step's checksum, as one process
+        would have it (once per epoch, before `sums` is read)."""
+        all_reduce([self._device_sums])
+
     @property
     def sums(self) -> Tensor:
         """order, augmentation, labels: modulo _P (as `AuditedData.sums`)."""
@@ -399,9 +405,7 @@ class Audit:
         nesterov = _agreed([bool(g.get("nesterov", False)) for g in groups])
         decay = _agreed([g.get("weight_decay", 0.0) for g in groups])
         if self._replica is not None and isinstance(self.data, AuditedFolderData):
-            # Each process loaded only its share, weighted by its global positions: the sum
-            # over processes is the whole step's checksum, as one process would have it.
-            self._replica.all_reduce([self.data._device_sums])
+            self.data.add_other_shares(self._replica.all_reduce)
         order, augment, label = self.data.sums.tolist()
         return {
             "applied_lr": math.nan if lr is None else float(lr),

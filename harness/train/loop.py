@@ -249,7 +249,7 @@ def train_cell(
             replica.barrier()
 
     meter = (
-        NoiseMeter(base_model.parameters(), data.n_train, replica)
+        NoiseMeter(base_model.parameters(), data.n_train, 1 if replica is None else replica.world)
         if execution.noise_scale
         else None
     )

@@ -60,8 +60,6 @@ from collections.abc import Iterable
 
 import torch
 
-from harness.train.replica import Replica
-
 __all__ = ["NOISE_COLUMNS", "NoiseMeter", "noise_estimates"]
 
 # The curve columns an epoch's result fills (harness.results.record.CurveRecord).
@@ -110,11 +108,11 @@ class NoiseMeter:
         self,
         parameters: Iterable[torch.Tensor],
         train_size: int | None,
-        replica: Replica | None = None,
+        world: int = 1,
     ) -> None:
         self.parameters = [p for p in parameters if p.requires_grad]
         self.train_size = train_size
-        self.world = 1 if replica is None else replica.world
+        self.world = world  # processes of a data-parallel job (see the module docstring)
         self._previous: list[torch.Tensor] | None = None
         self._seen = 0  # examples of the current step whose backward has run
         self._small: dict[tuple[int, int], torch.Tensor] = {}  # (b, B) -> sum |G_b|^2
