@@ -147,6 +147,12 @@ def run(
 
     loaded = load_suite(suite, overrides=overrides or ())
     folder = results or Path("results") / loaded.name
+    if int(os.environ.get("RANK", "0")) == 0:
+        from harness.app.recipes import stale_recipes_line
+
+        line = stale_recipes_line(loaded, folder)
+        if line:
+            print(line, file=sys.stderr)
     if executor is not None or devices is not None or workers is not None:
         code = _scale_out(
             loaded,
@@ -304,8 +310,13 @@ def _suite_folders(root: Path) -> list[Path]:
 def report(
     dirs: Annotated[
         list[Path] | None,
-        typer.Argument(help="Results folders (default: every suite folder under results/)."),
+        typer.Argument(
+            help="Results folders (default: every suite folder under results/), or a suite "
+            "YAML file: only the cells it defines now, from results/<suite name> unless "
+            "folders are given too.",
+        ),
     ] = None,
+    overrides: SetOption = None,
     fmt: FormatOption = "markdown",
     out: Annotated[
         Path | None, typer.Option(help="Write the report to this file instead of stdout.")
@@ -315,19 +326,43 @@ def report(
         typer.Option(help="Write PNG figures here (default with --out: figures/ beside it)."),
     ] = None,
 ) -> None:
-    """Tables beside the paper's accuracies and update counts, the equivalence table, figures."""
+    """Tables beside the paper's accuracies and update counts, the equivalence table, figures.
+
+    Seeds pool only within one recipe (the resolved configuration less the seed); rows of
+    several recipes under one label are shown apart, with a warning. `harness report SUITE`
+    shows only the cells the suite file defines now.
+    """
     from harness.analysis.render import check_format
     from harness.analysis.report import build_report
     from harness.fsio import atomic_path
 
     check_format(fmt)
-    folders = list(dirs) if dirs else _suite_folders(Path("results"))
+    given = list(dirs or [])
+    suites = [p for p in given if p.suffix in (".yaml", ".yml") and p.is_file()]
+    folders = [p for p in given if p not in suites]
+    cells: set[str] | None = None
+    if suites:
+        from harness.config.suite import load_suite
+
+        loaded = [load_suite(p, overrides=overrides or ()) for p in suites]
+        cells = {c.cell_id for s in loaded for c in s.cells}
+        folders = folders or [Path("results") / s.name for s in loaded]
+    elif overrides:
+        raise UserError(
+            "--set: needs a suite file to apply to, e.g. harness report SUITE --set ..."
+        )
+    folders = folders or _suite_folders(Path("results"))
     if not folders:
         raise UserError("no results folders under results/; pass one, e.g. results/smoke")
     if figures is None and out is not None and fmt != "csv":
         figures = out.parent / "figures"
     text = build_report(
-        folders, fmt, figures_dir=figures, links_relative_to=out.parent if out else None
+        folders,
+        fmt,
+        figures_dir=figures,
+        links_relative_to=out.parent if out else None,
+        cells=cells,
+        scope=", ".join(str(p) for p in suites) or None,
     )
     if out is None:
         sys.stdout.write(text)
@@ -373,6 +408,8 @@ def check(
     """
     import tempfile
 
+    import pandas as pd
+
     from harness.analysis.check import (
         compare,
         compare_applied,
@@ -412,7 +449,16 @@ def check(
         current_curves = read_curves(folder)
     current = current[current["cell_id"].isin(ids)]
     if only is not None or seeds is not None:
-        base_runs = base_runs[base_runs["cell_id"].isin(ids)]
+        # The selected cells' rows, and rows of other recipes under their labels: those are
+        # named as a changed recipe, not dropped unseen.
+        names = {
+            (c.experiment, c.optimizer_name, c.schedule_name, c.model_name, c.seed) for c in cells
+        }
+        keys = base_runs[["experiment", "optimizer", "schedule", "model", "seed"]]
+        named = pd.Series(
+            [tuple(k) in names for k in keys.itertuples(index=False)], index=keys.index
+        )
+        base_runs = base_runs[base_runs["cell_id"].isin(ids) | named]
     rule = loaded.spec.check
     labels = labels_of(current)
     regenerate = f"harness run {suite} --results {baseline} --force"

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.analysis.recipes import describe, differences, recipe_config, tag
 from harness.analysis.render import render
 from harness.analysis.tables import latest_per_cell
 from harness.core.naming import cell_label
@@ -38,7 +39,7 @@ from harness.errors import UserError
 from harness.results.record import AUDIT_COLUMNS
 
 EXACT = ("updates", "planned_updates", "plan")
-VERDICTS = ("ok", "moved", "missing", "extra")
+VERDICTS = ("ok", "moved", "recipe changed", "missing", "extra")
 ROW_COLUMNS = [
     "cell_id",
     "label",
@@ -62,6 +63,7 @@ class CheckResult:
     cells: int  # cells in the baseline
     checked: int  # comparisons made on cells present in both
     failures: tuple[str, ...] = ()  # whole-check failures that are no row (each one line)
+    notes: tuple[str, ...] = ()  # said beside the table; no regression
 
     @property
     def regressions(self) -> int:
@@ -79,6 +81,7 @@ class CheckResult:
         """Every row that is not ok (what moved and by how much), then the summary line."""
         bad = self.rows[self.rows["verdict"] != "ok"]
         lead = "".join(f"FAILED: {line}\n" for line in self.failures)
+        lead += "".join(f"note: {line}\n" for line in self.notes)
         if bad.empty:
             return lead + self.summary() + "\n"
         shown = pd.DataFrame(
@@ -105,6 +108,7 @@ def merge(results: Sequence[CheckResult]) -> CheckResult:
         cells=max((r.cells for r in results), default=0),
         checked=sum(r.checked for r in results),
         failures=tuple(f for r in results for f in r.failures),
+        notes=tuple(n for r in results for n in r.notes),
     )
 
 
@@ -118,9 +122,17 @@ def compare(
     For each baseline cell: `updates`, `planned_updates` and `plan` (JSON, compared as parsed
     JSON so only content counts) must be equal; every metric whose tolerance is not None
     must satisfy |current − baseline| ≤ tolerance (both NaN counts as equal, one NaN as
-    moved); `status` must be equal. A baseline cell absent from `current_runs` is "missing"
-    and an extra cell of `current_runs` absent from the baseline is "extra": BOTH make the
-    check fail (an extra cell means the suite no longer expands to the baseline's cells).
+    moved); `status` must be equal.
+
+    A cell's baseline is only the row of the same recipe and seed (the same cell id: a hash
+    of the resolved configuration). A current cell without one whose labels (experiment,
+    optimizer, schedule, model, seed) the baseline holds under another recipe is "recipe
+    changed", naming the fields that differ: a regression, since a recipe change is what the
+    gate exists to catch (regenerate the baseline if it was intended). A baseline row of
+    another recipe under the labels of a cell that does have its same-recipe row is stale
+    and only noted. Any other baseline cell absent from `current_runs` is "missing" and any
+    other current cell absent from the baseline is "extra": BOTH make the check fail (the
+    suite no longer expands to the baseline's cells).
     If a frame holds a cell twice, its newest row (by finished_at) is used.
     `UserError` if a tolerance names no numeric runs column.
     """
@@ -137,10 +149,31 @@ def compare(
     cur = {str(r["cell_id"]): r for r in latest_per_cell(current_runs).to_dict("records")}
     rows: list[dict[str, Any]] = []
     checked = 0
+    matched_labels = {_labels(cur[i]) for i in cur if i in base}
+    unmatched_base: dict[tuple[str, ...], list[Mapping[Any, Any]]] = {}
+    for cell_id, b in base.items():
+        if cell_id not in cur:
+            unmatched_base.setdefault(_labels(b), []).append(b)
+    changed: set[tuple[str, ...]] = set()
+    for cell_id, new in cur.items():
+        olds = unmatched_base.get(_labels(new)) if cell_id not in base else None
+        if olds:
+            changed.add(_labels(new))
+            diffs = differences(
+                [recipe_config(_newest(olds).get("config")), recipe_config(new.get("config"))]
+            )
+            before, after = tag(diffs, 0), tag(diffs, 1)
+            rows.append(_row(cell_id, _label(new), "recipe", before, after, None, None, CHANGED))
+    stale = 0
     for cell_id, b in base.items():
         label = _label(b)
         c = cur.get(cell_id)
         if c is None:
+            if _labels(b) in changed:
+                continue  # its row is the current cell's "recipe changed"
+            if _labels(b) in matched_labels:
+                stale += 1
+                continue
             rows.append(_row(cell_id, label, "cell", "present", "absent", None, None, "missing"))
             continue
         delta: object
@@ -166,11 +199,38 @@ def compare(
         same = _equal(b["status"], c["status"])
         rows.append(_row(cell_id, label, "status", b["status"], c["status"], None, None, _v(same)))
     for cell_id, c in cur.items():
-        if cell_id not in base:
+        if cell_id not in base and _labels(c) not in changed:
             rows.append(_row(cell_id, _label(c), "cell", "absent", "present", None, None, "extra"))
     frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
     ok = bool((frame["verdict"] == "ok").all())
-    return CheckResult(ok=ok, rows=frame, cells=len(base), checked=checked)
+    notes = []
+    if changed:
+        notes.append(
+            f"{len(changed)} cell(s) of this suite have no baseline row of their recipe, only "
+            "rows of another under the same labels (recipe changed); if the change is "
+            "intended, regenerate the baseline (docs/gate.md)"
+        )
+    if stale:
+        notes.append(
+            f"the baseline also holds {stale} row(s) of other recipes under this suite's "
+            "labels; not compared (a cell's baseline is the row of its own recipe)"
+        )
+    cells = len(base) - stale
+    return CheckResult(ok=ok, rows=frame, cells=cells, checked=checked, notes=tuple(notes))
+
+
+CHANGED = "recipe changed"
+
+
+def _newest(rows: Sequence[Mapping[Any, Any]]) -> Mapping[Any, Any]:
+    """The row finished last (the baseline's latest recipe under a label); a missing time loses."""
+    timed = [r for r in rows if not pd.isna(r.get("finished_at"))]
+    return max(timed, key=lambda r: r["finished_at"]) if timed else rows[-1]
+
+
+def _labels(row: Mapping[Any, Any]) -> tuple[str, ...]:
+    """Every name of a row's cell but its recipe: experiment, optimizer, schedule, model, seed."""
+    return tuple(str(row.get(k)) for k in ("experiment", "optimizer", "schedule", "model", "seed"))
 
 
 def _row(
@@ -383,8 +443,10 @@ def compare_seed_means(
 ) -> CheckResult:
     """Each (experiment, optimizer, schedule)'s mean over the current run's seeds, against the
     baseline's mean over the same seeds: |Δ| ≤ k × std[schedule][metric] for every metric
-    that `std` names. A group whose seeds the baseline lacks, or whose schedule has no
-    measured std, is a failure line saying what to do."""
+    that `std` names. The baseline's seeds are its rows of the same cells (recipe and seed),
+    never rows of another recipe under the same labels. A group whose seeds the baseline
+    lacks (naming the fields where it holds them under another recipe), or whose schedule
+    has no measured std, is a failure line saying what to do."""
     keys = ["experiment", "optimizer", "schedule"]
     base = latest_per_cell(baseline_runs)
     cur = latest_per_cell(current_runs)
@@ -394,11 +456,21 @@ def compare_seed_means(
         exp, opt, sched = (str(k_) for k_ in key)
         seeds = sorted(int(s) for s in group["seed"])
         name = f"{exp}/{opt}/{sched}/seeds{','.join(map(str, seeds))}"
-        mask = (base[keys] == [exp, opt, sched]).all(axis=1) & base["seed"].isin(seeds)
-        theirs = base[mask]
+        theirs = base[base["cell_id"].isin(list(group["cell_id"]))]
         if sorted(int(s) for s in theirs["seed"]) != seeds:
+            mask = (base[keys] == [exp, opt, sched]).all(axis=1) & base["seed"].isin(seeds)
+            others = base[mask & ~base["cell_id"].isin(list(group["cell_id"]))]
+            why = ""
+            if not others.empty and "config" in base:
+                diffs = differences(
+                    [
+                        recipe_config(others["config"].iloc[-1]),
+                        recipe_config(group["config"].iloc[0]),
+                    ]
+                )
+                why = f" of this recipe (it holds them under another: {describe(diffs)})"
             failures.append(
-                f"tier 2: the baseline lacks seeds of {name}; run them with "
+                f"tier 2: the baseline lacks seeds of {name}{why}; run them with "
                 f"`harness run SUITE --set 'experiments.N.seeds=[{','.join(map(str, seeds))}]'`"
             )
             continue

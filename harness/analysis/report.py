@@ -8,10 +8,12 @@ to import).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from harness.analysis.paper import COUNT_RULES
+from harness.analysis.recipes import RecipeClashWarning
 from harness.analysis.render import (
     Doc,
     check_format,
@@ -37,6 +39,8 @@ def build_report(
     fmt: str = "markdown",
     figures_dir: Path | None = None,
     links_relative_to: Path | None = None,
+    cells: Collection[str] | None = None,
+    scope: str | None = None,
 ) -> str:
     """The whole report for results folders `dirs`, as text in `fmt`.
 
@@ -46,9 +50,16 @@ def build_report(
     Files that could not be read are listed at the end (and warned about).
     `fmt="csv"` returns the summary table alone (fractions, every suite) so that the output
     stays one parseable CSV. `UserError` on an unknown format or unusable folders.
+
+    `cells` (a suite's cell ids; `scope` names the suite file) keeps only those cells' rows,
+    so rows of other recipes can stay in the folders and out of the tables. Rows of several
+    recipes under one label are shown apart and warned about (`RecipeClashWarning`), one
+    line each.
     """
     check_format(fmt)
-    results = load_results(dirs)
+    results = load_results(dirs, cells=cells)
+    for clash in results.clashes:
+        warnings.warn(RecipeClashWarning(_clash_hint(clash.line())), stacklevel=2)
     summary = summary_table(results)
     if fmt == "csv":
         return render(summary, "csv")
@@ -65,10 +76,24 @@ def build_report(
         "every seed's update count against the paper's words, read as the interval shown "
         f"({COUNT_RULES}); 'not checked' where the words are not read."
     )
+    if scope is not None:
+        doc.para(
+            f"Only the cells that {scope} defines now; {results.left_out} row(s) of other "
+            "cells in these folders are left out."
+        )
     for suite in sorted(results.runs["suite"].astype(str).unique()):
         doc.heading(2, f"Suite {suite}")
         doc.heading(3, "Summary")
         doc.table(format_summary(summary[summary["suite"] == suite]))
+        clashes = [c for c in results.clashes if c.suite == suite]
+        if clashes:
+            doc.para(
+                "Rows of several recipes under one label are shown apart, the schedule "
+                "followed by the values its recipe differs in; seeds pool only within one "
+                "recipe, and these groups are left out of the equivalence table. Pass the "
+                "suite file (`harness report SUITE`) to show only the cells it defines now:"
+            )
+            doc.items([f"{c.name}: {c.difference}" for c in clashes])
         eq = equivalence[equivalence["suite"] == suite]
         sweep = sweeps[sweeps["suite"] == suite] if not sweeps.empty else sweeps
         if not sweep.empty:  # a sweep's constant batches are not realizations of one schedule
@@ -77,7 +102,11 @@ def build_report(
             pass  # a suite of sweeps alone: nothing to compare with decaying lr
         elif eq.empty:
             doc.heading(3, "Equivalence with decaying lr at equal epochs")
-            doc.para("No experiment has a decaying-lr (realization lr) reference to compare.")
+            doc.para(
+                "Not compared: every group holds rows of several recipes (above)."
+                if clashes
+                else "No experiment has a decaying-lr (realization lr) reference to compare."
+            )
         else:
             doc.heading(3, "Equivalence with decaying lr at equal epochs")
             doc.para(
@@ -109,3 +138,7 @@ def build_report(
         doc.heading(2, "Unreadable files (skipped)")
         doc.items([f"{s.path}: {s.reason}" for s in results.skipped])
     return str(doc)
+
+
+def _clash_hint(line: str) -> str:
+    return f"{line}; `harness report SUITE` shows only the suite's current cells"

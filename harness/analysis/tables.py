@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.paper import paper_columns
+from harness.analysis.recipes import Clash, mark_recipes
 from harness.analysis.seeds import add_verdicts, seed_stats
 from harness.core.naming import cell_label, parse_label
 from harness.errors import UserError
@@ -48,14 +49,27 @@ class Results:
     curves: pd.DataFrame
     dirs: tuple[Path, ...] = ()
     skipped: tuple[Skipped, ...] = field(default=())
+    left_out: int = 0  # rows of cells outside load_results' `cells`
 
     @cached_property
-    def views(self) -> pd.DataFrame:
-        """`runs` with one extra row per alias, relabelled, plus a `label` column.
+    def _marked(self) -> tuple[pd.DataFrame, tuple[Clash, ...]]:
+        return mark_recipes(expand_aliases(self.runs))
 
-        The copies keep the cell id, numbers and paper fields of the cell they copy.
+    @property
+    def views(self) -> pd.DataFrame:
+        """`runs` with one extra row per alias, relabelled, plus `label` and `recipe` columns.
+
+        The copies keep the cell id, numbers and paper fields of the cell they copy. Seeds
+        pool only within one recipe (harness.analysis.recipes.mark_recipes): one row per
+        label group, recipe and seed, and a label group of several recipes has each
+        recipe's schedule renamed to name the fields they differ in.
         """
-        return expand_aliases(self.runs)
+        return self._marked[0]
+
+    @property
+    def clashes(self) -> tuple[Clash, ...]:
+        """Label groups whose rows are of several recipes (shown apart)."""
+        return self._marked[1]
 
 
 def latest_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
@@ -66,12 +80,13 @@ def latest_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop_duplicates("cell_id", keep="last").sort_index()
 
 
-def load_results(dirs: Sequence[Path | str]) -> Results:
+def load_results(dirs: Sequence[Path | str], cells: Collection[str] | None = None) -> Results:
     """Read and merge results folders; `UserError` if one is missing or holds no runs.
 
     A cell found in several folders keeps its newest run (by `finished_at`) and that run's
     own curves, so merging a re-run folder over an old one shows the re-run. Unreadable
-    files are skipped, warned about and listed in `Results.skipped`.
+    files are skipped, warned about and listed in `Results.skipped`. `cells` (cell ids, a
+    suite's) keeps only those cells' rows; `UserError` if none of them has one.
     """
     if not dirs:
         raise UserError("no results folders given; pass one or more, e.g. results/cifar")
@@ -94,12 +109,22 @@ def load_results(dirs: Sequence[Path | str]) -> Results:
     runs = pd.concat(runs_parts, ignore_index=True)
     curves = pd.concat(curve_parts, ignore_index=True)
     runs = latest_per_cell(runs).reset_index(drop=True)
+    left_out = 0
+    if cells is not None:
+        mine = runs["cell_id"].isin(list(cells))
+        left_out = int((~mine).sum())
+        runs = runs[mine].reset_index(drop=True)
+        if runs.empty:
+            raise UserError(
+                f"{', '.join(str(d) for d in dirs)}: holds no rows of the suite's cells; "
+                "run `harness run SUITE` (with the same --set values) first"
+            )
     keep = pd.MultiIndex.from_frame(runs[["cell_id", "_source"]])
     curves = curves[pd.MultiIndex.from_frame(curves[["cell_id", "_source"]]).isin(keep)]
     runs = runs.drop(columns="_source").reset_index(drop=True)
     curves = curves.drop(columns="_source").reset_index(drop=True)
     dirs_ = tuple(Path(d) for d in dirs)
-    return Results(runs=runs, curves=curves, dirs=dirs_, skipped=tuple(skipped))
+    return Results(runs=runs, curves=curves, dirs=dirs_, skipped=tuple(skipped), left_out=left_out)
 
 
 def expand_aliases(runs: pd.DataFrame) -> pd.DataFrame:
@@ -262,7 +287,9 @@ def equivalence_table(results: Results) -> pd.DataFrame:
 
     For each (suite, experiment, optimizer, model) the reference is the schedule whose
     realization is "lr" (if several, the one with the most updates, then by name); a group
-    without one yields no rows. Curves are averaged over seeds per epoch number, then every
+    without one yields no rows, and so does a group with rows of several recipes under
+    one label (`Results.clashes`: which recipe would be compared with which is not known).
+    Curves are averaged over seeds per epoch number, then every
     other schedule is compared with the reference at each epoch number both have, metric by
     metric (test metrics are NaN on epochs without evaluation and those epochs are skipped).
 
@@ -275,6 +302,9 @@ def equivalence_table(results: Results) -> pd.DataFrame:
     harness.analysis.seeds.add_verdicts: final_acc_gap, seeds, seed_range, pooled_std, verdict.
     """
     v = results.views
+    mixed = {c.group for c in results.clashes}
+    if mixed and not v.empty:  # which recipe of a clash is whose reference is unknowable
+        v = v[[tuple(str(x) for x in g) not in mixed for g in v[GROUP].itertuples(index=False)]]
     if v.empty:
         return pd.DataFrame(columns=_EQUIVALENCE_COLUMNS)
     v = v.assign(_m1=[_first(m) for m in v["milestones"]])
