@@ -56,7 +56,7 @@ def recipe_key(config: object) -> str:
 
 
 def _flatten(value: object, prefix: str, out: dict[str, object]) -> None:
-    if isinstance(value, Mapping) and value:
+    if isinstance(value, Mapping):  # an empty mapping has no fields: {} equals absent
         for key in sorted(value, key=str):
             _flatten(value[key], f"{prefix}.{key}" if prefix else str(key), out)
     else:
