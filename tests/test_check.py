@@ -178,3 +178,36 @@ def test_compare_reads_store_frames_written_twice(tmp_path: Path) -> None:
     write_fake_results(tmp_path / "a", experiments, epochs=5, milestones=(2,))
     write_fake_results(tmp_path / "b", experiments, epochs=5, milestones=(2,))
     assert compare(read_runs(tmp_path / "a"), read_runs(tmp_path / "b"), TOLERANCES).ok
+
+
+def _recipe(runs: pd.DataFrame, i: int, cell_id: str, lr: float) -> pd.DataFrame:
+    """Row i as a cell of another recipe under the same labels: another id, another lr."""
+    row = runs.iloc[[i]].copy()
+    config = json.loads(row["config"].iloc[0])
+    config["optimizer"]["lr"] = lr
+    return row.assign(cell_id=cell_id, config=json.dumps(config, sort_keys=True))
+
+
+def test_a_changed_recipe_fails_naming_the_field_not_as_missing(baseline: pd.DataFrame) -> None:
+    gone, label = _cell(baseline, 0)
+    lr = json.loads(baseline.iloc[0]["config"])["optimizer"]["lr"]
+    changed = _recipe(baseline, 0, "0ddba11c0ffe", 0.2)
+    current = pd.concat([baseline[baseline["cell_id"] != gone], changed], ignore_index=True)
+    result = compare(baseline, current, TOLERANCES)
+    assert not result.ok
+    (row,) = _not_ok(result).to_dict("records")
+    assert (row["cell_id"], row["label"], row["metric"]) == ("0ddba11c0ffe", label, "recipe")
+    assert (row["baseline"], row["current"]) == (f"optimizer.lr {lr}", "optimizer.lr 0.2")
+    assert row["verdict"] == "recipe changed" and "(1 recipe changed)" in result.summary()
+    assert "regenerate the baseline" in result.table()
+
+
+def test_a_stale_baseline_row_of_another_recipe_is_noted_not_compared(
+    baseline: pd.DataFrame,
+) -> None:
+    stale = _recipe(baseline, 0, "0ddba11c0ffe", 0.2)
+    with_stale = pd.concat([baseline, stale], ignore_index=True)
+    result = compare(with_stale, baseline, TOLERANCES)
+    assert result.ok, result.table()
+    assert result.cells == len(baseline)
+    assert "baseline also holds 1 row(s) of other recipes" in result.table()

@@ -176,6 +176,19 @@ def test_tier_2_missing_seeds_or_std_is_a_failure_line() -> None:
     assert not no_std.ok and "no measured seed std for schedule hybrid" in no_std.failures[0]
 
 
+def test_tier_2_never_takes_another_recipes_seeds() -> None:
+    base = _runs({("hybrid", s): (0.5, 1.0) for s in range(3)})
+    base["config"] = '{"optimizer": {"lr": 0.05}}'
+    current = base.assign(
+        cell_id=[f"new{s}" for s in range(3)], config='{"optimizer": {"lr": 0.06}}'
+    )
+    result = compare_seed_means(base, current, k=3.0, std=STD)  # equal means, other recipe
+    assert not result.ok and result.rows.empty
+    (line,) = result.failures
+    assert "baseline lacks seeds of eq/momentum/hybrid/seeds0,1,2 of this recipe" in line
+    assert "optimizer.lr 0.05 vs 0.06" in line
+
+
 def test_merge_keeps_every_tier() -> None:
     tier0 = compare_applied(_curves(), _curves(), LABELS, REGEN)
     base = _runs({("hybrid", 0): (0.5, 1.0)})
