@@ -8,14 +8,17 @@ apart, never as two seeds. Synthetic data, a 4-channel CNN, 2 epochs: seconds pe
 
 from __future__ import annotations
 
+import json
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from harness.analysis.recipes import describe, differences, recipe_config, recipe_key
-from tests.conftest import run_cli
+from harness.results.store import write_cell
+from tests.conftest import REPO, run_cli
 
 SUITE = """\
 name: tiny
@@ -200,3 +203,34 @@ def test_the_recipe_key_ignores_the_seed_and_nothing_else() -> None:
     assert recipe_key(config) == recipe_key('{"seed": 7, "optimizer": {"lr": 0.05}}')
     assert recipe_key(config) != recipe_key('{"optimizer": {"lr": 0.06}, "seed": 0}')
     assert recipe_config("not json") is None and recipe_key(None) == "unrecorded"
+
+
+def test_a_sweep_with_two_recipes_under_one_label_is_not_fitted(tmp_path: Path) -> None:
+    """The committed sweep folder, plus one cell rerun under another lr: shown apart, no fit
+    mixes the two recipes (B_noise from a mixture would be neither's)."""
+    folder = tmp_path / "noise-sweep"
+    shutil.copytree(
+        REPO / "results" / "noise-sweep", folder, ignore=shutil.ignore_patterns("figures")
+    )
+    source = sorted((folder / "runs").glob("*.parquet"))[0]
+    run = pq.read_table(source).to_pylist()[0]
+    config = json.loads(run["config"])
+    config["optimizer"]["lr"] = 0.5 * config["optimizer"]["lr"]
+    new_id = "0ddba11c0ffe"
+    later = run["finished_at"] + timedelta(hours=1)  # rerun after the edit
+    run.update(cell_id=new_id, config=json.dumps(config, sort_keys=True), finished_at=later)
+    curves = pq.read_table(folder / "curves" / source.name).to_pylist()
+    write_cell(
+        folder,
+        {k: v for k, v in run.items() if k != "schema_version"},
+        [
+            {**{k: v for k, v in c.items() if k != "schema_version"}, "cell_id": new_id}
+            for c in curves
+        ],
+    )
+    report = _ok(run_cli("report", str(folder)))
+    (line,) = _warnings(report.stderr)
+    lr = config["optimizer"]["lr"]
+    assert f"optimizer.lr {json.dumps(lr * 2)} vs {json.dumps(lr)}" in line, line
+    fits = report.stdout.split("### Batch sweep", 1)[1].split("Per batch size:", 1)[0]
+    assert "0 of 8" in fits and "462 ± 44" not in fits

@@ -110,6 +110,12 @@ def sweep_table(results: Results) -> pd.DataFrame:
     if "sweep_target" not in runs:
         return pd.DataFrame()
     runs = runs[runs["sweep_target"].notna() & (runs["status"] == "ok")]
+    # A label's rows of several recipes are shown apart (the views' schedule names them) and
+    # never fitted together: which of them belongs to which curve S(B) is not known.
+    views = results.views
+    named = views[~views["is_alias"]] if "is_alias" in views else views
+    schedule_of = dict(zip(named["cell_id"], named["schedule"], strict=True))
+    mixed = {c.group for c in results.clashes}
     rows = []
     for run in runs.to_dict("records"):
         curves = results.curves[results.curves["cell_id"] == run["cell_id"]]
@@ -126,7 +132,9 @@ def sweep_table(results: Results) -> pd.DataFrame:
                 "optimizer": run["optimizer"],
                 "model": run["model"],
                 "seed": run["seed"],
-                "schedule": run["schedule"],
+                "schedule": schedule_of.get(run["cell_id"], run["schedule"]),
+                "mixed": tuple(str(run[k]) for k in ("suite", "experiment", "optimizer", "model"))
+                in mixed,
                 "batch_size": int(curves["batch_size"].iloc[0]),
                 "lr": float(curves["lr"].iloc[0]),
                 "metric": metric,
@@ -180,12 +188,18 @@ def fit_epochs(batch: np.ndarray, epochs: np.ndarray) -> Fit:
 
 
 def fits_table(sweep: pd.DataFrame) -> pd.DataFrame:
-    """Per sweep (suite, experiment, optimizer, model, seed): both fits and pooled B_simple."""
+    """Per sweep (suite, experiment, optimizer, model, seed): both fits and pooled B_simple.
+
+    A sweep with rows of several recipes under one label (`mixed`) is not fitted."""
     out = []
     if sweep.empty:
         return pd.DataFrame()
     for key, group in sweep.groupby(KEYS, sort=True):
-        used = group[group["reached"]]
+        used = (
+            group[group["reached"] & ~group["mixed"].astype(bool)]
+            if "mixed" in group
+            else group[group["reached"]]
+        )
         row = dict(zip(KEYS, key))
         row.update(
             metric=group["metric"].iloc[0],
