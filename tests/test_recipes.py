@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -234,3 +236,20 @@ def test_a_sweep_with_two_recipes_under_one_label_is_not_fitted(tmp_path: Path) 
     assert f"optimizer.lr {json.dumps(lr * 2)} vs {json.dumps(lr)}" in line, line
     fits = report.stdout.split("### Batch sweep", 1)[1].split("Per batch size:", 1)[0]
     assert "0 of 8" in fits and "462 ± 44" not in fits
+
+
+def test_report_of_a_suite_imports_no_torch() -> None:
+    """`harness report SUITE` reads the suite (config layer) but, as before, never torch."""
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torch' in sys.modules, file=sys.stderr))\n"
+        "sys.argv = ['harness', 'report', 'suites/smoke.yaml', 'results/smoke']\n"
+        "from harness.cli import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Only the cells that suites/smoke.yaml defines now; 0 row(s)" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == "False"

@@ -155,7 +155,7 @@ def mark_recipes(views: pd.DataFrame) -> tuple[pd.DataFrame, tuple[Clash, ...]]:
     configs = views["config"] if "config" in views else pd.Series(None, index=views.index)
     views = views.assign(recipe=[recipe_key(c) for c in configs])
     if "finished_at" not in views:  # frames built by hand; every row then ties
-        views = views.assign(finished_at=pd.NaT)
+        views = views.assign(finished_at=pd.Series(pd.NaT, index=views.index))
     original = ~views["is_alias"] if "is_alias" in views else True
     ordered = views.assign(_original=original).sort_values(
         ["finished_at", "_original"], kind="stable", na_position="first"
