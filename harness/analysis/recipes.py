@@ -167,9 +167,8 @@ def mark_recipes(views: pd.DataFrame) -> tuple[pd.DataFrame, tuple[Clash, ...]]:
     )
     clashes = []
     schedules = views["schedule"].astype(object).copy()
-    for key, group in views.groupby(LABELS, sort=True, dropna=False):
-        if group["recipe"].nunique() < 2:
-            continue
+    counts = views.groupby(LABELS, sort=False, dropna=False)["recipe"].transform("nunique")
+    for key, group in views[counts > 1].groupby(LABELS, sort=True, dropna=False):
         first = group.groupby("recipe")["finished_at"].min().sort_values(kind="stable")
         keys = list(first.index)
         chosen = [recipe_config(group.loc[group["recipe"] == k, "config"].iloc[0]) for k in keys]
