@@ -338,7 +338,10 @@ def report(
 
     check_format(fmt)
     given = list(dirs or [])
-    suites = [p for p in given if p.suffix in (".yaml", ".yml") and p.is_file()]
+    suites = [p for p in given if p.suffix in (".yaml", ".yml")]
+    for path in suites:
+        if not path.is_file():
+            raise UserError(f"{path}: no such suite file; pass a suite YAML or a results folder")
     folders = [p for p in given if p not in suites]
     cells: set[str] | None = None
     if suites:

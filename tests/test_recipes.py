@@ -99,7 +99,7 @@ def test_a_changed_value_is_another_recipe_not_another_seed(tmp_path: Path) -> N
     assert all("rows of 2 recipes under one label" in w for w in clash)
     assert all("optimizer.lr 0.05 vs 0.06" in w for w in clash)
     assert "tiny/grid/momentum/decaying (small): optimizer.lr 0.05 vs 0.06" in report.stdout
-    assert "Not compared" in report.stdout and "within seed spread" not in report.stdout
+    assert "Nothing left to compare" in report.stdout and "within seed spread" not in report.stdout
 
     current = _ok(run_cli("report", str(suite), str(results)))
     assert _warnings(current.stderr) == []
@@ -164,7 +164,7 @@ def test_folders_merged_from_two_machines_pool_their_seeds(tmp_path: Path) -> No
     rows = _summary_rows(both.stdout)
     assert sorted(r[1] for r in rows) == ["decaying", "increasing"]
     assert {r[4] for r in rows} == {"2"}
-    assert "Not compared" not in both.stdout and "seed spread" in both.stdout
+    assert "Nothing left to compare" not in both.stdout and "seed spread" in both.stdout
 
     merged = tmp_path / "merged"  # merging by copying files, as the store promises
     shutil.copytree(here, merged)
@@ -253,3 +253,16 @@ def test_report_of_a_suite_imports_no_torch() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Only the cells that suites/smoke.yaml defines now; 0 row(s)" in proc.stdout
     assert proc.stderr.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("suites/nope.yaml",), "suites/nope.yaml: no such suite file"),
+        (("results/smoke", "--set", "training.weight_decay=0"), "--set: needs a suite file"),
+    ],
+)
+def test_report_bad_suite_input_is_one_line(args: tuple[str, ...], message: str) -> None:
+    proc = run_cli("report", *args)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {message}"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

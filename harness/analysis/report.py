@@ -90,7 +90,8 @@ def build_report(
             doc.para(
                 "Rows of several recipes under one label are shown apart, the schedule "
                 "followed by the values its recipe differs in; seeds pool only within one "
-                "recipe, and these groups are left out of the equivalence table. Pass the "
+                "recipe, and these groups are left out of the equivalence table and the "
+                "batch-sweep fits. Pass the "
                 "suite file (`harness report SUITE`) to show only the cells it defines now:"
             )
             doc.items([f"{c.name}: {c.difference}" for c in clashes])
@@ -103,7 +104,8 @@ def build_report(
         elif eq.empty:
             doc.heading(3, "Equivalence with decaying lr at equal epochs")
             doc.para(
-                "Not compared: every group holds rows of several recipes (above)."
+                "Nothing left to compare: the groups with rows of several recipes "
+                "(above) are left out."
                 if clashes
                 else "No experiment has a decaying-lr (realization lr) reference to compare."
             )
