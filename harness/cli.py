@@ -192,7 +192,7 @@ def run(
     if summary.failed:
         raise typer.Exit(1)
     if summary.signal is not None:
-        from harness.train.preempt import EXIT_PAUSED
+        from harness.errors import EXIT_PAUSED
 
         raise typer.Exit(EXIT_PAUSED)  # checkpointed: a rerun resumes
 

@@ -294,7 +294,7 @@ def run_suite(
             done,
             vote,
         )
-    if signals.requested or vote.stopped:
+    if (signals.requested or vote.stopped) and (summary.paused or summary.not_started):
         summary.signal = signals.name if signals.requested else "a signal to another process"
     return summary
 

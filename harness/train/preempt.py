@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from harness.errors import EXIT_PAUSED, STOP_SIGNALS
 from harness.train.replica import Replica
 
 __all__ = [
@@ -40,11 +41,6 @@ __all__ = [
     "StopSignals",
     "StopVote",
 ]
-
-# The exit status of a run that a signal paused (documented in the README): 0 is "done",
-# 1 "a cell failed", 2 "bad input"; 3 says "checkpointed, rerun to resume".
-EXIT_PAUSED = 3
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class StopSignals:
