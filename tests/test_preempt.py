@@ -62,11 +62,13 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 class Running:
-    """A `harness run` process whose output lines are collected as they come."""
+    """A `harness run` process (or `python ARGS` with `python=True`) whose output lines are
+    collected as they come."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, python: bool = False) -> None:
+        command = [sys.executable, *args] if python else [sys.executable, "-m", "harness", "run"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness", "run", *args],
+            command if python else [*command, *args],
             cwd=REPO,
             env={**os.environ, **ENV},
             stdout=subprocess.PIPE,
@@ -174,12 +176,12 @@ def _paused_after_one_epoch(suite: Path, results: Path) -> Path:
     return store.checkpoint_path(results, _cell(results))
 
 
+# More cases, in-process: tests/test_checkpoint.py (check_progress).
 @pytest.mark.parametrize(
     ("edit", "why"),
     [
         ({"epoch": 99, "updates": 123456}, "epoch 99 is outside the plan's 0..3"),
         ({"epoch": 3}, "32 updates after 3 epochs, the plan takes 96"),
-        ({"curves": []}, "curve rows (epoch, updates) []"),
         ({"partial": {"epoch": 1, "step": 40}}, "step 40 of epoch 2, which has 32 steps"),
     ],
 )
@@ -252,3 +254,29 @@ def test_sigterm_to_a_workers_parent_pauses_every_worker_and_waits(tmp_path):
     runs, _ = _rows(results)
     assert list(runs["status"]) == ["ok", "ok"]
     assert (runs["updates"] == runs["planned_updates"]).all()
+
+
+def test_sigterm_to_torchrun_pauses_both_processes_at_one_step(unbroken, tmp_path):
+    """torchrun forwards SIGTERM to its 2 gloo processes; they vote, stop after the same step,
+    rank 0 writes the mid-epoch checkpoint; one process then finishes the cell with the
+    unbroken one-process run's numbers (float64 sums in another order: 1e-9)."""
+    suite, reference = unbroken
+    results = tmp_path / "results"
+    cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "harness", "run", str(suite), "--results", str(results), "--device", "cpu"]
+    run = Running(*cmd, python=True)
+    assert run.wait_for(r"epoch 1/3") is not None, run.finish()[1]
+    time.sleep(0.3)
+    run.proc.send_signal(signal.SIGTERM)
+    _, out = run.finish()
+    assert out.count("(SIGTERM); rerun to resume") == 1, out  # rank 0 speaks for the job
+    state = torch.load(store.checkpoint_path(results, _cell(results)), weights_only=True)
+    assert state["progress"]["epoch"] >= 1
+    final = _run(str(suite), "--results", str(results))
+    assert final.returncode == 0, final.stderr
+    (runs, curves), (want_runs, want_curves) = _rows(results), _rows(reference)
+    close = ["train_loss", "test_loss", "test_acc"]
+    exact = ["epoch", "updates", "order_checksum", "augment_checksum", "label_checksum"]
+    pd.testing.assert_frame_equal(curves[close], want_curves[close], rtol=1e-9, atol=1e-12)
+    pd.testing.assert_frame_equal(curves[exact], want_curves[exact])
+    assert runs["updates"][0] == want_runs["updates"][0]

@@ -153,7 +153,7 @@ def train_epoch(
     if resume is not None or stop is not None:
         cursor = EpochCursor() if resume is None else EpochCursor(resume.step, resume.augment_state)
     if resume is not None and (replica is None or replica.is_main):
-        losses += resume.loss_sum  # the whole job's so far: added once, by one process
+        losses += resume.loss_sum * world  # the job's so far, in this job's units (see below)
     if isinstance(data, DeviceData) and cursor is not None:
         batches = data.epoch_batches(order_seed, augment_seed, batch, steps, micro, shard, cursor)
     else:
@@ -173,9 +173,14 @@ def _partial_epoch(
 ) -> PartialEpoch | None:
     if cursor is None or cursor.generator is None:
         return None  # the source cannot start mid-epoch: the epoch's checkpoint stands
+    world = 1
     if replica is not None:  # rank 0's checkpoint holds every process's share
         replica.all_reduce([losses])
-    return PartialEpoch(epoch, taken, float(losses), augment_state=cursor.generator.get_state())
+        world = replica.world
+    # In one process's units (the sum of the steps' mean losses), so that a cell paused by N
+    # processes resumes with any number of them.
+    loss_sum = float(losses) / world
+    return PartialEpoch(epoch, taken, loss_sum, augment_state=cursor.generator.get_state())
 
 
 def warm_up(

@@ -107,10 +107,11 @@ class StopVote:
 class PartialEpoch:
     """An epoch stopped after `step` of its steps: what the rest of it needs to go on exactly.
 
-    `loss_sum`: the steps' mean losses summed so far (every process's share added, so rank 0's
-    checkpoint holds the whole job's); `augment_state`: the augmentation generator's state
-    after the last step drawn; `audit` / `meter`: the tier-0 checksums and the noise meter's
-    sums so far (their `state()`); `train_s`: training seconds of the epoch so far.
+    `loss_sum`: the steps' mean losses summed so far (the whole job's, as one process would
+    have it, so a cell resumes with any number of processes); `augment_state`: the
+    augmentation generator's state after the last step drawn; `audit` / `meter`: the tier-0
+    checksums and the noise meter's sums so far (their `state()`); `train_s`: training
+    seconds of the epoch so far.
     """
 
     epoch: int
