@@ -6,8 +6,10 @@ evaluate, record, checkpoint); everything else is a named function below or in `
 Reproducibility contract: three random streams derive from the job's seed. Initialization
 uses one seed; each epoch's data order and augmentation use seeds that are pure functions of
 (seed, epoch). So jobs with the same seed start from the same weights and visit examples in
-the same order whatever their schedule, and a resumed run (which restarts at an epoch
-boundary) draws exactly what an uninterrupted run would have drawn.
+the same order whatever their schedule, and a resumed run draws exactly what an uninterrupted
+run would have drawn: from an epoch boundary, or mid-epoch from the step after the last one a
+signal let finish (harness.train.preempt: the checkpoint then holds the augmentation
+generator's state and the epoch's accumulators).
 
 Timing contract: device work is asynchronous, so clocks are read only after a synchronize, and
 only at epoch boundaries (never inside the step). Training, evaluation, warm-up and the rest
@@ -15,7 +17,8 @@ only at epoch boundaries (never inside the step). Training, evaluation, warm-up 
 
 Time-boxed runs: given a `deadline`, the cell trains at least one epoch, then stops at the last
 epoch boundary before the deadline (judged from the last epoch's time), with status "paused"
-and its checkpoint written; run again, it resumes there, on this machine or another.
+and its checkpoint written; run again, it resumes there, on this machine or another. Given a
+`stop` vote (signals), it stops after any step, with a mid-epoch checkpoint.
 """
 
 from __future__ import annotations
