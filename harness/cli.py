@@ -197,6 +197,10 @@ def run(
         print(f"{loaded.name}: {summary.line()}", file=sys.stderr)
     if summary.failed:
         raise typer.Exit(1)
+    if summary.signal is not None:
+        from harness.errors import EXIT_PAUSED
+
+        raise typer.Exit(EXIT_PAUSED)  # checkpointed: a rerun resumes
 
 
 def _worker_args(

@@ -143,3 +143,68 @@ def test_a_checkpoint_resumes_on_the_device_it_is_loaded_to(suite, tmp_path):
     assert progress is not None and progress.updates == 4
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def _rows(plan, epochs: int) -> list[dict]:
+    return [{"epoch": e, "updates": plan.updates_before(e)} for e in range(1, epochs + 1)]
+
+
+def test_check_progress_accepts_what_the_plan_passes_through_and_names_the_rest(suite):
+    """The plan: 2 epochs of 64 / 16 = 4 steps (lr realization). Each bad progress is named."""
+    from harness.train.checkpoint import check_progress
+
+    plan = suite.cells[0].plan
+
+    def progress(**kw) -> Progress:
+        base = {"epoch": 1, "updates": 4, "curves": _rows(plan, 1)}
+        return Progress(**{**base, **kw})
+
+    assert check_progress(Progress(), plan) is None
+    assert check_progress(progress(), plan) is None
+    assert check_progress(progress(partial={"epoch": 1, "step": 3}), plan) is None
+    done = progress(epoch=2, updates=8, curves=_rows(plan, 2))
+    assert check_progress(done, plan) is None  # trained, row not written yet: resumable
+    bad = {
+        "epoch 99 is outside": progress(epoch=99, updates=123456),
+        "epoch -1 is outside": progress(epoch=-1),
+        "epoch '1' is outside": progress(epoch="1"),
+        "5 updates after 1 epochs, the plan takes 4": progress(updates=5),
+        "curve rows": progress(curves=[]),
+        "do not match": progress(curves=[{"epoch": 1, "updates": 3}]),
+        "status 'paused'": progress(status="paused"),
+        "step 4 of epoch 2, which has 4 steps": progress(partial={"epoch": 1, "step": 4}),
+        "step 0 of epoch 2": progress(partial={"epoch": 1, "step": 0}),
+        "an unfinished epoch 0 after 1": progress(partial={"epoch": 0, "step": 1}),
+        "an unfinished epoch 2 after 2": progress(
+            epoch=2, updates=8, curves=_rows(plan, 2), partial={"epoch": 2, "step": 1}
+        ),
+    }
+    for why, given in bad.items():
+        assert why in (check_progress(given, plan) or ""), (why, check_progress(given, plan))
+
+
+def test_a_checkpoint_that_does_not_fit_the_plan_is_refused_before_the_model_loads(suite, tmp_path):
+    from harness.train.checkpoint import ProgressMismatch
+
+    job, model, optimizer = _model_and_optimizer(suite)
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, job.cell_id, model, optimizer, Progress(epoch=1, updates=31))
+    fresh, fresh_opt = _model_and_optimizer(suite)[1:]
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    with pytest.raises(ProgressMismatch, match="31 updates after 1 epochs, the plan takes 4"):
+        load_checkpoint(path, job.cell_id, fresh, fresh_opt, torch.device("cpu"), job.plan)
+    assert all(not p.any() for p in fresh.parameters())  # untouched
+
+
+def test_a_version_2_checkpoint_still_resumes(suite, tmp_path):
+    job, model, optimizer = _model_and_optimizer(suite)
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, job.cell_id, model, optimizer, Progress(epoch=1, updates=4))
+    state = torch.load(path, weights_only=True)
+    state["version"] = 2
+    del state["progress"]["partial"]
+    torch.save(state, path)
+    got = load_checkpoint(path, job.cell_id, model, optimizer, torch.device("cpu"))
+    assert got is not None and got.epoch == 1 and got.partial is None

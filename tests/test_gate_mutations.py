@@ -102,9 +102,9 @@ def momentum_zero(mp: pytest.MonkeyPatch) -> None:
 def batch_schedule_ignored(mp: pytest.MonkeyPatch) -> None:
     real = loop.train_epoch
 
-    def first_batch(model, optimizer, data, job, epoch, phase, execution, replica=None):  # type: ignore[no-untyped-def]
+    def first_batch(model, optimizer, data, job, epoch, phase, execution, replica=None, **kw):  # type: ignore[no-untyped-def]
         first = dataclasses.replace(phase, batch_size=job.plan.phases[0].batch_size)
-        return real(model, optimizer, data, job, epoch, first, execution, replica)
+        return real(model, optimizer, data, job, epoch, first, execution, replica, **kw)
 
     mp.setattr(loop, "train_epoch", first_batch)
 

@@ -84,10 +84,10 @@ def test_out_of_memory_fails_the_cell_names_the_cure_and_resumes(suite, tmp_path
     """An OOM in epoch 2 writes a failed row, keeps the checkpoint; the next run finishes it."""
     real_epoch = harness.train.loop.train_epoch
 
-    def epoch_that_runs_out(model, optimizer, data, cell, epoch, phase, execution, replica=None):
+    def epoch_that_runs_out(model, optimizer, data, cell, epoch, phase, execution, *rest, **kw):
         if epoch == 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_epoch(model, optimizer, data, cell, epoch, phase, execution, replica)
+        return real_epoch(model, optimizer, data, cell, epoch, phase, execution, *rest, **kw)
 
     monkeypatch.setattr(harness.train.loop, "train_epoch", epoch_that_runs_out)
     summary = run_suite(suite, results=tmp_path, device="cpu", only="grid/momentum/decaying")
@@ -169,10 +169,10 @@ def test_any_error_in_a_cell_is_that_cells_failed_row(suite, tmp_path, monkeypat
     real_epoch = harness.train.loop.train_epoch
     victim = next(c for c in suite.cells if c.label == "grid/momentum/decaying/seed0")
 
-    def broken_for_one_cell(model, optimizer, data, job, epoch, phase, execution, replica=None):
+    def broken_for_one_cell(model, optimizer, data, job, epoch, phase, execution, *rest, **kw):
         if job.cell_id == victim.cell_id:
             raise RuntimeError("simulated bug\nwith a second line")
-        return real_epoch(model, optimizer, data, job, epoch, phase, execution, replica)
+        return real_epoch(model, optimizer, data, job, epoch, phase, execution, *rest, **kw)
 
     monkeypatch.setattr(harness.train.loop, "train_epoch", broken_for_one_cell)
     summary = run_suite(suite, results=tmp_path, device="cpu", only="grid")

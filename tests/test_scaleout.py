@@ -88,10 +88,10 @@ def test_status_names_each_state_of_a_cell(
     run_suite(loaded, results=results, device="cpu", only=paused.cell_id, stop_after=0)
     real = harness.train.loop.train_epoch
 
-    def broken(model, optimizer, data, job, epoch, phase, execution, replica=None):  # type: ignore[no-untyped-def]
+    def broken(model, optimizer, data, job, epoch, phase, execution, replica=None, **kw):  # type: ignore[no-untyped-def]
         if job.cell_id == failed.cell_id:
             raise RuntimeError("simulated bug")
-        return real(model, optimizer, data, job, epoch, phase, execution, replica)
+        return real(model, optimizer, data, job, epoch, phase, execution, replica, **kw)
 
     monkeypatch.setattr(harness.train.loop, "train_epoch", broken)
     run_suite(loaded, results=results, device="cpu", only=failed.cell_id)

@@ -8,7 +8,10 @@ under ``torchrun --nproc_per_node=G`` (data parallelism, harness.train.replica).
 
 Preemption and time limits: the task is a ``submitit.helpers.Checkpointable``; when Slurm
 signals it (preemption, or ``slurm_signal_delay_s`` before the limit), submitit requeues the
-same task, and the cell resumes from its last epoch checkpoint (the runner always resumes).
+same task. Slurm signals every process of the task: submitit's own catches SIGUSR2 (its
+``--signal=USR2@90``) and ignores SIGTERM; the ``harness run`` it started catches both
+(harness.train.preempt), finishes the step in progress, writes a mid-epoch checkpoint and exits
+3; the requeued task resumes the cell at that step.
 
 ``--executor local`` uses submitit's LocalExecutor (subprocesses on this machine): what the
 tests run, and a way to try a cluster setup without a cluster. Where the tasks are goes to
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,13 +69,25 @@ class CellTask:
         return [sys.executable, "-m", "harness", *args]
 
     def __call__(self) -> int:
-        """Exit status of the cell's run: 0 trained (or already finished), 1 failed."""
+        """Exit status of the cell's run: 0 trained (or already finished), 1 failed, 3 paused
+        by a signal (checkpointed mid-epoch; the requeued task resumes it)."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        return subprocess.run(self.command(), env=env, check=False).returncode
+        proc = subprocess.Popen(self.command(), env=env)
+        try:
+            return proc.wait()
+        except BaseException:
+            # submitit's preemption handler requeues and exits from inside this wait; the run
+            # got Slurm's signal too and is writing its checkpoint: let it finish (Slurm's
+            # KillWait bounds the wait), never kill it mid-write as subprocess.run would.
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+            raise
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Called by submitit when Slurm preempts the task or its time is nearly up: requeue
-        the same task, which resumes the cell from its last epoch checkpoint."""
+        the same task, which resumes the cell from the checkpoint its run writes on the same
+        signal (mid-epoch, after the step in progress)."""
         return _require_submitit().helpers.DelayedSubmission(self, *args, **kwargs)
 
     __submitit_checkpoint__ = checkpoint  # the name newer submitit releases look for

@@ -14,6 +14,7 @@ cells the others just finished.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from pathlib import Path
 from harness.app import status as status_module
 from harness.app.console import RunConsole
 from harness.config.suite import Suite, select
-from harness.errors import UserError
+from harness.errors import EXIT_FAILED, EXIT_PAUSED, EXIT_USER_ERROR, STOP_SIGNALS, UserError
 
 # The lines after which the suite's state is shown again: a cell ended (see runner).
 _CELL_END = ("ok ", "diverged ", "fail ", "pause ")
@@ -67,7 +68,10 @@ def run_workers(
 
     ``argv``: the options every worker gets (suite path, --set, --results, --data, ...), with
     neither --device nor the fan-out options. 2 if a worker found bad input, 1 if a cell
-    failed, else 0.
+    failed, 3 if a signal paused the run, else 0.
+
+    SIGTERM, SIGUSR1 and SIGUSR2 are forwarded to every worker, which pauses its cell after
+    the step in progress (a mid-epoch checkpoint); the parent waits for them all, then exits.
     """
     cells = select(suite.cells, only)
     cpu_workers = sum(d == "cpu" for d in devices)
@@ -88,6 +92,18 @@ def run_workers(
                     show_state()
 
     procs: list[tuple[subprocess.Popen[str], threading.Thread]] = []
+    forwarded: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        # Each worker pauses its cell after the step in progress (harness.train.preempt);
+        # the parent waits for them below rather than leaving them training unseen.
+        forwarded.append(signum)
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS} if on_main else {}
     try:
         for i, device in enumerate(devices):
             env = dict(os.environ, PYTHONUNBUFFERED="1", HARNESS_WORKER=str(i))
@@ -101,6 +117,8 @@ def run_workers(
             thread = threading.Thread(target=relay, args=(tag, proc.stdout), daemon=True)
             thread.start()
             procs.append((proc, thread))
+            if forwarded:  # a signal came while the workers were starting
+                proc.send_signal(forwarded[0])
         codes = []
         for proc, thread in procs:
             codes.append(proc.wait())
@@ -109,7 +127,14 @@ def run_workers(
         for proc, _ in procs:
             proc.terminate()
         raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     show_state()
-    if 2 in codes:
-        return 2
-    return 1 if any(codes) else 0
+    if EXIT_USER_ERROR in codes:
+        return EXIT_USER_ERROR
+    # A worker the signal reached before it could catch it had claimed no cell yet.
+    paused = {EXIT_PAUSED, *(-s for s in forwarded)}
+    if any(c != 0 and c not in paused for c in codes):
+        return EXIT_FAILED
+    return EXIT_PAUSED if any(c in paused for c in codes) else 0

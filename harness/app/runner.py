@@ -45,13 +45,15 @@ class RunSummary:
     busy: list[str] = field(default_factory=list)  # claimed by another runner
     paused: list[str] = field(default_factory=list)  # --stop-after: checkpointed, not finished
     not_started: list[str] = field(default_factory=list)  # --stop-after: the time was up
+    signal: str | None = None  # SIGTERM, SIGUSR1 or SIGUSR2 paused the run (preempt)
 
     def line(self) -> str:
         parts = [f"{len(self.ran)} trained", f"{len(self.skipped)} already finished"]
         if self.paused or self.not_started:
+            why = "--stop-after" if self.signal is None else self.signal
             parts.append(
                 f"{len(self.paused)} paused and {len(self.not_started)} not started "
-                "(--stop-after; rerun to continue)"
+                f"({why}; rerun to continue)"
             )
         if self.busy:
             parts.append(f"{len(self.busy)} busy in another runner")
@@ -244,6 +246,7 @@ def run_suite(
     import time
 
     from harness.results.provenance import environment
+    from harness.train.preempt import StopSignals, StopVote
     from harness.train.replica import from_environment, launched_by_torchrun
 
     deadline = None if stop_after is None else time.monotonic() + stop_after
@@ -275,11 +278,49 @@ def run_suite(
     env.update(world_size=1, devices=str(torch_device))
     if replica is not None:
         env.update(world_size=replica.world, devices=replica.devices())
+    with StopSignals().installed() as signals:
+        vote = StopVote(signals, replica)
+        _run_cells(
+            cells,
+            results,
+            dataset,
+            execution,
+            env,
+            force,
+            say,
+            summary,
+            deadline,
+            replica,
+            done,
+            vote,
+        )
+    if (signals.requested or vote.stopped) and (summary.paused or summary.not_started):
+        summary.signal = signals.name if signals.requested else "a signal to another process"
+    return summary
+
+
+def _run_cells(
+    cells: tuple[Cell, ...],
+    results: Path,
+    dataset: Any,
+    execution: Any,
+    env: dict[str, Any],
+    force: bool,
+    say: RunConsole,
+    summary: RunSummary,
+    deadline: float | None,
+    replica: Any,
+    done: set[str],
+    vote: Any,
+) -> None:
+    main = replica is None or replica.is_main
     started = False
     for cell in cells:
         with contextlib.ExitStack() as held:
             # Rank 0 decides (and holds the claim while every process trains); all follow it.
-            decision = _decide(cell, results, done, force, started, deadline, held) if main else 0
+            decision = (
+                _decide(cell, results, done, force, started, deadline, held, vote) if main else 0
+            )
             if replica is not None:
                 decision = replica.broadcast_int(decision)
             if decision == _SKIP:
@@ -293,9 +334,18 @@ def run_suite(
             else:
                 started = True
                 _run_cell(
-                    cell, results, dataset, execution, env, force, say, summary, deadline, replica
+                    cell,
+                    results,
+                    dataset,
+                    execution,
+                    env,
+                    force,
+                    say,
+                    summary,
+                    deadline,
+                    replica,
+                    vote,
                 )
-    return summary
 
 
 _TRAIN, _SKIP, _LATE, _BUSY = 1, 2, 3, 4
@@ -309,18 +359,24 @@ def _decide(
     started: bool,
     deadline: float | None,
     held: contextlib.ExitStack,
+    vote: Any = None,
 ) -> int:
     """Whether this runner trains `cell` now; on _TRAIN its claim is held by `held`."""
     import time
 
     if cell.cell_id in done:
         return _SKIP
+    if vote is not None and (vote.stopped or vote.signals.requested):
+        return _LATE  # a signal asked the run to stop: no cell starts after it
     # The first cell always starts (and trains at least one epoch): a run makes progress.
     if started and deadline is not None and time.monotonic() >= deadline:
         return _LATE
     # Concurrent runners on one folder (a job array, say) each take the cells nobody holds.
     if not held.enter_context(lock.claim(results, cell.cell_id)):
         return _BUSY
+    # The claim is held: any temporary file of this cell is a dead writer's (see the function).
+    for path in store.stale_temporaries(results, cell.cell_id):
+        path.unlink(missing_ok=True)
     if not force and store.cell_status(results, cell.cell_id) in FINISHED:
         return _SKIP  # finished by another runner meanwhile
     return _TRAIN
@@ -337,6 +393,7 @@ def _run_cell(
     summary: RunSummary,
     deadline: float | None = None,
     replica: Any = None,
+    vote: Any = None,
 ) -> None:
     from harness.train.checkpoint import Progress
     from harness.train.loop import train_cell
@@ -358,6 +415,7 @@ def _run_cell(
             on_epoch=say.epoch,
             deadline=deadline,
             replica=replica,
+            stop=vote,
         )
         progress, final, peak = result.progress, result.final, result.peak_memory_bytes
         curves = progress.curves
@@ -375,9 +433,12 @@ def _run_cell(
         return
     if progress.status == "paused":
         summary.paused.append(cell.cell_id)
+        why = "--stop-after"
+        if vote is not None and vote.stopped:
+            why = vote.signals.name if vote.signals.requested else "a signal"
         say.line(
-            f"pause {cell.cell_id} {cell.label}: epoch {progress.epoch}/{cell.plan.epochs} "
-            f"checkpointed in {checkpoint} (--stop-after); rerun to resume"
+            f"pause {cell.cell_id} {cell.label}: epoch {_where(progress, cell)} "
+            f"checkpointed in {checkpoint} ({why}); rerun to resume"
         )
         return
     record = jobs.run_record(cell, progress, final, peak, env)
@@ -396,6 +457,21 @@ def _run_cell(
     checkpoint.unlink(missing_ok=True)
     summary.ran.append(cell.cell_id)
     say.line(_summary_line(cell, record.as_row()))
+    if progress.error:  # an ok row's note: a checkpoint that did not fit the plan
+        say.line(f"note  {cell.cell_id} {cell.label}: {progress.error}")
+
+
+def _where(progress: Any, cell: Cell) -> str:
+    """How far a paused cell got: "2/3", or "2/3 + step 5 of 12" mid-epoch."""
+    from harness.core.schedule import updates_per_epoch
+
+    done = f"{progress.epoch}/{cell.plan.epochs}"
+    if progress.partial is None:
+        return done
+    plan = cell.plan
+    batch = plan.phase_at(progress.epoch).batch_size
+    steps = updates_per_epoch(plan.train_size, batch, plan.drop_last)
+    return f"{done} + step {progress.partial['step']} of {steps}"
 
 
 def _failure(cell: Cell, exc: Exception, results: Path) -> str:

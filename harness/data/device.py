@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from harness.data.cifar10 import IMAGE_SHAPE, PAD, Cifar10
-from harness.data.source import Shard, StepBatch, take_share
+from harness.data.source import EpochCursor, Shard, StepBatch, take_share
 from harness.errors import UserError
 
 
@@ -161,16 +161,23 @@ class DeviceData:
         steps: int,
         micro: int,
         shard: Shard | None = None,
+        cursor: EpochCursor | None = None,
     ) -> Iterator[StepBatch]:
-        """One epoch's steps: the order is ``torch.randperm(N)`` from ``order_seed`` (on the
-        CPU), the augmentation one device generator from ``augment_seed`` drawn step by step;
-        step s takes permutation[s·B : (s+1)·B] (a short last step when ``steps`` exceeds
-        N // B). Every process of a data-parallel job draws the whole step (cheap, and the
-        same everywhere) and keeps its ``shard``."""
+        """One epoch's steps (from ``cursor.step`` on, see `EpochCursor`): the order is
+        ``torch.randperm(N)`` from ``order_seed`` (on the CPU), the augmentation one device
+        generator from ``augment_seed`` drawn step by step; step s takes
+        permutation[s·B : (s+1)·B] (a short last step when ``steps`` exceeds N // B). Every
+        process of a data-parallel job draws the whole step (cheap, and the same everywhere)
+        and keeps its ``shard``."""
         order = torch.Generator().manual_seed(order_seed)
         permutation = torch.randperm(self.n_train, generator=order).to(self.device)
         augment = torch.Generator(device=self.device).manual_seed(augment_seed)
-        for step in range(steps):
+        start = 0
+        if cursor is not None:
+            if cursor.augment_state is not None:
+                augment.set_state(cursor.augment_state)
+            start, cursor.generator = cursor.step, augment
+        for step in range(start, steps):
             indices = permutation[step * batch_size : (step + 1) * batch_size]
             yield self.step_batch(indices, augment, micro, shard)
 

@@ -78,6 +78,21 @@ class StepBatch:
         return cls(int(labels.shape[0]), len(chunks), chunks, total)
 
 
+@dataclass
+class EpochCursor:
+    """Where an epoch's draw starts, and (once it runs) the generator that draws it.
+
+    A source that can resume an epoch mid-way (`DeviceData`) starts at step ``step`` with its
+    augmentation generator set to ``augment_state``, and puts that generator in
+    ``generator``: read between two steps, its state is where the next step's draw begins
+    (harness.train.preempt). The order needs no state: it is a pure function of its seed.
+    """
+
+    step: int = 0
+    augment_state: Tensor | None = None
+    generator: torch.Generator | None = None
+
+
 def take_share(x: Tensor, shard: Shard | None) -> Tensor:
     """This process's contiguous share of a step's batch (`Shard.bounds`)."""
     if shard is None:

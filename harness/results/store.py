@@ -82,6 +82,20 @@ def checkpoint_path(results: Path, cell_id: str) -> Path:
     return results / "checkpoints" / f"{cell_id}.pt"
 
 
+def stale_temporaries(results: Path, cell_id: str) -> list[Path]:
+    """The temporary files (`harness.fsio.atomic_path`: ``.<name>.<random>.tmp``) of a cell's
+    checkpoint, claim record and rows that a killed writer left behind.
+
+    Only the runner holding the cell's claim writes these files, so a caller that holds the
+    claim knows every such file is a dead writer's and may remove it.
+    """
+    names = [f"{cell_id}.pt", f"{cell_id}.lock"]
+    found = [p for n in names for p in (results / "checkpoints").glob(f".{n}.*.tmp")]
+    for folder in (runs_dir(results), curves_dir(results)):
+        found += folder.glob(f".{cell_id}.parquet.*.tmp")
+    return sorted(found)
+
+
 def cell_status(results: Path, cell_id: str) -> str | None:
     """The status in a cell's run row; None if it has none yet or its run file is unreadable
     (so that the runner trains it again rather than trusting a damaged file)."""

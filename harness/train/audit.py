@@ -206,6 +206,21 @@ class AuditedData(DeviceData):
         self.micro = 0  # largest micro-batch normalized for training
         self._in_test = False
 
+    def state(self) -> dict[str, Any]:
+        """The epoch's counters so far (a mid-epoch checkpoint, harness.train.preempt)."""
+        return {
+            "sums": self.sums.clone(),
+            "position": self.position,
+            "batch": self.batch,
+            "micro": self.micro,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.sums = state["sums"].to(device=self.device, dtype=torch.int64).clone()
+        self.position = int(state["position"])
+        self.batch = int(state["batch"])
+        self.micro = int(state["micro"])
+
     def train_images(self, indices: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         images, labels = super().train_images(indices, generator)
         n = indices.numel()
@@ -393,8 +408,20 @@ class Audit:
         if probe is not None:
             probe.attach(model, optimizer)
 
-    def begin_epoch(self) -> None:
+    def begin_epoch(self, resume: dict[str, Any] | None = None) -> None:
+        """Start an epoch's counters; `resume`: those of a mid-epoch checkpoint (`state`)."""
         self.data.reset()
+        if resume and isinstance(self.data, AuditedData):
+            self.data.restore(resume)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether an epoch can stop between two steps and go on later (see `state`): the
+        device-resident source can; an image folder's DataLoader cannot start mid-epoch."""
+        return isinstance(self.data, AuditedData)
+
+    def state(self) -> dict[str, Any]:
+        return self.data.state() if isinstance(self.data, AuditedData) else {}
 
     def end_epoch(self) -> dict[str, Any]:
         """This epoch's applied values and checksums (one host read), as curve-row columns."""

@@ -1,5 +1,13 @@
 """Checkpoints: what a cell has done so far, saved every epoch so a killed run resumes exactly.
 
+Saved at every epoch boundary, and mid-epoch when a signal pauses the run (`Progress.partial`,
+harness.train.preempt): then the step index and every accumulator of the unfinished epoch
+travel with it, and the resumed epoch continues at the next step.
+
+A checkpoint's progress is checked against the cell's plan before anything is loaded
+(`check_progress`): one whose epoch, update count or curve rows the plan cannot produce (an
+edited or foreign file) raises `ProgressMismatch`, and the cell trains from scratch.
+
 A checkpoint holds tensors and plain containers only and is read with
 ``torch.load(weights_only=True)``: results folders are shared between people and machines,
 and a pickle that names a callable would otherwise run it on resume. Anything unreadable,
@@ -19,14 +27,20 @@ from typing import Any
 
 import torch
 
+from harness.core.schedule import Plan, updates_per_epoch
 from harness.errors import UserError
 from harness.fsio import atomic_path
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3  # 3: `partial` (mid-epoch); 2 is read as a checkpoint without one
+_READABLE = (2, 3)
 
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be resumed from; the message names the file and what to do."""
+
+
+class ProgressMismatch(CheckpointError):
+    """A readable checkpoint whose progress the cell's plan cannot have produced."""
 
 
 @dataclass
@@ -44,6 +58,7 @@ class Progress:
     started_at: float = field(default_factory=time.time)
     status: str = "ok"
     error: str | None = None
+    partial: dict[str, Any] | None = None  # the unfinished epoch (PartialEpoch.as_dict())
 
 
 def save_checkpoint(
@@ -70,8 +85,12 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
+    plan: Plan | None = None,
 ) -> Progress | None:
-    """Restore `model` and `optimizer` from `path`; None if there is no checkpoint."""
+    """Restore `model` and `optimizer` from `path`; None if there is no checkpoint.
+
+    With `plan`: `ProgressMismatch` (before the model is touched) if the progress does not fit
+    it (`check_progress`)."""
     if not path.exists():
         return None
     cure = "move it away (or rerun with --force) to train the cell from the start"
@@ -85,7 +104,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: unreadable checkpoint ({reason[:200]}); {cure}") from None
     if not isinstance(state, dict) or not {"version", "model", "optimizer"} <= state.keys():
         raise CheckpointError(f"{path}: not a harness checkpoint; {cure}")
-    if state["version"] != CHECKPOINT_VERSION:
+    if state["version"] not in _READABLE:
         raise CheckpointError(
             f"{path}: checkpoint format {state['version']}, this harness reads "
             f"{CHECKPOINT_VERSION}; {cure}"
@@ -95,11 +114,44 @@ def load_checkpoint(
             f"{path}: belongs to cell {state.get('cell_id')}, not {cell_id}; {cure}"
         )
     try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         known = {f.name for f in dataclasses.fields(Progress)}
         progress = Progress(**{k: v for k, v in state["progress"].items() if k in known})
+        why = None if plan is None else check_progress(progress, plan)
+        if why is None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: does not fit this cell ({reason[:200]}); {cure}") from None
+    if why is not None:
+        raise ProgressMismatch(f"{path}: {why}")
     return progress
+
+
+def check_progress(progress: Progress, plan: Plan) -> str | None:
+    """Why `progress` is not a point the plan's training passes through; None if it is.
+
+    The epoch is within the plan, the update count is the plan's count before that epoch, the
+    curves hold one row per finished epoch with the plan's update count, and an unfinished
+    epoch (`partial`) stopped strictly between its first and last step.
+    """
+    epoch = progress.epoch
+    if not isinstance(epoch, int) or not 0 <= epoch <= plan.epochs:
+        return f"epoch {epoch!r} is outside the plan's 0..{plan.epochs}"
+    if progress.status != "ok":
+        return f"status {progress.status!r}, where a checkpoint holds 'ok'"
+    want = plan.updates_before(epoch)
+    if progress.updates != want:
+        return f"{progress.updates!r} updates after {epoch} epochs, the plan takes {want}"
+    rows = [(row.get("epoch"), row.get("updates")) for row in progress.curves]
+    planned = [(e, plan.updates_before(e)) for e in range(1, epoch + 1)]
+    if rows != planned:
+        return f"curve rows (epoch, updates) {rows[:4]}... do not match the plan's {planned[:4]}..."
+    if progress.partial is not None:
+        part = progress.partial
+        if epoch == plan.epochs or part.get("epoch") != epoch:
+            return f"an unfinished epoch {part.get('epoch')!r} after {epoch} finished epochs"
+        steps = updates_per_epoch(plan.train_size, plan.phase_at(epoch).batch_size, plan.drop_last)
+        if not isinstance(part.get("step"), int) or not 0 < part["step"] < steps:
+            return f"step {part.get('step')!r} of epoch {epoch + 1}, which has {steps} steps"
+    return None

@@ -6,8 +6,10 @@ evaluate, record, checkpoint); everything else is a named function below or in `
 Reproducibility contract: three random streams derive from the job's seed. Initialization
 uses one seed; each epoch's data order and augmentation use seeds that are pure functions of
 (seed, epoch). So jobs with the same seed start from the same weights and visit examples in
-the same order whatever their schedule, and a resumed run (which restarts at an epoch
-boundary) draws exactly what an uninterrupted run would have drawn.
+the same order whatever their schedule, and a resumed run draws exactly what an uninterrupted
+run would have drawn: from an epoch boundary, or mid-epoch from the step after the last one a
+signal let finish (harness.train.preempt: the checkpoint then holds the augmentation
+generator's state and the epoch's accumulators).
 
 Timing contract: device work is asynchronous, so clocks are read only after a synchronize, and
 only at epoch boundaries (never inside the step). Training, evaluation, warm-up and the rest
@@ -15,7 +17,8 @@ only at epoch boundaries (never inside the step). Training, evaluation, warm-up 
 
 Time-boxed runs: given a `deadline`, the cell trains at least one epoch, then stops at the last
 epoch boundary before the deadline (judged from the last epoch's time), with status "paused"
-and its checkpoint written; run again, it resumes there, on this machine or another.
+and its checkpoint written; run again, it resumes there, on this machine or another. Given a
+`stop` vote (signals), it stops after any step, with a mid-epoch checkpoint.
 """
 
 from __future__ import annotations
@@ -33,12 +36,19 @@ from typing import Any
 import torch
 
 from harness.core.schedule import Phase, updates_per_epoch
-from harness.data.source import DataSource
+from harness.data.device import DeviceData
+from harness.data.source import DataSource, EpochCursor
 from harness.models.registry import build_model
 from harness.train.audit import Audit, StepProbe
-from harness.train.checkpoint import Progress, load_checkpoint, save_checkpoint
+from harness.train.checkpoint import (
+    Progress,
+    ProgressMismatch,
+    load_checkpoint,
+    save_checkpoint,
+)
 from harness.train.noise import NoiseMeter
 from harness.train.optim import build_optimizer, set_hyperparameters
+from harness.train.preempt import Interrupted, PartialEpoch
 from harness.train.replica import Replica
 from harness.train.runtime import peak_memory, synchronize
 from harness.train.spec import Execution, TrainJob
@@ -119,12 +129,18 @@ def train_epoch(
     replica: Replica | None = None,
     *,
     meter: NoiseMeter | None = None,
+    stop: Callable[[], bool] | None = None,
+    resume: PartialEpoch | None = None,
 ) -> tuple[float, int]:
-    """Train one epoch; returns (mean training loss over its steps, steps taken).
+    """Train one epoch; returns (mean training loss over its steps, steps in the epoch).
 
     The data source turns the epoch's order and augmentation seeds into its steps; every
     process of a data-parallel job asks for the same steps and gets its share of each (see
-    harness.train.replica)."""
+    harness.train.replica).
+
+    `stop` (a collective under a replica: harness.train.preempt.StopVote) is asked after every
+    step but the last; when it says so the epoch raises `Interrupted` with what the rest of it
+    needs (None for a source that cannot start mid-epoch). `resume` continues such an epoch."""
     device = data.device
     batch = phase.batch_size
     steps = updates_per_epoch(data.n_train, batch, job.drop_last)
@@ -136,12 +152,38 @@ def train_epoch(
     augment_seed = stream_seed(job.seed, "augment", epoch)
     model.train()
     losses = torch.zeros((), device=device, dtype=torch.float64)
-    for step in data.epoch_batches(order_seed, augment_seed, batch, steps, micro, shard):
+    cursor = None
+    if resume is not None or stop is not None:
+        cursor = EpochCursor() if resume is None else EpochCursor(resume.step, resume.augment_state)
+    if resume is not None and (replica is None or replica.is_main):
+        losses += resume.loss_sum * world  # the job's so far, in this job's units (see below)
+    if isinstance(data, DeviceData) and cursor is not None:
+        batches = data.epoch_batches(order_seed, augment_seed, batch, steps, micro, shard, cursor)
+    else:
+        batches = data.epoch_batches(order_seed, augment_seed, batch, steps, micro, shard)
+    for taken, step in enumerate(batches, start=1 if cursor is None else cursor.step + 1):
         losses += train_on(model, optimizer, data, step, job.precision, replica, meter)
+        if stop is not None and taken < steps and stop():
+            raise Interrupted(_partial_epoch(epoch, taken, losses, cursor, replica))
     if replica is not None:  # each process's loss is its share's mean: average the shares
         replica.all_reduce([losses])
     # The one host sync of the epoch: reading the loss.
     return float(losses) / (steps * world), steps
+
+
+def _partial_epoch(
+    epoch: int, taken: int, losses: torch.Tensor, cursor: Any, replica: Replica | None
+) -> PartialEpoch | None:
+    if cursor is None or cursor.generator is None:
+        return None  # the source cannot start mid-epoch: the epoch's checkpoint stands
+    world = 1
+    if replica is not None:  # rank 0's checkpoint holds every process's share
+        replica.all_reduce([losses])
+        world = replica.world
+    # In one process's units (the sum of the steps' mean losses), so that a cell paused by N
+    # processes resumes with any number of them.
+    loss_sum = float(losses) / world
+    return PartialEpoch(epoch, taken, loss_sum, augment_state=cursor.generator.get_state())
 
 
 def warm_up(
@@ -194,6 +236,23 @@ def warm_up(
     return time.perf_counter() - start
 
 
+def _resume(
+    checkpoint: Path,
+    job: TrainJob,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+) -> Progress:
+    """The progress to start from: the checkpoint's, or a fresh one (none, or one whose
+    progress the plan cannot have produced: its error then says so, for the cell's row)."""
+    try:
+        return load_checkpoint(checkpoint, job.cell_id, model, optimizer, device, job.plan) or (
+            Progress()
+        )
+    except ProgressMismatch as exc:
+        return Progress(error=f"trained from scratch: checkpoint {exc}")
+
+
 @contextlib.contextmanager
 def _oom_fails_cell(job: TrainJob, progress: Progress) -> Iterator[None]:
     """An out-of-memory error ends the cell as `failed`, naming the cure; the suite goes on."""
@@ -217,8 +276,13 @@ def train_cell(
     deadline: float | None = None,
     probe: StepProbe | None = None,
     replica: Replica | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> CellResult:
     """Train `job` to the end of its plan (or until its loss diverges), resuming if possible.
+
+    `stop` (harness.train.preempt.StopVote, asked after every step and at every epoch
+    boundary): when it says so, the cell ends "paused" after the step in progress, with a
+    mid-epoch checkpoint; the next call continues that epoch exactly.
 
     `deadline` (a `time.monotonic()` value): after at least one epoch, stop with status
     "paused" at the last epoch boundary expected to come before it (see the module docstring).
@@ -236,7 +300,9 @@ def train_cell(
         torch.backends.cudnn.benchmark = True
     base_model = build(job, device, execution)
     optimizer = build_optimizer(base_model.parameters(), job.optimizer, device)
-    progress = load_checkpoint(checkpoint, job.cell_id, base_model, optimizer, device) or Progress()
+    progress = _resume(checkpoint, job, base_model, optimizer, device)
+    partial = None if progress.partial is None else PartialEpoch.from_dict(progress.partial)
+    progress.partial = None
     # Tier 0 of the gate: what was applied.
     audit = Audit(job, data, base_model, optimizer, probe, replica)
     data = audit.data
@@ -254,7 +320,9 @@ def train_cell(
         else None
     )
     # Passed only when on: train_epoch's positional signature stays what wrappers expect.
-    measure = {"meter": meter} if meter is not None else {}
+    measure: dict[str, Any] = {"meter": meter} if meter is not None else {}
+    if stop is not None:
+        measure["stop"] = stop
     if execution.compile:
         # One graph per micro-batch shape; a plan has at most a few of them.
         model = torch.compile(model, dynamic=False)  # type: ignore[assignment]
@@ -265,14 +333,39 @@ def train_cell(
         for epoch in range(progress.epoch, job.plan.epochs):
             phase = job.plan.phase_at(epoch)
             set_hyperparameters(optimizer, phase.lr, phase.momentum)
-            audit.begin_epoch()
+            resume, partial = partial, None
+            audit.begin_epoch(None if resume is None else resume.audit)
+            if meter is not None and resume is not None and resume.meter is not None:
+                meter.restore(resume.meter)
             sync()
             start = time.perf_counter()
-            train_loss, steps = train_epoch(
-                model, optimizer, data, job, epoch, phase, execution, replica, **measure
-            )
+            try:
+                train_loss, steps = train_epoch(
+                    model,
+                    optimizer,
+                    data,
+                    job,
+                    epoch,
+                    phase,
+                    execution,
+                    replica,
+                    **(measure if resume is None else {**measure, "resume": resume}),
+                )
+            except Interrupted as stopped:
+                sync()
+                if stopped.partial is not None and main:
+                    stopped.partial.train_s = time.perf_counter() - start
+                    stopped.partial.train_s += 0.0 if resume is None else resume.train_s
+                    stopped.partial.audit = audit.state()
+                    stopped.partial.meter = None if meter is None else meter.state()
+                    progress.wall_clock_s += time.perf_counter() - segment_start
+                    segment_start = time.perf_counter()
+                    progress.partial = stopped.partial.as_dict()
+                    save_checkpoint(checkpoint, job.cell_id, base_model, optimizer, progress)
+                progress.status = "paused"
+                break
             sync()
-            train_s = time.perf_counter() - start
+            train_s = time.perf_counter() - start + (0.0 if resume is None else resume.train_s)
             progress.updates += steps
             progress.images += min(steps * phase.batch_size, data.n_train)
             progress.train_time_s += train_s
@@ -337,6 +430,8 @@ def train_cell(
             )
             if replica is not None:  # rank 0's clock decides for every process
                 pause = bool(replica.broadcast_int(int(pause)))
+            if stop is not None and not last and stop():
+                pause = True  # a signal during evaluation or the checkpoint: pause here
             if pause:
                 progress.status = "paused"
                 break

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -169,6 +170,21 @@ class NoiseMeter:
             self._previous = [g.detach().clone() for g in grads]
         else:
             torch._foreach_copy_(self._previous, grads)
+
+    def state(self) -> dict[str, list[list[Any]]]:
+        """The epoch's sums so far, between two steps (a mid-epoch checkpoint): plain lists,
+        since a checkpoint's dict keys are strings or ints, not tuples."""
+        return {
+            "small": [[b, B, self._small[b, B], self._small_n[b, B]] for b, B in self._small],
+            "big": [[big, self._big[big], self._big_n[big]] for big in self._big],
+        }
+
+    def restore(self, state: dict[str, list[list[Any]]]) -> None:
+        self._small = {(int(b), int(big)): t.clone() for b, big, t, _ in state["small"]}
+        self._small_n = {(int(b), int(big)): int(n) for b, big, _, n in state["small"]}
+        self._big = {int(big): t.clone() for big, t, _ in state["big"]}
+        self._big_n = {int(big): int(n) for big, _, n in state["big"]}
+        self._seen = 0
 
     def end_epoch(self) -> dict[str, float | int | None]:
         """The epoch's curve columns (NOISE_COLUMNS); NaN where nothing was measured."""
