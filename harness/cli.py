@@ -47,7 +47,10 @@ OnlyOption = Annotated[
     str | None, typer.Option(help="Only cells whose id or label matches (glob or substring).")
 ]
 ResultsOption = Annotated[
-    Path | None, typer.Option(help="Results folder (default: results/<suite name>).")
+    Path | None,
+    typer.Option(
+        help="The suite's results folder: runs/ and curves/ go in it (default: results/<suite>)."
+    ),
 ]
 
 
@@ -282,7 +285,14 @@ def status(
 
     loaded = load_suite(suite, overrides=overrides or ())
     cells = select_some(loaded, only)
-    states = suite_status(cells, results or Path("results") / loaded.name)
+    folder = results or Path("results") / loaded.name
+    if not folder.is_dir():
+        print(
+            f"note: {folder}: no such results folder yet, so every cell is pending; "
+            f"`harness run {suite} --results {folder}` writes it",
+            file=sys.stderr,
+        )
+    states = suite_status(cells, folder)
     rows = [(s.cell_id, s.label, s.state, s.detail) for s in states]
     print(tabulate(rows, headers=["cell", "label", "state", "detail"], tablefmt="simple"))
     print(f"{loaded.name}: {summary_line(states)}")
@@ -293,18 +303,14 @@ FormatOption = Annotated[
 ]
 
 
-def _suite_folders(root: Path) -> list[Path]:
-    """Every results folder under `root` (a folder with a runs/ subfolder)."""
-    if not root.is_dir():
-        return []
-    return sorted(p.parent for p in root.glob("*/runs") if p.is_dir())
-
-
 @app.command()
 def report(
     dirs: Annotated[
         list[Path] | None,
-        typer.Argument(help="Results folders (default: every suite folder under results/)."),
+        typer.Argument(
+            help="Results folders (each what `run --results` wrote) or folders holding them "
+            "(default: results/, every suite folder under it)."
+        ),
     ] = None,
     fmt: FormatOption = "markdown",
     out: Annotated[
@@ -319,11 +325,15 @@ def report(
     from harness.analysis.render import check_format
     from harness.analysis.report import build_report
     from harness.fsio import atomic_path
+    from harness.results.store import report_folders, suite_folders
 
     check_format(fmt)
-    folders = list(dirs) if dirs else _suite_folders(Path("results"))
+    folders = report_folders(list(dirs)) if dirs else suite_folders(Path("results"))
     if not folders:
-        raise UserError("no results folders under results/; pass one, e.g. results/smoke")
+        raise UserError(
+            f"no results folders under {Path('results').resolve()}; `harness run SUITE` writes "
+            "results/<suite>/, or pass a folder, e.g. `harness report results/smoke`"
+        )
     if figures is None and out is not None and fmt != "csv":
         figures = out.parent / "figures"
     text = build_report(
@@ -398,7 +408,10 @@ def check(
         )
     base_runs = read_runs(baseline)
     if base_runs.empty:
-        raise UserError(f"--baseline {baseline}: holds no runs; run `harness run {suite}` there")
+        raise UserError(
+            f"--baseline {baseline}: holds no runs (no {baseline / 'runs'}/*.parquet); "
+            f"make them with `harness run {suite} --results {baseline}`"
+        )
     if results is not None and results.resolve() == baseline.resolve():
         raise UserError(
             "--results: must differ from --baseline, or the check compares a folder with itself"
