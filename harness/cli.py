@@ -543,6 +543,13 @@ def convert(
     out: Annotated[
         Path | None, typer.Option(help="Also write a suite YAML for `harness plan` / `run`.")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="With --out: the suite's model (small_cnn, wrn = WRN-16-4, "
+            "inception_resnet_v2, resnet50)."
+        ),
+    ] = None,
 ) -> None:
     """An lr recipe as decaying-lr, hybrid and increasing-batch schedules, side by side."""
     from harness.app.convert import (
@@ -551,6 +558,7 @@ def convert(
         side_by_side,
         suite_name,
         suite_yaml,
+        warnings_for,
     )
     from harness.fsio import atomic_path
 
@@ -569,13 +577,17 @@ def convert(
         "new_lr": new_lr,
         "new_momentum": new_momentum,
         "batch_drops": batch_drops,
+        "model": model,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     converted = make_recipe(values)
+    text = suite_yaml(converted, suite_name(out)) if out is not None else None  # errors first
     sys.stdout.write(side_by_side(converted))
-    if out is not None:
+    for line in warnings_for(converted):
+        print(f"warning: {line}", file=sys.stderr)
+    if out is not None and text is not None:
         with atomic_path(out) as tmp:
-            tmp.write_text(suite_yaml(converted, suite_name(out)), encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8")
         print(f"wrote {out}; see it with `harness plan {out}`", file=sys.stderr)
 
 
