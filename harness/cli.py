@@ -47,7 +47,10 @@ OnlyOption = Annotated[
     str | None, typer.Option(help="Only cells whose id or label matches (glob or substring).")
 ]
 ResultsOption = Annotated[
-    Path | None, typer.Option(help="Results folder (default: results/<suite name>).")
+    Path | None,
+    typer.Option(
+        help="The suite's results folder: runs/ and curves/ go in it (default: results/<suite>)."
+    ),
 ]
 
 
@@ -292,7 +295,14 @@ def status(
 
     loaded = load_suite(suite, overrides=overrides or ())
     cells = select_some(loaded, only)
-    states = suite_status(cells, results or Path("results") / loaded.name)
+    folder = results or Path("results") / loaded.name
+    if not folder.is_dir():
+        print(
+            f"note: {folder}: no such results folder yet, so every cell is pending; "
+            f"`harness run {suite} --results {folder}` writes it",
+            file=sys.stderr,
+        )
+    states = suite_status(cells, folder)
     rows = [(s.cell_id, s.label, s.state, s.detail) for s in states]
     print(tabulate(rows, headers=["cell", "label", "state", "detail"], tablefmt="simple"))
     print(f"{loaded.name}: {summary_line(states)}")
@@ -303,21 +313,14 @@ FormatOption = Annotated[
 ]
 
 
-def _suite_folders(root: Path) -> list[Path]:
-    """Every results folder under `root` (a folder with a runs/ subfolder)."""
-    if not root.is_dir():
-        return []
-    return sorted(p.parent for p in root.glob("*/runs") if p.is_dir())
-
-
 @app.command()
 def report(
     dirs: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="Results folders (default: every suite folder under results/), or a suite "
-            "YAML file: only the cells it defines now, from results/<suite name> unless "
-            "folders are given too.",
+            help="Results folders (each what `run --results` wrote) or folders holding them "
+            "(default: results/, every suite folder under it), or a suite YAML file: only the "
+            "cells it defines now, from results/<suite name> unless folders are given too.",
         ),
     ] = None,
     overrides: SetOption = None,
@@ -339,6 +342,7 @@ def report(
     from harness.analysis.render import check_format
     from harness.analysis.report import build_report
     from harness.fsio import atomic_path
+    from harness.results.store import report_folders, suite_folders
 
     check_format(fmt)
     given = list(dirs or [])
@@ -358,9 +362,12 @@ def report(
         raise UserError(
             "--set: needs a suite file to apply to, e.g. harness report SUITE --set ..."
         )
-    folders = folders or _suite_folders(Path("results"))
+    folders = report_folders(folders) if folders else suite_folders(Path("results"))
     if not folders:
-        raise UserError("no results folders under results/; pass one, e.g. results/smoke")
+        raise UserError(
+            f"no results folders under {Path('results').resolve()}; `harness run SUITE` writes "
+            "results/<suite>/, or pass a folder, e.g. `harness report results/smoke`"
+        )
     if figures is None and out is not None and fmt != "csv":
         figures = out.parent / "figures"
     text = build_report(
@@ -442,7 +449,10 @@ def check(
         )
     base_runs = read_runs(baseline)
     if base_runs.empty:
-        raise UserError(f"--baseline {baseline}: holds no runs; run `harness run {suite}` there")
+        raise UserError(
+            f"--baseline {baseline}: holds no runs (no {baseline / 'runs'}/*.parquet); "
+            f"make them with `harness run {suite} --results {baseline}`"
+        )
     if results is not None and results.resolve() == baseline.resolve():
         raise UserError(
             "--results: must differ from --baseline, or the check compares a folder with itself"
@@ -583,6 +593,13 @@ def convert(
     out: Annotated[
         Path | None, typer.Option(help="Also write a suite YAML for `harness plan` / `run`.")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="With --out: the suite's model (small_cnn, wrn = WRN-16-4, "
+            "inception_resnet_v2, resnet50)."
+        ),
+    ] = None,
 ) -> None:
     """An lr recipe as decaying-lr, hybrid and increasing-batch schedules, side by side."""
     from harness.app.convert import (
@@ -591,6 +608,7 @@ def convert(
         side_by_side,
         suite_name,
         suite_yaml,
+        warnings_for,
     )
     from harness.fsio import atomic_path
 
@@ -609,13 +627,17 @@ def convert(
         "new_lr": new_lr,
         "new_momentum": new_momentum,
         "batch_drops": batch_drops,
+        "model": model,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     converted = make_recipe(values)
+    text = suite_yaml(converted, suite_name(out)) if out is not None else None  # errors first
     sys.stdout.write(side_by_side(converted))
-    if out is not None:
+    for line in warnings_for(converted):
+        print(f"warning: {line}", file=sys.stderr)
+    if out is not None and text is not None:
         with atomic_path(out) as tmp:
-            tmp.write_text(suite_yaml(converted, suite_name(out)), encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8")
         print(f"wrote {out}; see it with `harness plan {out}`", file=sys.stderr)
 
 

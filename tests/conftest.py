@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pytest
 
@@ -13,18 +15,71 @@ REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"
 
 
+def _default_timeout() -> float | None:
+    """A guard against hangs only, never a speed limit: none unless HARNESS_TEST_TIMEOUT is set.
+
+    A loaded CI machine makes the tests slower; a fixed wall-clock limit made them red there.
+    """
+    value = os.environ.get("HARNESS_TEST_TIMEOUT", "").strip()
+    if not value or value in ("0", "none"):
+        return None
+    return float(value)
+
+
 def run_cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 900
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m harness ARGS` in a fresh process, as a user would run it."""
+    """`python -m harness ARGS` in a fresh process, as a user would run it.
+
+    `timeout` defaults to HARNESS_TEST_TIMEOUT seconds (unset: no limit).
+    """
     return subprocess.run(
         [sys.executable, "-m", "harness", *args],
         cwd=cwd or REPO,
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=timeout if timeout is not None else _default_timeout(),
     )
+
+
+T = TypeVar("T")
+
+
+class Once(Generic[T]):
+    """A slow session fixture's outcome, reported once.
+
+    pytest re-raises a session fixture's cached exception as an error in every test that uses
+    it (one slow `harness run` became 12 errors). A session fixture returns `Once(build)`
+    instead and a function fixture calls `.get()`: the first test fails with the cause, every
+    later one is skipped naming it.
+    """
+
+    def __init__(self, name: str, build: Callable[[], T]) -> None:
+        self.name = name
+        self.reported = False
+        self.error: str | None = None
+        try:
+            self.value = build()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            if isinstance(exc, pytest.skip.Exception):
+                raise
+            text = str(exc).strip() or type(exc).__name__
+            self.error = f"{type(exc).__name__}: {text}"
+
+    def get(self) -> T:
+        if self.error is None:
+            return self.value
+        if self.reported:
+            first = self.error.splitlines()[0][:200]
+            pytest.skip(f"session fixture {self.name!r} failed in an earlier test: {first}")
+        self.reported = True
+        pytest.fail(f"session fixture {self.name!r} failed: {self.error}", pytrace=False)
 
 
 @pytest.fixture

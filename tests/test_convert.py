@@ -98,7 +98,8 @@ def test_a_recipe_file_and_its_suite_plan_the_same_counts(cli, tmp_path: Path):
         "".join(f"{k}: {json.dumps(v)}\n" for k, v in {**CIFAR, "momentum": 0.9}.items())
     )
     suite = tmp_path / "sec52.yaml"
-    out = cli("convert", str(recipe), "--new-lr", "0.5", "--b-max", "5120", "--out", str(suite))
+    out = cli("convert", str(recipe), "--new-lr", "0.5", "--b-max", "5120", "--out", str(suite),
+              "--model", "wrn")  # fmt: skip
     assert out.returncode == 0, out.stderr
     planned = cli("plan", str(suite), "--json")
     assert planned.returncode == 0, planned.stderr
@@ -142,7 +143,7 @@ def test_a_cosine_recipe_has_no_hybrid_and_plans(cli, tmp_path: Path):
     suite = tmp_path / "cos.yaml"
     recipe = {k: v for k, v in CIFAR.items() if k not in ("milestones", "factor")}
     flags = [*_flags(recipe), "--cosine", "--warmup-epochs", "5", "--b-max", "5120"]
-    out = cli("convert", *flags, "--out", str(suite))
+    out = cli("convert", *flags, "--out", str(suite), "--model", "wrn")
     assert out.returncode == 0, out.stderr
     assert "hybrid" not in out.stdout
     planned = json.loads(cli("plan", str(suite), "--json").stdout)
@@ -302,7 +303,8 @@ def test_the_example_takes_the_steps_harness_plan_counts_and_resumes(
     cli, cifar_root: Path, tmp_path: Path
 ):
     suite = tmp_path / "small.yaml"
-    assert cli("convert", *_flags(SMALL), "--out", str(suite)).returncode == 0
+    made = cli("convert", *_flags(SMALL), "--out", str(suite), "--model", "small_cnn")
+    assert made.returncode == 0, made.stderr
     planned = json.loads(cli("plan", str(suite), "--json").stdout)
     want = {c["schedule"]: c["updates"] for c in planned["cells"]}["increasing_batch"]
 
@@ -314,3 +316,42 @@ def test_the_example_takes_the_steps_harness_plan_counts_and_resumes(
     rest = _example(*flags, *checkpoint, root=cifar_root)
     assert rest["finished"] and rest["total_steps"] == rest["plan_updates"] == want
     assert first["steps"] + rest["steps"] == want
+
+
+IMAGENET_256 = {**IMAGENET, "batch_size": 256, "lr": 0.1}
+
+
+def test_convert_warns_when_the_batch_passes_n_over_10_and_g_drifts():
+    from harness.app.convert import warnings_for
+
+    lines = warnings_for(make_recipe(IMAGENET_256))
+    assert any(
+        "B reaches 256000 = 20% of N = 1281167" in w and "--b-max 128000" in w for w in lines
+    )
+    drift = [w for w in lines if "g differs" in w]
+    assert drift and drift[0].startswith("increasing batch") and "-20.0%" in drift[0]
+    capped = warnings_for(make_recipe({**IMAGENET_256, "b_max": 128000}))
+    assert not any("B reaches" in w for w in capped)
+    # A recipe whose batch stays far below N keeps g within 5 % everywhere: no word.
+    small = {**CIFAR, "milestones": [60], "b_max": 640}
+    assert warnings_for(make_recipe(small)) == []
+
+
+def test_convert_out_needs_an_explicit_model_from_the_registry(cli, tmp_path: Path):
+    from harness.app.convert import MODEL_ENTRIES
+    from harness.models.registry import model_names
+
+    assert sorted(MODEL_ENTRIES) == model_names()  # the registry's names, nothing else
+    suite = tmp_path / "in.yaml"
+    flags = _flags(IMAGENET_256)
+    missing = cli("convert", *flags, "--out", str(suite))
+    assert missing.returncode == 2 and not suite.exists()
+    assert missing.stderr.startswith("error: model: needed") and "--model" in missing.stderr
+    assert all(name in missing.stderr for name in model_names())
+    bad = cli("convert", *flags, "--out", str(suite), "--model", "vgg")
+    assert bad.returncode == 2 and "vgg" in bad.stderr and "resnet50" in bad.stderr
+    made = cli("convert", *flags, "--out", str(suite), "--model", "resnet50")
+    assert made.returncode == 0, made.stderr
+    assert "warning: increasing batch: B reaches 256000" in made.stderr
+    assert "model: {name: resnet50}" in suite.read_text()
+    assert cli("plan", str(suite)).returncode == 0

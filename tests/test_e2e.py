@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.analysis.render import FORMATS
-from tests.conftest import REPO, SUITES, run_cli
+from tests.conftest import REPO, SUITES, Once, run_cli
 
 pytestmark = pytest.mark.slow
 SMOKE = str(SUITES / "smoke.yaml")
@@ -40,12 +40,20 @@ def smoke_plan() -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory, cifar_root) -> Path:
-    """The whole smoke suite, trained once through the CLI."""
-    results = tmp_path_factory.mktemp("smoke") / "results"
-    _ok(run_cli("run", SMOKE, "--results", str(results), "--device", "cpu",
-                "--data", str(cifar_root)))  # fmt: skip
-    return results
+def _smoke_run_once(tmp_path_factory, cifar_root) -> Once[Path]:
+    def build() -> Path:
+        results = tmp_path_factory.mktemp("smoke") / "results"
+        _ok(run_cli("run", SMOKE, "--results", str(results), "--device", "cpu",
+                    "--data", str(cifar_root)))  # fmt: skip
+        return results
+
+    return Once("smoke_run", build)
+
+
+@pytest.fixture
+def smoke_run(_smoke_run_once) -> Path:
+    """The whole smoke suite, trained once through the CLI (a failure fails one test)."""
+    return _smoke_run_once.get()
 
 
 def test_run_writes_rows_that_follow_the_plan(smoke_run, smoke_plan):

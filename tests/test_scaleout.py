@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,14 @@ def test_local_executor_runs_each_cell_as_a_task_and_a_requeued_task_resumes(
     jobs = json.loads((results / "slurm" / "jobs.json").read_text())
     assert sorted(jobs) == sorted(rows["cell_id"])
     assert all(Path(j["stdout"]).exists() for j in jobs.values())
+    assert not (results / "slurm" / "%j").exists()  # submitit's template, not a log folder
+    # The printed hint shows this folder: run as printed, every submitted cell is done.
+    hint = next(line for line in run.stderr.splitlines() if "harness status" in line)
+    command = shlex.split(hint.split("`")[1])
+    assert command[:2] == ["harness", "status"] and "--results" in command
+    shown = _harness(*command[1:])
+    assert shown.returncode == 0, shown.stderr
+    assert "fan: 2 done" in shown.stdout and "pending" not in shown.stdout
     again = _harness("run", str(suite), "--executor", "local", "--only", only,
                      "--results", str(results))  # fmt: skip
     assert again.returncode == 0 and "nothing to submit" in again.stderr
@@ -146,6 +155,19 @@ def test_local_executor_runs_each_cell_as_a_task_and_a_requeued_task_resumes(
     curves = read_curves(results)
     assert sorted(curves.loc[curves["cell_id"] == cell.cell_id, "epoch"]) == [1, 2]
     assert read_runs(results).set_index("cell_id").loc[cell.cell_id, "status"] == "ok"
+
+
+def test_local_lanes_cap_the_tasks_at_once_at_the_cpus_and_split_the_threads() -> None:
+    from harness.app.cluster import CellTask, local_lanes
+
+    tasks = [CellTask("/s.yaml", (), f"c{i}", "/r", None, None) for i in range(5)]
+    lanes = local_lanes(tasks, parallelism=64, cpus=2)
+    assert len(lanes) == 2 and [lane.threads for lane in lanes] == [1, 1]
+    assert sorted(t.cell_id for lane in lanes for t in lane.tasks) == [f"c{i}" for i in range(5)]
+    assert [len(lane.tasks) for lane in lanes] == [3, 2]
+    one = local_lanes(tasks[:1], parallelism=64, cpus=16)
+    assert len(one) == 1 and one[0].threads == 16  # one cell gets the machine
+    assert len(local_lanes(tasks, parallelism=3, cpus=16)) == 3  # --array-parallelism too
 
 
 def test_a_cluster_task_runs_the_single_cell_command_under_torchrun_for_several_gpus(

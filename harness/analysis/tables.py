@@ -32,7 +32,7 @@ from harness.analysis.recipes import Clash, mark_recipes
 from harness.analysis.seeds import add_verdicts, seed_stats
 from harness.core.naming import cell_label, parse_label
 from harness.errors import UserError
-from harness.results.store import Skipped, scan_curves, scan_runs, warn_skipped
+from harness.results.store import Skipped, missing_folder, scan_curves, scan_runs, warn_skipped
 
 # One row per (group, schedule): an experiment's grid seen through the paper's lens.
 GROUP = ["suite", "experiment", "optimizer", "model"]
@@ -94,14 +94,14 @@ def load_results(dirs: Sequence[Path | str], cells: Collection[str] | None = Non
     for i, raw in enumerate(dirs):
         folder = Path(raw)
         if not folder.is_dir():
-            raise UserError(f"{folder}: no such results folder; run `harness run SUITE` first")
+            raise UserError(missing_folder(folder))
         runs, bad_runs = scan_runs(folder)
         curves, bad_curves = scan_curves(folder)
         skipped += [*bad_runs, *bad_curves]
         if runs.empty:
             raise UserError(
                 f"{folder}: holds no finished runs (no {folder / 'runs'}/*.parquet); "
-                "run `harness run SUITE` first"
+                f"`harness run SUITE --results {folder}` writes them"
             )
         runs_parts.append(runs.assign(_source=i))
         curve_parts.append(curves.assign(_source=i))

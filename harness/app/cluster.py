@@ -14,7 +14,9 @@ same task. Slurm signals every process of the task: submitit's own catches SIGUS
 3; the requeued task resumes the cell at that step.
 
 ``--executor local`` uses submitit's LocalExecutor (subprocesses on this machine): what the
-tests run, and a way to try a cluster setup without a cluster. Where the tasks are goes to
+tests run, and a way to try a cluster setup without a cluster; it runs at most one task per
+CPU (and ``array_parallelism``), each a lane of cells one after another with its share of
+the threads, logs in ``results/<suite>/slurm/logs/``. Where the tasks are goes to
 ``results/<suite>/slurm/jobs.json`` (cell id → task id and log paths), which `harness status`
 reads.
 
@@ -93,6 +95,38 @@ class CellTask:
     __submitit_checkpoint__ = checkpoint  # the name newer submitit releases look for
 
 
+@dataclass(frozen=True)
+class LocalLane:
+    """Several cells one after another in one local task: `--executor local` runs at most
+    one lane per CPU, each with its share of the threads (every cell at once on 2 cores ran
+    4x slower than a plain run)."""
+
+    tasks: tuple[CellTask, ...]
+    threads: int
+
+    def __call__(self) -> int:
+        """1 if any of its cells failed (each later cell still runs), else 0."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.setdefault("OMP_NUM_THREADS", str(self.threads))
+        codes = [subprocess.run(t.command(), env=env, check=False).returncode for t in self.tasks]
+        return max(codes, default=0)
+
+
+def local_lanes(tasks: list[CellTask], parallelism: int, cpus: int) -> list[LocalLane]:
+    """`tasks` dealt round-robin over min(parallelism, cpus, len(tasks)) lanes."""
+    count = max(1, min(parallelism, cpus, len(tasks)))
+    threads = max(1, cpus // count)
+    return [LocalLane(tuple(tasks[i::count]), threads) for i in range(count)]
+
+
+def _cpu_count() -> int:
+    """The CPUs this process may use (affinity and cgroup cpusets), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _require_submitit() -> Any:
     """submitit, an optional extra (`pip install 'harness[slurm]'`), imported when used."""
     try:
@@ -146,7 +180,9 @@ def submit(
         return 0
     folder = results / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
-    executor = lib.AutoExecutor(folder=folder / "%j", cluster=executor_kind)
+    # One flat log folder, no `%j` template: submitit's task processes make the template
+    # folder literally (an empty `slurm/%j` was left behind) besides the filled-in ones.
+    executor = lib.AutoExecutor(folder=folder / "logs", cluster=executor_kind)
     params: dict[str, Any] = {
         "name": f"harness-{suite.name}",
         "timeout_min": settings.time_min,
@@ -177,11 +213,19 @@ def submit(
         for cell in todo
     ]
     submitted = []
-    with executor.batch():
-        for task in tasks:
-            submitted.append(executor.submit(task))
+    if executor_kind == "local":
+        lanes = local_lanes(tasks, settings.array_parallelism, _cpu_count())
+        lane_jobs = [executor.submit(lane) for lane in lanes]
+        by_cell = {t.cell_id: job for lane, job in zip(lanes, lane_jobs) for t in lane.tasks}
+        submitted = lane_jobs
+        cell_jobs = [by_cell[c.cell_id] for c in todo]
+    else:
+        with executor.batch():
+            for task in tasks:
+                submitted.append(executor.submit(task))
+        cell_jobs = submitted
     jobs = status_module.cluster_jobs(results)
-    for cell, job in zip(todo, submitted):
+    for cell, job in zip(todo, cell_jobs):
         jobs[cell.cell_id] = {
             "job_id": str(job.job_id),
             "executor": executor_kind,
@@ -191,8 +235,11 @@ def submit(
     with atomic_path(folder / status_module.JOBS_FILE) as tmp:
         tmp.write_text(json.dumps(jobs, indent=2, sort_keys=True) + "\n")
     ids = ", ".join(str(j.job_id) for j in submitted)
-    say.line(f"{suite.name}: submitted {len(submitted)} cell(s) to {executor_kind}: {ids}")
-    say.line(f"logs under {folder}; `harness status {suite.path}` shows each cell")
+    lanes_note = f" as {len(submitted)} task(s) at once" if executor_kind == "local" else ""
+    say.line(f"{suite.name}: submitted {len(todo)} cell(s) to {executor_kind}{lanes_note}: {ids}")
+    say.line(
+        f"logs under {folder}; `{status_command(suite, overrides, results, only)}` shows each cell"
+    )
     if not wait:
         return 0
     last = ""
@@ -208,3 +255,20 @@ def submit(
         if state.state == "failed":
             say.line(f"fail  {state.cell_id} {state.label}: {state.detail}")
     return 0 if all(s.state in ("done", "diverged") for s in final) else 1
+
+
+def status_command(
+    suite: Suite, overrides: tuple[str, ...], results: Path, only: str | None = None
+) -> str:
+    """The `harness status` line that shows the cells just submitted (same suite, overrides,
+    selection and results folder)."""
+    import shlex
+
+    args = ["harness", "status", str(suite.path)]
+    for item in overrides:
+        args += ["--set", item]
+    if results != Path("results") / suite.name:
+        args += ["--results", str(results)]
+    if only is not None:
+        args += ["--only", only]
+    return shlex.join(args)

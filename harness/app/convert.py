@@ -30,12 +30,18 @@ REALIZATIONS: tuple[Realization, ...] = ("lr", "hybrid", "batch")
 SCHEDULE_NAMES = {"lr": "decaying_lr", "hybrid": "hybrid", "batch": "increasing_batch"}
 # Datasets a converted suite can name; any other size is written as a synthetic dataset.
 KNOWN_SIZES = {"cifar10": 50_000, "imagenet": 1_281_167}
-MODELS = {
-    "cifar10": "{name: wrn, depth: 16, width: 4}",
-    "imagenet": "{name: inception_resnet_v2}",
-    "synthetic": "{name: small_cnn}",
+DATASETS = ("cifar10", "imagenet", "synthetic")
+# The models a converted suite can name: the registry's (harness.models.registry.MODELS, kept
+# equal by a test; this module imports no torch), each with the parameters it is written with.
+MODEL_ENTRIES = {
+    "small_cnn": "{name: small_cnn}",
+    "wrn": "{name: wrn, depth: 16, width: 4}",  # WRN-16-4, the paper's CIFAR-10 model
+    "inception_resnet_v2": "{name: inception_resnet_v2}",  # the paper's ImageNet model
+    "resnet50": "{name: resnet50}",
 }
 DEFAULT_GHOST = 128  # the paper's ghost batch size on CIFAR-10
+B_MAX_SHARE = 10  # Sec 5.2: B_max ~ N/10; beyond it the increasing batch stops paying
+G_DRIFT = 0.05  # a realization's g may differ from the lr realization's by this share
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class Recipe:
     ghost_batch_size: int | None = None
     drop_last: bool = True
     dataset: Literal["cifar10", "imagenet", "synthetic"] | None = None
+    model: str | None = None  # a registry name; needed to write a suite
 
     def request(self, realization: Realization, ghost: int, *, scaled: bool) -> ScheduleRequest:
         """The core's request for one realization; `scaled=False` leaves out the new lr and
@@ -247,9 +254,52 @@ def _coerce(key: str, value: Any) -> Any:
         return tuple(epochs)
     if key == "drop_last" and not isinstance(value, bool):
         raise UserError(f"drop_last: {value!r} must be true or false")
-    if key == "dataset" and value not in MODELS:
-        raise UserError(f"dataset: {value!r} is not one of {', '.join(MODELS)}; pick one")
+    if key == "dataset" and value not in DATASETS:
+        raise UserError(f"dataset: {value!r} is not one of {', '.join(DATASETS)}; pick one")
+    if key == "model" and value not in MODEL_ENTRIES:
+        raise UserError(f"model: {value!r} is not a model; choose one of {_model_names()}")
     return value
+
+
+def _model_names() -> str:
+    return ", ".join(sorted(MODEL_ENTRIES))
+
+
+def warnings_for(r: Recipe) -> list[str]:
+    """What the tables show but a reader could miss: the increasing batch growing past the
+    paper's B_max ~ N/10 (Sec 5.2), or a realization whose noise scale g strays more than 5 %
+    from the lr realization's in some epoch (a cap, a rounding or a partial batch)."""
+    plans = r.plans()
+    out = []
+    batch = plans.get("batch")
+    limit = r.train_size / B_MAX_SHARE
+    if batch is not None and r.b_max is None:
+        top = max(p.batch_size for p in batch.phases)
+        if top > limit:
+            cap = max(r.ghost, int(limit) // r.ghost * r.ghost)
+            out.append(
+                f"increasing batch: B reaches {top} = {top / r.train_size:.0%} of N = "
+                f"{r.train_size}; Sec 5.2 advises B_max ~ N/10 (add --b-max {cap}, the lr "
+                "takes the rest of each drop)"
+            )
+    reference = plans["lr"]
+    for name, plan in plans.items():
+        if name == "lr":
+            continue
+        drifted = []
+        for epoch in range(r.epochs):
+            want = reference.phase_at(epoch).noise_scale
+            got = plan.phase_at(epoch).noise_scale
+            if want > 0 and abs(got / want - 1) > G_DRIFT:
+                drifted.append((epoch, got / want - 1))
+        if drifted:
+            first, share = max(drifted, key=lambda item: abs(item[1]))
+            out.append(
+                f"{_title(r, name)}: g differs from decaying lr's by more than "
+                f"{G_DRIFT:.0%} in {len(drifted)} epoch(s), most ({share:+.1%}) in epoch "
+                f"{first} (0-based); the realizations are not equivalent there"
+            )
+    return out
 
 
 def _whole(value: Any) -> int | None:
@@ -332,6 +382,11 @@ def suite_yaml(r: Recipe, name: str) -> str:
     The optimizer keeps the recipe's own lr and momentum; a new lr or momentum is stated in
     `schedule:` so the suite's scaling rule, not this module, derives the initial batch.
     """
+    if r.model is None:
+        raise UserError(
+            f"model: needed to write a suite; give --model NAME, one of {_model_names()} "
+            "(the paper's: wrn, as WRN-16-4, on CIFAR-10; inception_resnet_v2 on ImageNet)"
+        )
     dataset = r.dataset_name
     if dataset == "synthetic":
         data = f"{{name: synthetic, train_size: {r.train_size}, test_size: 1000}}"
@@ -374,7 +429,7 @@ def suite_yaml(r: Recipe, name: str) -> str:
         f"dataset: {data}",
         "",
         "models:",
-        f"  model: {MODELS[dataset]}  # replace with your model",
+        f"  model: {MODEL_ENTRIES[r.model]}",
         "",
         "optimizers:",
         f"  recipe: {optimizer}",

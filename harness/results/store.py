@@ -207,11 +207,52 @@ def _migrate(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
+def missing_folder(path: Path) -> str:
+    """Why `path` is no results folder, and the command that writes one there."""
+    hint = f"`harness run SUITE --results {path}` writes one (runs/, curves/ in {path} itself)"
+    parent = path.parent
+    if (parent / "runs").is_dir():
+        # `--results DIR` is the suite's folder itself, not a root of suite folders.
+        hint = f"{parent} is the results folder (`harness run SUITE --results {parent}` wrote it)"
+    return f"{path}: no such results folder; {hint}"
+
+
 def _folder(results: Path | str) -> Path:
     results = Path(results)
     if not results.is_dir():
-        raise UserError(f"{results}: no such results folder; run `harness run SUITE` first")
+        raise UserError(missing_folder(results))
     return results
+
+
+def suite_folders(root: Path) -> list[Path]:
+    """Every results folder directly under `root` (a folder with a runs/ subfolder)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.glob("*/runs") if p.is_dir())
+
+
+def report_folders(paths: Sequence[Path]) -> list[Path]:
+    """The results folders that `harness report PATH ...` reads.
+
+    Each PATH is a suite's results folder (what `harness run --results` wrote: runs/ inside)
+    or a root holding such folders (results/, or any DIR/<suite>/). `UserError` naming the path
+    and the command that writes one when it is neither.
+    """
+    folders: list[Path] = []
+    for path in paths:
+        if (path / "runs").is_dir():
+            folders.append(path)
+            continue
+        if not path.is_dir():
+            raise UserError(missing_folder(path))
+        inner = suite_folders(path)
+        if not inner:
+            raise UserError(
+                f"{path}: no runs/ in it nor in any folder directly under it; "
+                f"`harness run SUITE --results {path}` writes rows there"
+            )
+        folders += inner
+    return folders
 
 
 def scan_runs(results: Path | str) -> Scan:
