@@ -406,3 +406,27 @@ def test_a_damaged_file_is_skipped_warned_about_and_listed(tmp_path: Path) -> No
     with pytest.warns(DamagedFileWarning):
         text = build_report([tmp_path])
     assert "Unreadable files (skipped)" in text and str(bad) in text
+
+
+def test_figures_read_plainly(small_dir: Path) -> None:
+    """Plain tick labels on log axes, the lr panel on a log axis, '1 seed' where no band."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from harness.analysis import figures
+    from harness.analysis.tables import load_results
+
+    results = load_results([small_dir])
+    runs = results.views
+    key = next(iter(runs.groupby(["suite", "experiment"]).groups))
+    part = runs[(runs["suite"] == key[0]) & (runs["experiment"] == key[1])]
+    curves = figures._mean_curves(part, results.curves)
+    fig = figures._schedule(curves, "t")
+    FigureCanvasAgg(fig).draw()
+    lr_ax, batch_ax = fig.axes[0], fig.axes[len(fig.axes) // 3]
+    assert lr_ax.get_yscale() == "log"
+    labels = [t.get_text() for t in batch_ax.get_yticklabels() if t.get_text()]
+    assert labels and all("10^" not in t and "times" not in t for t in labels)
+    assert figures._plain(32.0) == "32" and figures._plain(1.2) == "1.2"
+    one = curves.assign(train_loss_count=1)
+    assert "1 seed (no band)" in figures._seeds_note(one, "train_loss")
+    assert "band: min-max" in figures._seeds_note(curves.assign(train_loss_count=2), "train_loss")

@@ -20,6 +20,7 @@ pyplot figure list) of whoever imported us.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -134,6 +135,42 @@ def _lines(curves: pd.DataFrame) -> dict[str, tuple[str, int]]:
     return labels
 
 
+def _plain(value: float, _pos: object = None) -> str:
+    """A tick label as a reader writes the number: 32, 512, 1.2, 0.0125 (not 3x10^1)."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 1 and float(value).is_integer():
+        return f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+def _plain_log(ax: Axes, axis: str = "y", base: int = 10) -> None:
+    """Plain-number labels on a log axis; within less than a decade, evenly spaced nice ticks
+    (1.2, 1.4, ...) instead of the log locator's lone sub-decade labels."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    if lo > 0 and hi / lo < 10 and base == 10:
+        target.set_major_locator(MaxNLocator(nbins=6))
+    else:
+        subs = (1.0,) if base != 10 else (1.0, 2.0, 5.0)
+        target.set_major_locator(LogLocator(base=base, subs=subs))
+    target.set_major_formatter(FuncFormatter(_plain))
+    target.set_minor_formatter(NullFormatter())
+
+
+def _wrap(title: str, width_in: float) -> str:
+    """`title` wrapped to the figure's width (about 8 characters per inch at size 13)."""
+    chars = max(30, int(width_in * 8))
+    return "\n".join(textwrap.fill(line, chars) for line in title.split("\n"))
+
+
+def _seeds_note(curves: pd.DataFrame, metric: str) -> str:
+    """'mean over n seeds; band: min-max', or '1 seed (no band)' where there is one."""
+    count = curves.get(f"{metric}_count")
+    n = int(count.max()) if count is not None and count.notna().any() else 0
+    return "1 seed (no band)" if n <= 1 else f"mean over {n} seeds; band: min-max"
+
+
 def _grid(
     curves: pd.DataFrame, rows: int, title: str
 ) -> tuple[Figure, list[str], list[list[Axes]]]:
@@ -143,7 +180,7 @@ def _grid(
     width = max(6.0, 4.4 * cols + 0.6)
     fig = Figure(figsize=(width, 3.3 * rows + 0.8), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
-    fig.suptitle(title, fontsize=13)
+    fig.suptitle(_wrap(title, width), fontsize=13)
     return fig, optimizers, [list(r) for r in axes]
 
 
@@ -185,7 +222,7 @@ def _schedule(curves: pd.DataFrame, title: str) -> Figure:
     fig, optimizers, axes = _grid(curves, 3, f"{title}\nlr, batch size and noise scale per epoch")
     labels = _lines(curves)
     rows = (
-        ("lr", "learning rate (per update)", "linear"),
+        ("lr", "learning rate (per update, log)", "log"),
         ("batch_size", "batch size (images, log)", "log"),
         ("noise_scale", "noise scale g = lr/(1-m)·(N/B-1) (log)", "log"),
     )
@@ -195,6 +232,7 @@ def _schedule(curves: pd.DataFrame, title: str) -> Figure:
             ax = axes[r][c]
             _plot(ax, sub, labels, "epoch", metric, step=True, band=False)
             ax.set_yscale(yscale)
+            _plain_log(ax, base=2 if metric == "batch_size" else 10)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
@@ -216,6 +254,7 @@ def _vs_epochs_and_updates(
             _plot(ax, sub, labels, x, metric, scale=scale)
             if log:
                 ax.set_yscale("log")
+                _plain_log(ax)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.set_title(f"{opt}: vs {xlabel}")
@@ -232,10 +271,11 @@ def _loss(curves: pd.DataFrame, title: str) -> Figure:
     # augmentation, every image) it is drawn, else the mean of the epoch's minibatch losses.
     whole = curves["train_eval_loss_count"].gt(0).any()
     what = "whole training set, eval mode" if whole else "mean of the epoch's minibatches"
+    metric = "train_eval_loss" if whole else "train_loss"
     return _vs_epochs_and_updates(
         curves,
-        f"{title}\ntraining loss ({what}; mean over seeds; band: min-max)",
-        "train_eval_loss" if whole else "train_loss",
+        f"{title}\ntraining loss ({what}; {_seeds_note(curves, metric)})",
+        metric,
         "training cross-entropy (log)",
         1.0,
         log=True,
@@ -245,7 +285,7 @@ def _loss(curves: pd.DataFrame, title: str) -> Figure:
 def _accuracy(curves: pd.DataFrame, title: str) -> Figure:
     fig = _vs_epochs_and_updates(
         curves,
-        f"{title}\ntest accuracy (mean over seeds; band: min-max)",
+        f"{title}\ntest accuracy ({_seeds_note(curves, 'test_acc')})",
         "test_acc",
         "test accuracy (%)",
         100.0,
@@ -283,11 +323,13 @@ def _noise(curves: pd.DataFrame, title: str) -> Figure:
                 linestyle=":",
             )
         ax.set_yscale("log")
+        _plain_log(ax)
         ax.set_ylabel("B_simple = tr(Σ)/|G|² (solid)\nbatch size B (dotted), examples")
         ax.set_title(opt)
         ax = axes[1][c]
         _plot(ax, sub, labels, "epoch", "noise_scale", step=True, band=False)
         ax.set_yscale("log")
+        _plain_log(ax)
         ax.set_ylabel("noise scale g = lr/(1-m)·(N/B-1) (log)")
         for r in (0, 1):
             axes[r][c].set_xlabel("epoch")
@@ -337,6 +379,8 @@ def _sweep(points: pd.DataFrame, fits: pd.DataFrame, title: str) -> Figure:
     for ax, what in zip(axes, ("optimizer steps", "epochs")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        _plain_log(ax, "x", base=2)
+        _plain_log(ax)
         ax.set_xlabel("batch size B (images, log)")
         ax.set_ylabel(f"{what} to the target (log)")
         ax.grid(True, which="both", alpha=0.3)
