@@ -1,6 +1,6 @@
 """What the training layer is asked to do: small frozen values, no config objects, no torch.
 
-The application layer (harness.runner) translates a suite's cell into a `TrainJob` (what to
+The application layer (harness.app.jobs) translates a suite's cell into a `TrainJob` (what to
 train: every value that can change the numbers, all part of the cell id) and an `Execution`
 (how to run it: memory and speed settings that must never change the numbers). Anyone can
 build these without a suite file, e.g. a test or a user's own script.
