@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from pathlib import Path
@@ -387,3 +388,23 @@ def test_set_overrides_reach_the_command_line(cli):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith("error: --set schedule.epoch=4: ")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_max_micro_batch_has_one_rule_from_the_suite_and_the_command_line(tmp_path):
+    """A max_micro_batch that is not whole ghost slices is refused wherever it comes from,
+    with one message naming where it came from; a multiple is taken as it is."""
+    from harness.app import jobs
+
+    rule = r"24: must be a positive multiple of the ghost batch size \(16\)"
+    path = write(tmp_path, MINIMAL + "execution: {max_micro_batch: 24}\n")
+    with pytest.raises(UserError, match=r"suite.yaml:\d+: execution\.max_micro_batch: " + rule):
+        load_suite(path)
+    plain = write(tmp_path, MINIMAL, name="plain.yaml")
+    with pytest.raises(UserError, match=r"--set execution.max_micro_batch=24 .*" + rule):
+        load_suite(plain, overrides=["execution.max_micro_batch=24"])
+    suite = load_suite(plain, overrides=["execution.max_micro_batch=32"])
+    assert all(c.execution.max_micro_batch == 32 for c in suite.cells)
+    with pytest.raises(UserError, match=r"--max-micro-batch " + rule):
+        jobs.execution(suite.spec.execution, suite.cells, max_micro_batch=24)
+    taken = jobs.execution(suite.spec.execution, suite.cells, max_micro_batch=48)
+    assert taken == dataclasses.replace(suite.spec.execution, max_micro_batch=48)

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from harness.core.execution import Execution
 from harness.core.schedule import Phase, updates_per_epoch
 from harness.data.device import DeviceData
 from harness.data.source import DataSource, EpochCursor
@@ -51,7 +52,7 @@ from harness.train.optim import build_optimizer, set_hyperparameters
 from harness.train.preempt import Interrupted, PartialEpoch
 from harness.train.replica import Replica
 from harness.train.runtime import peak_memory, synchronize
-from harness.train.spec import Execution, TrainJob
+from harness.train.spec import TrainJob
 from harness.train.step import (
     evaluate,
     micro_batch_size,
