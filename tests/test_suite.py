@@ -408,3 +408,15 @@ def test_max_micro_batch_has_one_rule_from_the_suite_and_the_command_line(tmp_pa
         jobs.execution(suite.spec.execution, suite.cells, max_micro_batch=24)
     taken = jobs.execution(suite.spec.execution, suite.cells, max_micro_batch=48)
     assert taken == dataclasses.replace(suite.spec.execution, max_micro_batch=48)
+
+
+def test_an_execution_knob_is_one_field_outside_the_cell_id(tmp_path):
+    """execution.cudnn_benchmark (docs/ARCHITECTURE.md, "How to add a knob"): read from the
+    suite or --set into the one Execution type, checked there, and no cell id moves."""
+    plain = load_suite(write(tmp_path, MINIMAL, name="plain.yaml"))
+    off = load_suite(write(tmp_path, MINIMAL + "execution: {cudnn_benchmark: false}\n"))
+    assert plain.spec.execution.cudnn_benchmark is True
+    assert off.spec.execution.cudnn_benchmark is False
+    assert [c.cell_id for c in off.cells] == [c.cell_id for c in plain.cells]
+    with pytest.raises(UserError, match=r"execution\.cudnn_benchmark: .*valid boolean"):
+        load_suite(write(tmp_path, MINIMAL), overrides=["execution.cudnn_benchmark=maybe"])

@@ -46,6 +46,10 @@ class Execution:
     # (harness.train.noise); a step that would run whole runs as two micro-batches instead,
     # which changes only the order of float summation.
     noise_scale: bool = False
+    # CUDA: cuDNN times its convolution algorithms at each new input shape and keeps the
+    # fastest (a pause at each batch-size change, and workspace memory); False: it picks them
+    # by heuristics. Like channels_last, it chooses kernels, not the recipe's numbers.
+    cudnn_benchmark: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_micro_batch", "eval_batch_size"):

@@ -298,7 +298,7 @@ def train_cell(
     segment_start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = execution.cudnn_benchmark
     base_model = build(job, device, execution)
     optimizer = build_optimizer(base_model.parameters(), job.optimizer, device)
     progress = _resume(checkpoint, job, base_model, optimizer, device)
