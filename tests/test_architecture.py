@@ -164,3 +164,71 @@ def test_analysis_assembles_upwards_only():
         targets = {t for _, t in _imports(analysis / f"{name}.py")}
         assert "harness.analysis.report" not in targets, name
     assert "harness.analysis.render" not in {t for _, t in _imports(analysis / "tables.py")}
+
+
+def _import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the harness modules it imports (lazy and TYPE_CHECKING ones included)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        here = _module_name(path)
+        graph[here] = {
+            target
+            for _, target in _imports(path)
+            if target.startswith("harness") and _is_module(target) and target != here
+        }
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected set of two modules or more (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circles():
+    """No two modules import each other, directly or round a loop, even lazily or only for
+    type checking: a loop means neither can be read (or changed) without the other."""
+    circles = _circles(_import_graph(PACKAGE))
+    assert not circles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in circles)
+
+
+def test_the_circle_check_catches_a_type_checking_loop(tmp_path, monkeypatch):
+    fake = tmp_path / "harness"
+    (fake / "core").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "core" / "__init__.py").write_text("")
+    (fake / "core" / "a.py").write_text("from harness.core import b\n")
+    (fake / "core" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from harness.core.a import X\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    assert _circles(_import_graph(fake)) == [["harness.core.a", "harness.core.b"]]

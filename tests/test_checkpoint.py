@@ -14,13 +14,13 @@ import torch
 from harness.app.jobs import train_job
 from harness.app.runner import run_suite
 from harness.config.suite import load_suite
+from harness.core.execution import Execution
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData
 from harness.results import store
 from harness.train.checkpoint import CheckpointError, Progress, load_checkpoint, save_checkpoint
 from harness.train.loop import build
 from harness.train.optim import build_optimizer
-from harness.train.spec import Execution
 
 SUITE = """\
 name: ckpt

@@ -211,10 +211,10 @@ def test_warm_up_through_a_folder_restores_weights_and_state(
     """On a GPU every cell warms up first: through the folder's warm-up batch and a whole
     evaluation, leaving weights, BN statistics and the audit's counters as they were."""
     from harness.app.jobs import train_job
+    from harness.core.execution import Execution
     from harness.train.audit import Audit
     from harness.train.loop import build, warm_up
     from harness.train.optim import build_optimizer
-    from harness.train.spec import Execution
 
     suite = load_suite(write_suite(tmp_path))
     job = train_job(next(c for c in suite.cells if c.model_name == "resnet"))

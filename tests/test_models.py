@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import torch
@@ -214,6 +214,19 @@ def test_wrn_16_4_has_the_papers_parameter_count() -> None:
 
 def test_registry_test_params_cover_every_model() -> None:
     assert sorted(SMALL_PARAMS) == model_names() == sorted(MODELS)
+
+
+def test_one_list_of_model_names() -> None:
+    """The torch-free names (core.kinds, read by config) are the registry's, each with one
+    config spec whose tag is its name; and every optimizer kind has a builder."""
+    from harness.config.schema import MODEL_SPECS
+    from harness.core.kinds import MODEL_NAMES, OPTIMIZER_KINDS
+    from harness.train.optim import OPTIMIZERS
+
+    assert sorted(MODEL_NAMES) == sorted(MODELS) == sorted(MODEL_SPECS)
+    for name, spec in MODEL_SPECS.items():
+        assert spec.model_fields["name"].annotation == Literal[name]  # type: ignore[valid-type]
+    assert sorted(OPTIMIZERS) == sorted(OPTIMIZER_KINDS)
 
 
 @pytest.mark.parametrize("name", model_names())

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness.core.execution import Execution
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData
 from harness.train.loop import build, step_micro_batch, train_cell, train_step
 from harness.train.noise import NoiseMeter, noise_estimates
 from harness.train.optim import build_optimizer
-from harness.train.spec import Execution
 from tests.test_train import _SyncCounter, cell_of, tiny_suite
 
 

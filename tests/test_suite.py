@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from pathlib import Path
@@ -387,3 +388,35 @@ def test_set_overrides_reach_the_command_line(cli):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith("error: --set schedule.epoch=4: ")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_max_micro_batch_has_one_rule_from_the_suite_and_the_command_line(tmp_path):
+    """A max_micro_batch that is not whole ghost slices is refused wherever it comes from,
+    with one message naming where it came from; a multiple is taken as it is."""
+    from harness.app import jobs
+
+    rule = r"24: must be a positive multiple of the ghost batch size \(16\)"
+    path = write(tmp_path, MINIMAL + "execution: {max_micro_batch: 24}\n")
+    with pytest.raises(UserError, match=r"suite.yaml:\d+: execution\.max_micro_batch: " + rule):
+        load_suite(path)
+    plain = write(tmp_path, MINIMAL, name="plain.yaml")
+    with pytest.raises(UserError, match=r"--set execution.max_micro_batch=24 .*" + rule):
+        load_suite(plain, overrides=["execution.max_micro_batch=24"])
+    suite = load_suite(plain, overrides=["execution.max_micro_batch=32"])
+    assert all(c.execution.max_micro_batch == 32 for c in suite.cells)
+    with pytest.raises(UserError, match=r"--max-micro-batch " + rule):
+        jobs.execution(suite.spec.execution, suite.cells, max_micro_batch=24)
+    taken = jobs.execution(suite.spec.execution, suite.cells, max_micro_batch=48)
+    assert taken == dataclasses.replace(suite.spec.execution, max_micro_batch=48)
+
+
+def test_an_execution_knob_is_one_field_outside_the_cell_id(tmp_path):
+    """execution.cudnn_benchmark (docs/ARCHITECTURE.md, "How to add a knob"): read from the
+    suite or --set into the one Execution type, checked there, and no cell id moves."""
+    plain = load_suite(write(tmp_path, MINIMAL, name="plain.yaml"))
+    off = load_suite(write(tmp_path, MINIMAL + "execution: {cudnn_benchmark: false}\n"))
+    assert plain.spec.execution.cudnn_benchmark is True
+    assert off.spec.execution.cudnn_benchmark is False
+    assert [c.cell_id for c in off.cells] == [c.cell_id for c in plain.cells]
+    with pytest.raises(UserError, match=r"execution\.cudnn_benchmark: .*valid boolean"):
+        load_suite(write(tmp_path, MINIMAL), overrides=["execution.cudnn_benchmark=maybe"])

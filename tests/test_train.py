@@ -16,6 +16,7 @@ import torch
 
 from harness.app.jobs import train_job
 from harness.config.suite import load_suite
+from harness.core.execution import Execution
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData
 from harness.train.loop import (
@@ -27,7 +28,7 @@ from harness.train.loop import (
     train_step,
 )
 from harness.train.optim import build_optimizer, set_hyperparameters
-from harness.train.spec import Execution, TrainJob
+from harness.train.spec import TrainJob
 
 SUITE = """\
 name: tiny

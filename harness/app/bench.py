@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from harness.core.execution import micro_batch_problem
 from harness.errors import UserError
 
 BENCH_MODELS: dict[str, tuple[str, dict[str, int]]] = {
@@ -69,6 +70,10 @@ def run_bench(
         raise UserError(f"--data {data!r}: choose synthetic or cifar10")
     if steps < 1 or repeats < 1:
         raise UserError("--steps and --repeats: must be at least 1")
+    if max_micro_batch is not None:
+        why = micro_batch_problem(max_micro_batch, [ghost])
+        if why is not None:
+            raise UserError(f"--max-micro-batch {max_micro_batch}: {why}")
     torch_device = resolve_device(device)
     if data == "synthetic":
         arrays = synthetic_cifar10(SYNTHETIC_TRAIN, 16, seed=0)

@@ -1,23 +1,25 @@
 """The seam between a suite and the layers under it: a cell becomes a job, a result a record.
 
 The config layer speaks in cells (pydantic specs with names from the suite file); the
-training layer takes small frozen values (`TrainJob`, `Execution`); the results layer stores
-`RunRecord`s. Only this module knows all three, so each of them can change without the
-others noticing.
+training layer takes small frozen values (`TrainJob`, and `Execution` as the suite gives it);
+the results layer stores `RunRecord`s. Only this module knows all three, so each of them can
+change without the others noticing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.config.suite import Cell, ExecutionSpec
+from harness.config.suite import Cell
+from harness.core.execution import Execution, micro_batch_problem
 from harness.errors import UserError
 from harness.results.record import CurveRecord, RunRecord
-from harness.train.spec import Execution, ModelConfig, OptimizerConfig, TrainJob
+from harness.train.spec import ModelConfig, OptimizerConfig, TrainJob
 
 
 def train_job(cell: Cell) -> TrainJob:
@@ -49,30 +51,21 @@ def train_job(cell: Cell) -> TrainJob:
 
 
 def execution(
-    spec: ExecutionSpec,
+    spec: Execution,
     cells: Sequence[Cell],
     max_micro_batch: int | None = None,
     compile_model: bool | None = None,
 ) -> Execution:
     """The suite's execution settings with the command line's overrides applied."""
-    micro = spec.max_micro_batch
+    update: dict[str, Any] = {}
     if max_micro_batch is not None:
-        ghosts = {c.training.ghost_batch_size for c in cells}
-        bad = [g for g in ghosts if max_micro_batch % g]
-        if max_micro_batch <= 0 or bad:
-            raise UserError(
-                f"--max-micro-batch {max_micro_batch}: must be a positive multiple of the ghost "
-                f"batch size ({', '.join(map(str, sorted(ghosts)))})"
-            )
-        micro = max_micro_batch
-    return Execution(
-        max_micro_batch=micro,
-        channels_last=spec.channels_last,
-        compile=spec.compile if compile_model is None else compile_model,
-        eval_batch_size=spec.eval_batch_size,
-        eval_train_loss=spec.eval_train_loss,
-        noise_scale=spec.noise_scale,
-    )
+        why = micro_batch_problem(max_micro_batch, (c.training.ghost_batch_size for c in cells))
+        if why is not None:
+            raise UserError(f"--max-micro-batch {max_micro_batch}: {why}")
+        update["max_micro_batch"] = max_micro_batch
+    if compile_model is not None:
+        update["compile"] = compile_model
+    return dataclasses.replace(spec, **update)
 
 
 def run_record(

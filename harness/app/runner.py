@@ -32,8 +32,6 @@ from harness.config.suite import Cell, Suite, select_some
 from harness.errors import UserError
 from harness.results import lock, store
 
-TRAINABLE_DATASETS = ("cifar10", "synthetic", "imagenet")
-TRAINABLE_MODELS = ("wrn", "small_cnn", "inception_resnet_v2", "resnet50")
 FINISHED = ("ok", "diverged")  # statuses a re-run skips; a failed cell is tried again
 
 
@@ -184,20 +182,6 @@ def _check_divisible(cells: tuple[Cell, ...], suite: Suite, world: int) -> None:
             raise UserError(f"{suite.path}: cell {cell.cell_id} ({cell.label}): {why}")
 
 
-def _check_trainable(cells: tuple[Cell, ...], suite: Suite) -> None:
-    if suite.spec.dataset.name not in TRAINABLE_DATASETS:
-        raise UserError(
-            f"{suite.path}: dataset.name: '{suite.spec.dataset.name}' can be planned but not "
-            f"trained yet (trainable: {', '.join(TRAINABLE_DATASETS)}); use `harness plan`"
-        )
-    for cell in cells:
-        if cell.model.name not in TRAINABLE_MODELS:
-            raise UserError(
-                f"{suite.path}: models.{cell.model_name}: '{cell.model.name}' can be planned but "
-                f"not trained yet (trainable: {', '.join(TRAINABLE_MODELS)})"
-            )
-
-
 def _check_writable(results: Path) -> None:
     """Fail before any data loads if rows could not be written (a whole-run error)."""
     try:
@@ -252,7 +236,6 @@ def run_suite(
     deadline = None if stop_after is None else time.monotonic() + stop_after
     results = results or Path("results") / suite.name
     cells = select_some(suite, only)
-    _check_trainable(cells, suite)
     execution = jobs.execution(suite.spec.execution, cells, max_micro_batch, compile_model)
     replica = None
     if launched_by_torchrun():

@@ -7,6 +7,7 @@ Validation reports a path into the document (pydantic's `loc`, a `FieldError`'s 
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,8 +15,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ValidationError
 
-from harness.config.schema import MODEL_NAMES, FieldError, SuiteSpec
+from harness.config.schema import MODEL_SPECS, FieldError, SuiteSpec
 from harness.config.yamlfile import Document
+from harness.core.rules import ScheduleError
 from harness.errors import UserError
 
 
@@ -60,9 +62,12 @@ class Locator:
                 nested = _model_of(cause.cause)
                 return self.validation_error(cause.cause, inner, nested or root)
             return self.error(inner, str(cause))
-        if kind == "extra_forbidden":
-            model = MODEL_NAMES[tag] if tag else _model_at(root, loc[:-1])
-            allowed = ", ".join(model.model_fields) if model else "see the suite documentation"
+        if isinstance(cause, ScheduleError):  # a core dataclass's own check (core.execution)
+            return self.error((*where, cause.field), cause.message)
+        # extra_forbidden from a pydantic model, unexpected_keyword_argument from a dataclass
+        if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+            model = MODEL_SPECS[tag] if tag else _model_at(root, loc[:-1])
+            allowed = ", ".join(_fields(model)) if model else "see the suite documentation"
             return self.error(where, f"unknown key '{where[-1]}'; allowed keys here: {allowed}")
         if kind == "missing":
             return self.error(where, "required field is missing; add it")
@@ -75,7 +80,7 @@ class Locator:
 
 def _drop_union_tag(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
     """pydantic puts the model's tag in the path (models.NAME.wrn.depth); the file does not."""
-    if root is SuiteSpec and len(loc) >= 3 and loc[0] == "models" and loc[2] in MODEL_NAMES:
+    if root is SuiteSpec and len(loc) >= 3 and loc[0] == "models" and loc[2] in MODEL_SPECS:
         return (*loc[:2], *loc[3:]), str(loc[2])
     return loc, ""
 
@@ -87,8 +92,8 @@ def _model_of(exc: ValidationError) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _model_at(model: type[BaseModel], where: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that validates the mapping at `where`, for listing allowed keys."""
+def _model_at(model: type[BaseModel], where: tuple[Any, ...]) -> type | None:
+    """The pydantic model (or core dataclass) validating the mapping at `where`: its keys."""
     current: Any = model
     for part in where:
         if isinstance(current, type) and issubclass(current, BaseModel):
@@ -98,7 +103,20 @@ def _model_at(model: type[BaseModel], where: tuple[Any, ...]) -> type[BaseModel]
             current = _unwrap(info.annotation)
         else:
             current = _unwrap(current, part)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+    return current if _is_schema(current) else None
+
+
+def _fields(model: type) -> list[str]:
+    if dataclasses.is_dataclass(model):
+        return [f.name for f in dataclasses.fields(model)]
+    return list(getattr(model, "model_fields", {}))
+
+
+def _is_schema(value: Any) -> bool:
+    """A pydantic model or a dataclass of the core that a suite validates into."""
+    return isinstance(value, type) and (
+        issubclass(value, BaseModel) or dataclasses.is_dataclass(value)
+    )
 
 
 def _unwrap(annotation: Any, key: Any = None) -> Any:
@@ -114,7 +132,7 @@ def _unwrap(annotation: Any, key: Any = None) -> Any:
     if origin is tuple and key is not None:
         return _unwrap(args[0])
     if args:
-        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        models = [a for a in args if _is_schema(a)]
         if len(models) == 1:
             return models[0]
     return annotation

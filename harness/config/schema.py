@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from harness.core.execution import Execution
+from harness.core.kinds import MOMENTUM_KINDS, DatasetName, OptimizerKind, Precision
 from harness.core.schedule import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
@@ -65,7 +67,7 @@ class Strict(BaseModel):
 
 
 class DatasetSpec(Strict):
-    name: Literal["cifar10", "imagenet", "synthetic"]
+    name: DatasetName
     train_size: Examples | None = None  # first n training examples
     test_size: Examples | None = None  # first n test examples
     # CIFAR-10: reflection pad 4 + random 32x32 crop + horizontal flip; ImageNet: random-resized
@@ -152,7 +154,7 @@ class ResNet50Spec(Strict):
 ModelSpec = Annotated[
     WrnSpec | SmallCnnSpec | InceptionResNetV2Spec | ResNet50Spec, Field(discriminator="name")
 ]
-MODEL_NAMES: dict[str, type[Strict]] = {  # the discriminator's tags
+MODEL_SPECS: dict[str, type[Strict]] = {  # the discriminator's tags: core.kinds.MODEL_NAMES
     "wrn": WrnSpec,
     "small_cnn": SmallCnnSpec,
     "inception_resnet_v2": InceptionResNetV2Spec,
@@ -161,7 +163,7 @@ MODEL_NAMES: dict[str, type[Strict]] = {  # the discriminator's tags
 
 
 class OptimizerSpec(Strict):
-    kind: Literal["sgd", "momentum", "nesterov", "adam"]
+    kind: OptimizerKind
     lr: Annotated[float, Field(gt=0)]  # per optimizer step, for the mean loss over B examples
     momentum: Fraction | None = None
     betas: tuple[Fraction, Fraction] = (0.9, 0.999)
@@ -170,9 +172,9 @@ class OptimizerSpec(Strict):
 
     @model_validator(mode="after")
     def _momentum(self) -> OptimizerSpec:
-        if self.kind in ("momentum", "nesterov") and self.momentum is None:
+        if self.kind in MOMENTUM_KINDS and self.momentum is None:
             raise ValueError(f"a '{self.kind}' optimizer needs momentum (e.g. momentum: 0.9)")
-        if self.kind in ("sgd", "adam") and self.momentum not in (None, 0):
+        if self.kind not in MOMENTUM_KINDS and self.momentum not in (None, 0):
             raise ValueError(
                 f"a '{self.kind}' optimizer has no momentum; use kind: momentum, or drop it"
             )
@@ -181,7 +183,7 @@ class OptimizerSpec(Strict):
     @property
     def has_momentum(self) -> bool:
         """Whether a schedule may change this optimizer's momentum."""
-        return self.kind in ("momentum", "nesterov")
+        return self.kind in MOMENTUM_KINDS
 
     @property
     def noise_momentum(self) -> float:
@@ -220,25 +222,7 @@ class TrainingSpec(Strict):
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
     drop_last: bool = True  # False keeps the partial batch: ceil(N/B) updates per epoch
     eval_every: Epochs = 1  # epochs between test evaluations
-    precision: Literal["fp32", "bf16", "fp64"] = "fp32"  # bf16: autocast; fp64: exactness
-
-
-class ExecutionSpec(Strict):
-    """How a cell runs, not what it computes: outside the cell id (results must not change)."""
-
-    max_micro_batch: BatchSize | None = None  # None: the whole batch
-    channels_last: bool = False
-    compile: bool = False
-    eval_batch_size: BatchSize = 1000
-    # The whole training set's loss in eval mode, unaugmented, at each evaluation: the
-    # training loss the paper plots. A measurement, not the recipe: it changes no number.
-    eval_train_loss: bool = False
-    # Image folders: DataLoader processes decoding images (0: in the training process);
-    # default min(8, CPUs). Per process of a data-parallel job.
-    loader_workers: Annotated[int, Field(ge=0, le=256)] | None = None
-    # The gradient noise scale B_simple per epoch, from the micro-batch and step gradients
-    # (harness.train.noise); a step that would run whole runs as two micro-batches instead.
-    noise_scale: bool = False
+    precision: Precision = "fp32"  # bf16: autocast; fp64: exactness
 
 
 class ClusterSpec(Strict):
@@ -351,7 +335,7 @@ class SuiteSpec(Strict):
     schedule: ScheduleSpec = ScheduleSpec()
     schedules: dict[str, ScheduleSpec]
     training: TrainingSpec = TrainingSpec()
-    execution: ExecutionSpec = ExecutionSpec()
+    execution: Execution = Execution()  # a core dataclass: pydantic validates its fields
     cluster: ClusterSpec = ClusterSpec()
     experiments: tuple[ExperimentSpec, ...]
     check: CheckSpec = CheckSpec()

@@ -31,7 +31,7 @@ from harness.config.schema import (
     DATASET_SIZES,
     CheckSpec,
     DatasetSpec,
-    ExecutionSpec,
+    Execution,
     ExperimentSpec,
     InceptionResNetV2Spec,
     ModelSpec,
@@ -46,6 +46,7 @@ from harness.config.schema import (
     WrnSpec,
 )
 from harness.config.yamlfile import read_suite_file
+from harness.core.execution import micro_batch_problem
 from harness.core.naming import cell_label
 from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.core.schedule import Plan, ScheduleError
@@ -56,7 +57,7 @@ __all__ = [
     "Cell",
     "CheckSpec",
     "DatasetSpec",
-    "ExecutionSpec",
+    "Execution",
     "ExperimentSpec",
     "InceptionResNetV2Spec",
     "ModelSpec",
@@ -90,7 +91,7 @@ class Cell:
     optimizer: OptimizerSpec  # with the schedule's lr / momentum already applied
     schedule: dict[str, Any]  # the resolved schedule, every field set
     training: TrainingSpec
-    execution: ExecutionSpec
+    execution: Execution
     plan: Plan
     paper: PaperFigure | None = None
     sweep: SweepSpec | None = None  # the experiment's batch-sweep target (not in the id)
@@ -223,6 +224,12 @@ def _where(key: str, name: str, own: dict[str, Any], base: dict[str, Any]) -> tu
 
 def _expand(spec: SuiteSpec, locator: Locator) -> tuple[Cell, ...]:
     cells: dict[str, Cell] = {}
+    micro = spec.execution.max_micro_batch
+    if micro is not None:
+        ghosts = [spec.training_of(exp).ghost_batch_size for exp in spec.experiments]
+        why = micro_batch_problem(micro, ghosts)
+        if why is not None:
+            raise locator.error(("execution", "max_micro_batch"), f"{micro}: {why}")
     for index, exp in enumerate(spec.experiments):
         models = exp.models if exp.models is not None else tuple(spec.models)
         training = spec.training_of(exp)

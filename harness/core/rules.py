@@ -9,10 +9,8 @@ it; inconsistent numbers are refused, never repaired.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from harness.core.schedule import BaseSchedule
+from collections.abc import Sequence
+from typing import Literal, Protocol
 
 Shape = Literal["step", "cosine"]
 Realization = Literal["lr", "batch", "hybrid"]
@@ -29,6 +27,24 @@ MAX_TRAIN_SIZE = 100_000_000
 MAX_BATCH_SIZE = 2**24
 
 
+class BaseFields(Protocol):
+    """The fields of a base schedule that the rules read (`BaseSchedule` has them); the rules
+    stay below the schedule so that the two never import each other."""
+
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def shape(self) -> str: ...
+    @property
+    def milestones(self) -> Sequence[int]: ...
+    @property
+    def factor(self) -> float: ...
+    @property
+    def warmup_epochs(self) -> int: ...
+    @property
+    def min_multiplier(self) -> float: ...
+
+
 class ScheduleError(ValueError):
     """A schedule rule is broken; `field` names the argument, the message says how to fix it."""
 
@@ -41,7 +57,7 @@ class ScheduleError(ValueError):
         return f"{self.field}: {self.message}"
 
 
-def check_base(base: BaseSchedule) -> None:
+def check_base(base: BaseFields) -> None:
     """`ScheduleError` unless the base schedule's fields obey every rule."""
     epochs, milestones = base.epochs, base.milestones
     if isinstance(epochs, bool) or not isinstance(epochs, int) or not 0 < epochs <= MAX_EPOCHS:
@@ -94,7 +110,7 @@ def check_lr_momentum(lr: float, momentum: float) -> None:
 
 
 def check_realization(
-    base: BaseSchedule,
+    base: BaseFields,
     *,
     lr: float,
     batch_size: int,

@@ -34,7 +34,7 @@ class ModelFactory:
         return self.required + self.optional
 
 
-MODELS: dict[str, ModelFactory] = {
+MODELS: dict[str, ModelFactory] = {  # one entry per core.kinds.MODEL_NAMES (a test checks)
     "small_cnn": ModelFactory(
         build=SmallCNN,
         optional=("width",),

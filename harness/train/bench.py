@@ -26,12 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.execution import Execution
 from harness.data.device import DeviceData
 from harness.models.ghost_bn import GhostBatchNorm2d
 from harness.models.registry import build_model
 from harness.train.optim import build_optimizer
 from harness.train.runtime import autocast, synchronize
-from harness.train.spec import Execution, OptimizerConfig
+from harness.train.spec import OptimizerConfig
 from harness.train.step import step_micro_batch, train_step
 
 # The paper's CIFAR-10 recipe, for the update's cost only (the values do not matter).

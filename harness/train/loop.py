@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import math
 import time
@@ -35,6 +36,7 @@ from typing import Any
 
 import torch
 
+from harness.core.execution import Execution
 from harness.core.schedule import Phase, updates_per_epoch
 from harness.data.device import DeviceData
 from harness.data.source import DataSource, EpochCursor
@@ -51,7 +53,7 @@ from harness.train.optim import build_optimizer, set_hyperparameters
 from harness.train.preempt import Interrupted, PartialEpoch
 from harness.train.replica import Replica
 from harness.train.runtime import peak_memory, synchronize
-from harness.train.spec import Execution, TrainJob
+from harness.train.spec import TrainJob
 from harness.train.step import (
     evaluate,
     micro_batch_size,
@@ -294,10 +296,10 @@ def train_cell(
     running out of memory propagates to the caller, which decides what a failure means.
     """
     device = data.device
-    segment_start = time.perf_counter()
+    clock = _WallClock()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = execution.cudnn_benchmark
     base_model = build(job, device, execution)
     optimizer = build_optimizer(base_model.parameters(), job.optimizer, device)
     progress = _resume(checkpoint, job, base_model, optimizer, device)
@@ -306,26 +308,13 @@ def train_cell(
     # Tier 0 of the gate: what was applied.
     audit = Audit(job, data, base_model, optimizer, probe, replica)
     data = audit.data
-    model: torch.nn.Module = base_model if replica is None else replica.wrap(base_model)
-    main = replica is None or replica.is_main
-
-    def sync() -> None:  # before reading a clock: this device, then every process
-        synchronize(device)
-        if replica is not None:
-            replica.barrier()
-
+    world = 1 if replica is None else replica.world
     meter = (
-        NoiseMeter(base_model.parameters(), data.n_train, 1 if replica is None else replica.world)
-        if execution.noise_scale
-        else None
+        NoiseMeter(base_model.parameters(), data.n_train, world) if execution.noise_scale else None
     )
-    # Passed only when on: train_epoch's positional signature stays what wrappers expect.
-    measure: dict[str, Any] = {"meter": meter} if meter is not None else {}
-    if stop is not None:
-        measure["stop"] = stop
-    if execution.compile:
-        # One graph per micro-batch shape; a plan has at most a few of them.
-        model = torch.compile(model, dynamic=False)  # type: ignore[assignment]
+    model = _parallel_and_compiled(base_model, execution, replica)
+    main = replica is None or replica.is_main
+    sync = functools.partial(_sync, device, replica)
 
     with _oom_fails_cell(job, progress):
         if execution.compile or device.type == "cuda":
@@ -349,7 +338,9 @@ def train_cell(
                     phase,
                     execution,
                     replica,
-                    **(measure if resume is None else {**measure, "resume": resume}),
+                    meter=meter,
+                    stop=stop,
+                    resume=resume,
                 )
             except Interrupted as stopped:
                 sync()
@@ -358,8 +349,7 @@ def train_cell(
                     stopped.partial.train_s += 0.0 if resume is None else resume.train_s
                     stopped.partial.audit = audit.state()
                     stopped.partial.meter = None if meter is None else meter.state()
-                    progress.wall_clock_s += time.perf_counter() - segment_start
-                    segment_start = time.perf_counter()
+                    clock.add_to(progress)
                     progress.partial = stopped.partial.as_dict()
                     save_checkpoint(checkpoint, job.cell_id, base_model, optimizer, progress)
                 progress.status = "paused"
@@ -372,36 +362,11 @@ def train_cell(
 
             last = epoch + 1 == job.plan.epochs
             diverged = not math.isfinite(train_loss)
-            test_loss = test_acc = train_eval_loss = math.nan
-            eval_s = 0.0
-            if not diverged and (last or (epoch + 1) % job.eval_every == 0):
-                start = time.perf_counter()
-                test_loss, test_acc = evaluate(
-                    model, data, execution.eval_batch_size, job.precision, replica=replica
-                )
-                if execution.eval_train_loss:
-                    train_eval_loss, _ = evaluate(
-                        model, data, execution.eval_batch_size, job.precision, "train", replica
-                    )
-                sync()
-                eval_s = time.perf_counter() - start
-                progress.eval_time_s += eval_s
-            row = {
-                "cell_id": job.cell_id,
-                "epoch": epoch + 1,
-                "updates": progress.updates,
-                "lr": phase.lr,
-                "batch_size": phase.batch_size,
-                "momentum": phase.momentum,
-                "noise_scale": phase.noise_scale,
-                "train_loss": train_loss,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
-                "train_eval_loss": train_eval_loss,
-                "epoch_time_s": train_s,
-                "eval_time_s": eval_s,
-                "images_per_s": steps * phase.batch_size / train_s if train_s > 0 else math.nan,
-            }
+            evaluated = not diverged and (last or (epoch + 1) % job.eval_every == 0)
+            evals = _evaluate(model, data, job, execution, replica, sync) if evaluated else None
+            eval_s = 0.0 if evals is None else evals.seconds
+            progress.eval_time_s += eval_s
+            row = _epoch_row(job, epoch, phase, progress, train_loss, steps, train_s, evals)
             row.update(audit.end_epoch())
             if meter is not None:
                 row.update(meter.end_epoch())
@@ -411,34 +376,135 @@ def train_cell(
                 progress.status = "diverged"
                 progress.error = f"training loss is {train_loss} in epoch {epoch + 1}"
                 break
-            epoch_end = time.perf_counter()
-            progress.wall_clock_s += epoch_end - segment_start
-            segment_start = epoch_end
+            clock.add_to(progress)
             checkpoint_start = time.monotonic()
             if main:
                 save_checkpoint(checkpoint, job.cell_id, base_model, optimizer, progress)
             checkpoint_s = time.monotonic() - checkpoint_start
             if on_epoch is not None and main:
                 on_epoch(job, row)
-            # The next epoch is assumed to take as long as this one (training, evaluation and
-            # checkpoint); one that would end past the deadline is not started. The checkpoint
-            # just written says "ok": the pause belongs to this run, not to the cell.
-            pause = (
-                deadline is not None
-                and not last
-                and time.monotonic() + train_s + eval_s + checkpoint_s > deadline
-            )
-            if replica is not None:  # rank 0's clock decides for every process
-                pause = bool(replica.broadcast_int(int(pause)))
-            if stop is not None and not last and stop():
-                pause = True  # a signal during evaluation or the checkpoint: pause here
-            if pause:
+            if not last and _pause_here(deadline, train_s + eval_s + checkpoint_s, replica, stop):
                 progress.status = "paused"
                 break
-    progress.wall_clock_s += time.perf_counter() - segment_start
+    clock.add_to(progress)
+    return CellResult(progress, _job_peak_memory(device, replica))
+
+
+class _WallClock:
+    """The wall clock of this segment of a cell, added to its progress as it goes."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def add_to(self, progress: Progress) -> None:
+        now = time.perf_counter()
+        progress.wall_clock_s += now - self.start
+        self.start = now
+
+
+def _sync(device: torch.device, replica: Replica | None) -> None:
+    """Before reading a clock: this device, then every process."""
+    synchronize(device)
+    if replica is not None:
+        replica.barrier()
+
+
+def _parallel_and_compiled(
+    model: torch.nn.Module, execution: Execution, replica: Replica | None
+) -> torch.nn.Module:
+    """The module the steps call: DDP's wrapper under a replica, compiled if asked."""
+    wrapped = model if replica is None else replica.wrap(model)
+    if execution.compile:
+        # One graph per micro-batch shape; a plan has at most a few of them.
+        wrapped = torch.compile(wrapped, dynamic=False)  # type: ignore[assignment]
+    return wrapped
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    test_loss: float
+    test_acc: float
+    train_eval_loss: float  # NaN unless execution.eval_train_loss
+    seconds: float
+
+
+def _evaluate(
+    model: torch.nn.Module,
+    data: DataSource,
+    job: TrainJob,
+    execution: Execution,
+    replica: Replica | None,
+    sync: Callable[[], None],
+) -> _Evaluation:
+    """The epoch's evaluation, timed (the test set; the training set too if asked)."""
+    start = time.perf_counter()
+    test_loss, test_acc = evaluate(
+        model, data, execution.eval_batch_size, job.precision, replica=replica
+    )
+    train_eval_loss = math.nan
+    if execution.eval_train_loss:
+        train_eval_loss, _ = evaluate(
+            model, data, execution.eval_batch_size, job.precision, "train", replica
+        )
+    sync()
+    return _Evaluation(test_loss, test_acc, train_eval_loss, time.perf_counter() - start)
+
+
+def _epoch_row(
+    job: TrainJob,
+    epoch: int,
+    phase: Phase,
+    progress: Progress,
+    train_loss: float,
+    steps: int,
+    train_s: float,
+    evals: _Evaluation | None,
+) -> dict[str, Any]:
+    """The epoch's curve row as the loop measured it (the audit and the meter add theirs)."""
+    return {
+        "cell_id": job.cell_id,
+        "epoch": epoch + 1,
+        "updates": progress.updates,
+        "lr": phase.lr,
+        "batch_size": phase.batch_size,
+        "momentum": phase.momentum,
+        "noise_scale": phase.noise_scale,
+        "train_loss": train_loss,
+        "test_loss": math.nan if evals is None else evals.test_loss,
+        "test_acc": math.nan if evals is None else evals.test_acc,
+        "train_eval_loss": math.nan if evals is None else evals.train_eval_loss,
+        "epoch_time_s": train_s,
+        "eval_time_s": 0.0 if evals is None else evals.seconds,
+        "images_per_s": steps * phase.batch_size / train_s if train_s > 0 else math.nan,
+    }
+
+
+def _pause_here(
+    deadline: float | None,
+    epoch_s: float,
+    replica: Replica | None,
+    stop: Callable[[], bool] | None,
+) -> bool:
+    """Whether to pause at this epoch boundary (not the last one).
+
+    The next epoch is assumed to take as long as this one (`epoch_s`: training, evaluation and
+    checkpoint); one that would end past the deadline is not started. The checkpoint just
+    written says "ok": the pause belongs to this run, not to the cell. Rank 0's clock decides
+    for every process; a signal during evaluation or the checkpoint pauses here too.
+    """
+    pause = deadline is not None and time.monotonic() + epoch_s > deadline
+    if replica is not None:
+        pause = bool(replica.broadcast_int(int(pause)))
+    if stop is not None and stop():
+        pause = True
+    return pause
+
+
+def _job_peak_memory(device: torch.device, replica: Replica | None) -> int:
+    """The peak device memory of this process, or of the largest process of the job."""
     peak = peak_memory(device)
-    if replica is not None:  # the largest process's
+    if replica is not None:
         peak_t = torch.tensor([peak], dtype=torch.int64, device=device)
         replica.all_reduce([peak_t], op="max")
         peak = int(peak_t.item())
-    return CellResult(progress, peak)
+    return peak

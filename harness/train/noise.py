@@ -33,8 +33,8 @@ A step that runs as one micro-batch has no small gradient: with the meter on, `s
 batch` splits such a step into the fewest equal micro-batches of whole ghost slices (two,
 where the slice count is even). With ghost batch norm and once-per-step running statistics
 that changes nothing but the order of float summation (as `max_micro_batch` does); its cost
-is the cost of running smaller micro-batches, measured in NOISE_NOTE.md. A step of a single
-ghost slice cannot be split: its epoch's estimates are NaN.
+is the cost of running smaller micro-batches, measured by scripts/noise_overhead.py. A step
+of a single ghost slice cannot be split: its epoch's estimates are NaN.
 
 Epoch averages: the per-step squared norms are summed on the device, keyed by (b, B), and read
 once per epoch (one host sync, after the loss's). Each key's mean |G_b|^2 and |G_B|^2 give

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from harness.core.kinds import OptimizerKind
 from harness.train.spec import OptimizerConfig
 
 Builder = Callable[
@@ -56,7 +57,7 @@ def _adam(
     )
 
 
-OPTIMIZERS: dict[str, Builder] = {
+OPTIMIZERS: dict[OptimizerKind, Builder] = {  # one entry per core.kinds.OPTIMIZER_KINDS
     "sgd": _sgd,
     "momentum": _sgd,
     "nesterov": _sgd,

@@ -1,20 +1,18 @@
 """What the training layer is asked to do: small frozen values, no config objects, no torch.
 
-The application layer (harness.runner) translates a suite's cell into a `TrainJob` (what to
-train: every value that can change the numbers, all part of the cell id) and an `Execution`
-(how to run it: memory and speed settings that must never change the numbers). Anyone can
-build these without a suite file, e.g. a test or a user's own script.
+The application layer (harness.app.jobs) translates a suite's cell into a `TrainJob` (what to
+train: every value that can change the numbers, all part of the cell id). How to run it (memory
+and speed settings that must never change the numbers) is `harness.core.execution.Execution`,
+the type a suite's `execution:` validates into, passed on as it is. Anyone can build these
+without a suite file, e.g. a test or a user's own script.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
+from harness.core.kinds import OptimizerKind, Precision
 from harness.core.schedule import Plan
-
-OptimizerKind = Literal["sgd", "momentum", "nesterov", "adam"]
-Precision = Literal["fp32", "bf16", "fp64"]  # fp64: model and inputs in float64 (fingerprint)
 
 
 @dataclass(frozen=True)
@@ -56,19 +54,3 @@ class TrainJob:
     drop_last: bool = True
     eval_every: int = 1  # epochs between test evaluations (the last epoch always evaluates)
     precision: Precision = "fp32"
-
-
-@dataclass(frozen=True)
-class Execution:
-    """How a job runs: none of this may change its numbers (so none of it is in the cell id)."""
-
-    max_micro_batch: int | None = None  # images per forward/backward; None: the whole batch
-    channels_last: bool = False
-    compile: bool = False
-    eval_batch_size: int = 1000
-    # Also measure the loss of the whole training set in eval mode without augmentation at
-    # each evaluation (counted as evaluation time); it changes no other number.
-    eval_train_loss: bool = False
-    # Measure the gradient noise scale B_simple per epoch (harness.train.noise): a step of
-    # one micro-batch then runs as two or more, which changes only float summation order.
-    noise_scale: bool = False

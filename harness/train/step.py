@@ -18,13 +18,13 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from harness.core.execution import Execution
 from harness.data.device import DeviceData
 from harness.data.source import DataSource, StepBatch
 from harness.models.ghost_bn import accumulate_running_stats
 from harness.train.noise import NoiseMeter
 from harness.train.replica import Replica
 from harness.train.runtime import at_least_fp32, autocast
-from harness.train.spec import Execution
 
 
 def micro_batch_size(batch: int, execution: Execution, ghost: int) -> int:

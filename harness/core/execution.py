@@ -1,0 +1,81 @@
+"""How a cell runs, not what it computes: the one definition of the execution settings.
+
+A suite's `execution:` validates into `Execution` (the config layer), the command line's
+overrides replace fields of it (`harness.app.jobs.execution`) and the training layer reads it
+as it is; a test or a script builds one with keywords. None of it is in the cell id: no
+setting here may change a number. A new setting is one field here (see docs/ARCHITECTURE.md,
+"How to add a knob").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from harness.core.rules import MAX_BATCH_SIZE, ScheduleError
+
+MAX_LOADER_WORKERS = 256
+
+
+class ExecutionError(ScheduleError):
+    """An execution setting is out of range; `field` names it (a suite reports it there)."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The execution settings; every field checked on construction, wherever it comes from."""
+
+    # pydantic reads this when a suite validates into the dataclass: unknown keys are refused.
+    __pydantic_config__: ClassVar[dict[str, object]] = {"extra": "forbid"}
+
+    # Images per forward/backward; None: the whole batch. From a suite or the command line it
+    # must be a multiple of every ghost batch size (`micro_batch_problem`); one built in Python
+    # is a cap that a step rounds down to whole ghost slices (harness.train.step).
+    max_micro_batch: int | None = None
+    channels_last: bool = False
+    compile: bool = False
+    eval_batch_size: int = 1000
+    # The whole training set's loss in eval mode, unaugmented, at each evaluation: the
+    # training loss the paper plots. A measurement, not the recipe: it changes no number.
+    eval_train_loss: bool = False
+    # Image folders: DataLoader processes decoding images (0: in the training process);
+    # None: min(8, CPUs). Per process of a data-parallel job.
+    loader_workers: int | None = None
+    # The gradient noise scale B_simple per epoch, from the micro-batch and step gradients
+    # (harness.train.noise); a step that would run whole runs as two micro-batches instead,
+    # which changes only the order of float summation.
+    noise_scale: bool = False
+    # CUDA: cuDNN times its convolution algorithms at each new input shape and keeps the
+    # fastest (a pause at each batch-size change, and workspace memory); False: it picks them
+    # by heuristics. Like channels_last, it chooses kernels, not the recipe's numbers.
+    cudnn_benchmark: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_micro_batch", "eval_batch_size"):
+            value = getattr(self, name)
+            if value is not None and not _is_int_in(value, 1, MAX_BATCH_SIZE):
+                raise ExecutionError(
+                    name, f"{value!r} must be a whole number in 1..{MAX_BATCH_SIZE}"
+                )
+        workers = self.loader_workers
+        if workers is not None and not _is_int_in(workers, 0, MAX_LOADER_WORKERS):
+            raise ExecutionError(
+                "loader_workers", f"{workers!r} must be a whole number in 0..{MAX_LOADER_WORKERS}"
+            )
+
+
+def _is_int_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def micro_batch_problem(value: int, ghosts: Iterable[int]) -> str | None:
+    """Why `value` cannot be max_micro_batch for cells of these ghost batch sizes, or None.
+
+    The one rule, whether the value comes from a suite or from --max-micro-batch: a micro-batch
+    is whole ghost slices, so that splitting a step changes no number.
+    """
+    sizes = sorted(set(ghosts))
+    if value > 0 and not any(value % g for g in sizes):
+        return None
+    return f"must be a positive multiple of the ghost batch size ({', '.join(map(str, sizes))})"

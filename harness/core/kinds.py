@@ -1,0 +1,27 @@
+"""The enumerated kinds of a recipe, each listed once: every layer that names one imports it.
+
+The config layer validates a suite against these types, the training layer dispatches on them
+and the model registry is checked against `MODEL_NAMES` (tests/test_models.py): a new kind is
+added here first, and the type checker then points at every place that must handle it. Kept
+in the torch-free core so that `harness plan` can validate a suite without importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+OptimizerKind = Literal["sgd", "momentum", "nesterov", "adam"]
+OPTIMIZER_KINDS: tuple[OptimizerKind, ...] = get_args(OptimizerKind)
+MOMENTUM_KINDS: tuple[OptimizerKind, ...] = ("momentum", "nesterov")  # a schedule may set m
+
+# bf16: autocast; fp64: model and inputs in float64 (the exactness fingerprint)
+Precision = Literal["fp32", "bf16", "fp64"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+
+DatasetName = Literal["cifar10", "imagenet", "synthetic"]
+DATASET_NAMES: tuple[DatasetName, ...] = get_args(DatasetName)
+
+# The registered models (harness.models.registry.MODELS builds them; the config layer has one
+# parameter spec per name).
+ModelName = Literal["small_cnn", "wrn", "inception_resnet_v2", "resnet50"]
+MODEL_NAMES: tuple[ModelName, ...] = get_args(ModelName)
