@@ -63,10 +63,10 @@ def plan(
 ) -> None:
     """Every cell's schedule (lr, batch, momentum, noise scale per phase) and update count."""
     from harness.app import plan as plan_module
-    from harness.config.suite import load_suite, select
+    from harness.config.suite import load_suite, select_some
 
     loaded = load_suite(suite, overrides=overrides or ())
-    cells = select(loaded.cells, only)
+    cells = select_some(loaded, only)
     if as_json:
         print(json.dumps(plan_module.plan_json(loaded, cells), indent=2))
     else:
@@ -145,9 +145,10 @@ def run(
     Under torchrun (`torchrun --nproc_per_node=N -m harness run SUITE --only CELL`) each cell
     is trained data-parallel by the N processes.
     """
-    from harness.app.runner import run_suite
+    from harness.app.runner import check_stop_after, run_suite
     from harness.config.suite import load_suite
 
+    check_stop_after(stop_after)  # here too: a fan-out's workers would each refuse it
     loaded = load_suite(suite, overrides=overrides or ())
     folder = results or Path("results") / loaded.name
     if int(os.environ.get("RANK", "0")) == 0:
@@ -434,7 +435,7 @@ def check(
     )
     from harness.analysis.render import check_format
     from harness.app.runner import run_suite
-    from harness.config.suite import load_suite, select
+    from harness.config.suite import load_suite, select_some
     from harness.results.store import read_curves, read_runs
 
     check_format(fmt)  # before training, not after
@@ -442,6 +443,7 @@ def check(
     if seeds is not None:
         overrides += _seed_overrides(suite, seeds, overrides)
     loaded = load_suite(suite, overrides=overrides)
+    cells = select_some(loaded, only)  # the one --only rule, before the baseline is read
     if not baseline.is_dir():
         raise UserError(
             f"--baseline {baseline}: no such results folder; make one with "
@@ -457,7 +459,6 @@ def check(
         raise UserError(
             "--results: must differ from --baseline, or the check compares a folder with itself"
         )
-    cells = select(loaded.cells, only)
     ids = {c.cell_id for c in cells}
     with tempfile.TemporaryDirectory(prefix="harness-check-") as scratch:
         folder = results if results is not None else Path(scratch)

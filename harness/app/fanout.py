@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness.app import status as status_module
 from harness.app.console import RunConsole
-from harness.config.suite import Suite, select
+from harness.config.suite import Suite, select_some
 from harness.errors import EXIT_FAILED, EXIT_PAUSED, EXIT_USER_ERROR, STOP_SIGNALS, UserError
 
 # The lines after which the suite's state is shown again: a cell ended (see runner).
@@ -40,6 +40,10 @@ def worker_devices(devices: str | None, workers: int | None) -> list[str]:
             raise UserError(f"--devices {devices}: a GPU is named twice; name each once")
         if workers is not None and workers != len(names):
             raise UserError(f"--workers {workers} and --devices {devices} disagree; give one")
+        from harness.app.runner import resolve_device
+
+        for name in names:
+            resolve_device(name, "--devices")  # here, once, rather than in every worker
         return names
     assert workers is not None
     if workers < 1:
@@ -73,7 +77,7 @@ def run_workers(
     SIGTERM, SIGUSR1 and SIGUSR2 are forwarded to every worker, which pauses its cell after
     the step in progress (a mid-epoch checkpoint); the parent waits for them all, then exits.
     """
-    cells = select(suite.cells, only)
+    cells = select_some(suite, only)
     cpu_workers = sum(d == "cpu" for d in devices)
     threads = max(1, (os.cpu_count() or 1) // max(1, cpu_workers))
     say = RunConsole()

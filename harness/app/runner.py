@@ -60,20 +60,54 @@ class RunSummary:
         return ", ".join(parts)
 
 
-def resolve_device(name: str | None) -> Any:
+def available_devices() -> list[str]:
+    """The devices a cell can train on here, by name: cpu, cuda:N for each GPU, mps."""
+    import torch
+
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def resolve_device(name: str | None, flag: str = "--device") -> Any:
+    """The torch device for --device NAME (None: cuda if available, else cpu); a `UserError`
+    naming what is available for anything training cannot use here (meta, xla, cuda:7).
+    `flag`: the option named in the error."""
     import torch
 
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    here = f"available here: {', '.join(available_devices())}"
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device: unknown device '{name}'; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible here; use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps: MPS is not available here; use --device cpu")
+    except (RuntimeError, ValueError):
+        raise UserError(f"{flag} {name}: unknown; use cpu, cuda[:N] or mps ({here})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"{flag} {name}: no CUDA device is visible here ({here})")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise UserError(f"{flag} {name}: only {count} GPU(s) visible ({here})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"{flag} {name}: MPS is not available here ({here})")
+    elif device.type != "cpu":
+        raise UserError(
+            f"{flag} {name}: not a device the harness trains on; use cpu, cuda[:N] or mps ({here})"
+        )
     return device
+
+
+def check_stop_after(seconds: float | None) -> None:
+    """--stop-after must be a finite, non-negative number of seconds (nan, inf, -1 refused)."""
+    if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
+        raise UserError(
+            f"--stop-after {seconds}: must be a finite number of seconds, 0 or more "
+            "(e.g. --stop-after 3600 pauses each cell at the epoch boundary before an hour)"
+        )
 
 
 def load_data(
@@ -233,16 +267,20 @@ def run_suite(
     from harness.train.preempt import StopSignals, StopVote
     from harness.train.replica import from_environment, launched_by_torchrun
 
+    check_stop_after(stop_after)
     deadline = None if stop_after is None else time.monotonic() + stop_after
     results = results or Path("results") / suite.name
     cells = select_some(suite, only)
     execution = jobs.execution(suite.spec.execution, cells, max_micro_batch, compile_model)
     replica = None
+    torch_device = None
     if launched_by_torchrun():
         _check_divisible(cells, suite, int(os.environ["WORLD_SIZE"]))
         if device is not None and device not in ("cpu", "cuda"):
             raise UserError(f"--device {device}: under torchrun use cpu or cuda (one per rank)")
         replica = from_environment(device)
+    else:
+        torch_device = resolve_device(device)  # before anything is scanned or loaded
     main = replica is None or replica.is_main
     say = RunConsole(quiet=not main)
     done = set() if force or not main else _finished(results, say)
@@ -253,7 +291,7 @@ def run_suite(
     if replica is None and all(c.cell_id in done for c in cells):
         summary.skipped = [c.cell_id for c in cells]
         return summary
-    torch_device = resolve_device(device) if replica is None else replica.device
+    torch_device = torch_device if replica is None else replica.device
     if main:
         _check_writable(results)
     dataset, source = load_data(suite, data, torch_device, execution.channels_last)
@@ -468,6 +506,9 @@ def _failure(cell: Cell, exc: Exception, results: Path) -> str:
         log.write_text("".join(traceback.format_exception(exc)))
         where = f"; traceback in {log}"
     except OSError:
+        # A full disk: no log, rather than an empty one that seems to say nothing happened.
+        with contextlib.suppress(OSError):
+            log.unlink(missing_ok=True)
         where = ""
     return f"cell {cell.cell_id} ({cell.label}) failed: {type(exc).__name__}: {message}{where}"
 

@@ -9,6 +9,8 @@ loader keeps each key's position (`.lc`), so a line is looked up only when an er
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +66,7 @@ def read_suite_file(path: Path) -> Document:
         raise UserError(f"{path}: no such suite file; give the path to a suite YAML file")
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give the path to a suite YAML file")
-    with path.open("rb") as handle:
-        raw = handle.read(MAX_SUITE_BYTES + 1)
+    raw = _read_regular(path, MAX_SUITE_BYTES + 1)
     if len(raw) > MAX_SUITE_BYTES:
         raise UserError(
             f"{path}: larger than {MAX_SUITE_BYTES >> 20} MiB; a suite is a short YAML file"
@@ -78,6 +79,25 @@ def read_suite_file(path: Path) -> Document:
     if not isinstance(tree, Mapping):
         raise UserError(f"{path}: a suite must be a YAML mapping (name:, dataset:, ...)")
     return Document(path=path, data=plain(tree), tree=tree)
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of `path`, refusing anything but a regular file before reading.
+
+    A FIFO or a device would block the read (or never end), so the file is stat'ed first and
+    opened without blocking, and the open file is checked again (it may have been swapped).
+    """
+    not_regular = f"{path}: not a regular file; give the path to a suite YAML file"
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise UserError(not_regular)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the suite file ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(not_regular)
+        return handle.read(limit)
 
 
 def parse_yaml(text: str, where: str, lines: bool = True) -> Any:

@@ -19,6 +19,8 @@ and the other way round.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -75,8 +77,64 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "progress": asdict(progress),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as exc:
+        why = write_failure(path, exc)
+        if why is None:
+            raise
+        raise CheckpointError(why) from exc
+
+
+# What torch's zip writer raises when a write comes up short (a full disk, a quota):
+# "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598" or
+# "PytorchStreamWriter failed writing file data/0: file write failed", or, for a small state,
+# "basic_ios::clear: iostream error" (all three seen writing to /dev/full, torch 2.13).
+_TORCH_WRITE_FAILURES = (
+    "inline_container.cc",
+    "file write failed",
+    "PytorchStreamWriter",
+    "iostream error",
+)
+
+
+def write_failure(path: Path, exc: BaseException) -> str | None:
+    """One line for a checkpoint that could not be written because the disk is full (or the
+    write came up short), naming the path and the space left; None for any other error.
+
+    torch's own message ("unexpected pos 704 vs 598") names neither the file nor the cause.
+    """
+    if isinstance(exc, OSError):
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return None
+        cause = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    elif isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILURES):
+        cause = "the write came up short: no space left on device (or a quota)"
+    else:
+        return None
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = f"{_size(shutil.disk_usage(folder).free)} free there"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"checkpoint {path}: could not write it, {cause} ({free}); free some space or pass "
+        "--results DIR on another disk, then rerun (the cell resumes from its last checkpoint)"
+    )
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} TiB"
 
 
 def load_checkpoint(
