@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
-from harness.errors import UserError
+from harness.errors import UserError, show_user_error
 
 if TYPE_CHECKING:
     from harness.config.suite import Suite
@@ -726,5 +726,5 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        show_user_error(exc)  # under torchrun, once (rank 0)
         sys.exit(2)

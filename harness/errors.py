@@ -1,10 +1,16 @@
-"""The one exception type for mistakes a user can fix, and the CLI's exit statuses.
+"""The one exception type for mistakes a user can fix, the CLI's exit statuses, and how the
+CLI shows such a mistake.
 
 The CLI prints a ``UserError`` as one line and exits with status 2; anything else is a bug and
 keeps its traceback.
 """
 
+import contextlib
+import json
+import os
 import signal
+import sys
+import time
 
 EXIT_FAILED = 1  # a cell failed (its row says why)
 EXIT_USER_ERROR = 2
@@ -17,3 +23,26 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 class UserError(Exception):
     """Bad input: the message names the file/field and says how to fix it."""
+
+
+def show_user_error(exc: UserError) -> None:
+    """The CLI's one line for `exc`, on stderr.
+
+    Under torchrun every process checks the same suite and options and raises the same error:
+    rank 0 alone prints it, and each process leaves it in torchrun's error file
+    ($TORCHELASTIC_ERROR_FILE), so that torchrun's own failure summary shows the line instead
+    of a pointer to its documentation.
+    """
+    line = f"error: {exc}"
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+    except ValueError:
+        rank = 0
+    if rank == 0:
+        print(line, file=sys.stderr)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        with contextlib.suppress(OSError), open(error_file, "w", encoding="utf-8") as handle:
+            # torch's own layout (ErrorHandler.record_exception); the line is the "traceback".
+            info = {"py_callstack": line, "timestamp": str(int(time.time()))}
+            json.dump({"message": {"message": line, "extraInfo": info}}, handle)

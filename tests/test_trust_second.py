@@ -197,3 +197,44 @@ def test_write_failure_wording_stays_one_line(tmp_path):
     line = write_failure(tmp_path / "x.pt", OSError(28, "No space left on device"))
     assert line is not None and "\n" not in line
     assert textwrap.shorten(line, 400) == line
+
+
+# --- 23.5: a user error under torchrun ----------------------------------------------------------
+
+DDP_SUITE = """\
+name: ddp
+dataset: {name: synthetic, train_size: 64, test_size: 32}
+models: {tiny: {name: small_cnn, width: 4}}
+optimizers: {momentum: {kind: momentum, lr: 0.05, momentum: 0.9}}
+schedule: {epochs: 1, milestones: [], batch_size: 16}
+schedules: {constant: {realization: lr}}
+training: {ghost_batch_size: 16}
+experiments: [{name: ddp, optimizers: [momentum], schedules: [constant], seeds: [0]}]
+"""
+
+
+def test_a_user_error_under_torchrun_is_printed_once_with_what_would_work(tmp_path):
+    """B = 16 is one ghost batch of 16: two processes cannot share it. Every rank finds that;
+    rank 0 alone prints the line, the others exit 2 quietly, and torchrun's own failure
+    summary shows the same line (from its error file) instead of a pointer to its docs."""
+    import subprocess
+    import sys
+
+    suite = tmp_path / "ddp.yaml"
+    suite.write_text(DDP_SUITE)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1")
+    repo = str(Path(__file__).parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([repo, env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "harness", "run", str(suite), "--results", str(tmp_path / "r"), "--device", "cpu"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0  # torchrun's own status (1) for a child that exited 2
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 1, result.stderr
+    assert "batch size 16 is not 2 or more whole ghost batches of 16" in ours[0]
+    assert "--nproc_per_node=1" in ours[0] and "ghost_batch_size: 8" in ours[0]
+    assert "exitcode  : 2" in result.stderr  # rank 0 exited with the user-error status
+    assert f"traceback : {ours[0]}" in result.stderr  # torchrun's summary names the cause
+    assert "UserError" not in result.stderr and "harness/cli.py" not in result.stderr  # no frame
+    assert not (tmp_path / "r").exists()

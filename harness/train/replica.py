@@ -31,6 +31,7 @@ with any number of processes. Backend: NCCL on CUDA, gloo on the CPU.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,16 +122,35 @@ class Replica:
 
 
 def check_divisible(batches: Sequence[int], world: int, ghost: int) -> str | None:
-    """Why these phase batch sizes cannot be split over ``world`` processes, or None."""
-    for b in batches:
-        if b % ghost or b // ghost < world:
-            return (
-                f"batch size {b} is not {world} or more whole ghost batches of {ghost} (each "
-                f"process needs at least one; a step of B is split in whole ghost batches, "
-                f"unevenly if need be); use at most {max(1, b // ghost)} processes, or a "
-                "smaller training.ghost_batch_size"
-            )
-    return None
+    """Why these phase batch sizes cannot be split over ``world`` processes, or None.
+
+    The message says what would work: the most processes every phase can feed, and the
+    largest ghost batch size that would give every process a slice (a new recipe, so new
+    cell ids), when one exists.
+    """
+    bad = [b for b in batches if b % ghost or b // ghost < world]
+    if not bad:
+        return None
+    b = bad[0]
+    most = min(bi // ghost for bi in batches)
+    fewer = (
+        f"run at most {most} process{'es' if most > 1 else ''} (torchrun --nproc_per_node={most})"
+        if most >= 1
+        else "run it without torchrun"
+    )
+    step = math.gcd(*batches)
+    smaller = [g for g in range(min(ghost - 1, step), 0, -1) if step % g == 0]
+    fits = [g for g in smaller if min(batches) // g >= world]
+    other = (
+        f", or set training.ghost_batch_size: {fits[0]} (a different recipe: new cell ids)"
+        if fits
+        else f"; no ghost batch size gives {world} processes a slice of a batch of {min(batches)}"
+    )
+    return (
+        f"batch size {b} is not {world} or more whole ghost batches of {ghost} (each process "
+        f"needs at least one; a step is split in whole ghost batches, unevenly if need be); "
+        f"{fewer}{other}"
+    )
 
 
 def from_environment(device: str | None) -> Replica:
