@@ -8,6 +8,7 @@ import os
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -238,3 +239,75 @@ def test_a_user_error_under_torchrun_is_printed_once_with_what_would_work(tmp_pa
     assert f"traceback : {ours[0]}" in result.stderr  # torchrun's summary names the cause
     assert "UserError" not in result.stderr and "harness/cli.py" not in result.stderr  # no frame
     assert not (tmp_path / "r").exists()
+
+
+# --- 31.5: an image whose data is cut short -----------------------------------------------------
+
+IMAGENET_SUITE = """\
+name: cut-short
+dataset: {{name: imagenet, train_size: {n}, test_size: 6, image_size: 32}}
+models:
+  resnet: {{name: resnet50, width: 4, max_blocks: 1}}
+optimizers:
+  momentum: {{kind: momentum, lr: 0.1, momentum: 0.9}}
+schedule: {{epochs: 1, milestones: [], batch_size: 8}}
+schedules:
+  constant: {{realization: lr}}
+training: {{ghost_batch_size: 4}}
+execution: {{eval_batch_size: 6, loader_workers: 1}}
+experiments:
+  - {{name: tiny, optimizers: [momentum], schedules: [constant], seeds: [0]}}
+"""
+
+
+def test_a_truncated_jpeg_is_one_line_and_the_decode_check_leaves_it_out(tmp_path, cli):
+    """A JPEG cut short after its header passes the scan's header check. Training it used to
+    fail the cell on every rerun with the DataLoader worker's whole traceback as the row's
+    error; now the row says one line naming the file and execution.image_check, and with
+    image_check: decode the scan leaves the file out of N (counted in the run row)."""
+    import pandas as pd
+    from PIL import Image
+
+    classes, per_class = ("n01440764", "n01443537", "n01484850"), 8
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", 2)):
+        for c, wnid in enumerate(classes):
+            folder = tmp_path / "data" / "imagenet" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+                pixels[..., c] = 255
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", quality=90)
+    bad = tmp_path / "data" / "imagenet" / "train" / classes[1] / f"{classes[1]}_3.JPEG"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # the header intact, the scan data cut short
+    with Image.open(bad) as img:
+        assert img.size == (48, 40)  # the header check cannot tell
+
+    def run(n: int, *more: str):  # type: ignore[no-untyped-def]
+        suite = tmp_path / f"suite-{n}.yaml"
+        suite.write_text(IMAGENET_SUITE.format(n=n))
+        args = ("--results", str(tmp_path / "results"), "--device", "cpu")
+        return cli("run", str(suite), *args, "--data", str(tmp_path / "data"), *more)
+
+    failed = run(24)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    runs = pd.read_parquet(tmp_path / "results" / "runs")
+    error = runs["error"].iloc[0]
+    assert str(bad) in error and "cannot decode" in error, error
+    assert "--set execution.image_check=decode" in error
+    assert "\n" not in error and "Traceback" not in error and len(error) < 500, error
+    assert not (tmp_path / "results" / "logs").exists()  # a user's problem, not a bug's log
+
+    decode = ("--set", "execution.image_check=decode")
+    refused = run(24, *decode)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "23 readable images" in refused.stderr and "dataset.train_size=23" in refused.stderr
+    assert str(bad.name) in refused.stderr  # the scan's warning names the file it left out
+
+    trained = run(23, *decode)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    runs = pd.read_parquet(tmp_path / "results" / "runs")
+    ok = runs[runs["status"] == "ok"]
+    assert len(ok) == 1 and "23 train" in ok["data_source"].iloc[0]
+    assert "1 unreadable skipped" in ok["data_source"].iloc[0]

@@ -184,7 +184,7 @@ def _load_image_folder(
         size = sizes.pop()
     assert size is not None
     root = imagenet_root(suite, data_root)
-    folder = open_image_folder(root, size)
+    folder = open_image_folder(root, size, check=suite.spec.execution.image_check)
     planned = ds.n_train
     if folder.n_train != planned:
         raise UserError(

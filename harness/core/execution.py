@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from harness.core.rules import MAX_BATCH_SIZE, ScheduleError
 
 MAX_LOADER_WORKERS = 256
+IMAGE_CHECKS = ("header", "decode")
 
 
 class ExecutionError(ScheduleError):
@@ -50,6 +51,11 @@ class Execution:
     # fastest (a pause at each batch-size change, and workspace memory); False: it picks them
     # by heuristics. Like channels_last, it chooses kernels, not the recipe's numbers.
     cudnn_benchmark: bool = True
+    # Image folders: how the scan before training decides which files are readable (and so
+    # N): "header" parses each file's header (fast), "decode" decodes every image (slow, but
+    # also leaves out a file whose data is cut short). For a given N the images are the
+    # same either way: a file "decode" leaves out makes N smaller, which is another cell id.
+    image_check: Literal["header", "decode"] = "header"
 
     def __post_init__(self) -> None:
         for name in ("max_micro_batch", "eval_batch_size"):
@@ -58,6 +64,10 @@ class Execution:
                 raise ExecutionError(
                     name, f"{value!r} must be a whole number in 1..{MAX_BATCH_SIZE}"
                 )
+        if self.image_check not in IMAGE_CHECKS:
+            raise ExecutionError(
+                "image_check", f"{self.image_check!r} must be one of {', '.join(IMAGE_CHECKS)}"
+            )
         workers = self.loader_workers
         if workers is not None and not _is_int_in(workers, 0, MAX_LOADER_WORKERS):
             raise ExecutionError(

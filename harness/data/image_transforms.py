@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.errors import UserError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_SCALE = (0.08, 1.0)  # fraction of the image area
@@ -35,8 +37,9 @@ EVAL_CROP_FRACTION = 0.875  # centre crop side / resized shorter side
 Backend = Literal["auto", "pillow", "torchvision"]
 
 
-class UnreadableImageError(RuntimeError):
-    """An image that passed the scan's check failed to decode during training."""
+class UnreadableImageError(UserError):
+    """An image that passed the scan's check failed to decode during training (its cell
+    fails with this one line, which names the file and `execution.image_check`)."""
 
 
 def sample_rng(augment_seed: int, index: int) -> np.random.Generator:
@@ -136,9 +139,11 @@ class ImageTransform:
         except UnreadableImageError:
             raise
         except Exception as e:
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
             raise UnreadableImageError(
-                f"{path}: cannot decode ({type(e).__name__}: {e}); rescan the folder with "
-                "check='decode' to leave such files out of N"
+                f"{path}: cannot decode ({reason}); replace the file, or set "
+                "execution.image_check: decode in the suite (or --set "
+                "execution.image_check=decode) so that the scan leaves such files out of N"
             ) from e
 
     def _pillow(self, path: Path, rng: np.random.Generator | None) -> Tensor:
