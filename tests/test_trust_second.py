@@ -58,11 +58,12 @@ def one_line_error(result, *needles: str) -> str:
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-def test_a_fifo_given_as_the_suite_is_refused_before_it_is_opened(tmp_path, cli):
+@pytest.mark.parametrize("command", ["plan", "run", "convert"])
+def test_a_fifo_given_as_the_suite_is_refused_before_it_is_opened(tmp_path, cli, command):
     fifo = tmp_path / "suite.yaml"
     os.mkfifo(fifo)
     # No writer ever opens the FIFO: before the fix, plan blocked in open() forever.
-    result = cli("plan", str(fifo), timeout=120)
+    result = cli(command, str(fifo), timeout=120)
     one_line_error(result, str(fifo), "not a regular file")
 
 

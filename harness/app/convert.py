@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.config.yamlfile import parse_yaml, plain
+from harness.config.yamlfile import MAX_SUITE_BYTES, parse_yaml, plain, read_regular
 from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.core.schedule import Plan, Realization, ScheduleError, updates_per_epoch
 from harness.errors import UserError
@@ -195,11 +195,15 @@ _NUMBER = ("lr", "momentum", "factor", "min_multiplier", "new_lr", "new_momentum
 def load_recipe_file(path: Path) -> dict[str, Any]:
     """The values of a recipe YAML file (a flat mapping of Recipe fields), unchecked."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"recipe: {path}: no such file; give a recipe YAML file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"recipe: {path}: cannot read it ({exc}); give a YAML file") from None
+        raw = read_regular(path, MAX_SUITE_BYTES + 1, "a recipe YAML file")
+    except UserError as exc:
+        raise UserError(f"recipe: {exc}") from None
+    if len(raw) > MAX_SUITE_BYTES:
+        raise UserError(f"recipe: {path}: larger than 1 MiB; a recipe is a short YAML file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"recipe: {path}: not a text file; give a recipe YAML file") from None
     data = plain(parse_yaml(text, f"recipe: {path}"))
     if data is None:
         return {}

@@ -66,7 +66,7 @@ def read_suite_file(path: Path) -> Document:
         raise UserError(f"{path}: no such suite file; give the path to a suite YAML file")
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give the path to a suite YAML file")
-    raw = _read_regular(path, MAX_SUITE_BYTES + 1)
+    raw = read_regular(path, MAX_SUITE_BYTES + 1)
     if len(raw) > MAX_SUITE_BYTES:
         raise UserError(
             f"{path}: larger than {MAX_SUITE_BYTES >> 20} MiB; a suite is a short YAML file"
@@ -81,19 +81,22 @@ def read_suite_file(path: Path) -> Document:
     return Document(path=path, data=plain(tree), tree=tree)
 
 
-def _read_regular(path: Path, limit: int) -> bytes:
+def read_regular(path: Path, limit: int, what: str = "a suite YAML file") -> bytes:
     """At most `limit` bytes of `path`, refusing anything but a regular file before reading.
 
     A FIFO or a device would block the read (or never end), so the file is stat'ed first and
     opened without blocking, and the open file is checked again (it may have been swapped).
+    `what` names the file expected, for the errors.
     """
-    not_regular = f"{path}: not a regular file; give the path to a suite YAML file"
+    not_regular = f"{path}: not a regular file; give the path to {what}"
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             raise UserError(not_regular)
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; give the path to {what}") from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot read the suite file ({exc.strerror or exc})") from None
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc}); give {what}") from None
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UserError(not_regular)

@@ -141,7 +141,7 @@ class ImageTransform:
         except Exception as e:
             reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
             raise UnreadableImageError(
-                f"{path}: cannot decode ({reason}); replace the file, or set "
+                f"{path}: cannot decode ({reason}); replace or remove the file, or set "
                 "execution.image_check: decode in the suite (or --set "
                 "execution.image_check=decode) so that the scan leaves such files out of N"
             ) from e
