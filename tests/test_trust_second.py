@@ -182,6 +182,30 @@ def test_save_checkpoint_on_a_full_disk_raises_one_line_and_leaves_no_file(tmp_p
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_at_a_checkpoint_fails_the_cell_with_that_line(suite, tmp_path, monkeypatch):
+    """The whole path in one process: training, the epoch's checkpoint on a full disk (the
+    real writer on /dev/full), the failed row with one line, no traceback log."""
+    import pandas as pd
+
+    from harness.app.runner import run_suite
+
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, _path: real_save(obj, "/dev/full"))
+    loaded = load_suite(
+        suite, overrides=["experiments.0.seeds=[0]", "experiments.0.schedules=[decaying]"]
+    )
+    results = tmp_path / "results"
+    summary = run_suite(loaded, results=results, device="cpu")
+    assert len(summary.failed) == 1
+    error = pd.read_parquet(results / "runs")["error"].iloc[0]
+    assert error.startswith("checkpoint ") and "no space left on device" in error, error
+    assert "free there" in error and "unexpected pos" not in error
+    assert not (results / "logs").exists()
+    left = [p.name for p in (results / "checkpoints").glob("*") if not p.name.endswith(".flock")]
+    assert left == []  # neither a checkpoint nor its temporary file (the claim's lock stays)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_traceback_log_that_cannot_be_written_is_not_left_behind(suite, tmp_path):
     from harness.app.runner import _failure
 
