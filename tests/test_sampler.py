@@ -219,3 +219,70 @@ def test_plan_lr_leaves_adams_betas_alone():
         scheduler.step()
     assert optimizer.param_groups[0]["betas"] == (0.8, 0.99)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / 2)
+
+
+def _walk(plan, *, seed=0, rank=0, world=1, workers=0, state=None, stop=None):
+    """(steps trained as index lists, sampler, state saved with steps_done) of a plain loop
+    over a DataLoader with `workers` processes, resumed from `state`, stopped after `stop`."""
+    sampler = harness.PlanBatchSampler(plan, seed=seed, rank=rank, world_size=world)
+    if state is not None:
+        sampler.load_state_dict(state)
+    steps = sampler.handed_out()  # the optimizer steps taken before this process
+    loader = DataLoader(TensorDataset(torch.arange(plan.train_size)), batch_sampler=sampler,
+                        num_workers=workers)  # fmt: skip
+    taken: list[list[int]] = []
+    for _epoch in range(sampler.epoch, plan.epochs):
+        for (x,) in loader:
+            taken.append(x.tolist())
+            steps += 1
+            if stop is not None and len(taken) == stop:
+                return taken, sampler, sampler.state_dict(steps_done=steps)
+    return taken, sampler, sampler.state_dict(steps_done=steps)
+
+
+def test_resume_with_dataloader_workers_loses_and_repeats_no_step():
+    plan = _plan(n=96, batch=8, epochs=3, milestones=(1, 2))
+    whole, _, _ = _walk(plan)
+    assert len(whole) == plan.updates == 12 + 6 + 3
+    for cut in (5, 12, 14):  # mid-epoch, an epoch's end, mid-epoch with the queue past its end
+        first, sampler, state = _walk(plan, workers=2, stop=cut)
+        # The workers fetched ahead of training (within the epoch the loop is in).
+        assert sampler.handed_out() > cut or cut == plan.updates_before(1)
+        with pytest.raises(ValueError, match=r"2 workers.*steps_done"):
+            sampler.state_dict()
+        resumed = harness.PlanBatchSampler(plan)
+        resumed.load_state_dict(state)
+        assert resumed.handed_out() == cut == state["step"]
+        rest, _, end = _walk(plan, workers=2, state=state)
+        assert first + rest == whole, cut
+        assert [len(b) for b in first + rest] == [
+            harness.at_step(plan, s).batch_size for s in range(plan.updates)
+        ]
+        assert end["step"] == plan.updates
+
+
+def test_two_ranks_with_workers_resume_their_shares_of_each_global_batch():
+    plan = _plan(n=96, batch=8, epochs=3, milestones=(1, 2))
+    whole, _, _ = _walk(plan)
+    shares = []
+    for rank in (0, 1):
+        first, _, state = _walk(plan, rank=rank, world=2, workers=2, stop=7)
+        rest, _, _ = _walk(plan, rank=rank, world=2, workers=2, state=state)
+        shares.append(first + rest)
+    assert [a + b for a, b in zip(*shares)] == whole
+
+
+def test_steps_done_past_the_batches_handed_out_is_refused_and_len_counts_the_whole_epoch():
+    plan = _plan(n=96, batch=8, epochs=3, milestones=(1, 2))
+    sampler = harness.PlanBatchSampler(plan)
+    with pytest.raises(ValueError, match=r"steps_done=1, but the sampler has handed out 0"):
+        sampler.state_dict(steps_done=1)
+    sampler.seek(14)  # epoch 1, batch 2 of 6
+    assert len(sampler) == 6 and len(list(sampler)) == 4
+    assert (sampler.epoch, len(sampler)) == (2, 3)
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0, momentum=0.0)
+    scheduler = harness.PlanLR(optimizer, plan)
+    assert scheduler.steps_done == 0
+    optimizer.step()
+    scheduler.step()
+    assert scheduler.steps_done == 1
