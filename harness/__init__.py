@@ -48,16 +48,19 @@ _LAZY = {"PlanBatchSampler": "harness.data.sampler", "PlanLR": "harness.data.sam
 
 
 def __getattr__(name: str) -> Any:
-    # PEP 562: the torch-needing names are imported only when first asked for.
+    # PEP 562: the torch-needing names are imported only when first asked for, and the
+    # `harness.lightning` module (the optional extra) only when asked for by name.
+    import importlib
+
+    if name == "lightning":
+        return importlib.import_module("harness.lightning")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'harness' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, "lightning"})
