@@ -129,7 +129,8 @@ def run(
     model = Recorder()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=resume)
+        trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=resume,
+                    weights_only=True)  # fmt: skip
     result = {
         "rank": trainer.global_rank,
         "world_size": trainer.world_size,

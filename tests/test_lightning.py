@@ -105,20 +105,22 @@ def test_lightnings_lost_epoch_on_an_end_of_epoch_resume_with_max_steps_is_an_er
 
 
 @pytest.mark.parametrize(
-    ("stop", "epoch_end", "workers"),
-    [(9, False, 2), (18, True, 0)],
-    ids=["mid-epoch-2-workers", "end-of-epoch"],
+    ("kind", "stop", "epoch_end", "workers"),
+    [("warmup", 9, False, 2), ("warmup", 18, True, 0), ("increasing", 5, False, 2)],
+    # The last: its last epoch (3 batches) is shorter than the 2 workers' queue (4).
+    ids=["mid-epoch-2-workers", "end-of-epoch", "short-epochs-2-workers"],
 )
 def test_resume_from_a_checkpoint_loses_and_repeats_no_step(
-    tmp_path: Path, stop: int, epoch_end: bool, workers: int
+    tmp_path: Path, kind: str, stop: int, epoch_end: bool, workers: int
 ):
-    plan = small_plan()
+    plan = small_plan(kind)
     assert epoch_end == (stop == plan.updates_before(2))
-    first = run(tmp_path, "first", stop=stop, epoch_end=epoch_end, workers=workers)
+    kw = {"workers": workers, "plan_kind": kind}
+    first = run(tmp_path, "first", stop=stop, epoch_end=epoch_end, **kw)
     assert len(first["steps"]) == stop
     checkpoint = first["checkpoints"][-1]  # the end-of-epoch one saves every epoch
     assert checkpoint.endswith(f"step={stop}.ckpt")
-    rest = run(tmp_path, "rest", resume=checkpoint, workers=workers)
+    rest = run(tmp_path, "rest", resume=checkpoint, **kw)
     assert _taken(first, rest) == planned(plan)
     assert rest["global_step"] == plan.updates
 
@@ -210,3 +212,24 @@ def test_import_harness_does_not_import_lightning_and_harness_lightning_does():
         "assert 'lightning' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_the_lightning_example_takes_the_plans_steps_and_resumes(cifar_root: Path, tmp_path):
+    flags = ["--epochs", "3", "--milestones", "1", "2", "--factor", "2", "--train-size", "256"]
+    flags += ["--test-size", "100", "--batch-size", "64", "--lr", "0.05"]
+    flags += ["--checkpoint-dir", str(tmp_path / "ck"), "--every", "3"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HARNESS_DATA": str(cifar_root)}
+
+    def example(*more: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "examples" / "lightning_loop.py"), *flags, *more],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.splitlines()[-1])
+
+    first = example("--max-steps", "3")  # mid-epoch 0 (4 steps of 64)
+    assert (first["steps"], first["finished"]) == (3, False)
+    rest = example("--workers", "2")
+    assert rest["finished"] and rest["total_steps"] == rest["plan_updates"] == 4 + 2 + 1
+    assert first["steps"] + rest["steps"] == rest["plan_updates"]

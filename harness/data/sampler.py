@@ -67,9 +67,9 @@ class PlanBatchSampler(Sampler[list[int]]):
     with `num_workers > 0` the workers fetch batches ahead of training, so there a
     `state_dict()` without `steps_done` raises instead of saving a position steps ahead.
 
-    `len()` is the number of batches of the epoch being iterated (of the next one between
-    epochs), counted whole even when a resumed iteration yields only its rest, as
-    Lightning and other loops that resume mid-epoch expect.
+    `len()` is the number of batches of the epoch the latest `iter()` walks (until
+    `set_epoch`, `seek` or `load_state_dict` moves on), counted whole even when a resumed
+    iteration yields only its rest, as Lightning and other loops that resume mid-epoch expect.
     """
 
     def __init__(self, plan: Plan, *, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
@@ -122,6 +122,7 @@ class PlanBatchSampler(Sampler[list[int]]):
             raise ValueError(f"epoch {epoch} is outside the plan's {self.plan.epochs} epochs")
         if epoch != self.epoch:
             self.epoch, self.batch = epoch, 0
+        if self._iterating != epoch:
             self._iterating = None
 
     def seek(self, step: int) -> None:
@@ -143,7 +144,9 @@ class PlanBatchSampler(Sampler[list[int]]):
         return self.plan.updates_before(self.epoch) + self.batch
 
     def __len__(self) -> int:
-        """Batches in the epoch being iterated, or the next one: whole, however far it got."""
+        """Batches in the epoch the latest `iter()` walks (whole, however far it got, and
+        even when DataLoader workers have drawn all of it already) until `set_epoch`, `seek`
+        or `load_state_dict` moves on; before any `iter()`, in the current epoch."""
         epoch = self.epoch if self._iterating is None else self._iterating
         if epoch >= self.plan.epochs:
             return 0
@@ -158,7 +161,6 @@ class PlanBatchSampler(Sampler[list[int]]):
     def _rest_of_epoch(self) -> Iterator[list[int]]:
         epoch = self.epoch
         if epoch >= self.plan.epochs:
-            self._iterating = None
             return
         order = self._permutation(epoch)
         batch_size = self.plan.phase_at(epoch).batch_size
@@ -176,8 +178,6 @@ class PlanBatchSampler(Sampler[list[int]]):
             else:
                 self.batch = k + 1
             yield mine.tolist()
-        if self._iterating == epoch:
-            self._iterating = None
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if self._order is None or self._order[0] != epoch:
