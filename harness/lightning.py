@@ -100,9 +100,10 @@ class PlanCallback(pl.Callback):
                 "batch of the plan is one optimizer step; split a batch too big for memory "
                 "inside training_step (harness.micro_batches) and leave it at 1"
             )
-        if trainer.limit_train_batches not in (1.0, None):
+        limit = trainer.limit_train_batches
+        if limit is not None and (isinstance(limit, int) or limit != 1.0):
             _refuse(
-                f"Trainer(limit_train_batches={trainer.limit_train_batches}) would drop planned "
+                f"Trainer(limit_train_batches={limit}) would drop planned "
                 "steps; realize a smaller plan instead (fewer epochs or train_size)"
             )
 

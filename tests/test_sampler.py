@@ -290,3 +290,39 @@ def test_steps_done_past_the_batches_handed_out_is_refused_and_len_counts_the_wh
     optimizer.step()
     scheduler.step()
     assert scheduler.steps_done == 1
+
+
+def test_torchrun_two_ranks_with_workers_stop_and_resume_at_the_next_step(tmp_path):
+    """Real processes: torchrun, DDP on gloo, 2 DataLoader workers per rank, rank 0's
+    checkpoint (saved with steps_done) resumes both ranks."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.plain_loop_job import SEED, job_plan
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+
+    def torchrun(*args: str) -> list[list[dict]]:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd += ["--nproc_per_node=2", str(REPO / "tests" / "plain_loop_job.py"), str(tmp_path)]
+        done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return [json.loads((tmp_path / f"{args[0]}-rank{r}.json").read_text()) for r in (0, 1)]
+
+    plan = job_plan()
+    assert [ph.updates for ph in plan.phases] == [12, 6, 6]
+    first = torchrun("first", "9")  # mid-epoch 0, the workers' queue ahead of it
+    rest = torchrun("rest")
+    whole = harness.PlanBatchSampler(plan, seed=SEED)
+    batches = [b for epoch in range(plan.epochs) for b in _set_and_list(whole, epoch)]
+    ranks = [first[r] + rest[r] for r in (0, 1)]
+    lrs = [harness.at_step(plan, k).lr for k in range(plan.updates)]
+    assert len(set(lrs)) == 2  # epoch 2's drop is made by the lr
+    for steps in ranks:
+        assert [s["step"] for s in steps] == list(range(plan.updates))
+        assert [s["lr"] for s in steps] == lrs
+    assert [a["index"] + b["index"] for a, b in zip(*ranks)] == batches
