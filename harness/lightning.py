@@ -14,7 +14,8 @@ train `DataLoader(dataset, batch_sampler=callback.sampler)`), and from the train
   mid-epoch checkpoint or an end-of-epoch one, with any `num_workers`;
 - refuses, in one line naming the `Trainer` argument, what would break the plan
   (`use_distributed_sampler=True` under DDP, `max_epochs` other than `plan.epochs`, gradient
-  accumulation, `limit_train_batches`, a second optimizer or an lr scheduler), and raises
+  accumulation, `limit_train_batches`, `reload_dataloaders_every_n_epochs`, a second
+  optimizer or an lr scheduler), and raises
   (RuntimeError) at an epoch's end, or training's, if Lightning ran other steps than planned.
 
 `trainer.estimated_stepping_batches` is Lightning's `len(first epoch's loader) x max_epochs`,
@@ -99,6 +100,14 @@ class PlanCallback(pl.Callback):
                 f"Trainer(accumulate_grad_batches={trainer.accumulate_grad_batches}): each "
                 "batch of the plan is one optimizer step; split a batch too big for memory "
                 "inside training_step (harness.micro_batches) and leave it at 1"
+            )
+        reload = getattr(trainer, "reload_dataloaders_every_n_epochs", 0)
+        if reload:
+            _refuse(
+                f"Trainer(reload_dataloaders_every_n_epochs="
+                f"{reload}): Lightning then opens the train "
+                "loader twice an epoch and drops what the first opening's workers fetched; "
+                "leave it 0 (the sampler changes the batch size itself)"
             )
         limit = trainer.limit_train_batches
         if limit is not None and (isinstance(limit, int) or limit != 1.0):

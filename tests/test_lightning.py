@@ -166,7 +166,8 @@ def _trainer(**kw: Any) -> pl.Trainer:
         ({"max_epochs": 9}, r"Trainer\(max_epochs=9\), but the plan has 4 epochs"),
         ({"max_epochs": 4, "accumulate_grad_batches": 2}, r"accumulate_grad_batches=2"),
         ({"max_epochs": 4, "limit_train_batches": 0.5}, r"limit_train_batches=0.5"),
-        ({"max_epochs": 4, "limit_train_batches": 1}, r"limit_train_batches=1 would drop"),
+        ({"max_epochs": 4, "limit_train_batches": 1}, r"limit_train_batches=1\) would drop"),
+        ({"max_epochs": 4, "reload_dataloaders_every_n_epochs": 1}, r"opens the train loader"),
         (
             {"max_epochs": 4, "strategy": "ddp", "devices": 2},
             r"pass Trainer\(use_distributed_sampler=False\)",
