@@ -3,7 +3,8 @@
 The package root is also the public API for using the paper's schedules in your own loop
 (docs/own-loop.md). The schedule algebra is pure Python and imported here; the two names that
 need torch (`PlanBatchSampler`, `PlanLR`) load on first use, so `import harness` stays
-torch-free and `harness plan` answers at once.
+torch-free and `harness plan` answers at once. `harness.lightning` (`PlanCallback`, the plan in
+a Lightning `Trainer`; the optional extra `[lightning]`) is imported only when asked for.
 """
 
 from __future__ import annotations
