@@ -12,19 +12,28 @@ Run it (CIFAR-10 python batches under --data or $HARNESS_DATA):
     python examples/own_loop.py --epochs 30 --milestones 10 20 --train-size 10000
 
 With --checkpoint FILE the run can be stopped (--max-steps) and started again; it goes on
-from the same next batch. It prints one JSON line at the end: optimizer steps taken, the plan's
-total, and the test accuracy (a fraction).
+from the same next optimizer step, with any --workers (DataLoader worker processes, which fetch
+batches ahead: the saved position is the steps taken, not the batches fetched). Under torchrun
+each process trains its share of every global batch (DDP on gloo; rank 0 saves):
+
+    torchrun --nproc_per_node 2 examples/own_loop.py --workers 2 --train-size 10000
+
+It prints one JSON line at the end: optimizer steps taken, the plan's total, and the test
+accuracy (a fraction).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 
 import harness
@@ -46,6 +55,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--b-max", type=int, default=None, help="largest batch (images)")
     p.add_argument("--max-micro-batch", type=int, default=512, help="images per backward pass")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--checkpoint", type=Path, help="save here when stopping; resume from it")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     return p.parse_args()
@@ -72,6 +82,10 @@ def tensors(x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Ten
 
 def main() -> None:
     args = parse_args()
+    # Under torchrun: one process per rank, each with its share of every global batch.
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world_size > 1:
+        dist.init_process_group("gloo")
     torch.manual_seed(args.seed)
     data = load_cifar10(
         resolve_data_root(args.data), train_size=args.train_size, test_size=args.test_size
@@ -103,9 +117,9 @@ def main() -> None:
     optimizer = torch.optim.SGD(
         model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=5e-4
     )
-    sampler = harness.PlanBatchSampler(plan, seed=args.seed)
+    sampler = harness.PlanBatchSampler(plan, seed=args.seed, rank=rank, world_size=world_size)
     scheduler = harness.PlanLR(optimizer, plan)
-    loader = DataLoader(train, batch_sampler=sampler)
+    loader = DataLoader(train, batch_sampler=sampler, num_workers=args.workers)
 
     if args.checkpoint is not None and args.checkpoint.exists():
         # Plain tensors and numbers only: nothing in a checkpoint may execute code.
@@ -114,6 +128,9 @@ def main() -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
+    # Each rank's gradient is the mean over its share; DDP averages the shares: the whole
+    # batch's mean. (The batch-norm statistics stay per rank here.)
+    net = DistributedDataParallel(model) if world_size > 1 else model
 
     steps = 0  # optimizer steps taken by this process
     stopped = False
@@ -126,7 +143,7 @@ def main() -> None:
             n_micro = harness.micro_batches(len(y), args.max_micro_batch)
             optimizer.zero_grad(set_to_none=True)
             for xm, ym in zip(x.tensor_split(n_micro), y.tensor_split(n_micro)):
-                (F.cross_entropy(model(xm), ym) * (len(ym) / len(y))).backward()
+                (F.cross_entropy(net(xm), ym) * (len(ym) / len(y))).backward()
             optimizer.step()
             scheduler.step()  # after optimizer.step(): the lr of the next step
             steps += 1
@@ -138,16 +155,20 @@ def main() -> None:
         hp = harness.at_epoch(plan, epoch)
         print(f"epoch {epoch}: B {hp.batch_size}, lr {hp.lr:.4g}, steps {scheduler.last_epoch}")
 
-    if stopped and args.checkpoint is not None:
+    if stopped and args.checkpoint is not None and rank == 0:
         torch.save(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state_dict(),
+                # The position of the next optimizer step, not of the next batch fetched: the
+                # DataLoader's workers have fetched ahead (any rank's state resumes every rank).
+                "sampler": sampler.state_dict(steps_done=scheduler.steps_done),
             },
             args.checkpoint,
         )
+    if world_size > 1:
+        dist.barrier()  # the checkpoint is written before any rank may start again
 
     model.eval()
     with torch.no_grad():
@@ -155,9 +176,13 @@ def main() -> None:
             int((model(xb).argmax(1) == yb).sum())
             for xb, yb in zip(test_x.split(1000), test_y.split(1000))
         )
+    if world_size > 1:
+        dist.destroy_process_group()
     print(
         json.dumps(
             {
+                "rank": rank,
+                "world_size": world_size,
                 "steps": steps,
                 "total_steps": scheduler.last_epoch,
                 "plan_updates": plan.updates,

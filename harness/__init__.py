@@ -3,7 +3,8 @@
 The package root is also the public API for using the paper's schedules in your own loop
 (docs/own-loop.md). The schedule algebra is pure Python and imported here; the two names that
 need torch (`PlanBatchSampler`, `PlanLR`) load on first use, so `import harness` stays
-torch-free and `harness plan` answers at once.
+torch-free and `harness plan` answers at once. `harness.lightning` (`PlanCallback`, the plan in
+a Lightning `Trainer`; the optional extra `[lightning]`) is imported only when asked for.
 """
 
 from __future__ import annotations
@@ -48,16 +49,19 @@ _LAZY = {"PlanBatchSampler": "harness.data.sampler", "PlanLR": "harness.data.sam
 
 
 def __getattr__(name: str) -> Any:
-    # PEP 562: the torch-needing names are imported only when first asked for.
+    # PEP 562: the torch-needing names are imported only when first asked for, and the
+    # `harness.lightning` module (the optional extra) only when asked for by name.
+    import importlib
+
+    if name == "lightning":
+        return importlib.import_module("harness.lightning")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'harness' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, "lightning"})

@@ -310,7 +310,8 @@ def test_the_example_takes_the_steps_harness_plan_counts_and_resumes(
 
     flags = [*_flags({k: v for k, v in SMALL.items() if k != "milestones"}), "--test-size", "200"]
     flags += ["--milestones", *map(str, SMALL["milestones"]), "--realization", "batch"]
-    checkpoint = ["--checkpoint", str(tmp_path / "ck.pt")]
+    # With DataLoader workers, which fetch ahead: the checkpoint holds the steps taken.
+    checkpoint = ["--checkpoint", str(tmp_path / "ck.pt"), "--workers", "2"]
     first = _example(*flags, *checkpoint, "--max-steps", "5", root=cifar_root)
     assert (first["steps"], first["finished"]) == (5, False)
     rest = _example(*flags, *checkpoint, root=cifar_root)

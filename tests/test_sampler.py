@@ -170,7 +170,7 @@ def test_dataloader_walks_the_whole_plan_with_or_without_set_epoch():
     loader = DataLoader(data, batch_sampler=sampler)
     sizes = [[len(x) for (x,) in loader] for _ in range(plan.epochs)]
     assert sizes == [[4] * 16, [8] * 8, [16] * 4, [16] * 4]
-    assert len(loader) == 0 and list(loader) == []
+    assert list(loader) == [] and len(loader) == 0
     again = harness.PlanBatchSampler(plan, seed=0)
     with_set = [[x.tolist() for (x,) in _loader_epoch(again, data, e)] for e in range(4)]
     fresh = harness.PlanBatchSampler(plan, seed=0)
@@ -219,3 +219,110 @@ def test_plan_lr_leaves_adams_betas_alone():
         scheduler.step()
     assert optimizer.param_groups[0]["betas"] == (0.8, 0.99)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / 2)
+
+
+def _walk(plan, *, seed=0, rank=0, world=1, workers=0, state=None, stop=None):
+    """(steps trained as index lists, sampler, state saved with steps_done) of a plain loop
+    over a DataLoader with `workers` processes, resumed from `state`, stopped after `stop`."""
+    sampler = harness.PlanBatchSampler(plan, seed=seed, rank=rank, world_size=world)
+    if state is not None:
+        sampler.load_state_dict(state)
+    steps = sampler.handed_out()  # the optimizer steps taken before this process
+    loader = DataLoader(TensorDataset(torch.arange(plan.train_size)), batch_sampler=sampler,
+                        num_workers=workers)  # fmt: skip
+    taken: list[list[int]] = []
+    for _epoch in range(sampler.epoch, plan.epochs):
+        for (x,) in loader:
+            taken.append(x.tolist())
+            steps += 1
+            if stop is not None and len(taken) == stop:
+                return taken, sampler, sampler.state_dict(steps_done=steps)
+    return taken, sampler, sampler.state_dict(steps_done=steps)
+
+
+def test_resume_with_dataloader_workers_loses_and_repeats_no_step():
+    plan = _plan(n=96, batch=8, epochs=3, milestones=(1, 2))
+    whole, _, _ = _walk(plan)
+    assert len(whole) == plan.updates == 12 + 6 + 3
+    for cut in (5, 12, 14):  # mid-epoch, an epoch's end, mid-epoch with the queue past its end
+        first, sampler, state = _walk(plan, workers=2, stop=cut)
+        # The workers fetched ahead of training (within the epoch the loop is in).
+        assert sampler.handed_out() > cut or cut == plan.updates_before(1)
+        with pytest.raises(ValueError, match=r"2 workers.*steps_done"):
+            sampler.state_dict()
+        resumed = harness.PlanBatchSampler(plan)
+        resumed.load_state_dict(state)
+        assert resumed.handed_out() == cut == state["step"]
+        rest, _, end = _walk(plan, workers=2, state=state)
+        assert first + rest == whole, cut
+        assert [len(b) for b in first + rest] == [
+            harness.at_step(plan, s).batch_size for s in range(plan.updates)
+        ]
+        assert end["step"] == plan.updates
+
+
+def test_two_ranks_with_workers_resume_their_shares_of_each_global_batch():
+    plan = _plan(n=96, batch=8, epochs=3, milestones=(1, 2))
+    whole, _, _ = _walk(plan)
+    shares = []
+    for rank in (0, 1):
+        first, _, state = _walk(plan, rank=rank, world=2, workers=2, stop=7)
+        rest, _, _ = _walk(plan, rank=rank, world=2, workers=2, state=state)
+        shares.append(first + rest)
+    assert [a + b for a, b in zip(*shares)] == whole
+
+
+def test_steps_done_past_the_batches_handed_out_is_refused_and_len_counts_the_whole_epoch():
+    plan = _plan(n=96, batch=8, epochs=3, milestones=(1, 2))
+    sampler = harness.PlanBatchSampler(plan)
+    with pytest.raises(ValueError, match=r"steps_done=1, but the sampler has handed out 0"):
+        sampler.state_dict(steps_done=1)
+    sampler.seek(14)  # epoch 1, batch 2 of 6
+    assert len(sampler) == 6 and len(list(sampler)) == 4
+    # len() stays the iterated epoch's (Lightning asks after workers drew all of it) until
+    # set_epoch moves on.
+    assert (sampler.epoch, len(sampler)) == (2, 6)
+    sampler.set_epoch(2)
+    assert len(sampler) == 3
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0, momentum=0.0)
+    scheduler = harness.PlanLR(optimizer, plan)
+    assert scheduler.steps_done == 0
+    optimizer.step()
+    scheduler.step()
+    assert scheduler.steps_done == 1
+
+
+def test_torchrun_two_ranks_with_workers_stop_and_resume_at_the_next_step(tmp_path):
+    """Real processes: torchrun, DDP on gloo, 2 DataLoader workers per rank, rank 0's
+    checkpoint (saved with steps_done) resumes both ranks."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.plain_loop_job import SEED, job_plan
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+
+    def torchrun(*args: str) -> list[list[dict]]:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd += ["--nproc_per_node=2", str(REPO / "tests" / "plain_loop_job.py"), str(tmp_path)]
+        done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return [json.loads((tmp_path / f"{args[0]}-rank{r}.json").read_text()) for r in (0, 1)]
+
+    plan = job_plan()
+    assert [ph.updates for ph in plan.phases] == [12, 6, 6]
+    first = torchrun("first", "9")  # mid-epoch 0, the workers' queue ahead of it
+    rest = torchrun("rest")
+    whole = harness.PlanBatchSampler(plan, seed=SEED)
+    batches = [b for epoch in range(plan.epochs) for b in _set_and_list(whole, epoch)]
+    ranks = [first[r] + rest[r] for r in (0, 1)]
+    lrs = [harness.at_step(plan, k).lr for k in range(plan.updates)]
+    assert len(set(lrs)) == 2  # epoch 2's drop is made by the lr
+    for steps in ranks:
+        assert [s["step"] for s in steps] == list(range(plan.updates))
+        assert [s["lr"] for s in steps] == lrs
+    assert [a["index"] + b["index"] for a, b in zip(*ranks)] == batches

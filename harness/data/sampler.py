@@ -13,7 +13,9 @@ resuming is restoring a position, and they agree by construction with `harness.a
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import torch
@@ -24,7 +26,7 @@ from torch.utils.data import Sampler
 from harness.core.query import at_step
 from harness.core.schedule import Plan, updates_per_epoch
 
-__all__ = ["PlanBatchSampler", "PlanLR", "epoch_permutation"]
+__all__ = ["PlanBatchSampler", "PlanLR", "epoch_permutation", "set_hyperparams"]
 
 
 def epoch_permutation(seed: int, epoch: int, train_size: int) -> torch.Tensor:
@@ -58,15 +60,19 @@ class PlanBatchSampler(Sampler[list[int]]):
     because unequal slices would weight the ranks' gradients unequally. So does an epoch
     with no batch at all (B > N with drop_last), where the plan itself is wrong.
 
-    Resuming: `state_dict()` records the next batch to hand out (the epoch, and batches of it
-    already handed out); `load_state_dict()` restores it, on any rank and any world size.
-    A `DataLoader` with `num_workers > 0` fetches batches ahead of training, so there save the
-    number of optimizer steps taken and call `seek(step)` instead.
+    Resuming: the state to save is the position of the next optimizer step, so save
+    `state_dict(steps_done=n)` with the optimizer steps `n` actually taken (`PlanLR.steps_done`),
+    and `load_state_dict()` it on any rank and any world size. Without `steps_done` the state is
+    the next batch to hand out, which is the next step only when the DataLoader has no workers:
+    with `num_workers > 0` the workers fetch batches ahead of training, so there a
+    `state_dict()` without `steps_done` raises instead of saving a position steps ahead.
+
+    `len()` is the number of batches of the epoch the latest `iter()` walks (until
+    `set_epoch`, `seek` or `load_state_dict` moves on), counted whole even when a resumed
+    iteration yields only its rest, as Lightning and other loops that resume mid-epoch expect.
     """
 
     def __init__(self, plan: Plan, *, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world {world_size}")
         for phase in plan.phases:
             if phase.updates == 0:
                 raise ValueError(
@@ -74,6 +80,22 @@ class PlanBatchSampler(Sampler[list[int]]):
                     f"{phase.batch_size} is more than the {plan.train_size} examples allow; "
                     "lower b_max (or realize with drop_last=False)"
                 )
+        self.plan = plan
+        self.seed = seed
+        self.epoch = 0
+        self.batch = 0  # batches of `epoch` already handed out
+        self._order: tuple[int, torch.Tensor] | None = None
+        self._iterating: int | None = None  # the epoch an unfinished iter() walks
+        self._workers = 0  # worker processes of the DataLoader that iterated us last
+        self.set_rank(rank, world_size)
+
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Give this sampler rank `rank`'s share of every global batch of `world_size` ranks
+        (the constructor's `rank=`/`world_size=`; for launchers that know them only later)."""
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world {world_size}")
+        plan = self.plan
+        for phase in plan.phases:
             sizes = {phase.batch_size}
             remainder = plan.train_size % phase.batch_size
             if not plan.drop_last and remainder:
@@ -86,13 +108,8 @@ class PlanBatchSampler(Sampler[list[int]]):
                         f"batches; use a world size that divides every batch size"
                         + ("" if plan.drop_last else ", or drop_last=True")
                     )
-        self.plan = plan
-        self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.epoch = 0
-        self.batch = 0  # batches of `epoch` already handed out
-        self._order: tuple[int, torch.Tensor] | None = None
 
     def batches_in_epoch(self, epoch: int) -> int:
         """Optimizer steps (batches) in `epoch`: floor(N/B), or ceil(N/B) without drop_last."""
@@ -105,26 +122,46 @@ class PlanBatchSampler(Sampler[list[int]]):
             raise ValueError(f"epoch {epoch} is outside the plan's {self.plan.epochs} epochs")
         if epoch != self.epoch:
             self.epoch, self.batch = epoch, 0
+        if self._iterating != epoch:
+            self._iterating = None
 
     def seek(self, step: int) -> None:
         """Go to global optimizer step `step` (0-based): its batch is the next one handed out."""
+        self.epoch, self.batch = self._position(step)
+        self._iterating = None
+
+    def _position(self, step: int) -> tuple[int, int]:
+        """(epoch, batch in epoch) of global optimizer step `step`; the plan's end at its end."""
         if step == self.plan.updates:
-            self.epoch, self.batch = self.plan.epochs, 0
-            return
+            return self.plan.epochs, 0
         where = at_step(self.plan, step)
-        self.epoch, self.batch = where.epoch, where.step_in_epoch
+        return where.epoch, where.step_in_epoch
+
+    def handed_out(self) -> int:
+        """Global optimizer steps whose batches this sampler has handed out (its position)."""
+        if self.epoch >= self.plan.epochs:
+            return self.plan.updates
+        return self.plan.updates_before(self.epoch) + self.batch
 
     def __len__(self) -> int:
-        """Batches the next `iter()` yields: the rest of the current epoch."""
-        if self.epoch >= self.plan.epochs:
+        """Batches in the epoch the latest `iter()` walks (whole, however far it got, and
+        even when DataLoader workers have drawn all of it already) until `set_epoch`, `seek`
+        or `load_state_dict` moves on; before any `iter()`, in the current epoch."""
+        epoch = self.epoch if self._iterating is None else self._iterating
+        if epoch >= self.plan.epochs:
             return 0
-        return self.batches_in_epoch(self.epoch) - self.batch
+        return self.batches_in_epoch(epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
         """This rank's index lists for the rest of the current epoch, one per optimizer step."""
-        if self.epoch >= self.plan.epochs:
-            return
+        self._workers = _loader_workers(sys._getframe(1))
+        self._iterating = self.epoch
+        return self._rest_of_epoch()
+
+    def _rest_of_epoch(self) -> Iterator[list[int]]:
         epoch = self.epoch
+        if epoch >= self.plan.epochs:
+            return
         order = self._permutation(epoch)
         batch_size = self.plan.phase_at(epoch).batch_size
         count = self.batches_in_epoch(epoch)
@@ -147,11 +184,36 @@ class PlanBatchSampler(Sampler[list[int]]):
             self._order = (epoch, epoch_permutation(self.seed, epoch, self.plan.train_size))
         return self._order[1]
 
-    def state_dict(self) -> dict[str, int]:
-        """The position (next batch) and what it is valid for; plain ints, safe to torch.save."""
+    def state_dict(self, steps_done: int | None = None) -> dict[str, int]:
+        """The position to resume from and what it is valid for; plain ints, safe to torch.save.
+
+        `steps_done`: the optimizer steps taken so far (`PlanLR.steps_done`); the state is then
+        the position of the next step, however far the DataLoader fetched ahead. Without it, the
+        state is the next batch to hand out, refused (ValueError) when the DataLoader that
+        iterated this sampler has workers, since they fetch ahead of training.
+        """
+        handed_out = self.handed_out()
+        if steps_done is None:
+            if self._workers:
+                raise ValueError(
+                    f"sampler state: the DataLoader has {self._workers} workers, which fetch "
+                    "batches ahead of training, so the batches handed out are not the steps "
+                    "taken; save state_dict(steps_done=N) with the optimizer steps taken "
+                    "(PlanLR.steps_done)"
+                )
+            step = handed_out
+        elif not 0 <= steps_done <= handed_out:
+            raise ValueError(
+                f"sampler state: steps_done={steps_done}, but the sampler has handed out "
+                f"{handed_out} batches; pass the optimizer steps taken (PlanLR.steps_done)"
+            )
+        else:
+            step = steps_done
+        epoch, batch = self._position(step)
         return {
-            "epoch": self.epoch,
-            "batch": self.batch,
+            "epoch": epoch,
+            "batch": batch,
+            "step": step,
             "seed": self.seed,
             "train_size": self.plan.train_size,
             "updates": self.plan.updates,
@@ -170,6 +232,28 @@ class PlanBatchSampler(Sampler[list[int]]):
                     "resume with the seed and plan the state was saved with"
                 )
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self._iterating = None
+
+
+def _loader_workers(frame: FrameType | None) -> int:
+    """Worker processes of the torch DataLoader iterator whose frame called `iter()` on the
+    sampler (its `__init__` or `_reset`), or 0: the guard that refuses a position saved ahead
+    of training. Best effort: a loader other than torch's counts as having none."""
+    caller = frame.f_locals.get("self") if frame is not None else None
+    base = getattr(torch.utils.data.dataloader, "_BaseDataLoaderIter", None)
+    if base is None or not isinstance(caller, base):
+        return 0
+    return int(getattr(caller, "_num_workers", 0) or 0)
+
+
+def set_hyperparams(optimizer: Optimizer, plan: Plan, step: int) -> None:
+    """Write the plan's lr at optimizer step `step` into every param group of `optimizer`, and
+    for `torch.optim.SGD` its momentum (after the plan's last step, its last values)."""
+    hp = at_step(plan, min(max(step, 0), plan.updates - 1))
+    for group in optimizer.param_groups:
+        group["lr"] = hp.lr
+        if isinstance(optimizer, SGD):
+            group["momentum"] = hp.momentum
 
 
 class PlanLR(LRScheduler):
@@ -204,6 +288,11 @@ class PlanLR(LRScheduler):
             momentum = at_step(self.plan, step).momentum
             for group in self.optimizer.param_groups:
                 group["momentum"] = momentum
+
+    @property
+    def steps_done(self) -> int:
+        """Optimizer steps taken (the `step()` calls): what `PlanBatchSampler.state_dict` needs."""
+        return max(self.last_epoch, 0)
 
     def state_dict(self) -> dict[str, Any]:
         """The base class's state without the plan object (the plan is rebuilt, not stored)."""
