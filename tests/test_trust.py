@@ -196,7 +196,7 @@ def test_a_long_experiment_name_is_one_line_and_figure_names_fit(tmp_path: Path)
     _no_traceback(proc)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "experiment name of 300 characters; use 1-100" in proc.stderr
-    assert ":15:" in proc.stderr or "experiments" in proc.stderr  # names where it is
+    assert "long.yaml:13: experiments.0.name:" in proc.stderr  # the file, line and field
     # Rows on disk may carry any name: the figure's file name still fits (and stays distinct).
     a = figure_path(tmp_path, "s" * 300, "e" * 300 + "a", "accuracy")
     b = figure_path(tmp_path, "s" * 300, "e" * 300 + "b", "accuracy")
@@ -218,3 +218,45 @@ def test_data_cifar10_into_a_file_or_an_unwritable_folder_is_one_line(tmp_path: 
         proc = run_cli("data", "cifar10", str(locked))
         assert proc.returncode == 2 and "cannot write there" in proc.stderr, proc.stderr
     assert file.read_text() == "x"
+
+
+def test_an_image_over_max_image_pixels_is_skipped_and_counted(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tests.test_imagenet_run import CLASSES, make_folder, write_suite
+
+    root = make_folder(tmp_path / "data")  # 24 training images of at most 115x79 pixels
+    big = root / "imagenet" / "train" / CLASSES[0] / "huge.png"
+    Image.new("RGB", (120, 120), (9, 9, 9)).save(big)  # 14400 pixels: "huge" under 10000
+    suite = write_suite(tmp_path)
+    common = ("--results", str(tmp_path / "r"), "--device", "cpu", "--data", str(root))
+    resnet = [c.cell_id for c in load_suite(suite).cells if c.model.name == "resnet50"]
+    common += ("--only", resnet[0])
+    # Under the default limit the image is one of 25 readable images: N differs, one line.
+    proc = run_cli("run", str(suite), *common)
+    _no_traceback(proc)
+    assert proc.returncode == 2 and "25 readable images" in proc.stderr, proc.stderr
+    limit = "--set", "execution.max_image_pixels=10000"
+    proc = run_cli("run", str(suite), *common, *limit)
+    _no_traceback(proc)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skipped 1 of 25 images, using N = 24" in proc.stderr
+    assert "huge.png (120x120 = 14400 pixels, over execution.max_image_pixels (10000))" in (
+        proc.stderr
+    )
+    runs = store.scan_runs(tmp_path / "r").frame
+    assert list(runs["status"]) == ["ok"] and list(runs["cell_id"]) == resnet[:1]
+    proc = run_cli("plan", str(suite), "--set", "execution.max_image_pixels=0")
+    assert proc.returncode == 2 and "max_image_pixels" in proc.stderr, proc.stderr
+
+
+def test_the_decoder_refuses_an_image_over_the_limit_before_decoding(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from harness.data.image_transforms import ImageTransform, UnreadableImageError
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (40, 30)).save(path)
+    assert ImageTransform(16, False, max_pixels=1200)(path, None).shape == (3, 16, 16)
+    with pytest.raises(UnreadableImageError, match=r"40x30 = 1200 pixels, over .* \(1199\)"):
+        ImageTransform(16, False, max_pixels=1199)(path, None)

@@ -152,7 +152,7 @@ def _load_image_folder(
         size = sizes.pop()
     assert size is not None
     root = imagenet_root(suite, data_root)
-    folder = open_image_folder(root, size)
+    folder = open_image_folder(root, size, max_pixels=suite.spec.execution.max_image_pixels)
     planned = ds.n_train
     if folder.n_train != planned:
         raise UserError(

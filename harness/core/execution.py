@@ -16,6 +16,9 @@ from typing import ClassVar
 from harness.core.rules import MAX_BATCH_SIZE, ScheduleError
 
 MAX_LOADER_WORKERS = 256
+# Pillow's own MAX_IMAGE_PIXELS, where it only warns (it refuses twice as many): about 0.27 GB
+# of RGB pixels decoded per image. ImageNet's largest images hold under a third of it.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 class ExecutionError(ScheduleError):
@@ -50,6 +53,11 @@ class Execution:
     # fastest (a pause at each batch-size change, and workspace memory); False: it picks them
     # by heuristics. Like channels_last, it chooses kernels, not the recipe's numbers.
     cudnn_benchmark: bool = True
+    # Image folders: an image of more pixels (width x height) is skipped when the folder is
+    # scanned and counted like an unreadable one (harness.data.imagefolder), and refused if
+    # met when decoding, so one huge file cannot take gigabytes of memory per loader worker.
+    # Which images make N is the data, not the recipe: N is checked against dataset.train_size.
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         for name in ("max_micro_batch", "eval_batch_size"):
@@ -58,6 +66,10 @@ class Execution:
                 raise ExecutionError(
                     name, f"{value!r} must be a whole number in 1..{MAX_BATCH_SIZE}"
                 )
+        if not _is_int_in(self.max_image_pixels, 1, 2**40):
+            raise ExecutionError(
+                "max_image_pixels", f"{self.max_image_pixels!r} must be a whole number >= 1"
+            )
         workers = self.loader_workers
         if workers is not None and not _is_int_in(workers, 0, MAX_LOADER_WORKERS):
             raise ExecutionError(
