@@ -146,7 +146,7 @@ def test_a_linked_subfolder_of_the_results_folder_is_refused_before_training(
     first = load_suite(suite).cells[0].cell_id
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    for sub in ("checkpoints", "curves", "logs"):
+    for sub in ("runs", "checkpoints", "curves", "logs"):
         results = tmp_path / f"R-{sub}"
         results.mkdir()
         (results / sub).symlink_to(elsewhere)

@@ -207,6 +207,7 @@ def _finished(results: Path, say: RunConsole) -> set[str]:
     its cell counts as not finished and trains again."""
     if not results.is_dir():
         return set()
+    check_folders(results, _SUBFOLDERS)  # a linked runs/: nothing in it is moved aside
     runs, skipped = store.scan_runs(results)
     for path, reason in skipped:
         aside = store.quarantine(path)
