@@ -115,9 +115,11 @@ def test_report_skips_linked_rows_and_writes_no_output_through_a_link(planted) -
     _, _, results, home, _, _ = planted
     (results / "runs" / "again.parquet").symlink_to(home / "row")
     (results / "runs" / os.fsdecode(b"again-\xfe.parquet")).write_bytes(b"x")
-    proc = run_cli("report", str(results))
+    os.mkfifo(results / "runs" / "pipe.parquet")  # opening it would block the reader
+    proc = run_cli("report", str(results), timeout=300)
     _no_traceback(proc)
     assert proc.returncode == 0, proc.stderr
+    assert "pipe.parquet: not a readable results file (not a regular file)" in proc.stderr
     assert "again.parquet: not a readable results file (a symbolic link" in proc.stderr
     assert "again-\\xfe.parquet" in proc.stderr and "not valid UTF-8" in proc.stderr
     victim = home / "report-victim.md"

@@ -57,6 +57,7 @@ class Execution:
     # scanned and counted like an unreadable one (harness.data.imagefolder), and refused if
     # met when decoding, so one huge file cannot take gigabytes of memory per loader worker.
     # Which images make N is the data, not the recipe: N is checked against dataset.train_size.
+    # Pillow itself still refuses an image of over twice its own limit (178,956,970 pixels).
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:

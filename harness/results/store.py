@@ -23,6 +23,7 @@ The columns are the fields of `RunRecord` / `CurveRecord` (harness.results.recor
 from __future__ import annotations
 
 import datetime as dt
+import stat
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -103,7 +104,7 @@ def cell_status(results: Path, cell_id: str) -> str | None:
     """The status in a cell's run row; None if it has none yet or its run file is unreadable
     (so that the runner trains it again rather than trusting a damaged file)."""
     path = run_file(results, cell_id)
-    if path.is_symlink() or not path.exists():
+    if not path.exists() or unreadable(path) is not None:
         return None
     try:
         column = pq.ParquetFile(path).read(columns=["status"]).column("status")
@@ -182,12 +183,19 @@ def write_run(results: Path, run: RunRecord | Mapping[str, Any]) -> None:
         pq.write_table(_table([run_row], RUN_SCHEMA), tmp)
 
 
-def _unreadable(path: Path) -> str | None:
-    """Why a row file is skipped before it is opened: a link, or a name that is not text."""
+def unreadable(path: Path) -> str | None:
+    """Why a row file is skipped before it is opened: a link, not a regular file (a FIFO
+    would block the reader), or a name that is not text; None if it may be read."""
     if not printable_name(path):
         return "its file name is not valid UTF-8"
-    if path.is_symlink():
+    try:
+        mode = path.lstat().st_mode
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    if stat.S_ISLNK(mode):
         return "a symbolic link, never read: the results folder's files must be its own"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
     return None
 
 
@@ -195,7 +203,7 @@ def _scan(folder: Path, schema: pa.Schema) -> Scan:
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     tables, skipped = [], []
     for f in files:
-        why = _unreadable(f)
+        why = unreadable(f)
         if why is not None:
             skipped.append(Skipped(f, why))
             continue
