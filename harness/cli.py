@@ -342,7 +342,7 @@ def report(
     """
     from harness.analysis.render import check_format
     from harness.analysis.report import build_report
-    from harness.fsio import atomic_path
+    from harness.fsio import atomic_path, containing
     from harness.results.store import report_folders, suite_folders
 
     check_format(fmt)
@@ -383,7 +383,7 @@ def report(
         sys.stdout.write(text)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, inside=containing(out, folders)) as tmp:  # no link in a results folder
         tmp.write_text(text)
     print(f"wrote {out}" + (f" and figures in {figures}" if figures else ""), file=sys.stderr)
 

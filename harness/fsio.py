@@ -3,15 +3,26 @@
 Results folders are shared (colleagues, job arrays), so what this module writes must be
 readable by them as any other file they create would be, must never leave half a file, and
 must never turn a symlink or a device node into a regular file behind the user's back.
+
+Inside a results folder (`atomic_path(path, inside=folder)`, `open_lock`, `remove`) nothing
+is written, locked or removed through a symbolic link: anyone who may write the shared folder
+could plant ``checkpoints/<id>.lock -> ~/thesis.tex`` and have the next user's run overwrite
+it. Every folder between `inside` and the file is opened with ``O_NOFOLLOW`` (the folder
+`inside` itself may be a link: the user named it), the temporary file is created with
+``O_EXCL | O_NOFOLLOW`` in that opened folder, the writer reaches it through its descriptor
+(``/proc/self/fd/N`` where there is one) and the rename happens within the opened folder, so
+swapping a folder for a link mid-write cannot redirect the bytes either. A link, a folder or a
+device where a file should be is refused with one line naming it (`LinkRefused`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from harness.errors import UserError
@@ -36,16 +47,232 @@ def new_file_mode() -> int:
     return 0o666 & ~umask()
 
 
+class LinkRefused(UserError):
+    """A path inside a results folder that is a link (or a folder or device where a file
+    belongs), which the harness will not write, lock or remove through; `path` names it."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+
+
+def shown(path: Path | str) -> str:
+    """`path` as text that any terminal can print: bytes that are not UTF-8 in a file name
+    (kept by Python as surrogates) become ``\\xNN`` escapes instead of a UnicodeEncodeError."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def printable_name(path: Path) -> bool:
+    """Whether `path` is valid text (no undecodable bytes in its name)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def containing(path: Path, roots: Iterable[Path]) -> Path | None:
+    """The first of `roots` that `path` lies in (resolved paths compared), else None: an
+    output the user names inside a results folder is written with that folder's rule."""
+    where = Path(os.path.realpath(path.parent)) / path.name
+    for root in roots:
+        real = Path(os.path.realpath(root))
+        if where == real or real in where.parents:
+            return root
+    return None
+
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _refuse(path: Path, what: str) -> LinkRefused:
+    return LinkRefused(
+        f"{shown(path)}: {what}; the harness writes nothing through links in a results "
+        "folder (another user may have planted it): remove it and rerun",
+        path,
+    )
+
+
+def _parts(path: Path, inside: Path) -> tuple[str, ...]:
+    try:
+        parts = Path(path).relative_to(inside).parts
+    except ValueError:  # spelled differently (relative, through the folder's own link)
+        real = Path(os.path.realpath(Path(path).parent)) / Path(path).name
+        try:
+            parts = real.relative_to(os.path.realpath(inside)).parts
+        except ValueError:
+            raise ValueError(f"{path} is not inside {inside}") from None
+    if not parts or ".." in parts:
+        raise ValueError(f"{path} is not a file inside {inside}")
+    return parts
+
+
+def _open_folder(inside: Path, parts: tuple[str, ...], create: bool) -> int:
+    """A descriptor of the folder `inside/parts...`, each part opened without following a
+    link (and made if missing and `create`); `LinkRefused` naming the first part that is a
+    link or not a folder, FileNotFoundError if one is missing and not `create`."""
+    if create:
+        Path(inside).mkdir(parents=True, exist_ok=True)
+    fd = os.open(inside, _DIR_FLAGS)
+    here = Path(inside)
+    try:
+        for part in parts:
+            here = here / part
+            try:
+                info = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
+                info = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                raise _refuse(here, "is a symbolic link, not a folder")
+            if not stat.S_ISDIR(info.st_mode):
+                raise _refuse(here, "is not a folder")
+            try:
+                inner = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
+            except OSError:  # swapped for a link since the stat (ELOOP / ENOTDIR)
+                raise _refuse(here, "is a symbolic link, not a folder") from None
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _regular_or_absent(fd: int, name: str, path: Path) -> os.stat_result | None:
+    try:
+        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        raise _refuse(path, "is a symbolic link")
+    if not stat.S_ISREG(info.st_mode):
+        raise _refuse(path, "is not a regular file (a folder, FIFO or device)")
+    return info
+
+
+def _through_descriptor(fd: int, fallback: Path) -> Path:
+    """A path that opens the very file `fd` is (Linux's /proc/self/fd), so a writer given a
+    path cannot be sent elsewhere by a folder swapped meanwhile; the plain path elsewhere."""
+    magic = Path(f"/proc/self/fd/{fd}")
+    return magic if magic.exists() else fallback
+
+
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def _confined(path: Path, inside: Path) -> Iterator[Path]:
+    parts = _parts(path, inside)
+    folder = _open_folder(inside, parts[:-1], create=True)
+    name = parts[-1]
+    try:
+        info = _regular_or_absent(folder, name, path)
+        mode = new_file_mode() if info is None else stat.S_IMODE(info.st_mode)
+        tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(tmp, flags, 0o600, dir_fd=folder)
+        try:
+            yield _through_descriptor(fd, path.parent / tmp)
+            os.fchmod(fd, mode)
+            _regular_or_absent(folder, name, path)  # planted meanwhile: refused, not replaced
+            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def open_lock(path: Path, *, inside: Path) -> int:
+    """A read-write descriptor of the lock file `path` in the results folder `inside`,
+    created if missing, for `fcntl.flock`; never opened through a link (`LinkRefused`, as
+    for a folder, FIFO or device there). The caller closes it."""
+    parts = _parts(path, inside)
+    folder = _open_folder(inside, parts[:-1], create=True)
+    try:
+        flags = os.O_RDWR | os.O_CREAT | _NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(parts[-1], flags, 0o666, dir_fd=folder)
+        except OSError:
+            _regular_or_absent(folder, parts[-1], path)  # a link or a folder: say so
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _refuse(path, "is not a regular file (a folder, FIFO or device)")
+        return fd
+    finally:
+        os.close(folder)
+
+
+def read_small(path: Path, *, inside: Path, limit: int = 4096) -> str | None:
+    """The first `limit` bytes of a regular file in the results folder as text; None if it is
+    missing, a link, not a regular file or unreadable (never blocks on a FIFO)."""
+    try:
+        parts = _parts(path, inside)
+        folder = _open_folder(inside, parts[:-1], create=False)
+    except (OSError, UserError):
+        return None
+    try:
+        flags = os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(parts[-1], flags, dir_fd=folder)
+    except OSError:
+        return None
+    finally:
+        os.close(folder)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def remove(path: Path, *, inside: Path) -> None:
+    """Delete the file `path` of the results folder `inside` if it is there; a link is
+    removed itself (never its target), and no folder on the way is followed if a link."""
+    parts = _parts(path, inside)
+    try:
+        folder = _open_folder(inside, parts[:-1], create=False)
+    except FileNotFoundError:
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(parts[-1], dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def check_folders(inside: Path, names: Iterable[str]) -> None:
+    """`LinkRefused` naming the first of the results folder's subfolders `names` that is a
+    link (or not a folder); missing ones are fine (they are made when written)."""
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.close(_open_folder(inside, (name,), create=False))
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, *, inside: Path | None = None) -> Iterator[Path]:
     """A temporary path beside `path`'s target, renamed onto it only if the block succeeds.
 
-    A symlink is written through: its resolved target is replaced (atomically, in the target's
-    folder) and the link stays. A new file gets the mode an ordinary `open()` would give it; a
-    replaced file keeps its mode. `UserError` if the target exists and is not a regular file
-    (a folder, a FIFO, a device such as /dev/null), since renaming over it would replace the
-    node rather than write to it.
+    With `inside` (the results folder `path` lies in) no link is followed: see the module's
+    docstring; the path yielded may then be ``/proc/self/fd/N``, so a writer that guesses
+    the format from the file's suffix must be told the format.
+
+    Without it (a path the user named), a symlink is written through: its resolved target is
+    replaced (atomically, in the target's folder) and the link stays. A new file gets the mode
+    an ordinary `open()` would give it; a replaced file keeps its mode. `UserError` if the
+    target exists and is not a regular file (a folder, a FIFO, a device such as /dev/null),
+    since renaming over it would replace the node rather than write to it.
     """
+    if inside is not None:
+        with _confined(Path(path), Path(inside)) as through:
+            yield through
+        return
     target = Path(os.path.realpath(path))
     try:
         info = target.stat()
@@ -53,8 +280,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         mode = new_file_mode()
     else:
         if not stat.S_ISREG(info.st_mode):
-            shown = str(path) if target == Path(path) else f"{path} (-> {target})"
-            raise UserError(f"{shown}: exists and is not a regular file; write to a file path")
+            named = str(path) if target == Path(path) else f"{path} (-> {target})"
+            raise UserError(f"{named}: exists and is not a regular file; write to a file path")
         mode = stat.S_IMODE(info.st_mode)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")

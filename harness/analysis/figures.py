@@ -19,6 +19,7 @@ pyplot figure list) of whoever imported us.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import textwrap
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from harness.fsio import atomic_path, containing
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -41,9 +44,17 @@ KINDS = ("schedule", "loss", "accuracy")
 _STYLES = ("-", "--", "-.", ":")  # equivalent schedules overlap; dashes keep each visible
 
 
+_NAME_MAX = 80  # characters of one name in a figure's file name (a file name holds 255 bytes)
+
+
 def safe_name(name: str) -> str:
-    """A filesystem-safe, stable version of a suite or experiment name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "unnamed"
+    """A filesystem-safe, stable version of a suite or experiment name, at most 80 characters:
+    a longer one (rows on disk may carry any name) keeps its start and a hash of the whole."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "unnamed"
+    if len(safe) <= _NAME_MAX:
+        return safe
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{safe[: _NAME_MAX - 11]}-{digest}"
 
 
 def figure_path(out_dir: Path, suite: str, experiment: str, kind: str) -> Path:
@@ -61,6 +72,8 @@ def write_figures(
     from harness.analysis.sweep import fits_table, sweep_table
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Figures in a results folder follow its rule (no link written through, figures/ included).
+    root = containing(out_dir, results.dirs) or out_dir
     views = results.views
     if suites is not None:
         views = views[views["suite"].isin(list(suites))]
@@ -74,7 +87,7 @@ def write_figures(
         if curves["noise_b_simple_count"].gt(0).any():
             draws.append(("noise", _noise))
         for kind, draw in draws:
-            written.append(_save(draw(curves, title), out_dir, suite, experiment, kind))
+            written.append(_save(draw(curves, title), root, out_dir, suite, experiment, kind))
     sweep = sweep_table(results)
     if suites is not None and not sweep.empty:
         sweep = sweep[sweep["suite"].isin(list(suites))]
@@ -83,14 +96,17 @@ def write_figures(
         for (suite, experiment), points in sweep.groupby(["suite", "experiment"], sort=True):
             fit = fits[(fits["suite"] == suite) & (fits["experiment"] == experiment)]
             fig = _sweep(points, fit, f"{suite} / {experiment}")
-            written.append(_save(fig, out_dir, suite, experiment, "sweep"))
+            written.append(_save(fig, root, out_dir, suite, experiment, "sweep"))
     return written
 
 
-def _save(fig: Figure, out_dir: Path, suite: object, experiment: object, kind: str) -> Path:
+def _save(
+    fig: Figure, root: Path, out_dir: Path, suite: object, experiment: object, kind: str
+) -> Path:
     path = figure_path(out_dir, str(suite), str(experiment), kind)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=DPI)
+    with atomic_path(path, inside=root) as tmp:  # a planted link is refused, never followed
+        fig.savefig(tmp, dpi=DPI, format="png")
     return path
 
 

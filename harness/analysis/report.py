@@ -29,6 +29,7 @@ from harness.analysis.render import (
 from harness.analysis.seeds import VERDICT_RULE, group_verdicts
 from harness.analysis.sweep import SWEEP_RULE, fits_table, sweep_table
 from harness.analysis.tables import GROUP, equivalence_table, load_results, summary_table
+from harness.fsio import shown
 
 # check_format is part of this module's interface: the CLI checks --format before work.
 __all__ = ["build_report", "check_format"]
@@ -138,7 +139,7 @@ def build_report(
         doc.items(provenance_lines(results.runs[results.runs["suite"] == suite]))
     if results.skipped:
         doc.heading(2, "Unreadable files (skipped)")
-        doc.items([f"{s.path}: {s.reason}" for s in results.skipped])
+        doc.items([f"{shown(s.path)}: {s.reason}" for s in results.skipped])
     return str(doc)
 
 

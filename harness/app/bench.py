@@ -140,7 +140,7 @@ def run_bench(
     frame = pd.DataFrame(rows)
     path = out / f"bench-{model}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.parquet"
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, inside=out) as tmp:  # a shared folder: no link followed
             frame.to_parquet(tmp, index=False)
     except OSError as exc:
         raise UserError(f"{out}: cannot write bench rows ({exc.strerror or exc})") from None

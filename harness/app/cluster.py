@@ -232,7 +232,7 @@ def submit(
             "stdout": str(job.paths.stdout),
             "stderr": str(job.paths.stderr),
         }
-    with atomic_path(folder / status_module.JOBS_FILE) as tmp:
+    with atomic_path(folder / status_module.JOBS_FILE, inside=results) as tmp:
         tmp.write_text(json.dumps(jobs, indent=2, sort_keys=True) + "\n")
     ids = ", ".join(str(j.job_id) for j in submitted)
     lanes_note = f" as {len(submitted)} task(s) at once" if executor_kind == "local" else ""

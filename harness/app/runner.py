@@ -18,6 +18,7 @@ skip, busy) so that every process trains the same cell at the same time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import tempfile
@@ -30,6 +31,7 @@ from harness.app import jobs
 from harness.app.console import RunConsole
 from harness.config.suite import Cell, Suite, select_some
 from harness.errors import UserError
+from harness.fsio import atomic_path, check_folders, remove, shown
 from harness.results import lock, store
 
 FINISHED = ("ok", "diverged")  # statuses a re-run skips; a failed cell is tried again
@@ -184,7 +186,12 @@ def _load_image_folder(
         size = sizes.pop()
     assert size is not None
     root = imagenet_root(suite, data_root)
-    folder = open_image_folder(root, size, check=suite.spec.execution.image_check)
+    folder = open_image_folder(
+        root,
+        size,
+        check=suite.spec.execution.image_check,
+        max_pixels=suite.spec.execution.max_image_pixels,
+    )
     planned = ds.n_train
     if folder.n_train != planned:
         raise UserError(
@@ -216,12 +223,17 @@ def _check_divisible(cells: tuple[Cell, ...], suite: Suite, world: int) -> None:
             raise UserError(f"{suite.path}: cell {cell.cell_id} ({cell.label}): {why}")
 
 
+_SUBFOLDERS = ("runs", "curves", "checkpoints", "logs")
+
+
 def _check_writable(results: Path) -> None:
-    """Fail before any data loads if rows could not be written (a whole-run error)."""
+    """Fail before any data loads if rows could not be written (a whole-run error), or if a
+    subfolder the rows go to is a link (harness.fsio: nothing is written through one)."""
     try:
         results.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=results, prefix=".harness-probe-"):
             pass
+        check_folders(results, _SUBFOLDERS)
     except OSError as exc:
         raise UserError(
             f"{results}: the results folder is not writable ({exc.strerror or exc}); "
@@ -234,10 +246,14 @@ def _finished(results: Path, say: RunConsole) -> set[str]:
     its cell counts as not finished and trains again."""
     if not results.is_dir():
         return set()
+    check_folders(results, _SUBFOLDERS)  # a linked runs/: nothing in it is moved aside
     runs, skipped = store.scan_runs(results)
     for path, reason in skipped:
         aside = store.quarantine(path)
-        say.line(f"warning: {path}: unreadable ({reason}); moved to {aside.name}, will retrain")
+        say.line(
+            f"warning: {shown(path)}: unreadable ({reason}); moved to {shown(aside.name)}, "
+            "will retrain"
+        )
     if runs.empty:
         return set()
     return set(runs.loc[runs["status"].isin(FINISHED), "cell_id"])
@@ -339,12 +355,22 @@ def _run_cells(
     for cell in cells:
         with contextlib.ExitStack() as held:
             # Rank 0 decides (and holds the claim while every process trains); all follow it.
-            decision = (
-                _decide(cell, results, done, force, started, deadline, held, vote) if main else 0
-            )
+            refused = None
+            decision = 0
+            if main:
+                try:
+                    decision = _decide(cell, results, done, force, started, deadline, held, vote)
+                except (UserError, OSError) as exc:  # a planted link, a folder named .lock
+                    refused, decision = " ".join(str(exc).split()), _REFUSED
             if replica is not None:
                 decision = replica.broadcast_int(decision)
-            if decision == _SKIP:
+            if decision == _REFUSED:
+                # The cell's failure, not the suite's: its row says why, the others go on.
+                if main:
+                    _record_failure(cell, results, env, say, summary, refused or "refused")
+                else:
+                    summary.failed.append(cell.cell_id)
+            elif decision == _SKIP:
                 summary.skipped.append(cell.cell_id)
             elif decision == _LATE:
                 summary.not_started.append(cell.cell_id)
@@ -369,7 +395,43 @@ def _run_cells(
                 )
 
 
-_TRAIN, _SKIP, _LATE, _BUSY = 1, 2, 3, 4
+_TRAIN, _SKIP, _LATE, _BUSY, _REFUSED = 1, 2, 3, 4, 5
+_NO_METRICS = ("final_test_acc", "best_test_acc", "final_test_loss", "final_train_loss")
+
+
+def _record_failure(
+    cell: Cell, results: Path, env: dict[str, Any], say: RunConsole, summary: RunSummary, why: str
+) -> None:
+    """A cell that could not even be claimed (its lock file is a link, a folder, a device):
+    a failed run row saying why, as for any failed cell."""
+    from harness.train.checkpoint import Progress
+
+    progress = Progress(status="failed", error=why)
+    record = jobs.run_record(cell, progress, dict.fromkeys(_NO_METRICS, math.nan), 0, env)
+    _write_rows(cell, results, record, [])
+    summary.failed.append(cell.cell_id)
+    say.line(f"fail  {cell.cell_id} {cell.label}: {why}")
+
+
+def _write_rows(cell: Cell, results: Path, record: Any, curves: list[Any]) -> Any:
+    """Write the cell's rows; returns the record written. A curve file that is a link fails
+    the cell (its run row alone is written, saying why) rather than the suite."""
+    from harness.fsio import LinkRefused
+
+    try:
+        try:
+            store.write_cell(results, record, curves)
+        except LinkRefused as exc:
+            if exc.path != store.curve_file(results, cell.cell_id):
+                raise  # runs/ or curves/ itself: the whole folder, not this cell
+            record = dataclasses.replace(record, status="failed", error=str(exc))
+            store.write_run(results, record)
+    except OSError as exc:
+        raise UserError(
+            f"{results}: could not write the rows of cell {cell.cell_id} "
+            f"({exc.strerror or exc}); free space or pass --results DIR, then rerun"
+        ) from None
+    return record
 
 
 def _decide(
@@ -397,7 +459,7 @@ def _decide(
         return _BUSY
     # The claim is held: any temporary file of this cell is a dead writer's (see the function).
     for path in store.stale_temporaries(results, cell.cell_id):
-        path.unlink(missing_ok=True)
+        remove(path, inside=results)
     if not force and store.cell_status(results, cell.cell_id) in FINISHED:
         return _SKIP  # finished by another runner meanwhile
     return _TRAIN
@@ -422,7 +484,7 @@ def _run_cell(
     main = replica is None or replica.is_main
     checkpoint = store.checkpoint_path(results, cell.cell_id)
     if force and main:
-        checkpoint.unlink(missing_ok=True)
+        remove(checkpoint, inside=results)
     if replica is not None:
         replica.barrier()  # every process sees the checkpoint (or its absence) alike
     say.start(cell, resumed=checkpoint.exists())
@@ -442,9 +504,7 @@ def _run_cell(
         curves = progress.curves
     except Exception as exc:  # a cell's failure is the cell's: recorded, and the suite goes on
         progress = Progress(status="failed", error=_failure(cell, exc, results))
-        final = dict.fromkeys(
-            ("final_test_acc", "best_test_acc", "final_test_loss", "final_train_loss"), math.nan
-        )
+        final = dict.fromkeys(_NO_METRICS, math.nan)
         peak = 0
     finally:
         say.stop()
@@ -463,19 +523,15 @@ def _run_cell(
         )
         return
     record = jobs.run_record(cell, progress, final, peak, env)
-    try:
-        store.write_cell(results, record, jobs.curve_records(cell, curves))
-    except OSError as exc:
-        raise UserError(
-            f"{results}: could not write the rows of cell {cell.cell_id} "
-            f"({exc.strerror or exc}); free space or pass --results DIR, then rerun"
-        ) from None
+    record = _write_rows(cell, results, record, jobs.curve_records(cell, curves))
+    if record.status == "failed" and progress.status != "failed":
+        progress.status, progress.error = "failed", record.error
     if progress.status == "failed":
         # The row says why; the checkpoint stays, and the next run resumes the cell.
         summary.failed.append(cell.cell_id)
         say.line(f"fail  {cell.cell_id} {cell.label}: {progress.error}")
         return
-    checkpoint.unlink(missing_ok=True)
+    remove(checkpoint, inside=results)
     summary.ran.append(cell.cell_id)
     say.line(_summary_line(cell, record.as_row()))
     if progress.error:  # an ok row's note: a checkpoint that did not fit the plan
@@ -502,13 +558,13 @@ def _failure(cell: Cell, exc: Exception, results: Path) -> str:
         return message
     log = results / "logs" / f"{cell.cell_id}.log"
     try:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text("".join(traceback.format_exception(exc)))
+        with atomic_path(log, inside=results) as tmp:
+            tmp.write_text("".join(traceback.format_exception(exc)))
         where = f"; traceback in {log}"
-    except OSError:
+    except (OSError, UserError):  # no log beside the rows (a link there is never followed)
         # A full disk: no log, rather than an empty one that seems to say nothing happened.
-        with contextlib.suppress(OSError):
-            log.unlink(missing_ok=True)
+        with contextlib.suppress(OSError, UserError):
+            remove(log, inside=results)
         where = ""
     return f"cell {cell.cell_id} ({cell.label}) failed: {type(exc).__name__}: {message}{where}"
 

@@ -51,8 +51,8 @@ def _run_row(results: Path, cell_id: str) -> dict[str, object] | None:
     import pyarrow.parquet as pq
 
     path = store.run_file(results, cell_id)
-    if not path.exists():
-        return None
+    if not path.exists() or store.unreadable(path) is not None:
+        return None  # a link or a FIFO there is never read
     try:
         rows = pq.read_table(path, columns=["status", "error"]).to_pylist()
     except (pa.ArrowException, OSError):

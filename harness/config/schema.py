@@ -40,6 +40,7 @@ from harness.core.shapes import wrn_blocks
 DATASET_SIZES = {"cifar10": (50_000, 10_000, 10), "imagenet": (1_281_167, 50_000, 1000)}
 MAX_SEED = 2**63 - 1  # seeds feed 64-bit generators
 SUITE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # the name is a results folder
+EXPERIMENT_NAME_MAX = 100
 
 Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
 BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH_SIZE)]
@@ -292,6 +293,17 @@ class ExperimentSpec(Strict):
     training: dict[str, Any] = Field(default_factory=dict)  # overrides of `training:`
     paper: dict[str, PaperFigure] = Field(default_factory=dict)  # "optimizer/schedule" keys
     sweep: SweepSpec | None = None  # a batch-size sweep: constant schedules, one target
+
+    @field_validator("name")
+    @classmethod
+    def _bounded_name(cls, v: str) -> str:
+        # It names figure files (harness.analysis.figures) and report headings.
+        if not 1 <= len(v) <= EXPERIMENT_NAME_MAX or not v.isprintable():
+            raise ValueError(
+                f"experiment name of {len(v)} characters; use 1-{EXPERIMENT_NAME_MAX} "
+                "printable characters (it names the report's figure files)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _paper_keys(self) -> ExperimentSpec:

@@ -17,6 +17,9 @@ from harness.core.rules import MAX_BATCH_SIZE, ScheduleError
 
 MAX_LOADER_WORKERS = 256
 IMAGE_CHECKS = ("header", "decode")
+# Pillow's own MAX_IMAGE_PIXELS, where it only warns (it refuses twice as many): about 0.27 GB
+# of RGB pixels decoded per image. ImageNet's largest images hold under a third of it.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 class ExecutionError(ScheduleError):
@@ -56,6 +59,12 @@ class Execution:
     # also leaves out a file whose data is cut short). For a given N the images are the
     # same either way: a file "decode" leaves out makes N smaller, which is another cell id.
     image_check: Literal["header", "decode"] = "header"
+    # Image folders: an image of more pixels (width x height) is skipped when the folder is
+    # scanned and counted like an unreadable one (harness.data.imagefolder), and refused if
+    # met when decoding, so one huge file cannot take gigabytes of memory per loader worker.
+    # Which images make N is the data, not the recipe: N is checked against dataset.train_size.
+    # Pillow itself still refuses an image of over twice its own limit (178,956,970 pixels).
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         for name in ("max_micro_batch", "eval_batch_size"):
@@ -67,6 +76,10 @@ class Execution:
         if self.image_check not in IMAGE_CHECKS:
             raise ExecutionError(
                 "image_check", f"{self.image_check!r} must be one of {', '.join(IMAGE_CHECKS)}"
+            )
+        if not _is_int_in(self.max_image_pixels, 1, 2**40):
+            raise ExecutionError(
+                "max_image_pixels", f"{self.max_image_pixels!r} must be a whole number >= 1"
             )
         workers = self.loader_workers
         if workers is not None and not _is_int_in(workers, 0, MAX_LOADER_WORKERS):

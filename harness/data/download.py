@@ -81,10 +81,17 @@ def download_cifar10(dest: Path, url: str = OFFICIAL_URL, md5: str = OFFICIAL_MD
         raise UserError(
             f"{final}: exists but does not load as CIFAR-10; move it away and run again"
         )
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest}: exists and is not a folder; pass a folder to download into")
     created = not dest.exists()
-    dest.mkdir(parents=True, exist_ok=True)
     archive = url.rsplit("/", 1)[-1] or "cifar-10-python.tar.gz"
-    fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{archive}.", suffix=".part")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{archive}.", suffix=".part")
+    except OSError as exc:
+        raise UserError(
+            f"{dest}: cannot write there ({exc.strerror or exc}); pass a folder you can write"
+        ) from None
     tmp_file = Path(tmp_name)
     tmp_dir: Path | None = None
     try:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from harness.core.execution import DEFAULT_MAX_IMAGE_PIXELS
 from harness.data.image_transforms import (
     Backend,
     ImageTransform,
@@ -297,20 +298,27 @@ def open_image_folder(
     check: Check = "header",
     threads: int = 8,
     draft: bool = False,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> ImageFolderData:
     """Scan ROOT/train and ROOT/val (see harness.data.imagefolder) for crops of ``size``.
 
     ``size`` is the model's input side (``type(model).input_size``: 299 for
     Inception-ResNet-V2, 224 for ResNet-50). Raises a one-line UserError for a missing or
-    malformed folder.
+    malformed folder. An image of more than ``max_pixels`` pixels is skipped as unreadable
+    (``execution.max_image_pixels``).
     """
     chosen = resolve_backend(backend)
     classes = image_classes(Path(root))
-    train = scan_split(root, "train", classes=classes, check=check, threads=threads)
-    val = scan_split(root, "val", classes=classes, check=check, threads=threads)
+    train, val = (
+        scan_split(
+            root, split, classes=classes, check=check, threads=threads, max_pixels=max_pixels
+        )
+        for split in ("train", "val")
+    )
+    train_tf = ImageTransform(size, True, chosen, draft=draft, max_pixels=max_pixels)
     return ImageFolderData(
-        train=ImageFolderDataset(train, ImageTransform(size, True, chosen, draft=draft)),
-        val=ImageFolderDataset(val, ImageTransform(size, False, chosen)),
+        train=ImageFolderDataset(train, train_tf),
+        val=ImageFolderDataset(val, ImageTransform(size, False, chosen, max_pixels=max_pixels)),
         classes=classes,
         size=size,
         backend=chosen,

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.core.execution import DEFAULT_MAX_IMAGE_PIXELS
+from harness.data.imagefolder import too_large
 from harness.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -122,6 +124,10 @@ class ImageTransform:
     ``draft`` (Pillow, train only): let libjpeg decode at 1/2, 1/4 or 1/8 scale whenever the
     crop still has at least ``size`` pixels per side after it, several times faster on large
     images. It changes pixels slightly (DCT-domain scaling), so it is off by default.
+
+    ``max_pixels`` (``execution.max_image_pixels``): an image of more pixels is refused
+    (`UnreadableImageError`) before it is decoded (Pillow; the scan of the folder has left
+    such images out of N already, harness.data.imagefolder).
     """
 
     size: int
@@ -130,6 +136,7 @@ class ImageTransform:
     draft: bool = False
     scale: tuple[float, float] = CROP_SCALE
     ratio: tuple[float, float] = CROP_RATIO
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __call__(self, path: Path, rng: np.random.Generator | None) -> Tensor:
         try:
@@ -147,11 +154,19 @@ class ImageTransform:
             ) from e
 
     def _pillow(self, path: Path, rng: np.random.Generator | None) -> Tensor:
+        import warnings
+
         from PIL import Image
 
-        with Image.open(path) as opened:
+        with warnings.catch_warnings():  # our limit, not Pillow's warning, decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened:
             img: Any = opened
             width, height = img.size
+            big = too_large(width, height, self.max_pixels)
+            if big is not None:
+                raise UnreadableImageError(f"{path}: {big}; not decoded")
             if self.train:
                 assert rng is not None
                 top, left, h, w = random_resized_crop_box(

@@ -15,8 +15,10 @@ Accepted layout, under one root folder::
 Image files end in .jpeg, .jpg or .png (any case). Reading pixels is elsewhere
 (harness.data.image_transforms); this module only decides which files are the dataset, so that
 N is known before training: every image is opened (header only, by default) while scanning,
-and an unreadable one is counted and left out with a warning. The training-set size N that
-schedules and update counts use is the number of images kept, ``ImageList.n``.
+and an unreadable one is counted and left out with a warning; so is one of more than
+``max_pixels`` pixels (``execution.max_image_pixels``, default Pillow's 89,478,485: an image
+Pillow would decode with only a warning, at gigabytes of memory). The training-set size N
+that schedules and update counts use is the number of images kept, ``ImageList.n``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Literal
 
 import numpy as np
 
+from harness.core.execution import DEFAULT_MAX_IMAGE_PIXELS
 from harness.errors import UserError
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
@@ -91,13 +94,15 @@ def scan_split(
     classes: tuple[str, ...] | None = None,
     check: Check = "header",
     threads: int = 8,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> ImageList:
     """List the images of ``split`` under ``root`` with their labels; skip unreadable files.
 
     ``classes`` fixes the label of each wnid (default: :func:`image_classes`, so train and val
     agree). ``check``: "header" opens each file and parses its header (fast; catches empty,
     non-image and cut-off-header files), "decode" decodes every image fully (slow; catches
-    truncated data too), "none" trusts the file names. Each skipped file is counted in
+    truncated data too), "none" trusts the file names. "header" and "decode" also skip an image
+    of more than ``max_pixels`` pixels (before decoding it). Each skipped file is counted in
     ``skipped`` and reported in one warning. A missing folder, an empty split, or a
     malformed labels file raises a one-line :class:`UserError`.
     """
@@ -126,7 +131,7 @@ def scan_split(
         pairs, unlabelled = _flat_with_labels(root, folder, index)
         skipped += [(name, "no label in the labels file") for name in unlabelled]
     if check != "none":
-        bad = _unreadable(folder, [p for p, _ in pairs], check, threads)
+        bad = _unreadable(folder, [p for p, _ in pairs], check, threads, max_pixels)
         if bad:
             skipped += sorted(bad.items())
             pairs = [(p, y) for p, y in pairs if p not in bad]
@@ -216,14 +221,30 @@ def _read_labels(path: Path) -> dict[str, str]:
     return labels
 
 
-def _unreadable(folder: Path, paths: list[str], check: Check, threads: int) -> dict[str, str]:
-    """Path → reason for each file Pillow cannot open (or, with "decode", fully decode)."""
+def too_large(width: int, height: int, max_pixels: int) -> str | None:
+    """Why an image of this size is not decoded, or None: the one wording of the limit."""
+    if width * height <= max_pixels:
+        return None
+    return (
+        f"{width}x{height} = {width * height} pixels, over execution.max_image_pixels "
+        f"({max_pixels})"
+    )
+
+
+def _unreadable(
+    folder: Path, paths: list[str], check: Check, threads: int, max_pixels: int
+) -> dict[str, str]:
+    """Path → reason for each file Pillow cannot open (or, with "decode", fully decode), and
+    each image over `max_pixels` (not decoded)."""
     # Pillow is imported here so that importing harness.data stays cheap for the CIFAR path.
     from PIL import Image
 
     def probe(rel: str) -> str | None:
         try:
             with Image.open(folder / rel) as img:
+                big = too_large(img.width, img.height, max_pixels)
+                if big is not None:
+                    return big
                 if check == "decode":
                     img.load()
                 elif img.width < 1 or img.height < 1:
@@ -232,7 +253,9 @@ def _unreadable(folder: Path, paths: list[str], check: Check, threads: int) -> d
             return f"{type(e).__name__}: {e}".splitlines()[0][:200]
         return None
 
-    # Opening files is I/O-bound and Pillow's decoder releases the GIL: threads suffice.
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    # Opening files is I/O-bound and Pillow's decoder releases the GIL: threads suffice. The
+    # limit above is the one that counts: Pillow's warning on opening a large image is muted.
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         reasons = list(pool.map(probe, paths))
     return {p: r for p, r in zip(paths, reasons) if r is not None}

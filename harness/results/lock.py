@@ -2,11 +2,12 @@
 
 Runners of one suite (a job array, two terminals) may point at the same results folder; each
 claims a cell before training it and passes over the cells others hold. The claim is an
-exclusive `flock` (through `filelock`) on ``checkpoints/.<cell_id>.flock``. The kernel drops it
-when its holder exits, however it exits, so a killed runner never leaves a lock to take over
-and there is no stale-lock race. The lock file itself is never deleted: unlinking a locked
-path would let a later runner lock a fresh inode under the same name while another still
-holds the old one. Its presence therefore means nothing; only the kernel's lock does.
+exclusive `flock` on ``checkpoints/.<cell_id>.flock``, opened without following links
+(`harness.fsio.open_lock`: a planted link is refused, never truncated or locked through). The
+kernel drops it when its holder exits, however it exits, so a killed runner never leaves a
+lock to take over and there is no stale-lock race. The lock file itself is never deleted:
+unlinking a locked path would let a later runner lock a fresh inode under the same name while
+another still holds the old one. Its presence therefore means nothing; only the kernel's lock does.
 
 For people, ``checkpoints/<cell_id>.lock`` (`lock_path`) says "host pid" of the holder while
 a cell is claimed; it is written after the lock is taken and removed before it is released,
@@ -22,14 +23,13 @@ files) on such file systems.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import filelock
-
-from harness.fsio import atomic_path, new_file_mode
+from harness.fsio import atomic_path, open_lock, read_small, remove
 
 
 def lock_path(results: Path, cell_id: str) -> Path:
@@ -43,11 +43,8 @@ def _flock_path(results: Path, cell_id: str) -> Path:
 
 def holder(results: Path, cell_id: str) -> str | None:
     """Who holds the cell, as its claim says ("host pid"), or None if that is unknown."""
-    try:
-        text = lock_path(results, cell_id).read_text().strip()
-    except OSError:
-        return None
-    return text or None
+    text = read_small(lock_path(results, cell_id), inside=results)  # a link, FIFO: unknown
+    return (text or "").strip() or None
 
 
 @contextlib.contextmanager
@@ -55,27 +52,26 @@ def claim(results: Path, cell_id: str) -> Iterator[bool]:
     """Claim a cell for this process while the block runs; yields False if another holds it.
 
     Never waits. Another claim of the same cell fails while this one is held, from any
-    process, this one included.
+    process, this one included. `harness.fsio.LinkRefused` (before anything is written) if
+    the lock file or the claim is a link, a folder or a device.
     """
-    path = _flock_path(results, cell_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Group members sharing the folder must be able to open the lock file for writing too.
-    lock = filelock.FileLock(str(path), timeout=0, mode=new_file_mode())
+    # Group members sharing the folder can open the lock file for writing too (umask mode).
+    fd = open_lock(_flock_path(results, cell_id), inside=results)
     try:
-        lock.acquire()
-    except filelock.Timeout:
-        yield False
-        return
-    record = lock_path(results, cell_id)
-    try:
-        with atomic_path(record) as tmp:
-            tmp.write_text(f"{socket.gethostname()} {os.getpid()}\n")
-        yield True
-    finally:
         try:
-            record.unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        record = lock_path(results, cell_id)
+        with atomic_path(record, inside=results) as tmp:
+            tmp.write_text(f"{socket.gethostname()} {os.getpid()}\n")
+        try:
+            yield True
         finally:
-            lock.release()
+            remove(record, inside=results)
+    finally:
+        os.close(fd)  # closing the last descriptor releases the flock
 
 
 def live_holder(results: Path, cell_id: str) -> str | None:

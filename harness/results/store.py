@@ -12,6 +12,9 @@ results folders merge by copying files. Every file is written to a temporary nam
 folder and renamed into place, so a reader never sees half a file. A file damaged anyway (a
 full disk, a bad copy) is skipped with a `DamagedFileWarning` naming it, never a traceback:
 one bad cell must not hide every other cell's results. `quarantine` moves such a file aside.
+So is a row file that is a symbolic link (never read: another user of a shared folder may
+have pointed it anywhere) or whose name is not valid text. Every write is confined to the
+results folder (`harness.fsio.atomic_path(..., inside=results)`): no link is written through.
 
 The columns are the fields of `RunRecord` / `CurveRecord` (harness.results.record), plus
 ``schema_version`` in every row; ``read_runs`` / ``read_curves`` migrate older rows.
@@ -20,6 +23,7 @@ The columns are the fields of `RunRecord` / `CurveRecord` (harness.results.recor
 from __future__ import annotations
 
 import datetime as dt
+import stat
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import UserError
-from harness.fsio import atomic_path
+from harness.fsio import atomic_path, printable_name, shown
 from harness.results.record import (
     CURVE_SCHEMA,
     RUN_SCHEMA,
@@ -44,7 +48,7 @@ class DamagedFileWarning(UserWarning):
     """A results file that could not be read and was skipped; `path` names it."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: not a readable results file ({reason}); skipped")
+        super().__init__(f"{shown(path)}: not a readable results file ({reason}); skipped")
         self.path = path
 
 
@@ -100,7 +104,7 @@ def cell_status(results: Path, cell_id: str) -> str | None:
     """The status in a cell's run row; None if it has none yet or its run file is unreadable
     (so that the runner trains it again rather than trusting a damaged file)."""
     path = run_file(results, cell_id)
-    if not path.exists():
+    if not path.exists() or unreadable(path) is not None:
         return None
     try:
         column = pq.ParquetFile(path).read(columns=["status"]).column("status")
@@ -167,16 +171,42 @@ def write_cell(
     run_row = _rows([run], RUN_SCHEMA)[0]
     cell_id = str(run_row["cell_id"])
     curve_rows = _rows(curves, CURVE_SCHEMA)
-    with atomic_path(curve_file(results, cell_id)) as tmp:
+    with atomic_path(curve_file(results, cell_id), inside=results) as tmp:
         pq.write_table(_table(curve_rows, CURVE_SCHEMA), tmp)
-    with atomic_path(run_file(results, cell_id)) as tmp:
+    write_run(results, run)
+
+
+def write_run(results: Path, run: RunRecord | Mapping[str, Any]) -> None:
+    """Write a cell's run row alone (a failed cell whose curve file could not be written)."""
+    run_row = _rows([run], RUN_SCHEMA)[0]
+    with atomic_path(run_file(results, str(run_row["cell_id"])), inside=results) as tmp:
         pq.write_table(_table([run_row], RUN_SCHEMA), tmp)
+
+
+def unreadable(path: Path) -> str | None:
+    """Why a row file is skipped before it is opened: a link, not a regular file (a FIFO
+    would block the reader), or a name that is not text; None if it may be read."""
+    if not printable_name(path):
+        return "its file name is not valid UTF-8"
+    try:
+        mode = path.lstat().st_mode
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    if stat.S_ISLNK(mode):
+        return "a symbolic link, never read: the results folder's files must be its own"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    return None
 
 
 def _scan(folder: Path, schema: pa.Schema) -> Scan:
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     tables, skipped = [], []
     for f in files:
+        why = unreadable(f)
+        if why is not None:
+            skipped.append(Skipped(f, why))
+            continue
         try:
             tables.append(_migrate(pq.ParquetFile(f).read(), schema))
         except (pa.ArrowException, OSError) as err:

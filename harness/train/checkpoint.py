@@ -78,7 +78,9 @@ def save_checkpoint(
         "progress": asdict(progress),
     }
     try:
-        with atomic_path(path) as tmp:
+        # A checkpoint is <results>/checkpoints/<id>.pt: neither it, its temporary nor the
+        # checkpoints/ folder is written through a link (harness.fsio, a shared folder's rule).
+        with atomic_path(path, inside=path.parent.parent) as tmp:
             torch.save(state, tmp)
     except (OSError, RuntimeError) as exc:
         why = write_failure(path, exc)
@@ -149,9 +151,11 @@ def load_checkpoint(
 
     With `plan`: `ProgressMismatch` (before the model is touched) if the progress does not fit
     it (`check_progress`)."""
+    cure = "move it away (or rerun with --force) to train the cell from the start"
+    if path.is_symlink():  # never read through: another user of the folder may have planted it
+        raise CheckpointError(f"{path}: a symbolic link, not a checkpoint file; remove it")
     if not path.exists():
         return None
-    cure = "move it away (or rerun with --force) to train the cell from the start"
     try:
         with warnings.catch_warnings():
             # A crafted file's odd pickle protocol draws a torch warning before the refusal.
