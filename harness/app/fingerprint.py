@@ -211,3 +211,30 @@ def write_fingerprint(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
+def fingerprint_command(
+    update: bool, dataset: str, file: Path | None, data: Path | None, threads: int
+) -> bool:
+    """`harness fingerprint`: check (or with `update` rewrite) each file; True when all match."""
+    names = list(DATASETS) if dataset == "all" else [dataset]
+    if file is not None and len(names) > 1:
+        raise UserError("--file: names one file; pass --dataset cifar10 or synthetic with it")
+    failed = False
+    for name in names:
+        path = file or default_file(name)
+        expected = None if update else read_fingerprint(path)
+        actual = run_fingerprint(name, data_root=data, threads=threads)
+        if expected is None:
+            write_fingerprint(path, actual)
+            print(f"wrote {path}; commit it with the change that moved it")
+            continue
+        verdict = compare_fingerprint(expected, actual)
+        for line in verdict.failures:
+            print(f"FAILED: {path}: {line}")
+        steps = len(actual["steps"]["loss"])
+        print(f"{path}: {'ok' if verdict.ok else 'MOVED'} ({steps} steps compared)")
+        failed |= not verdict.ok
+    if failed:
+        print(f"if the change is intended, regenerate with `{UPDATE}` and commit the files")
+    return not failed
