@@ -107,7 +107,7 @@ def run_fingerprint(
         "tolerance": {"rel": REL},
         "steps": {k: v for k, v in probe.result().items() if k != "test_loss"},
         "test_loss": probe.result()["test_loss"],
-        "epochs": [{k: row.get(k) for k in keep} for row in result.progress.curves],
+        "epochs": [{k: row.columns()[k] for k in keep} for row in result.progress.curves],
     }
 
 

@@ -21,16 +21,31 @@ import contextlib
 import math
 import os
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from harness.app import jobs
 from harness.app.console import RunConsole
 from harness.config.suite import Cell, Suite, select_some
+from harness.core.epoch import EpochRecord
+from harness.core.schedule import updates_per_epoch
+from harness.data.cifar10 import cifar10_source, load_cifar10, resolve_data_root, synthetic_cifar10
+from harness.data.device import DeviceData
+from harness.data.folder import FolderData
+from harness.data.image_loader import open_image_folder
 from harness.errors import UserError
+from harness.models.registry import input_size
 from harness.results import lock, store
+from harness.results.provenance import environment
+from harness.train.checkpoint import Progress
+from harness.train.loop import train_cell
+from harness.train.preempt import StopSignals, StopVote
+from harness.train.replica import check_divisible, from_environment, launched_by_torchrun
 
 FINISHED = ("ok", "diverged")  # statuses a re-run skips; a failed cell is tried again
 
@@ -61,8 +76,6 @@ class RunSummary:
 
 
 def resolve_device(name: str | None) -> Any:
-    import torch
-
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -82,14 +95,6 @@ def load_data(
     """The suite's dataset on `device`, and which copy of it that is (see cifar10_source)."""
     if suite.spec.dataset.name == "imagenet":
         return _load_image_folder(suite, data_root, device, channels_last)
-    from harness.data.cifar10 import (
-        cifar10_source,
-        load_cifar10,
-        resolve_data_root,
-        synthetic_cifar10,
-    )
-    from harness.data.device import DeviceData
-
     ds = suite.spec.dataset
     if ds.name == "synthetic":
         assert ds.train_size is not None and ds.test_size is not None
@@ -106,8 +111,6 @@ def load_data(
 def imagenet_root(suite: Suite, data_root: Path | None) -> Path:
     """`dataset.path`, else `imagenet/` under --data / $HARNESS_DATA (or that folder itself
     when it holds train/ and val/); a missing folder is one line naming what is missing."""
-    from harness.data.cifar10 import resolve_data_root
-
     ds = suite.spec.dataset
     if ds.path is not None:
         root = Path(ds.path).expanduser()
@@ -134,10 +137,6 @@ def _load_image_folder(
     `dataset.train_size`: if the two differ the run is refused, naming both and the cure,
     rather than training a different number of updates than `harness plan` says.
     """
-    from harness.data.folder import FolderData
-    from harness.data.image_loader import open_image_folder
-    from harness.models.registry import input_size
-
     ds = suite.spec.dataset
     size = ds.image_size
     if size is None:
@@ -173,8 +172,6 @@ def _load_image_folder(
 
 
 def _check_divisible(cells: tuple[Cell, ...], suite: Suite, world: int) -> None:
-    from harness.train.replica import check_divisible
-
     for cell in cells:
         batches = sorted({p.batch_size for p in cell.plan.phases})
         why = check_divisible(batches, world, cell.training.ghost_batch_size)
@@ -220,19 +217,16 @@ def run_suite(
     max_micro_batch: int | None = None,
     compile_model: bool | None = None,
     stop_after: float | None = None,
+    console: RunConsole | None = None,
 ) -> RunSummary:
     """Train the selected cells of `suite` into `results` (default results/<suite name>).
 
     `stop_after` (seconds from now): each cell pauses at the last epoch boundary that fits
     (after at least one epoch); no cell but the first starts once the time is up. A paused
     cell writes no rows: its checkpoint holds its finished epochs; the next run resumes it.
+    `console`: what the run says, and hears after every epoch (default: a `RunConsole` on
+    stderr, quiet on data-parallel ranks but 0).
     """
-    import time
-
-    from harness.results.provenance import environment
-    from harness.train.preempt import StopSignals, StopVote
-    from harness.train.replica import from_environment, launched_by_torchrun
-
     deadline = None if stop_after is None else time.monotonic() + stop_after
     results = results or Path("results") / suite.name
     cells = select_some(suite, only)
@@ -244,7 +238,7 @@ def run_suite(
             raise UserError(f"--device {device}: under torchrun use cpu or cuda (one per rank)")
         replica = from_environment(device)
     main = replica is None or replica.is_main
-    say = RunConsole(quiet=not main)
+    say = RunConsole(quiet=not main) if console is None else console
     done = set() if force or not main else _finished(results, say)
     summary = RunSummary()
     for cell in cells:
@@ -345,8 +339,6 @@ def _decide(
     vote: Any = None,
 ) -> int:
     """Whether this runner trains `cell` now; on _TRAIN its claim is held by `held`."""
-    import time
-
     if cell.cell_id in done:
         return _SKIP
     if vote is not None and (vote.stopped or vote.signals.requested):
@@ -378,9 +370,6 @@ def _run_cell(
     replica: Any = None,
     vote: Any = None,
 ) -> None:
-    from harness.train.checkpoint import Progress
-    from harness.train.loop import train_cell
-
     main = replica is None or replica.is_main
     checkpoint = store.checkpoint_path(results, cell.cell_id)
     if force and main:
@@ -388,7 +377,7 @@ def _run_cell(
     if replica is not None:
         replica.barrier()  # every process sees the checkpoint (or its absence) alike
     say.start(cell, resumed=checkpoint.exists())
-    curves: list[dict[str, Any]] = []
+    curves: list[EpochRecord] = []
     try:
         result = train_cell(
             jobs.train_job(cell),
@@ -446,8 +435,6 @@ def _run_cell(
 
 def _where(progress: Any, cell: Cell) -> str:
     """How far a paused cell got: "2/3", or "2/3 + step 5 of 12" mid-epoch."""
-    from harness.core.schedule import updates_per_epoch
-
     done = f"{progress.epoch}/{cell.plan.epochs}"
     if progress.partial is None:
         return done
