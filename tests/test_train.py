@@ -19,7 +19,8 @@ from harness.config.suite import load_suite
 from harness.core.execution import Execution
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData
-from harness.train.loop import build, stream_seed, train_cell
+from harness.train.epoch import stream_seed
+from harness.train.loop import build, train_cell
 from harness.train.optim import build_optimizer, set_hyperparameters
 from harness.train.spec import TrainJob
 from harness.train.step import micro_batch_size, step_micro_batch, train_step

@@ -31,6 +31,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from harness.analysis.sweep import fits_table, sweep_table
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -58,8 +60,6 @@ def write_figures(
     Returns the paths written, in suite, experiment, KINDS order (then noise, sweep). Existing
     files of the same names are overwritten; an experiment without curve rows gets no figures.
     """
-    from harness.analysis.sweep import fits_table, sweep_table
-
     out_dir.mkdir(parents=True, exist_ok=True)
     views = results.views
     if suites is not None:

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from harness.config.suite import Cell
 from harness.core.epoch import EpochRecord
@@ -38,8 +39,6 @@ class RunConsole:
         if not self.live:
             self.line(f"{verb} {cell.cell_id} {cell.label} ({cell.plan.updates} updates)")
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
         self.progress = Progress(
             TextColumn(f"{verb} {cell.cell_id} {cell.label}"),
             BarColumn(),

@@ -27,11 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from harness.analysis.check import compare_applied
+from harness.app import jobs
+from harness.app.runner import load_data
+from harness.config.suite import load_suite
 from harness.errors import UserError
 from harness.fsio import atomic_path
+from harness.results.provenance import environment
 from harness.results.record import AUDIT_COLUMNS
+from harness.train.audit import StepProbe
+from harness.train.loop import train_cell
 
 FORMAT = 1
 SUITE = Path("suites/fingerprint.yaml")
@@ -63,15 +70,6 @@ def run_fingerprint(
     single thread is several times faster than two on a busy shared machine (the threads of
     float64 kernels this small mostly wait for each other).
     """
-    import torch
-
-    from harness.app import jobs
-    from harness.app.runner import load_data
-    from harness.config.suite import load_suite
-    from harness.results.provenance import environment
-    from harness.train.audit import StepProbe
-    from harness.train.loop import train_cell
-
     if dataset not in DATASETS:
         raise UserError(f"--dataset {dataset}: choose one of {', '.join(DATASETS)} or all")
     loaded = load_suite(suite, overrides=[f"dataset.name={dataset}"])

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from harness.config.suite import Cell, load_suite, select_some
@@ -51,9 +53,6 @@ def cluster_jobs(results: Path) -> dict[str, dict[str, str]]:
 
 
 def _run_row(results: Path, cell_id: str) -> dict[str, object] | None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = store.run_file(results, cell_id)
     if not path.exists():
         return None
