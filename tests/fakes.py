@@ -20,7 +20,7 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import cache
@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.app.console import RunConsole
+from harness.core.epoch import EpochRecord
 from harness.core.naming import cell_label
 from harness.core.schedule import BaseSchedule, Plan, realize
 from harness.results.record import CURVE_SCHEMA, RUN_SCHEMA, CurveRecord, RunRecord
@@ -212,20 +214,22 @@ def _cell(
         evaluated = not math.isnan(test_loss[e])
         curves.append(
             CurveRecord(
-                suite=suite,
-                cell_id=cell_id,
-                epoch=e + 1,
-                updates=plan.updates_before(e + 1),
-                lr=phase.lr,
-                batch_size=phase.batch_size,
-                momentum=phase.momentum,
-                noise_scale=phase.noise_scale,
-                train_loss=float(loss[e]),
-                test_loss=float(test_loss[e]),
-                test_acc=float(acc[e]) if evaluated else math.nan,
-                epoch_time_s=setup.train_size / ips,
-                eval_time_s=0.8 if evaluated else 0.0,
-                images_per_s=ips,
+                suite,
+                EpochRecord(
+                    cell_id=cell_id,
+                    epoch=e + 1,
+                    updates=plan.updates_before(e + 1),
+                    lr=phase.lr,
+                    batch_size=phase.batch_size,
+                    momentum=phase.momentum,
+                    noise_scale=phase.noise_scale,
+                    train_loss=float(loss[e]),
+                    test_loss=float(test_loss[e]),
+                    test_acc=float(acc[e]) if evaluated else math.nan,
+                    epoch_time_s=setup.train_size / ips,
+                    eval_time_s=0.8 if evaluated else 0.0,
+                    images_per_s=ips,
+                ),
             )
         )
     return cell_id, config, curves
@@ -342,10 +346,10 @@ def _run_row(
     started: datetime,
 ) -> RunRecord:
     plan, _, _ = setup.plan(optimizer, schedule)
-    last = curves[-1]
-    accs = [c.test_acc for c in curves if not math.isnan(c.test_acc)]
-    train_time = sum(c.epoch_time_s for c in curves)
-    eval_time = sum(c.eval_time_s for c in curves)
+    last = curves[-1].measured
+    accs = [c.measured.test_acc for c in curves if not math.isnan(c.measured.test_acc)]
+    train_time = sum(c.measured.epoch_time_s for c in curves)
+    eval_time = sum(c.measured.eval_time_s for c in curves)
     wall = train_time + eval_time + 12.0
     commit = hashlib.sha1(str(setup.rng_seed).encode()).hexdigest()
     return RunRecord(
@@ -432,3 +436,19 @@ def other_runner_holding(results: Path, cell_id: str) -> Iterator[subprocess.Pop
     finally:
         proc.kill()
         proc.wait()
+
+
+class FailingConsole(RunConsole):
+    """A run's console that raises what `fault(job, record)` returns (None: nothing) when an
+    epoch ends: a fault inside a cell's training, injected through `run_suite(console=...)`,
+    after that epoch's checkpoint is written."""
+
+    def __init__(self, fault: Callable[[Any, EpochRecord], BaseException | None]) -> None:
+        super().__init__()
+        self.fault = fault
+
+    def epoch(self, job: Any, row: EpochRecord) -> None:
+        error = self.fault(job, row)
+        if error is not None:
+            raise error
+        super().epoch(job, row)

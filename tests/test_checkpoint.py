@@ -14,6 +14,7 @@ import torch
 from harness.app.jobs import train_job
 from harness.app.runner import run_suite
 from harness.config.suite import load_suite
+from harness.core.epoch import EpochRecord
 from harness.core.execution import Execution
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData
@@ -145,8 +146,13 @@ def test_a_checkpoint_resumes_on_the_device_it_is_loaded_to(suite, tmp_path):
         assert torch.equal(a, b)
 
 
-def _rows(plan, epochs: int) -> list[dict]:
-    return [{"epoch": e, "updates": plan.updates_before(e)} for e in range(1, epochs + 1)]
+def _row(epoch: int, updates: int) -> EpochRecord:
+    nan = float("nan")
+    return EpochRecord("c", epoch, updates, nan, 0, nan, nan, nan, nan, nan, nan, nan, nan)
+
+
+def _rows(plan, epochs: int) -> list[EpochRecord]:
+    return [_row(e, plan.updates_before(e)) for e in range(1, epochs + 1)]
 
 
 def test_check_progress_accepts_what_the_plan_passes_through_and_names_the_rest(suite):
@@ -170,7 +176,7 @@ def test_check_progress_accepts_what_the_plan_passes_through_and_names_the_rest(
         "epoch '1' is outside": progress(epoch="1"),
         "5 updates after 1 epochs, the plan takes 4": progress(updates=5),
         "curve rows": progress(curves=[]),
-        "do not match": progress(curves=[{"epoch": 1, "updates": 3}]),
+        "do not match": progress(curves=[_row(1, 3)]),
         "status 'paused'": progress(status="paused"),
         "step 4 of epoch 2, which has 4 steps": progress(partial={"epoch": 1, "step": 4}),
         "step 0 of epoch 2": progress(partial={"epoch": 1, "step": 0}),

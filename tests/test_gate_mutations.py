@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import harness.data.device as device_module
+import harness.train.epoch as epoch_module
 import harness.train.loop as loop
 import harness.train.optim as optim
 from harness.app.fingerprint import (
@@ -73,9 +74,9 @@ def ghost_bn_off(mp: pytest.MonkeyPatch) -> None:
 
 
 def same_order_every_epoch(mp: pytest.MonkeyPatch) -> None:
-    real = loop.stream_seed
+    real = epoch_module.stream_seed
     mp.setattr(
-        loop,
+        epoch_module,
         "stream_seed",
         lambda seed, *s: real(seed, "order", 0) if s and s[0] == "order" else real(seed, *s),
     )

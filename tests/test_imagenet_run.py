@@ -213,7 +213,8 @@ def test_warm_up_through_a_folder_restores_weights_and_state(
     from harness.app.jobs import train_job
     from harness.core.execution import Execution
     from harness.train.audit import Audit
-    from harness.train.loop import build, warm_up
+    from harness.train.epoch import warm_up
+    from harness.train.loop import build
     from harness.train.optim import build_optimizer
 
     suite = load_suite(write_suite(tmp_path))

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from harness.core.execution import Execution
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData
-from harness.train.loop import build, step_micro_batch, train_cell, train_step
+from harness.train.loop import build, train_cell
 from harness.train.noise import NoiseMeter, noise_estimates
 from harness.train.optim import build_optimizer
+from harness.train.step import step_micro_batch, train_step
 from tests.test_train import _SyncCounter, cell_of, tiny_suite
 
 
@@ -78,14 +79,14 @@ def test_estimates_match_exact_per_example_gradients():
             meter.after_backward(part.numel(), big)
             with_replacement.after_backward(part.numel(), big)
     result = meter.end_epoch()
-    assert result["noise_trace"] == pytest.approx(trace, rel=0.05)
-    assert result["noise_grad_sq"] == pytest.approx(grad_sq, rel=0.05)
-    assert result["noise_b_simple"] == pytest.approx(b_simple, rel=0.05)
-    biased = with_replacement.end_epoch()["noise_grad_sq"]
+    assert result.noise_trace == pytest.approx(trace, rel=0.05)
+    assert result.noise_grad_sq == pytest.approx(grad_sq, rel=0.05)
+    assert result.noise_b_simple == pytest.approx(b_simple, rel=0.05)
+    biased = with_replacement.end_epoch().noise_grad_sq
     assert biased < grad_sq * 0.97  # expected 1 - b_simple / n = 0.94
-    assert result["noise_small_batch"] == small
+    assert result.noise_small_batch == small
     # The epoch's sums were reset: a new epoch starts empty.
-    assert math.isnan(meter.end_epoch()["noise_b_simple"])
+    assert math.isnan(meter.end_epoch().noise_b_simple)
 
 
 def test_estimates_are_exact_in_expectation():
@@ -133,7 +134,7 @@ def test_meter_in_a_step_reads_no_device_value(tmp_path, data, monkeypatch):
     monkeypatch.undo()
     assert counter.calls == []
     result = meter.end_epoch()
-    assert result["noise_small_batch"] == 16 and math.isfinite(result["noise_trace"])
+    assert result.noise_small_batch == 16 and math.isfinite(result.noise_trace)
 
 
 def test_noise_scale_fills_the_curves_and_changes_nothing_else(tmp_path, data):
@@ -144,11 +145,11 @@ def test_noise_scale_fills_the_curves_and_changes_nothing_else(tmp_path, data):
     plain = train_cell(job, data, split, tmp_path / "a")
     measured = train_cell(job, data, replace(split, noise_scale=True), tmp_path / "b")
     keys = ("updates", "train_loss", "test_loss", "test_acc")
-    assert [{k: c[k] for k in keys} for c in plain.progress.curves] == [
-        {k: c[k] for k in keys} for c in measured.progress.curves
+    assert [{k: getattr(c, k) for k in keys} for c in plain.progress.curves] == [
+        {k: getattr(c, k) for k in keys} for c in measured.progress.curves
     ]
-    assert all("noise_b_simple" not in c for c in plain.progress.curves)
+    assert all(c.noise is None for c in plain.progress.curves)
     for row in measured.progress.curves:
-        assert row["noise_small_batch"] == 16
-        assert math.isfinite(row["noise_trace"]) and row["noise_trace"] > 0
-        assert math.isfinite(row["noise_grad_sq"])
+        assert row.columns()["noise_small_batch"] == 16
+        assert math.isfinite(row.columns()["noise_trace"]) and row.columns()["noise_trace"] > 0
+        assert math.isfinite(row.columns()["noise_grad_sq"])

@@ -12,13 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-import harness.train.loop
 from harness.app.runner import run_suite
 from harness.config.suite import load_suite
 from harness.errors import UserError
 from harness.results import lock, store
 from tests.conftest import SUITES
-from tests.fakes import other_runner_holding
+from tests.fakes import FailingConsole, other_runner_holding
 
 SUITE = """\
 name: mini
@@ -80,17 +79,17 @@ def test_diverged_cell_keeps_its_partial_curve(suite, tmp_path):
     assert len(curves) == row["epochs"] <= 3
 
 
-def test_out_of_memory_fails_the_cell_names_the_cure_and_resumes(suite, tmp_path, monkeypatch):
-    """An OOM in epoch 2 writes a failed row, keeps the checkpoint; the next run finishes it."""
-    real_epoch = harness.train.loop.train_epoch
-
-    def epoch_that_runs_out(model, optimizer, data, cell, epoch, phase, execution, *rest, **kw):
-        if epoch == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_epoch(model, optimizer, data, cell, epoch, phase, execution, *rest, **kw)
-
-    monkeypatch.setattr(harness.train.loop, "train_epoch", epoch_that_runs_out)
-    summary = run_suite(suite, results=tmp_path, device="cpu", only="grid/momentum/decaying")
+def test_out_of_memory_fails_the_cell_names_the_cure_and_resumes(suite, tmp_path):
+    """An OOM once epoch 1 is checkpointed writes a failed row, keeps the checkpoint; the next
+    run finishes it."""
+    runs_out = FailingConsole(
+        lambda job, row: (
+            torch.OutOfMemoryError("CUDA out of memory (simulated)") if row.epoch == 1 else None
+        )
+    )
+    summary = run_suite(
+        suite, results=tmp_path, device="cpu", only="grid/momentum/decaying", console=runs_out
+    )
     assert len(summary.failed) == 1
     cell_id = summary.failed[0]
     row = pd.read_parquet(tmp_path / "runs").iloc[0]
@@ -98,7 +97,6 @@ def test_out_of_memory_fails_the_cell_names_the_cure_and_resumes(suite, tmp_path
     assert cell_id in row["error"] and "max_micro_batch" in row["error"]
     assert store.checkpoint_path(tmp_path, cell_id).exists()
 
-    monkeypatch.setattr(harness.train.loop, "train_epoch", real_epoch)
     retried = run_suite(suite, results=tmp_path, device="cpu", only="grid/momentum/decaying")
     assert retried.ran == [cell_id]  # a failed cell is not finished
     row = pd.read_parquet(tmp_path / "runs").iloc[0]
@@ -163,19 +161,20 @@ def test_a_killed_runners_lock_is_taken_over(suite, tmp_path):
     assert store.cell_status(tmp_path, cell.cell_id) == "ok"
 
 
-def test_any_error_in_a_cell_is_that_cells_failed_row(suite, tmp_path, monkeypatch):
+def test_any_error_in_a_cell_is_that_cells_failed_row(suite, tmp_path):
     """A bug in one cell: a failed row with a one-line message and a traceback log; the other
     cells of the suite still train, and the next run retries the failed one."""
-    real_epoch = harness.train.loop.train_epoch
     victim = next(c for c in suite.cells if c.label == "grid/momentum/decaying/seed0")
-
-    def broken_for_one_cell(model, optimizer, data, job, epoch, phase, execution, *rest, **kw):
-        if job.cell_id == victim.cell_id:
-            raise RuntimeError("simulated bug\nwith a second line")
-        return real_epoch(model, optimizer, data, job, epoch, phase, execution, *rest, **kw)
-
-    monkeypatch.setattr(harness.train.loop, "train_epoch", broken_for_one_cell)
-    summary = run_suite(suite, results=tmp_path, device="cpu", only="grid")
+    broken_for_one_cell = FailingConsole(
+        lambda job, row: (
+            RuntimeError("simulated bug\nwith a second line")
+            if job.cell_id == victim.cell_id
+            else None
+        )
+    )
+    summary = run_suite(
+        suite, results=tmp_path, device="cpu", only="grid", console=broken_for_one_cell
+    )
     assert summary.failed == [victim.cell_id] and len(summary.ran) == 1
     runs = pd.read_parquet(tmp_path / "runs").set_index("cell_id")
     error = runs.loc[victim.cell_id, "error"]
@@ -184,7 +183,6 @@ def test_any_error_in_a_cell_is_that_cells_failed_row(suite, tmp_path, monkeypat
     log = tmp_path / "logs" / f"{victim.cell_id}.log"
     assert str(log) in error and "Traceback" in log.read_text()
 
-    monkeypatch.setattr(harness.train.loop, "train_epoch", real_epoch)
     retried = run_suite(suite, results=tmp_path, device="cpu", only="grid")
     assert retried.ran == [victim.cell_id]
     assert store.cell_status(tmp_path, victim.cell_id) == "ok"
@@ -231,25 +229,15 @@ def test_stop_after_starts_no_cell_once_the_time_is_up(suite, tmp_path):
     assert len(later.ran) == len(suite.cells)
 
 
-def test_a_paused_cell_writes_no_row_and_resumes(suite, tmp_path, monkeypatch):
+def test_a_paused_cell_writes_no_row_and_resumes(suite, tmp_path):
     """A cell paused by --stop-after leaves its checkpoint and no row; the rerun resumes it."""
-    import harness.app.runner as runner
-
-    real = harness.train.loop.train_cell
-
-    def pause_after_one_epoch(*args, deadline=None, **kwargs):
-        import time
-
-        return real(*args, deadline=time.monotonic(), **kwargs)
-
-    monkeypatch.setattr(harness.train.loop, "train_cell", pause_after_one_epoch)
     results = tmp_path / "results"
-    first = runner.run_suite(suite, results=results, device="cpu", only="grid/*decaying*")
+    # No time left: the cell trains its one epoch and pauses.
+    first = run_suite(suite, results=results, device="cpu", only="grid/*decaying*", stop_after=0.0)
     assert len(first.paused) == 1 and not first.ran
     assert store.read_runs(results).empty
     assert store.checkpoint_path(results, first.paused[0]).exists()
-    monkeypatch.undo()
-    second = runner.run_suite(suite, results=results, device="cpu", only="grid/*decaying*")
+    second = run_suite(suite, results=results, device="cpu", only="grid/*decaying*")
     assert second.ran == first.paused
     curves = pd.read_parquet(results / "curves")
     assert sorted(curves["epoch"]) == [1, 2, 3]

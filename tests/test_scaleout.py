@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-import harness.train.loop
 from harness.app.runner import run_suite
 from harness.app.status import suite_status
 from harness.config.suite import load_suite
 from harness.errors import UserError
 from harness.results import lock
 from harness.results.store import read_curves, read_runs
+from tests.fakes import FailingConsole
 
 SUITE = """\
 name: fan
@@ -79,23 +79,16 @@ def test_workers_refuse_force_and_a_device(suite: Path, tmp_path: Path) -> None:
     assert both.returncode == 2 and "disagree" in both.stderr
 
 
-def test_status_names_each_state_of_a_cell(
-    suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_status_names_each_state_of_a_cell(suite: Path, tmp_path: Path) -> None:
     loaded = load_suite(suite)
     done, paused, failed, running = sorted(loaded.cells, key=lambda c: c.label)
     results = tmp_path / "r"
     run_suite(loaded, results=results, device="cpu", only=done.cell_id)
     run_suite(loaded, results=results, device="cpu", only=paused.cell_id, stop_after=0)
-    real = harness.train.loop.train_epoch
-
-    def broken(model, optimizer, data, job, epoch, phase, execution, replica=None, **kw):  # type: ignore[no-untyped-def]
-        if job.cell_id == failed.cell_id:
-            raise RuntimeError("simulated bug")
-        return real(model, optimizer, data, job, epoch, phase, execution, replica, **kw)
-
-    monkeypatch.setattr(harness.train.loop, "train_epoch", broken)
-    run_suite(loaded, results=results, device="cpu", only=failed.cell_id)
+    broken = FailingConsole(
+        lambda job, row: RuntimeError("simulated bug") if job.cell_id == failed.cell_id else None
+    )
+    run_suite(loaded, results=results, device="cpu", only=failed.cell_id, console=broken)
     with lock.claim(results, running.cell_id) as mine:
         assert mine
         states = {s.cell_id: s for s in suite_status(loaded.cells, results)}

@@ -19,16 +19,11 @@ from harness.config.suite import load_suite
 from harness.core.execution import Execution
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData
-from harness.train.loop import (
-    build,
-    micro_batch_size,
-    step_micro_batch,
-    stream_seed,
-    train_cell,
-    train_step,
-)
+from harness.train.epoch import stream_seed
+from harness.train.loop import build, train_cell
 from harness.train.optim import build_optimizer, set_hyperparameters
 from harness.train.spec import TrainJob
+from harness.train.step import micro_batch_size, step_micro_batch, train_step
 
 SUITE = """\
 name: tiny
@@ -144,10 +139,10 @@ def test_same_cell_twice_gives_identical_metrics(tmp_path, data):
         for i in range(2)
     ]
     keys = ("updates", "lr", "batch_size", "train_loss", "test_loss", "test_acc")
-    first, second = ([{k: c[k] for k in keys} for c in r.progress.curves] for r in runs)
+    first, second = ([{k: getattr(c, k) for k in keys} for c in r.progress.curves] for r in runs)
     assert first == second
     assert runs[0].progress.updates == cell.plan.updates
-    assert [c["epoch"] for c in runs[0].progress.curves] == [1, 2, 3, 4]
+    assert [c.epoch for c in runs[0].progress.curves] == [1, 2, 3, 4]
 
 
 def test_same_seed_same_initial_weights_whatever_the_schedule(tmp_path):
@@ -162,10 +157,10 @@ def test_updates_follow_the_plan_phase_by_phase(tmp_path, data):
     cell = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
     result = train_cell(cell, data, Execution(eval_batch_size=64), tmp_path / "c.pt")
     planned = [p for p in cell.plan.phases for _ in range(p.start_epoch, p.end_epoch)]
-    steps = [c["updates"] for c in result.progress.curves]
+    steps = [c.updates for c in result.progress.curves]
     per_epoch = [b - a for a, b in zip([0, *steps], steps)]
     assert per_epoch == [p.updates // (p.end_epoch - p.start_epoch) for p in planned]
-    assert [c["batch_size"] for c in result.progress.curves] == [p.batch_size for p in planned]
+    assert [c.batch_size for c in result.progress.curves] == [p.batch_size for p in planned]
     assert result.progress.images == sum(per_epoch[i] * planned[i].batch_size for i in range(4))
 
 
@@ -175,7 +170,7 @@ def test_huge_lr_diverges_and_stops(tmp_path, data):
     assert result.progress.status == "diverged"
     assert "training loss is" in (result.progress.error or "")
     assert len(result.progress.curves) == result.progress.epoch  # stopped where it diverged
-    assert not math.isfinite(result.progress.curves[-1]["train_loss"])
+    assert not math.isfinite(result.progress.curves[-1].train_loss)
 
 
 def test_phase_change_keeps_optimizer_state(tmp_path, data):
@@ -202,7 +197,7 @@ def test_interrupted_cell_resumes_to_the_same_metrics(tmp_path, data):
     whole = train_cell(cell, data, execution, tmp_path / "whole.pt")
 
     def stop_after_two(_cell, row):
-        if row["epoch"] == 2:
+        if row.epoch == 2:
             raise _Stop
 
     checkpoint = tmp_path / "broken.pt"
@@ -211,8 +206,8 @@ def test_interrupted_cell_resumes_to_the_same_metrics(tmp_path, data):
     assert checkpoint.exists()
     resumed = train_cell(cell, data, execution, checkpoint)
     keys = ("epoch", "updates", "train_loss", "test_loss", "test_acc")
-    assert [{k: c[k] for k in keys} for c in resumed.progress.curves] == [
-        {k: c[k] for k in keys} for c in whole.progress.curves
+    assert [{k: getattr(c, k) for k in keys} for c in resumed.progress.curves] == [
+        {k: getattr(c, k) for k in keys} for c in whole.progress.curves
     ]
     assert resumed.final == whole.final
 
@@ -235,7 +230,7 @@ def test_bf16_channels_last_cell_runs_on_the_cpu(tmp_path, data):
     result = train_cell(cell, cl_data, execution, tmp_path / "bf16.pt")
     assert result.progress.status == "ok"
     assert result.progress.updates == cell.plan.updates
-    assert all(math.isfinite(c["train_loss"]) for c in result.progress.curves)
+    assert all(math.isfinite(c.train_loss) for c in result.progress.curves)
     assert 0.0 <= result.final["final_test_acc"] <= 1.0
 
 
@@ -405,8 +400,8 @@ def test_stop_after_pauses_at_an_epoch_boundary_and_resumes_exactly(tmp_path, da
     last = train_cell(cell, data, execution, checkpoint, deadline=time.monotonic())
     assert last.progress.status == "ok"  # the last epoch ends the cell, deadline or not
     keys = ("epoch", "updates", "train_loss", "test_loss", "test_acc")
-    assert [{k: c[k] for k in keys} for c in last.progress.curves] == [
-        {k: c[k] for k in keys} for c in whole.progress.curves
+    assert [{k: getattr(c, k) for k in keys} for c in last.progress.curves] == [
+        {k: getattr(c, k) for k in keys} for c in whole.progress.curves
     ]
 
 
@@ -419,10 +414,10 @@ def test_the_whole_training_set_loss_is_measured_and_changes_nothing_else(tmp_pa
         job, data, Execution(eval_batch_size=64, eval_train_loss=True), tmp_path / "b.pt"
     )
     keys = ("updates", "train_loss", "test_loss", "test_acc")
-    assert [{k: c[k] for k in keys} for c in plain.progress.curves] == [
-        {k: c[k] for k in keys} for c in measured.progress.curves
+    assert [{k: getattr(c, k) for k in keys} for c in plain.progress.curves] == [
+        {k: getattr(c, k) for k in keys} for c in measured.progress.curves
     ]
-    assert all(math.isnan(c["train_eval_loss"]) for c in plain.progress.curves)
-    losses = [c["train_eval_loss"] for c in measured.progress.curves]
+    assert all(math.isnan(c.train_eval_loss) for c in plain.progress.curves)
+    losses = [c.train_eval_loss for c in measured.progress.curves]
     assert all(math.isfinite(x) and x > 0 for x in losses)
     assert losses[-1] < losses[0]  # it learns

@@ -32,6 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from harness.analysis.sweep import fits_table, sweep_table
 from harness.fsio import atomic_path, containing
 
 if TYPE_CHECKING:
@@ -69,8 +70,6 @@ def write_figures(
     Returns the paths written, in suite, experiment, KINDS order (then noise, sweep). Existing
     files of the same names are overwritten; an experiment without curve rows gets no figures.
     """
-    from harness.analysis.sweep import fits_table, sweep_table
-
     out_dir.mkdir(parents=True, exist_ok=True)
     # Figures in a results folder follow its rule (no link written through, figures/ included).
     root = containing(out_dir, results.dirs) or out_dir

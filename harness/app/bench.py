@@ -15,8 +15,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import torch
+from tabulate import tabulate
+
+from harness.app.runner import resolve_device
 from harness.core.execution import micro_batch_problem
+from harness.data.cifar10 import load_cifar10, resolve_data_root, synthetic_cifar10
+from harness.data.device import DeviceData
 from harness.errors import UserError
+from harness.fsio import atomic_path
+from harness.results.provenance import environment
+from harness.train.bench import BenchSetup, bench_harness, bench_reference
 
 BENCH_MODELS: dict[str, tuple[str, dict[str, int]]] = {
     "wrn16_4": ("wrn", {"depth": 16, "width": 4}),
@@ -52,16 +62,6 @@ def run_bench(
     workers: int | None,
 ) -> list[dict[str, Any]]:
     """Measure every batch size (harness, then reference), print a table, write the rows."""
-    import pandas as pd
-    import torch
-
-    from harness.app.runner import resolve_device
-    from harness.data.cifar10 import load_cifar10, resolve_data_root, synthetic_cifar10
-    from harness.data.device import DeviceData
-    from harness.fsio import atomic_path
-    from harness.results.provenance import environment
-    from harness.train.bench import BenchSetup, bench_harness, bench_reference
-
     if model not in BENCH_MODELS:
         raise UserError(f"--model {model!r}: choose one of {', '.join(sorted(BENCH_MODELS))}")
     if precision not in ("fp32", "bf16"):
@@ -155,8 +155,6 @@ def _num(value: Any, fmt: str) -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    from tabulate import tabulate
-
     table = [
         [
             r["model"],

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -37,6 +38,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from harness.app import status as status_module
 from harness.app.console import RunConsole
@@ -140,8 +143,6 @@ def _require_submitit() -> Any:
 
 def cluster_settings(suite: Suite, flags: dict[str, Any]) -> ClusterSpec:
     """The suite's `cluster:` block with the flags given on the command line on top."""
-    from pydantic import ValidationError
-
     given = {k: v for k, v in flags.items() if v is not None}
     try:  # validated like the suite's block (model_copy(update=...) would not check bounds)
         return ClusterSpec.model_validate({**suite.spec.cluster.model_dump(), **given})
@@ -262,8 +263,6 @@ def status_command(
 ) -> str:
     """The `harness status` line that shows the cells just submitted (same suite, overrides,
     selection and results folder)."""
-    import shlex
-
     args = ["harness", "status", str(suite.path)]
     for item in overrides:
         args += ["--set", item]

@@ -11,8 +11,10 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from harness.config.suite import Cell
+from harness.core.epoch import EpochRecord
 from harness.train.spec import TrainJob
 
 
@@ -37,8 +39,6 @@ class RunConsole:
         if not self.live:
             self.line(f"{verb} {cell.cell_id} {cell.label} ({cell.plan.updates} updates)")
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
         self.progress = Progress(
             TextColumn(f"{verb} {cell.cell_id} {cell.label}"),
             BarColumn(),
@@ -50,18 +50,18 @@ class RunConsole:
         self.progress.start()
         self.task = self.progress.add_task("cell", total=cell.plan.epochs, status="")
 
-    def epoch(self, job: TrainJob, row: dict[str, Any]) -> None:
+    def epoch(self, job: TrainJob, row: EpochRecord) -> None:
         status = (
-            f"upd {row['updates']}  loss {row['train_loss']:.4f}  "
-            f"acc {row['test_acc']:.4f}  {row['images_per_s']:.0f} img/s"
+            f"upd {row.updates}  loss {row.train_loss:.4f}  "
+            f"acc {row.test_acc:.4f}  {row.images_per_s:.0f} img/s"
         )
         if self.progress is None:
             self.line(
-                f"  epoch {row['epoch']}/{self.epochs} {job.cell_id}: {status}  "
-                f"{row['epoch_time_s']:.1f} s"
+                f"  epoch {row.epoch}/{self.epochs} {job.cell_id}: {status}  "
+                f"{row.epoch_time_s:.1f} s"
             )
             return
-        self.progress.update(self.task, completed=row["epoch"], status=status)
+        self.progress.update(self.task, completed=row.epoch, status=status)
 
     def stop(self) -> None:
         if self.progress is not None:

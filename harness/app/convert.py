@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import sys
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +26,7 @@ from harness.config.yamlfile import MAX_SUITE_BYTES, parse_yaml, plain, read_reg
 from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.core.schedule import Plan, Realization, ScheduleError, updates_per_epoch
 from harness.errors import UserError
+from harness.fsio import atomic_path
 
 REALIZATIONS: tuple[Realization, ...] = ("lr", "hybrid", "batch")
 SCHEDULE_NAMES = {"lr": "decaying_lr", "hybrid": "hybrid", "batch": "increasing_batch"}
@@ -460,3 +462,18 @@ def suite_yaml(r: Recipe, name: str) -> str:
 def suite_name(path: Path) -> str:
     """A suite name from an output file name: its stem, with odd characters as '-'."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-") or "converted"
+
+
+def convert_command(recipe: Path | None, flags: dict[str, Any], out: Path | None) -> None:
+    """`harness convert`: the flags over the recipe file; the table on stdout, the suite in out."""
+    values = load_recipe_file(recipe) if recipe is not None else {}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    converted = make_recipe(values)
+    text = suite_yaml(converted, suite_name(out)) if out is not None else None  # errors first
+    sys.stdout.write(side_by_side(converted))
+    for line in warnings_for(converted):
+        print(f"warning: {line}", file=sys.stderr)
+    if out is not None and text is not None:
+        with atomic_path(out) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        print(f"wrote {out}; see it with `harness plan {out}`", file=sys.stderr)

@@ -21,6 +21,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from harness.app import status as status_module
 from harness.app.console import RunConsole
 from harness.config.suite import Suite, select_some
@@ -48,8 +50,6 @@ def worker_devices(devices: str | None, workers: int | None) -> list[str]:
     assert workers is not None
     if workers < 1:
         raise UserError(f"--workers {workers}: must be at least 1")
-    import torch
-
     if torch.cuda.is_available():
         count = torch.cuda.device_count()
         if workers > count:

@@ -27,11 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from harness.analysis.check import compare_applied
+from harness.app import jobs
+from harness.app.runner import load_data
+from harness.config.suite import load_suite
 from harness.errors import UserError
 from harness.fsio import atomic_path
+from harness.results.provenance import environment
 from harness.results.record import AUDIT_COLUMNS
+from harness.train.audit import StepProbe
+from harness.train.loop import train_cell
 
 FORMAT = 1
 SUITE = Path("suites/fingerprint.yaml")
@@ -63,15 +70,6 @@ def run_fingerprint(
     single thread is several times faster than two on a busy shared machine (the threads of
     float64 kernels this small mostly wait for each other).
     """
-    import torch
-
-    from harness.app import jobs
-    from harness.app.runner import load_data
-    from harness.config.suite import load_suite
-    from harness.results.provenance import environment
-    from harness.train.audit import StepProbe
-    from harness.train.loop import train_cell
-
     if dataset not in DATASETS:
         raise UserError(f"--dataset {dataset}: choose one of {', '.join(DATASETS)} or all")
     loaded = load_suite(suite, overrides=[f"dataset.name={dataset}"])
@@ -107,7 +105,7 @@ def run_fingerprint(
         "tolerance": {"rel": REL},
         "steps": {k: v for k, v in probe.result().items() if k != "test_loss"},
         "test_loss": probe.result()["test_loss"],
-        "epochs": [{k: row.get(k) for k in keep} for row in result.progress.curves],
+        "epochs": [{k: row.columns()[k] for k in keep} for row in result.progress.curves],
     }
 
 
@@ -211,3 +209,30 @@ def write_fingerprint(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
+def fingerprint_command(
+    update: bool, dataset: str, file: Path | None, data: Path | None, threads: int
+) -> bool:
+    """`harness fingerprint`: check (or with `update` rewrite) each file; True when all match."""
+    names = list(DATASETS) if dataset == "all" else [dataset]
+    if file is not None and len(names) > 1:
+        raise UserError("--file: names one file; pass --dataset cifar10 or synthetic with it")
+    failed = False
+    for name in names:
+        path = file or default_file(name)
+        expected = None if update else read_fingerprint(path)
+        actual = run_fingerprint(name, data_root=data, threads=threads)
+        if expected is None:
+            write_fingerprint(path, actual)
+            print(f"wrote {path}; commit it with the change that moved it")
+            continue
+        verdict = compare_fingerprint(expected, actual)
+        for line in verdict.failures:
+            print(f"FAILED: {path}: {line}")
+        steps = len(actual["steps"]["loss"])
+        print(f"{path}: {'ok' if verdict.ok else 'MOVED'} ({steps} steps compared)")
+        failed |= not verdict.ok
+    if failed:
+        print(f"if the change is intended, regenerate with `{UPDATE}` and commit the files")
+    return not failed

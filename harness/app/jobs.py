@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.config.suite import Cell
+from harness.core.epoch import EpochRecord
 from harness.core.execution import Execution, micro_batch_problem
 from harness.errors import UserError
 from harness.results.record import CurveRecord, RunRecord
@@ -134,6 +135,6 @@ def run_record(
     )
 
 
-def curve_records(cell: Cell, curves: Sequence[Mapping[str, Any]]) -> list[CurveRecord]:
-    """The training layer's per-epoch rows as `curves` records of `cell`'s suite."""
-    return [CurveRecord(suite=cell.suite, **row) for row in curves]
+def curve_records(cell: Cell, curves: Sequence[EpochRecord]) -> list[CurveRecord]:
+    """The training layer's epoch records as `curves` records of `cell`'s suite."""
+    return [CurveRecord(suite=cell.suite, measured=record) for record in curves]

@@ -22,17 +22,32 @@ import dataclasses
 import math
 import os
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from harness.app import jobs
 from harness.app.console import RunConsole
 from harness.config.suite import Cell, Suite, select_some
+from harness.core.epoch import EpochRecord
+from harness.core.schedule import updates_per_epoch
+from harness.data.cifar10 import cifar10_source, load_cifar10, resolve_data_root, synthetic_cifar10
+from harness.data.device import DeviceData
+from harness.data.folder import FolderData
+from harness.data.image_loader import open_image_folder
 from harness.errors import UserError
 from harness.fsio import atomic_path, check_folders, remove, shown
+from harness.models.registry import input_size
 from harness.results import lock, store
+from harness.results.provenance import environment
+from harness.train.checkpoint import Progress
+from harness.train.loop import train_cell
+from harness.train.preempt import StopSignals, StopVote
+from harness.train.replica import check_divisible, from_environment, launched_by_torchrun
 
 FINISHED = ("ok", "diverged")  # statuses a re-run skips; a failed cell is tried again
 
@@ -64,8 +79,6 @@ class RunSummary:
 
 def available_devices() -> list[str]:
     """The devices a cell can train on here, by name: cpu, cuda:N for each GPU, mps."""
-    import torch
-
     names = ["cpu"]
     if torch.cuda.is_available():
         names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -78,8 +91,6 @@ def resolve_device(name: str | None, flag: str = "--device") -> Any:
     """The torch device for --device NAME (None: cuda if available, else cpu); a `UserError`
     naming what is available for anything training cannot use here (meta, xla, cuda:7).
     `flag`: the option named in the error."""
-    import torch
-
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     here = f"available here: {', '.join(available_devices())}"
@@ -118,14 +129,6 @@ def load_data(
     """The suite's dataset on `device`, and which copy of it that is (see cifar10_source)."""
     if suite.spec.dataset.name == "imagenet":
         return _load_image_folder(suite, data_root, device, channels_last)
-    from harness.data.cifar10 import (
-        cifar10_source,
-        load_cifar10,
-        resolve_data_root,
-        synthetic_cifar10,
-    )
-    from harness.data.device import DeviceData
-
     ds = suite.spec.dataset
     if ds.name == "synthetic":
         assert ds.train_size is not None and ds.test_size is not None
@@ -142,8 +145,6 @@ def load_data(
 def imagenet_root(suite: Suite, data_root: Path | None) -> Path:
     """`dataset.path`, else `imagenet/` under --data / $HARNESS_DATA (or that folder itself
     when it holds train/ and val/); a missing folder is one line naming what is missing."""
-    from harness.data.cifar10 import resolve_data_root
-
     ds = suite.spec.dataset
     if ds.path is not None:
         root = Path(ds.path).expanduser()
@@ -170,10 +171,6 @@ def _load_image_folder(
     `dataset.train_size`: if the two differ the run is refused, naming both and the cure,
     rather than training a different number of updates than `harness plan` says.
     """
-    from harness.data.folder import FolderData
-    from harness.data.image_loader import open_image_folder
-    from harness.models.registry import input_size
-
     ds = suite.spec.dataset
     size = ds.image_size
     if size is None:
@@ -214,8 +211,6 @@ def _load_image_folder(
 
 
 def _check_divisible(cells: tuple[Cell, ...], suite: Suite, world: int) -> None:
-    from harness.train.replica import check_divisible
-
     for cell in cells:
         batches = sorted({p.batch_size for p in cell.plan.phases})
         why = check_divisible(batches, world, cell.training.ghost_batch_size)
@@ -270,19 +265,16 @@ def run_suite(
     max_micro_batch: int | None = None,
     compile_model: bool | None = None,
     stop_after: float | None = None,
+    console: RunConsole | None = None,
 ) -> RunSummary:
     """Train the selected cells of `suite` into `results` (default results/<suite name>).
 
     `stop_after` (seconds from now): each cell pauses at the last epoch boundary that fits
     (after at least one epoch); no cell but the first starts once the time is up. A paused
     cell writes no rows: its checkpoint holds its finished epochs; the next run resumes it.
+    `console`: what the run says, and hears after every epoch (default: a `RunConsole` on
+    stderr, quiet on data-parallel ranks but 0).
     """
-    import time
-
-    from harness.results.provenance import environment
-    from harness.train.preempt import StopSignals, StopVote
-    from harness.train.replica import from_environment, launched_by_torchrun
-
     check_stop_after(stop_after)
     deadline = None if stop_after is None else time.monotonic() + stop_after
     results = results or Path("results") / suite.name
@@ -298,7 +290,7 @@ def run_suite(
     else:
         torch_device = resolve_device(device)  # before anything is scanned or loaded
     main = replica is None or replica.is_main
-    say = RunConsole(quiet=not main)
+    say = RunConsole(quiet=not main) if console is None else console
     done = set() if force or not main else _finished(results, say)
     summary = RunSummary()
     for cell in cells:
@@ -445,8 +437,6 @@ def _decide(
     vote: Any = None,
 ) -> int:
     """Whether this runner trains `cell` now; on _TRAIN its claim is held by `held`."""
-    import time
-
     if cell.cell_id in done:
         return _SKIP
     if vote is not None and (vote.stopped or vote.signals.requested):
@@ -478,9 +468,6 @@ def _run_cell(
     replica: Any = None,
     vote: Any = None,
 ) -> None:
-    from harness.train.checkpoint import Progress
-    from harness.train.loop import train_cell
-
     main = replica is None or replica.is_main
     checkpoint = store.checkpoint_path(results, cell.cell_id)
     if force and main:
@@ -488,7 +475,7 @@ def _run_cell(
     if replica is not None:
         replica.barrier()  # every process sees the checkpoint (or its absence) alike
     say.start(cell, resumed=checkpoint.exists())
-    curves: list[dict[str, Any]] = []
+    curves: list[EpochRecord] = []
     try:
         result = train_cell(
             jobs.train_job(cell),
@@ -540,8 +527,6 @@ def _run_cell(
 
 def _where(progress: Any, cell: Cell) -> str:
     """How far a paused cell got: "2/3", or "2/3 + step 5 of 12" mid-epoch."""
-    from harness.core.schedule import updates_per_epoch
-
     done = f"{progress.epoch}/{cell.plan.epochs}"
     if progress.partial is None:
         return done

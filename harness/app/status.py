@@ -17,11 +17,17 @@ no row).
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config.suite import Cell
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tabulate import tabulate
+
+from harness.config.suite import Cell, load_suite, select_some
 from harness.results import lock, store
 
 STATES = ("done", "diverged", "failed", "running", "paused", "queued", "pending")
@@ -47,9 +53,6 @@ def cluster_jobs(results: Path) -> dict[str, dict[str, str]]:
 
 
 def _run_row(results: Path, cell_id: str) -> dict[str, object] | None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = store.run_file(results, cell_id)
     if not path.exists() or store.unreadable(path) is not None:
         return None  # a link or a FIFO there is never read
@@ -94,3 +97,22 @@ def suite_status(cells: tuple[Cell, ...], results: Path) -> list[CellState]:
 def summary_line(states: list[CellState]) -> str:
     counts = Counter(s.state for s in states)
     return ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]) or "no cells"
+
+
+def print_status(
+    suite: Path, overrides: Sequence[str], results: Path | None, only: str | None
+) -> None:
+    """`harness status`: one line per cell (a note first when there is no results folder)."""
+    loaded = load_suite(suite, overrides=overrides)
+    cells = select_some(loaded, only)
+    folder = results or Path("results") / loaded.name
+    if not folder.is_dir():
+        print(
+            f"note: {folder}: no such results folder yet, so every cell is pending; "
+            f"`harness run {suite} --results {folder}` writes it",
+            file=sys.stderr,
+        )
+    states = suite_status(cells, folder)
+    rows = [(s.cell_id, s.label, s.state, s.detail) for s in states]
+    print(tabulate(rows, headers=["cell", "label", "state", "detail"], tablefmt="simple"))
+    print(f"{loaded.name}: {summary_line(states)}")

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ValidationError
 
+from harness.config import schema
 from harness.config.schema import MODEL_SPECS, FieldError, SuiteSpec
 from harness.config.yamlfile import Document
 from harness.core.rules import ScheduleError
@@ -86,8 +87,6 @@ def _drop_union_tag(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[tuple[
 
 
 def _model_of(exc: ValidationError) -> type[BaseModel] | None:
-    from harness.config import schema
-
     model = getattr(schema, exc.title, None)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 

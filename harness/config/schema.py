@@ -12,6 +12,7 @@ or `seeds: [100000000000000000000]` must be refused, not planned for hours or cr
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -355,8 +356,6 @@ class SuiteSpec(Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        import re
-
         if not re.fullmatch(SUITE_NAME_PATTERN, v):
             raise ValueError(
                 f"{v!r} is not a safe suite name (it names the results folder); use 1-64 "

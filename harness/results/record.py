@@ -2,7 +2,8 @@
 
 The runner builds a `RunRecord`; the store writes and reads it; report and check read the
 frames whose columns are its fields. The Parquet schemas are derived from the dataclasses
-here, so a column is declared in exactly one place.
+here and, for the curves, from `harness.core.epoch.EpochRecord` (what training fills), so a
+column is declared in exactly one place.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+
+from harness.core.epoch import Applied, EpochRecord, flat_columns, flat_fields
 
 SCHEMA_VERSION = 1
 
@@ -83,66 +86,21 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class CurveRecord:
-    """One epoch of one cell."""
+    """One epoch of one cell: the suite's name and the epoch as training recorded it.
+
+    Its columns are `suite`, then the fields of `harness.core.epoch.EpochRecord` in order
+    (the audit's `Applied` and the meter's `NoiseReading` in their places, null where absent):
+    each curve column is declared there, once."""
 
     suite: str
-    cell_id: str
-    epoch: int  # epochs completed: 1 .. epochs
-    updates: int  # optimizer steps completed at the end of this epoch
-    lr: float
-    batch_size: int
-    momentum: float
-    noise_scale: float
-    train_loss: float  # mean over this epoch's steps
-    test_loss: float  # NaN on epochs without evaluation
-    test_acc: float  # fraction; NaN on epochs without evaluation
-    epoch_time_s: float  # training time of this epoch (synchronized)
-    eval_time_s: float
-    images_per_s: float
-    # Tier 0 of the regression gate (harness.analysis.check, docs/gate.md): what training
-    # actually applied this epoch, read back where it acts (harness.train.audit), beside the
-    # plan's lr, batch_size and momentum above. None in rows written before these existed.
-    # Optimizer values are NaN (nesterov None) when its param groups disagree.
-    applied_lr: float | None = None  # the optimizer's param groups after the epoch
-    applied_momentum: float | None = None  # SGD's momentum; 0 for optimizers without one
-    applied_nesterov: bool | None = None
-    applied_weight_decay: float | None = None
-    applied_batch_size: int | None = None  # largest step, counted from its index tensor
-    applied_micro_batch: int | None = None  # largest micro-batch fed to the model
-    ghost_size: int | None = None  # the batch-norm modules' (0: plain BN, -1: mixed sizes)
-    order_checksum: int | None = None  # example indices in step order (order-dependent)
-    augment_checksum: int | None = None  # the augmented uint8 images fed to the model
-    label_checksum: int | None = None  # the labels, in step order (order-dependent)
-    # The whole training set's cross-entropy in eval mode without augmentation, when the
-    # suite asks for it (execution.eval_train_loss); NaN on epochs without evaluation.
-    train_eval_loss: float | None = None
-    # The gradient noise scale measured during this epoch's steps, when the suite asks for it
-    # (execution.noise_scale; harness.train.noise): B_simple = tr(Sigma) / |G|^2 in examples,
-    # and its two epoch-averaged components (tr(Sigma) per example, |G|^2 of the data loss's
-    # gradient), which re-aggregate over epochs as step-weighted means. NaN where the steps
-    # could not be split; None in rows written without the meter.
-    noise_b_simple: float | None = None
-    noise_trace: float | None = None
-    noise_grad_sq: float | None = None
-    noise_small_batch: int | None = None  # the small batch b (examples); the big one is B
+    measured: EpochRecord
 
     def as_row(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+        return {"schema_version": SCHEMA_VERSION, **flat_columns(self)}
 
 
 # The tier-0 columns of CurveRecord: a baseline whose curves lack them predates the gate.
-AUDIT_COLUMNS = (
-    "applied_lr",
-    "applied_momentum",
-    "applied_nesterov",
-    "applied_weight_decay",
-    "applied_batch_size",
-    "applied_micro_batch",
-    "ghost_size",
-    "order_checksum",
-    "augment_checksum",
-    "label_checksum",
-)
+AUDIT_COLUMNS = tuple(f.name for f in dataclasses.fields(Applied))
 
 
 _ARROW: dict[Any, pa.DataType] = {
@@ -164,10 +122,10 @@ def _arrow_type(annotation: Any) -> pa.DataType:
 
 
 def arrow_schema(record: type) -> pa.Schema:
-    """The Parquet schema of a record dataclass: schema_version, then its fields in order."""
-    hints = typing.get_type_hints(record)
+    """The Parquet schema of a record dataclass: schema_version, then its columns in order
+    (a nested record's, such as `EpochRecord`'s, in its place: `flat_fields`)."""
     fields = [pa.field("schema_version", pa.int32())]
-    fields += [pa.field(f.name, _arrow_type(hints[f.name])) for f in dataclasses.fields(record)]
+    fields += [pa.field(name, _arrow_type(hint)) for name, hint in flat_fields(record)]
     return pa.schema(fields)
 
 

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.core.epoch import Applied
 from harness.data.device import DeviceData
 from harness.data.folder import FolderData
 from harness.data.source import DataSource, Shard, StepBatch
@@ -423,8 +424,8 @@ class Audit:
     def state(self) -> dict[str, Any]:
         return self.data.state() if isinstance(self.data, AuditedData) else {}
 
-    def end_epoch(self) -> dict[str, Any]:
-        """This epoch's applied values and checksums (one host read), as curve-row columns."""
+    def end_epoch(self) -> Applied:
+        """This epoch's applied values and checksums (one host read): the record's part."""
         groups = self._optimizer.param_groups
         lr = _agreed([g["lr"] for g in groups])
         # Adam has no momentum coefficient; the plan counts it as 0 (docs/ARCHITECTURE.md).
@@ -434,15 +435,15 @@ class Audit:
         if self._replica is not None and isinstance(self.data, AuditedFolderData):
             self.data.add_other_shares(self._replica.all_reduce)
         order, augment, label = self.data.sums.tolist()
-        return {
-            "applied_lr": math.nan if lr is None else float(lr),
-            "applied_momentum": math.nan if momentum is None else float(momentum),
-            "applied_nesterov": nesterov,
-            "applied_weight_decay": math.nan if decay is None else float(decay),
-            "applied_batch_size": self.data.batch,
-            "applied_micro_batch": self.data.micro,
-            "ghost_size": ghost_size(self._model),
-            "order_checksum": int(order),
-            "augment_checksum": int(augment),
-            "label_checksum": int(label),
-        }
+        return Applied(
+            applied_lr=math.nan if lr is None else float(lr),
+            applied_momentum=math.nan if momentum is None else float(momentum),
+            applied_nesterov=nesterov,
+            applied_weight_decay=math.nan if decay is None else float(decay),
+            applied_batch_size=self.data.batch,
+            applied_micro_batch=self.data.micro,
+            ghost_size=ghost_size(self._model),
+            order_checksum=int(order),
+            augment_checksum=int(augment),
+            label_checksum=int(label),
+        )

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from harness.core.epoch import EpochRecord
 from harness.core.schedule import Plan, updates_per_epoch
 from harness.errors import UserError
 from harness.fsio import atomic_path
@@ -52,7 +53,7 @@ class Progress:
     epoch: int = 0  # epochs completed
     updates: int = 0  # optimizer steps completed
     images: int = 0  # training images seen (a partial last batch counts what it holds)
-    curves: list[dict[str, Any]] = field(default_factory=list)
+    curves: list[EpochRecord] = field(default_factory=list)  # saved as flat columns
     train_time_s: float = 0.0
     eval_time_s: float = 0.0
     warmup_time_s: float = 0.0
@@ -75,7 +76,7 @@ def save_checkpoint(
         "cell_id": cell_id,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "progress": asdict(progress),
+        "progress": {**asdict(progress), "curves": [r.columns() for r in progress.curves]},
     }
     try:
         # A checkpoint is <results>/checkpoints/<id>.pt: neither it, its temporary nor the
@@ -178,7 +179,9 @@ def load_checkpoint(
     try:
         known = {f.name for f in dataclasses.fields(Progress)}
         progress = Progress(**{k: v for k, v in state["progress"].items() if k in known})
-        why = None if plan is None else check_progress(progress, plan)
+        why = _records(progress)
+        if why is None and plan is not None:
+            why = check_progress(progress, plan)
         if why is None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -205,7 +208,7 @@ def check_progress(progress: Progress, plan: Plan) -> str | None:
     want = plan.updates_before(epoch)
     if progress.updates != want:
         return f"{progress.updates!r} updates after {epoch} epochs, the plan takes {want}"
-    rows = [(row.get("epoch"), row.get("updates")) for row in progress.curves]
+    rows = [(row.epoch, row.updates) for row in progress.curves]
     planned = [(e, plan.updates_before(e)) for e in range(1, epoch + 1)]
     if rows != planned:
         return f"curve rows (epoch, updates) {rows[:4]}... do not match the plan's {planned[:4]}..."
@@ -216,4 +219,14 @@ def check_progress(progress: Progress, plan: Plan) -> str | None:
         steps = updates_per_epoch(plan.train_size, plan.phase_at(epoch).batch_size, plan.drop_last)
         if not isinstance(part.get("step"), int) or not 0 < part["step"] < steps:
             return f"step {part.get('step')!r} of epoch {epoch + 1}, which has {steps} steps"
+    return None
+
+
+def _records(progress: Progress) -> str | None:
+    """The saved curve rows (flat columns) as epoch records, in place; why not, if they are
+    not this harness's."""
+    try:
+        progress.curves = [EpochRecord.from_columns(row) for row in progress.curves]  # type: ignore[arg-type]
+    except (KeyError, TypeError, AttributeError) as exc:
+        return f"curve rows are not epoch records ({type(exc).__name__}: {exc})"
     return None

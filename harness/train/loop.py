@@ -1,7 +1,10 @@
 """Train one job: follow its plan exactly, measure honestly, checkpoint every epoch.
 
 `train_cell` owns only the order of events (build, resume, per epoch: enter the phase, train,
-evaluate, record, checkpoint); everything else is a named function below or in `step`.
+evaluate, record, checkpoint); everything else is a named function below, in `epoch` (one
+epoch's steps, the warm-up) or in `step`. An epoch's record is `harness.core.epoch.EpochRecord`:
+the loop fills its fields, the audit (`Applied`) and the noise meter (`NoiseReading`) their parts.
+(About 440 lines: `train_cell`'s named steps share one `_Run` and read best beside it.)
 
 Reproducibility contract: three random streams derive from the job's seed. Initialization
 uses one seed; each epoch's data order and augmentation use seeds that are pure functions of
@@ -24,22 +27,18 @@ and its checkpoint written; run again, it resumes there, on this machine or anot
 from __future__ import annotations
 
 import contextlib
-import copy
-import functools
-import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from harness.core.epoch import EpochRecord
 from harness.core.execution import Execution
-from harness.core.schedule import Phase, updates_per_epoch
-from harness.data.device import DeviceData
-from harness.data.source import DataSource, EpochCursor
+from harness.core.schedule import Phase
+from harness.data.source import DataSource
 from harness.models.registry import build_model
 from harness.train.audit import Audit, StepProbe
 from harness.train.checkpoint import (
@@ -48,37 +47,14 @@ from harness.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from harness.train.epoch import stream_seed, train_epoch, warm_up
 from harness.train.noise import NoiseMeter
 from harness.train.optim import build_optimizer, set_hyperparameters
 from harness.train.preempt import Interrupted, PartialEpoch
 from harness.train.replica import Replica
 from harness.train.runtime import peak_memory, synchronize
 from harness.train.spec import TrainJob
-from harness.train.step import (
-    evaluate,
-    micro_batch_size,
-    step_micro_batch,
-    train_on,
-    train_step,
-)
-
-__all__ = [
-    "CellResult",
-    "build",
-    "micro_batch_size",
-    "step_micro_batch",
-    "stream_seed",
-    "train_cell",
-    "train_epoch",
-    "train_step",
-    "warm_up",
-]
-
-
-def stream_seed(seed: int, *stream: object) -> int:
-    """A 63-bit seed for one named random stream of a job; stable across runs and machines."""
-    key = "/".join(str(s) for s in (seed, *stream)).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+from harness.train.step import evaluate
 
 
 @dataclass(frozen=True)
@@ -88,17 +64,17 @@ class CellResult:
 
     @property
     def final(self) -> dict[str, float]:
-        evaluated = [c for c in self.progress.curves if not math.isnan(c["test_acc"])]
-        last = self.progress.curves[-1] if self.progress.curves else {}
+        evaluated = [c for c in self.progress.curves if not math.isnan(c.test_acc)]
+        last = self.progress.curves[-1] if self.progress.curves else None
         return {
-            "final_test_acc": evaluated[-1]["test_acc"] if evaluated else math.nan,
-            "best_test_acc": max((c["test_acc"] for c in evaluated), default=math.nan),
-            "final_test_loss": evaluated[-1]["test_loss"] if evaluated else math.nan,
-            "final_train_loss": last.get("train_loss", math.nan),
+            "final_test_acc": evaluated[-1].test_acc if evaluated else math.nan,
+            "best_test_acc": max((c.test_acc for c in evaluated), default=math.nan),
+            "final_test_loss": evaluated[-1].test_loss if evaluated else math.nan,
+            "final_train_loss": math.nan if last is None else last.train_loss,
         }
 
 
-EpochCallback = Callable[[TrainJob, dict[str, Any]], None]
+EpochCallback = Callable[[TrainJob, EpochRecord], None]
 
 
 def build(job: TrainJob, device: torch.device, execution: Execution) -> torch.nn.Module:
@@ -118,124 +94,6 @@ def build(job: TrainJob, device: torch.device, execution: Execution) -> torch.nn
         # Module.to accepts memory_format at run time; its type stubs do not say so.
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
-
-
-def train_epoch(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: DataSource,
-    job: TrainJob,
-    epoch: int,
-    phase: Phase,
-    execution: Execution,
-    replica: Replica | None = None,
-    *,
-    meter: NoiseMeter | None = None,
-    stop: Callable[[], bool] | None = None,
-    resume: PartialEpoch | None = None,
-) -> tuple[float, int]:
-    """Train one epoch; returns (mean training loss over its steps, steps in the epoch).
-
-    The data source turns the epoch's order and augmentation seeds into its steps; every
-    process of a data-parallel job asks for the same steps and gets its share of each (see
-    harness.train.replica).
-
-    `stop` (a collective under a replica: harness.train.preempt.StopVote) is asked after every
-    step but the last; when it says so the epoch raises `Interrupted` with what the rest of it
-    needs (None for a source that cannot start mid-epoch). `resume` continues such an epoch."""
-    device = data.device
-    batch = phase.batch_size
-    steps = updates_per_epoch(data.n_train, batch, job.drop_last)
-    world = 1 if replica is None else replica.world
-    shard = None if replica is None else replica.shard(job.ghost_batch_size)
-    share = batch if shard is None else shard.size(batch)
-    micro = step_micro_batch(share, execution, job.ghost_batch_size)
-    order_seed = stream_seed(job.seed, "order", epoch)
-    augment_seed = stream_seed(job.seed, "augment", epoch)
-    model.train()
-    losses = torch.zeros((), device=device, dtype=torch.float64)
-    cursor = None
-    if resume is not None or stop is not None:
-        cursor = EpochCursor() if resume is None else EpochCursor(resume.step, resume.augment_state)
-    if resume is not None and (replica is None or replica.is_main):
-        losses += resume.loss_sum * world  # the job's so far, in this job's units (see below)
-    if isinstance(data, DeviceData) and cursor is not None:
-        batches = data.epoch_batches(order_seed, augment_seed, batch, steps, micro, shard, cursor)
-    else:
-        batches = data.epoch_batches(order_seed, augment_seed, batch, steps, micro, shard)
-    for taken, step in enumerate(batches, start=1 if cursor is None else cursor.step + 1):
-        losses += train_on(model, optimizer, data, step, job.precision, replica, meter)
-        if stop is not None and taken < steps and stop():
-            raise Interrupted(_partial_epoch(epoch, taken, losses, cursor, replica))
-    if replica is not None:  # each process's loss is its share's mean: average the shares
-        replica.all_reduce([losses])
-    # The one host sync of the epoch: reading the loss.
-    return float(losses) / (steps * world), steps
-
-
-def _partial_epoch(
-    epoch: int, taken: int, losses: torch.Tensor, cursor: Any, replica: Replica | None
-) -> PartialEpoch | None:
-    if cursor is None or cursor.generator is None:
-        return None  # the source cannot start mid-epoch: the epoch's checkpoint stands
-    world = 1
-    if replica is not None:  # rank 0's checkpoint holds every process's share
-        replica.all_reduce([losses])
-        world = replica.world
-    # In one process's units (the sum of the steps' mean losses), so that a cell paused by N
-    # processes resumes with any number of them.
-    loss_sum = float(losses) / world
-    return PartialEpoch(epoch, taken, loss_sum, augment_state=cursor.generator.get_state())
-
-
-def warm_up(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: DataSource,
-    job: TrainJob,
-    execution: Execution,
-    replica: Replica | None = None,
-) -> float:
-    """Run the real `train_step` once per (batch, micro-batch) shape of the plan, and one
-    evaluation, untimed; then restore the weights, BN statistics and optimizer state.
-
-    Compilation and cuDNN autotuning happen on the first call of each shape (forward, backward
-    and optimizer update alike); without this they would land in the first epoch of each
-    phase. Going through `train_step` itself means whatever it runs is warmed, not a copy of
-    it. Returns the seconds spent.
-    """
-    device = data.device
-    start = time.perf_counter()
-    base = getattr(model, "_orig_mod", model)  # the module under torch.compile's wrapper
-    saved_model = {k: v.clone() for k, v in base.state_dict().items()}
-    saved_optimizer = copy.deepcopy(optimizer.state_dict())
-    lrs = [group["lr"] for group in optimizer.param_groups]
-    shard = None if replica is None else replica.shard(job.ghost_batch_size)
-
-    def share(batch: int) -> int:
-        return batch if shard is None else shard.size(batch)
-
-    shapes = sorted(
-        {
-            (p.batch_size, step_micro_batch(share(p.batch_size), execution, job.ghost_batch_size))
-            for p in job.plan.phases
-        }
-    )
-    model.train()
-    for batch, micro in shapes:
-        step = data.warmup_batch(batch, micro, shard)
-        train_on(model, optimizer, data, step, job.precision, replica)
-    evaluate(model, data, execution.eval_batch_size, job.precision, replica=replica)
-    base.load_state_dict(saved_model)
-    optimizer.load_state_dict(saved_optimizer)
-    # load_state_dict puts the saved lr tensors in the groups; keep the ones the caller holds.
-    for group, lr in zip(optimizer.param_groups, lrs):
-        if isinstance(lr, torch.Tensor):
-            lr.copy_(group["lr"])
-            group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def _resume(
@@ -295,99 +153,215 @@ def train_cell(
     Raises `CheckpointError` for a checkpoint it cannot resume from; any other error but
     running out of memory propagates to the caller, which decides what a failure means.
     """
-    device = data.device
+    run = _start(job, data, execution, checkpoint, probe, replica)
+    progress = run.progress
+    partial = None if progress.partial is None else PartialEpoch.from_dict(progress.partial)
+    progress.partial = None
+    with _oom_fails_cell(job, progress):
+        if execution.compile or run.device.type == "cuda":
+            progress.warmup_time_s += warm_up(
+                run.model, run.optimizer, run.data, job, execution, replica
+            )
+        for epoch in range(progress.epoch, job.plan.epochs):
+            resume, partial = partial, None
+            phase = _enter_epoch(run, epoch, resume)
+            try:
+                train_loss, steps, train_s = _train_timed(run, epoch, phase, resume, stop)
+            except Interrupted as stopped:
+                _checkpoint_mid_epoch(run, stopped.partial)
+                progress.status = "paused"
+                break
+            record = _record_epoch(run, epoch, phase, train_loss, steps, train_s)
+            if not math.isfinite(train_loss):
+                progress.status = "diverged"
+                progress.error = f"training loss is {train_loss} in epoch {epoch + 1}"
+                break
+            checkpoint_s = _checkpoint_epoch(run)
+            if on_epoch is not None and run.main:
+                on_epoch(job, record)
+            epoch_s = train_s + record.eval_time_s + checkpoint_s
+            if epoch + 1 < job.plan.epochs and _pause_here(deadline, epoch_s, replica, stop):
+                progress.status = "paused"
+                break
+    run.clock.add_to(progress)
+    return CellResult(progress, _job_peak_memory(run.device, replica))
+
+
+@dataclass
+class _Run:
+    """One segment of a cell being trained: what `train_cell`'s steps share."""
+
+    job: TrainJob
+    data: DataSource  # the audited source (harness.train.audit)
+    execution: Execution
+    checkpoint: Path
+    replica: Replica | None
+    base_model: torch.nn.Module  # what is checkpointed
+    model: torch.nn.Module  # what the steps call: DDP's wrapper, compiled if asked
+    optimizer: torch.optim.Optimizer
+    progress: Progress
+    audit: Audit
+    meter: NoiseMeter | None
+    clock: _WallClock
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    @property
+    def main(self) -> bool:
+        return self.replica is None or self.replica.is_main
+
+    def sync(self) -> None:
+        """Before reading a clock: this device, then every process."""
+        synchronize(self.device)
+        if self.replica is not None:
+            self.replica.barrier()
+
+
+def _start(
+    job: TrainJob,
+    data: DataSource,
+    execution: Execution,
+    checkpoint: Path,
+    probe: StepProbe | None,
+    replica: Replica | None,
+) -> _Run:
+    """The wall clock started, the model and optimizer built and resumed, the audit (tier 0
+    of the gate: what was applied) and the noise meter in place."""
     clock = _WallClock()
+    device = data.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.backends.cudnn.benchmark = execution.cudnn_benchmark
     base_model = build(job, device, execution)
     optimizer = build_optimizer(base_model.parameters(), job.optimizer, device)
     progress = _resume(checkpoint, job, base_model, optimizer, device)
-    partial = None if progress.partial is None else PartialEpoch.from_dict(progress.partial)
-    progress.partial = None
-    # Tier 0 of the gate: what was applied.
     audit = Audit(job, data, base_model, optimizer, probe, replica)
-    data = audit.data
     world = 1 if replica is None else replica.world
-    meter = (
-        NoiseMeter(base_model.parameters(), data.n_train, world) if execution.noise_scale else None
-    )
+    meter = None
+    if execution.noise_scale:
+        meter = NoiseMeter(base_model.parameters(), audit.data.n_train, world)
     model = _parallel_and_compiled(base_model, execution, replica)
-    main = replica is None or replica.is_main
-    sync = functools.partial(_sync, device, replica)
+    return _Run(
+        job,
+        audit.data,
+        execution,
+        checkpoint,
+        replica,
+        base_model,
+        model,
+        optimizer,
+        progress,
+        audit,
+        meter,
+        clock,
+    )
 
-    with _oom_fails_cell(job, progress):
-        if execution.compile or device.type == "cuda":
-            progress.warmup_time_s += warm_up(model, optimizer, data, job, execution, replica)
-        for epoch in range(progress.epoch, job.plan.epochs):
-            phase = job.plan.phase_at(epoch)
-            set_hyperparameters(optimizer, phase.lr, phase.momentum)
-            resume, partial = partial, None
-            audit.begin_epoch(None if resume is None else resume.audit)
-            if meter is not None and resume is not None and resume.meter is not None:
-                meter.restore(resume.meter)
-            sync()
-            start = time.perf_counter()
-            try:
-                train_loss, steps = train_epoch(
-                    model,
-                    optimizer,
-                    data,
-                    job,
-                    epoch,
-                    phase,
-                    execution,
-                    replica,
-                    meter=meter,
-                    stop=stop,
-                    resume=resume,
-                )
-            except Interrupted as stopped:
-                sync()
-                if stopped.partial is not None and main:
-                    stopped.partial.train_s = time.perf_counter() - start
-                    stopped.partial.train_s += 0.0 if resume is None else resume.train_s
-                    stopped.partial.audit = audit.state()
-                    stopped.partial.meter = None if meter is None else meter.state()
-                    clock.add_to(progress)
-                    progress.partial = stopped.partial.as_dict()
-                    save_checkpoint(checkpoint, job.cell_id, base_model, optimizer, progress)
-                progress.status = "paused"
-                break
-            sync()
-            train_s = time.perf_counter() - start + (0.0 if resume is None else resume.train_s)
-            progress.updates += steps
-            progress.images += min(steps * phase.batch_size, data.n_train)
-            progress.train_time_s += train_s
 
-            last = epoch + 1 == job.plan.epochs
-            diverged = not math.isfinite(train_loss)
-            evaluated = not diverged and (last or (epoch + 1) % job.eval_every == 0)
-            evals = _evaluate(model, data, job, execution, replica, sync) if evaluated else None
-            eval_s = 0.0 if evals is None else evals.seconds
-            progress.eval_time_s += eval_s
-            row = _epoch_row(job, epoch, phase, progress, train_loss, steps, train_s, evals)
-            row.update(audit.end_epoch())
-            if meter is not None:
-                row.update(meter.end_epoch())
-            progress.curves.append(row)
-            progress.epoch = epoch + 1
-            if diverged:
-                progress.status = "diverged"
-                progress.error = f"training loss is {train_loss} in epoch {epoch + 1}"
-                break
-            clock.add_to(progress)
-            checkpoint_start = time.monotonic()
-            if main:
-                save_checkpoint(checkpoint, job.cell_id, base_model, optimizer, progress)
-            checkpoint_s = time.monotonic() - checkpoint_start
-            if on_epoch is not None and main:
-                on_epoch(job, row)
-            if not last and _pause_here(deadline, train_s + eval_s + checkpoint_s, replica, stop):
-                progress.status = "paused"
-                break
-    clock.add_to(progress)
-    return CellResult(progress, _job_peak_memory(device, replica))
+def _enter_epoch(run: _Run, epoch: int, resume: PartialEpoch | None) -> Phase:
+    """The plan's phase set on the optimizer; the audit's and meter's counters started (or
+    restored from a mid-epoch checkpoint)."""
+    phase = run.job.plan.phase_at(epoch)
+    set_hyperparameters(run.optimizer, phase.lr, phase.momentum)
+    run.audit.begin_epoch(None if resume is None else resume.audit)
+    if run.meter is not None and resume is not None and resume.meter is not None:
+        run.meter.restore(resume.meter)
+    return phase
+
+
+def _train_timed(
+    run: _Run,
+    epoch: int,
+    phase: Phase,
+    resume: PartialEpoch | None,
+    stop: Callable[[], bool] | None,
+) -> tuple[float, int, float]:
+    """(mean training loss, steps, seconds) of the epoch, timed between synchronizations;
+    an `Interrupted` epoch carries its seconds so far (rank 0's) on its way out."""
+    before = 0.0 if resume is None else resume.train_s
+    run.sync()
+    start = time.perf_counter()
+    try:
+        train_loss, steps = train_epoch(
+            run.model,
+            run.optimizer,
+            run.data,
+            run.job,
+            epoch,
+            phase,
+            run.execution,
+            run.replica,
+            meter=run.meter,
+            stop=stop,
+            resume=resume,
+        )
+    except Interrupted as stopped:
+        run.sync()
+        if stopped.partial is not None and run.main:
+            stopped.partial.train_s = time.perf_counter() - start
+            stopped.partial.train_s += before
+        raise
+    run.sync()
+    return train_loss, steps, time.perf_counter() - start + before
+
+
+def _checkpoint_mid_epoch(run: _Run, partial: PartialEpoch | None) -> None:
+    """Rank 0 saves the unfinished epoch with the audit's and meter's counters (nothing when
+    the source cannot start mid-epoch: the last epoch's checkpoint stands)."""
+    if partial is None or not run.main:
+        return
+    partial.audit = run.audit.state()
+    partial.meter = None if run.meter is None else run.meter.state()
+    run.clock.add_to(run.progress)
+    run.progress.partial = partial.as_dict()
+    save_checkpoint(run.checkpoint, run.job.cell_id, run.base_model, run.optimizer, run.progress)
+
+
+def _record_epoch(
+    run: _Run, epoch: int, phase: Phase, train_loss: float, steps: int, train_s: float
+) -> EpochRecord:
+    """The finished epoch counted, evaluated when due (not after a diverged loss), and its
+    record (the loop's measures, the audit's `Applied`, the meter's `NoiseReading`) kept."""
+    job, progress = run.job, run.progress
+    progress.updates += steps
+    progress.images += min(steps * phase.batch_size, run.data.n_train)
+    progress.train_time_s += train_s
+    due = epoch + 1 == job.plan.epochs or (epoch + 1) % job.eval_every == 0
+    evals = _evaluate(run) if math.isfinite(train_loss) and due else None
+    progress.eval_time_s += 0.0 if evals is None else evals.seconds
+    record = EpochRecord(
+        cell_id=job.cell_id,
+        epoch=epoch + 1,
+        updates=progress.updates,
+        lr=phase.lr,
+        batch_size=phase.batch_size,
+        momentum=phase.momentum,
+        noise_scale=phase.noise_scale,
+        train_loss=train_loss,
+        test_loss=math.nan if evals is None else evals.test_loss,
+        test_acc=math.nan if evals is None else evals.test_acc,
+        epoch_time_s=train_s,
+        eval_time_s=0.0 if evals is None else evals.seconds,
+        images_per_s=steps * phase.batch_size / train_s if train_s > 0 else math.nan,
+        applied=run.audit.end_epoch(),
+        train_eval_loss=math.nan if evals is None else evals.train_eval_loss,
+        noise=None if run.meter is None else run.meter.end_epoch(),
+    )
+    progress.curves.append(record)
+    progress.epoch = epoch + 1
+    return record
+
+
+def _checkpoint_epoch(run: _Run) -> float:
+    """The wall clock brought up to date and rank 0's checkpoint written; its seconds."""
+    run.clock.add_to(run.progress)
+    start = time.monotonic()
+    if run.main:
+        save_checkpoint(
+            run.checkpoint, run.job.cell_id, run.base_model, run.optimizer, run.progress
+        )
+    return time.monotonic() - start
 
 
 class _WallClock:
@@ -400,13 +374,6 @@ class _WallClock:
         now = time.perf_counter()
         progress.wall_clock_s += now - self.start
         self.start = now
-
-
-def _sync(device: torch.device, replica: Replica | None) -> None:
-    """Before reading a clock: this device, then every process."""
-    synchronize(device)
-    if replica is not None:
-        replica.barrier()
 
 
 def _parallel_and_compiled(
@@ -428,55 +395,16 @@ class _Evaluation:
     seconds: float
 
 
-def _evaluate(
-    model: torch.nn.Module,
-    data: DataSource,
-    job: TrainJob,
-    execution: Execution,
-    replica: Replica | None,
-    sync: Callable[[], None],
-) -> _Evaluation:
+def _evaluate(run: _Run) -> _Evaluation:
     """The epoch's evaluation, timed (the test set; the training set too if asked)."""
+    size, precision = run.execution.eval_batch_size, run.job.precision
     start = time.perf_counter()
-    test_loss, test_acc = evaluate(
-        model, data, execution.eval_batch_size, job.precision, replica=replica
-    )
+    test_loss, test_acc = evaluate(run.model, run.data, size, precision, replica=run.replica)
     train_eval_loss = math.nan
-    if execution.eval_train_loss:
-        train_eval_loss, _ = evaluate(
-            model, data, execution.eval_batch_size, job.precision, "train", replica
-        )
-    sync()
+    if run.execution.eval_train_loss:
+        train_eval_loss, _ = evaluate(run.model, run.data, size, precision, "train", run.replica)
+    run.sync()
     return _Evaluation(test_loss, test_acc, train_eval_loss, time.perf_counter() - start)
-
-
-def _epoch_row(
-    job: TrainJob,
-    epoch: int,
-    phase: Phase,
-    progress: Progress,
-    train_loss: float,
-    steps: int,
-    train_s: float,
-    evals: _Evaluation | None,
-) -> dict[str, Any]:
-    """The epoch's curve row as the loop measured it (the audit and the meter add theirs)."""
-    return {
-        "cell_id": job.cell_id,
-        "epoch": epoch + 1,
-        "updates": progress.updates,
-        "lr": phase.lr,
-        "batch_size": phase.batch_size,
-        "momentum": phase.momentum,
-        "noise_scale": phase.noise_scale,
-        "train_loss": train_loss,
-        "test_loss": math.nan if evals is None else evals.test_loss,
-        "test_acc": math.nan if evals is None else evals.test_acc,
-        "train_eval_loss": math.nan if evals is None else evals.train_eval_loss,
-        "epoch_time_s": train_s,
-        "eval_time_s": 0.0 if evals is None else evals.seconds,
-        "images_per_s": steps * phase.batch_size / train_s if train_s > 0 else math.nan,
-    }
 
 
 def _pause_here(

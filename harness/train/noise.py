@@ -61,10 +61,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["NOISE_COLUMNS", "NoiseMeter", "noise_estimates"]
+from harness.core.epoch import NoiseReading
 
-# The curve columns an epoch's result fills (harness.results.record.CurveRecord).
-NOISE_COLUMNS = ("noise_b_simple", "noise_trace", "noise_grad_sq", "noise_small_batch")
+__all__ = ["NoiseMeter", "noise_estimates"]
 
 
 def _variance_factor(batch: float, train_size: int | None) -> float:
@@ -186,15 +185,10 @@ class NoiseMeter:
         self._big_n = {int(big): int(n) for big, _, n in state["big"]}
         self._seen = 0
 
-    def end_epoch(self) -> dict[str, float | int | None]:
-        """The epoch's curve columns (NOISE_COLUMNS); NaN where nothing was measured."""
+    def end_epoch(self) -> NoiseReading:
+        """The epoch's reading (the record's part); NaN where nothing was measured."""
         keys = [k for k in self._small if k[1] in self._big]
-        result: dict[str, float | int | None] = {
-            "noise_b_simple": math.nan,
-            "noise_trace": math.nan,
-            "noise_grad_sq": math.nan,
-            "noise_small_batch": None,
-        }
+        result = NoiseReading(math.nan, math.nan, math.nan, None)
         if keys:
             sums = torch.stack([self._small[k] for k in keys] + [self._big[k[1]] for k in keys])
             values = sums.tolist()  # the one host sync of the meter, once per epoch
@@ -209,7 +203,7 @@ class NoiseMeter:
             total = sum(weights)
             trace = sum(w * t for w, t in zip(weights, traces)) / total
             grad_sq = sum(w * g for w, g in zip(weights, grads)) / total
-            result.update(
+            result = NoiseReading(
                 noise_b_simple=trace / grad_sq if grad_sq > 0 else math.nan,
                 noise_trace=trace,
                 noise_grad_sq=grad_sq,

@@ -1,0 +1,158 @@
+"""`harness run`: one process trains a suite, or the suite is scaled out to workers or a cluster.
+
+What the command does once its options are parsed: the line on rows of other recipes in the
+results folder, then either `app.runner.run_suite` here (under torchrun, rank 0 alone speaks)
+or `app.fanout` / `app.cluster`, and the exit status of the whole (0 done, 1 a cell failed,
+3 paused with checkpoints kept).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from harness.app import cluster, fanout
+from harness.app.recipes import stale_recipes_line
+from harness.app.runner import check_stop_after, run_suite
+from harness.config.suite import Suite, load_suite
+from harness.errors import EXIT_PAUSED, UserError
+from harness.train.replica import launched_by_torchrun, shutdown
+
+
+def run_command(
+    suite: Path,
+    overrides: list[str] | None,
+    results: Path | None,
+    only: str | None,
+    *,
+    device: str | None,
+    data: Path | None,
+    force: bool,
+    max_micro_batch: int | None,
+    compile_model: bool | None,
+    stop_after: float | None,
+    devices: str | None,
+    workers: int | None,
+    executor: str | None,
+    cluster_flags: dict[str, int | str | None],
+    wait: bool,
+) -> int:
+    """`harness run`: the exit status."""
+    check_stop_after(stop_after)  # here too: a fan-out's workers would each refuse it
+    loaded = load_suite(suite, overrides=overrides or ())
+    folder = results or Path("results") / loaded.name
+    if int(os.environ.get("RANK", "0")) == 0:
+        line = stale_recipes_line(loaded, folder)
+        if line:
+            print(line, file=sys.stderr)
+    if executor is not None or devices is not None or workers is not None:
+        return scale_out(
+            loaded,
+            tuple(overrides or ()),
+            folder,
+            executor=executor,
+            devices=devices,
+            workers=workers,
+            cluster_flags=cluster_flags,
+            worker_args=worker_args(
+                suite, overrides, folder, only, data, max_micro_batch, compile_model, stop_after
+            ),
+            only=only,
+            data=data,
+            wait=wait,
+            device=device,
+            force=force,
+        )
+    try:
+        summary = run_suite(
+            loaded,
+            results=results,
+            only=only,
+            device=device,
+            data=data,
+            force=force,
+            max_micro_batch=max_micro_batch,
+            compile_model=compile_model,
+            stop_after=stop_after,
+        )
+    finally:
+        shutdown()
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the job
+        print(f"{loaded.name}: {summary.line()}", file=sys.stderr)
+    if summary.failed:
+        return 1
+    if summary.signal is not None:
+        return EXIT_PAUSED  # checkpointed: a rerun resumes
+    return 0
+
+
+def worker_args(
+    suite: Path,
+    overrides: list[str] | None,
+    results: Path,
+    only: str | None,
+    data: Path | None,
+    max_micro_batch: int | None,
+    compile_model: bool | None,
+    stop_after: float | None,
+) -> list[str]:
+    """The `harness run` options a fan-out worker gets (all but --device and the fan-out's)."""
+    args = [str(suite), "--results", str(results)]
+    for item in overrides or ():
+        args += ["--set", item]
+    for flag, value in (
+        ("--only", only),
+        ("--data", data),
+        ("--max-micro-batch", max_micro_batch),
+        ("--stop-after", stop_after),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    if compile_model is not None:
+        args.append("--compile" if compile_model else "--no-compile")
+    return args
+
+
+def scale_out(
+    loaded: Suite,
+    overrides: tuple[str, ...],
+    results: Path,
+    *,
+    executor: str | None,
+    devices: str | None,
+    workers: int | None,
+    cluster_flags: dict[str, int | str | None],
+    worker_args: list[str],
+    only: str | None,
+    data: Path | None,
+    wait: bool,
+    device: str | None,
+    force: bool,
+) -> int:
+    """--executor, --devices, --workers: the exit status of the whole suite."""
+    if launched_by_torchrun():
+        raise UserError("--executor/--devices/--workers: not under torchrun; run them directly")
+    if force:
+        raise UserError(
+            "--force with --executor/--devices/--workers: workers would retrain each other's "
+            "cells; delete the cells' rows (results/<suite>/runs/<cell>.parquet) instead"
+        )
+    if device is not None:
+        raise UserError("--device with --devices/--workers/--executor: name devices in --devices")
+    if executor is not None:
+        if devices is not None or workers is not None:
+            raise UserError("--executor with --devices/--workers: give one way to scale out")
+        settings = cluster.cluster_settings(loaded, cluster_flags)
+        return cluster.submit(
+            loaded,
+            overrides,
+            executor_kind=executor,
+            settings=settings,
+            results=results,
+            only=only,
+            data=data,
+            wait=wait,
+        )
+    names = fanout.worker_devices(devices, workers)
+    return fanout.run_workers(loaded, worker_args, names, results, only)

@@ -1,0 +1,68 @@
+"""`harness report`: which folders and cells the report covers, and where it is written.
+
+The arguments may mix suite files (only the cells they define now, from results/<suite name>
+unless folders are given too) and results folders (or folders holding them; by default every
+suite folder under results/). The document itself is `analysis.report.build_report`'s; it is
+written atomically with its figures beside it, or goes to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness.analysis.render import check_format
+from harness.analysis.report import build_report
+from harness.config.suite import load_suite
+from harness.errors import UserError
+from harness.fsio import atomic_path, containing
+from harness.results.store import report_folders, suite_folders
+
+
+def report_command(
+    dirs: list[Path] | None,
+    overrides: list[str] | None,
+    fmt: str,
+    out: Path | None,
+    figures: Path | None,
+) -> None:
+    """`harness report`: the report on stdout, or in `out` (and its figures)."""
+    check_format(fmt)
+    given = list(dirs or [])
+    suites = [p for p in given if p.suffix in (".yaml", ".yml")]
+    for path in suites:
+        if not path.is_file():
+            raise UserError(f"{path}: no such suite file; pass a suite YAML or a results folder")
+    folders = [p for p in given if p not in suites]
+    cells: set[str] | None = None
+    if suites:
+        loaded = [load_suite(p, overrides=overrides or ()) for p in suites]
+        cells = {c.cell_id for s in loaded for c in s.cells}
+        folders = folders or [Path("results") / s.name for s in loaded]
+    elif overrides:
+        raise UserError(
+            "--set: needs a suite file to apply to, e.g. harness report SUITE --set ..."
+        )
+    folders = report_folders(folders) if folders else suite_folders(Path("results"))
+    if not folders:
+        raise UserError(
+            f"no results folders under {Path('results').resolve()}; `harness run SUITE` writes "
+            "results/<suite>/, or pass a folder, e.g. `harness report results/smoke`"
+        )
+    if figures is None and out is not None and fmt != "csv":
+        figures = out.parent / "figures"
+    text = build_report(
+        folders,
+        fmt,
+        figures_dir=figures,
+        links_relative_to=out.parent if out else None,
+        cells=cells,
+        scope=", ".join(str(p) for p in suites) or None,
+    )
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, inside=containing(out, folders)) as tmp:  # no link in a results folder
+        tmp.write_text(text)
+    print(f"wrote {out}" + (f" and figures in {figures}" if figures else ""), file=sys.stderr)

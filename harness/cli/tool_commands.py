@@ -1,0 +1,131 @@
+"""`harness convert`, `harness bench`, `harness data`: the commands that need no suite.
+
+Only the options live here; `app.convert`, `app.bench` and `data.download` do the work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness.cli.options import DataOption
+
+
+def convert(
+    recipe: Annotated[
+        Path | None, typer.Argument(help="A recipe YAML file (keys as the options, e.g. lr: 0.1).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of the recipe.")] = None,
+    train_size: Annotated[int | None, typer.Option(help="Training examples per epoch (N).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="The recipe's batch size B.")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Initial lr per optimizer step (mean loss).")
+    ] = None,
+    momentum: Annotated[float | None, typer.Option(help="Momentum m (0 for plain SGD).")] = None,
+    milestones: Annotated[
+        str | None, typer.Option(help="Step schedule: epochs of the drops, e.g. 60,120,160.")
+    ] = None,
+    factor: Annotated[float | None, typer.Option(help="Step schedule: drop per milestone.")] = None,
+    cosine: Annotated[
+        bool | None, typer.Option("--cosine/--step", help="Cosine instead of step shape.")
+    ] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(help="Linear warm-up epochs.")] = None,
+    b_max: Annotated[int | None, typer.Option(help="Largest batch size allowed.")] = None,
+    new_lr: Annotated[
+        float | None, typer.Option(help="Raise the initial lr; B0 follows B ∝ lr.")
+    ] = None,
+    new_momentum: Annotated[
+        float | None, typer.Option(help="Raise the momentum; B0 follows B ∝ 1/(1-m).")
+    ] = None,
+    batch_drops: Annotated[
+        int | None, typer.Option(help="Hybrid: drops made by the batch (default 1).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write a suite YAML for `harness plan` / `run`.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="With --out: the suite's model (small_cnn, wrn = WRN-16-4, "
+            "inception_resnet_v2, resnet50)."
+        ),
+    ] = None,
+) -> None:
+    """An lr recipe as decaying-lr, hybrid and increasing-batch schedules, side by side."""
+    from harness.app.convert import convert_command
+
+    flags = {
+        "epochs": epochs,
+        "train_size": train_size,
+        "batch_size": batch_size,
+        "lr": lr,
+        "momentum": momentum,
+        "milestones": milestones,
+        "factor": factor,
+        "shape": None if cosine is None else ("cosine" if cosine else "step"),
+        "warmup_epochs": warmup_epochs,
+        "b_max": b_max,
+        "new_lr": new_lr,
+        "new_momentum": new_momentum,
+        "batch_drops": batch_drops,
+        "model": model,
+    }
+    convert_command(recipe, flags, out)
+
+
+def bench(
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, mps.")] = None,
+    model: Annotated[str, typer.Option(help="wrn16_4 or small_cnn.")] = "wrn16_4",
+    batch_sizes: Annotated[
+        str, typer.Option(help="Images per optimizer step, comma-separated.")
+    ] = "128,512,5120",
+    precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
+    compile_model: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile both models.")
+    ] = False,
+    steps: Annotated[int, typer.Option(help="Timed steps per repeat.")] = 10,
+    repeats: Annotated[int, typer.Option(help="Timed repeats; the median is reported.")] = 3,
+    out: Annotated[Path, typer.Option(help="Folder for the Parquet rows.")] = Path("results/bench"),
+    data: Annotated[
+        str, typer.Option(help="synthetic (no download) or cifar10 (real images).")
+    ] = "cifar10",
+    data_root: DataOption = None,
+    max_micro_batch: Annotated[
+        int | None, typer.Option(help="Largest micro-batch of the harness step.")
+    ] = None,
+    ghost: Annotated[int, typer.Option(help="Ghost batch size.")] = 128,
+    workers: Annotated[
+        int | None, typer.Option(help="DataLoader workers of the reference (default: auto).")
+    ] = None,
+) -> None:
+    """Images/s of the harness's training step beside a plain PyTorch loop (DataLoader,
+    nn.BatchNorm2d, torch.optim.SGD) at each batch size; prints a table, writes Parquet."""
+    from harness.app.bench import parse_batch_sizes, run_bench
+
+    run_bench(
+        device=device,
+        model=model,
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        precision=precision,
+        compile_model=compile_model,
+        steps=steps,
+        repeats=repeats,
+        out=out,
+        data=data,
+        data_root=data_root,
+        max_micro_batch=max_micro_batch,
+        ghost=ghost,
+        workers=workers,
+    )
+
+
+def data_cifar10(
+    dest: Annotated[Path, typer.Argument(help="Folder to put cifar-10-batches-py in.")],
+) -> None:
+    """Download the official CIFAR-10 python tarball, check its md5 and unpack it."""
+    from harness.data.download import download_cifar10
+
+    folder = download_cifar10(dest)
+    print(f"CIFAR-10 is in {folder}; pass --data {dest} or set HARNESS_DATA={dest}")
