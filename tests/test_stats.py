@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import json
+import math
+import shutil
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from scipy import stats as sps
 
+from harness.analysis.seeds import (
+    DIFFERENT,
+    EQUIVALENT,
+    NOT_SHOWN,
+    NOT_TESTED,
+    add_verdicts,
+    group_verdicts,
+    seed_stats,
+    seeds_needed,
+    tost,
+)
+from harness.config.suite import load_suite
 from harness.core.schedule import epochs_lost
+from harness.errors import UserError
 from tests.conftest import REPO, run_cli
+from tests.test_suite import MINIMAL, write
 
 CIFAR = str(REPO / "suites" / "cifar.yaml")
+SEEDS = REPO / "results" / "smoke-seeds"  # committed: 3 seeds of each schedule
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,3 +69,153 @@ def test_plan_table_prints_the_epochs_lost_column():
     assert "epochs lost" in result.stdout
     rows = [line for line in result.stdout.splitlines() if "│" in line]
     assert [row.split("│")[-1].strip() for row in rows] == ["3.2", "5.12", "5.12", "5.12"]
+
+
+# ---------------------------------------------------------------------------------------------
+# TOST: known inputs
+
+
+@pytest.mark.parametrize(
+    ("gap", "n", "std", "dof", "expected"),
+    [
+        # 90% CI half-width t(0.95, 18) * 0.001 * sqrt(2/10) = 0.000775: well inside ±0.005
+        (0.0, 10, 0.001, 18, EQUIVALENT),
+        (0.004, 10, 0.001, 18, EQUIVALENT),  # 0.0032 .. 0.0048, still inside
+        (0.0045, 10, 0.001, 18, NOT_SHOWN),  # 0.0037 .. 0.0053 crosses the margin
+        (-0.02, 10, 0.001, 18, DIFFERENT),  # wholly below −0.005
+        # Two seeds each, dof 2: t(0.95, 2) = 2.92 makes the half-width 0.0058 > the margin
+        (0.0, 2, 0.002, 2, NOT_SHOWN),
+        (0.02, 2, 0.002, 2, DIFFERENT),
+        (0.0, 2, math.nan, 0, NOT_TESTED),  # no pooled std
+        (math.nan, 2, 0.002, 2, NOT_TESTED),  # no final accuracy
+    ],
+)
+def test_tost_verdicts_on_known_inputs(gap, n, std, dof, expected):
+    low, high, verdict = tost(gap, n, n, std, dof, margin=0.005)
+    assert verdict == expected
+    if expected != NOT_TESTED:
+        half = sps.t.ppf(0.95, dof) * std * math.sqrt(2 / n)
+        assert (low, high) == pytest.approx((gap - half, gap + half))
+
+
+def test_tost_agrees_with_scipys_two_one_sided_t_tests():
+    """Equivalent exactly when both of scipy's one-sided pooled t-tests reject at 5%."""
+    rng = np.random.default_rng(0)
+    margin = 0.005
+    for shift in (0.0, 0.002, 0.004, 0.006, 0.012):
+        a = 0.9 + shift + rng.normal(0, 0.003, size=6)
+        b = 0.9 + rng.normal(0, 0.003, size=6)
+        s = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)  # pooled, equal n
+        _, _, verdict = tost(a.mean() - b.mean(), 6, 6, s, 10, margin)
+        above = sps.ttest_ind(a, b - margin, alternative="greater").pvalue
+        below = sps.ttest_ind(a, b + margin, alternative="less").pvalue
+        assert (verdict == EQUIVALENT) == (max(above, below) < 0.05), shift
+        beyond = min(
+            sps.ttest_ind(a, b + margin, alternative="greater").pvalue,
+            sps.ttest_ind(a, b - margin, alternative="less").pvalue,
+        )
+        assert (verdict == DIFFERENT) == (beyond < 0.05), shift
+
+
+def test_seeds_needed_is_the_smallest_n_of_the_planning_rule():
+    def rule(n, std, margin):  # n >= 2 s² (t(0.95, 2n-2) + t(0.9, 2n-2))² / margin²
+        q = sps.t.ppf(0.95, 2 * n - 2) + sps.t.ppf(0.9, 2 * n - 2)
+        return n >= 2 * std**2 * q**2 / margin**2
+
+    for std in (0.0005, 0.0036, 0.0159):
+        n = int(seeds_needed(std, 0.005))
+        assert rule(n, std, 0.005) and (n == 2 or not rule(n - 1, std, 0.005))
+    assert seeds_needed(0.0036, 0.005) == 10  # z alone would say 9
+    assert math.isnan(seeds_needed(math.nan, 0.005))
+    assert seeds_needed(0.0, 0.005) == 2
+
+
+def test_add_verdicts_uses_the_groups_margin_and_pooled_std():
+    group = ["suite", "experiment", "optimizer", "model"]
+    one = dict.fromkeys(group, "x")
+    runs = pd.DataFrame(
+        {
+            **{k: [v] * 6 for k, v in one.items()},
+            "schedule": ["ref"] * 3 + ["new"] * 3,
+            "final_test_acc": [0.900, 0.902, 0.904, 0.901, 0.903, 0.905],
+        }
+    )
+    stats = seed_stats(runs, [*group, "schedule"])
+    eq = pd.DataFrame({**{k: [v] for k, v in one.items()}, "schedule": ["new"],
+                       "reference": ["ref"]})  # fmt: skip
+
+    def margin(m):
+        return pd.DataFrame({**{k: [v] for k, v in one.items()}, "margin": [m]})
+
+    # s = 0.002 on 4 dof; Δ = 0.001; half-width t(0.95, 4) * 0.002 * sqrt(2/3) = 0.0035
+    tight = add_verdicts(eq, stats, group, margin(0.003))
+    loose = add_verdicts(eq, stats, group, margin(0.01))
+    default = add_verdicts(eq, stats, group)
+    assert tight["tost"].item() == NOT_SHOWN and loose["tost"].item() == EQUIVALENT
+    # -0.0025 .. +0.0045: inside the default ±0.005
+    assert default["margin"].item() == 0.005 and default["tost"].item() == EQUIVALENT
+    half = sps.t.ppf(0.95, 4) * 0.002 * math.sqrt(2 / 3)
+    assert loose["ci_low"].item() == pytest.approx(0.001 - half)
+    assert loose["seeds_needed"].item() == seeds_needed(0.002, 0.01)
+    both = pd.concat([tight.assign(model="a"), loose.assign(model="b")])
+    gaps = {"acc_gap_after_m1": 0.0, "acc_gap_last10": 0.0, "loss_gap_last10": 0.0}
+    groups = group_verdicts(both.assign(**gaps), group)
+    assert groups[["model", "margin", "tost"]].values.tolist() == [
+        ["a", 0.003, NOT_SHOWN],
+        ["b", 0.01, EQUIVALENT],
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The suite's report.equivalence_margin
+
+
+def test_the_margin_is_a_report_setting_outside_the_cell_id(tmp_path):
+    plain = load_suite(write(tmp_path, MINIMAL, name="plain.yaml"))
+    stated = load_suite(write(tmp_path, MINIMAL + "report: {equivalence_margin: 0.01}\n"))
+    assert [c.cell_id for c in stated.cells] == [c.cell_id for c in plain.cells]
+    assert {c.equivalence_margin for c in stated.cells} == {0.01}
+    assert {c.equivalence_margin for c in plain.cells} == {None}
+    for bad in ("0", "-0.1", "1.5", "wide"):
+        with pytest.raises(UserError, match=r"report\.equivalence_margin: "):
+            load_suite(write(tmp_path, MINIMAL), overrides=[f"report.equivalence_margin={bad}"])
+    with pytest.raises(UserError, match=r"report\.margin: "):
+        load_suite(write(tmp_path, MINIMAL + "report: {margin: 0.01}\n"))
+
+
+def test_a_bad_margin_is_one_line_exit_2(tmp_path):
+    path = write(tmp_path, MINIMAL + "report: {equivalence_margin: 2}\n")
+    result = run_cli("plan", str(path))
+    assert result.returncode == 2
+    assert "report.equivalence_margin" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_report_shows_the_test_under_the_margin_the_rows_carry(tmp_path):
+    """The committed 3-seed results: with the default margin the test shows nothing; with
+    the margin a suite would write into the rows (0.05, five points) it shows equivalence."""
+    result = run_cli("report", str(SEEDS))
+    assert result.returncode == 0, result.stderr
+    for column in ("margin", "90% CI of Δ", "TOST", "seeds needed"):
+        assert f" {column} " in result.stdout
+    assert "Equivalence test (TOST)" in result.stdout
+    assert _group_line(result.stdout)[-4:-1] == ["0.50 pp", NOT_SHOWN, "90"]
+    wide = tmp_path / "smoke-seeds"
+    shutil.copytree(SEEDS, wide)
+    for path in (wide / "runs").glob("*.parquet"):
+        table = pq.read_table(path)
+        column = pa.array([0.05] * table.num_rows, pa.float64())
+        if "equivalence_margin" in table.column_names:
+            table = table.drop_columns(["equivalence_margin"])
+        pq.write_table(table.append_column("equivalence_margin", column), path)
+    result = run_cli("report", str(wide))
+    assert result.returncode == 0, result.stderr
+    assert _group_line(result.stdout)[-4:-1] == ["5.00 pp", EQUIVALENT, "3"]
+
+
+def _group_line(report: str) -> list[str]:
+    """The cells of the report's one group row (the table after the TOST rule)."""
+    lines = report.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("Equivalence test (TOST)"))
+    row = next(i for i in range(rule, len(lines)) if lines[i].startswith("| experiment")) + 2
+    return [c.strip() for c in lines[row].split("|")]

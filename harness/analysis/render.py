@@ -224,6 +224,10 @@ def format_equivalence(eq: pd.DataFrame) -> pd.DataFrame:
             "pooled std": [pp(x) for x in eq["pooled_std"]],
             "seeds": eq["seeds"].astype(str),
             "verdict": eq["verdict"],
+            "margin": [_pp(x) for x in eq["margin"]],
+            "90% CI of Δ": [_interval(lo, hi) for lo, hi in zip(eq["ci_low"], eq["ci_high"])],
+            "TOST": eq["tost"],
+            "seeds needed": [_seeds(x) for x in eq["seeds_needed"]],
         }
     )
 
@@ -302,6 +306,9 @@ def format_verdicts(groups: pd.DataFrame) -> pd.DataFrame:
             "pooled std": [pp(x) for x in groups["pooled_std"]],
             "fewest seeds": groups["seeds"].astype(str),
             "verdict": groups["verdict"],
+            "margin": [pp(x) for x in groups["margin"]],
+            "TOST": groups["tost"],
+            "seeds needed": [_seeds(x) for x in groups["seeds_needed"]],
         }
     )
 
@@ -368,6 +375,20 @@ def _finite(x: object) -> bool:
 
 def _signed_pp(x: float) -> str:
     return f"{100 * x:+.2f} pp" if _finite(x) else "–"
+
+
+def _interval(lo: float, hi: float) -> str:
+    """A confidence interval of a gap in percentage points: "−0.12 to +0.40 pp"."""
+    if not (_finite(lo) and _finite(hi)):
+        return "–"
+    return f"{100 * lo:+.2f} to {100 * hi:+.2f} pp"
+
+
+def _seeds(x: float) -> str:
+    """Seeds per schedule a test would need: "12", "> 100,000" (inf), "–" (NaN)."""
+    if isinstance(x, int | float | np.number) and math.isinf(x):
+        return "> 100,000"
+    return f"{x:,.0f}" if _finite(x) else "–"
 
 
 def _range(lo: float, hi: float) -> str:

@@ -26,7 +26,7 @@ from harness.analysis.render import (
     provenance_lines,
     render,
 )
-from harness.analysis.seeds import VERDICT_RULE, group_verdicts
+from harness.analysis.seeds import TOST_RULE, VERDICT_RULE, group_verdicts
 from harness.analysis.sweep import SWEEP_RULE, fits_table, sweep_table
 from harness.analysis.tables import GROUP, equivalence_table, load_results, summary_table
 
@@ -119,6 +119,7 @@ def build_report(
                 "the seed-to-seed spread, updates ratio well below 1."
             )
             doc.para(VERDICT_RULE)
+            doc.para(TOST_RULE)
             doc.table(format_verdicts(group_verdicts(eq, GROUP)))
             doc.para("Per schedule:")
             doc.table(format_equivalence(eq))
