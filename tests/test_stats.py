@@ -200,6 +200,9 @@ def test_report_shows_the_test_under_the_margin_the_rows_carry(tmp_path):
         assert f" {column} " in result.stdout
     assert "Equivalence test (TOST)" in result.stdout
     assert _group_line(result.stdout)[-4:-1] == ["0.50 pp", NOT_SHOWN, "90"]
+    # Appendix A from the rows' plans: N = 5000, increasing_batch's last B 512, m 0.9
+    assert "Epochs lost to the momentum accumulation (Appendix A)" in result.stdout
+    assert "5-6: B 512, m 0.9 → 1.02" in result.stdout  # 512 / (5000 * 0.1) = 1.024
     wide = tmp_path / "smoke-seeds"
     shutil.copytree(SEEDS, wide)
     for path in (wide / "runs").glob("*.parquet"):

@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -228,6 +229,32 @@ def format_equivalence(eq: pd.DataFrame) -> pd.DataFrame:
             "90% CI of Δ": [_interval(lo, hi) for lo, hi in zip(eq["ci_low"], eq["ci_high"])],
             "TOST": eq["tost"],
             "seeds needed": [_seeds(x) for x in eq["seeds_needed"]],
+        }
+    )
+
+
+def format_epochs_lost(lost: pd.DataFrame) -> pd.DataFrame:
+    """Appendix A's N_lost per phase (frames of harness.analysis.momentum.epochs_lost_table):
+    one cell per schedule, "epochs 0-60: B 3200, m 0.98 → 3.2; ..."."""
+
+    def phases(row: Any) -> str:
+        return "; ".join(
+            f"{a}-{b}: B {bs}, m {m:g} → {x:.3g}"
+            for (a, b), bs, m, x in zip(
+                row.phases, row.batch_sizes, row.momenta, row.epochs_lost, strict=True
+            )
+        )
+
+    return pd.DataFrame(
+        {
+            "experiment": lost["experiment"],
+            "optimizer": lost["optimizer"],
+            "model": lost["model"],
+            "schedule": lost["schedule"],
+            "epochs lost per phase (epochs: B, m → N_lost)": [
+                phases(r) for r in lost.itertuples(index=False)
+            ],
+            "largest N_lost": [f"{max(x):.3g}" if x else "–" for x in lost["epochs_lost"]],
         }
     )
 

@@ -12,12 +12,14 @@ import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
+from harness.analysis.momentum import EPOCHS_LOST_RULE, epochs_lost_table
 from harness.analysis.paper import COUNT_RULES
 from harness.analysis.recipes import RecipeClashWarning
 from harness.analysis.render import (
     Doc,
     check_format,
     figure_links,
+    format_epochs_lost,
     format_equivalence,
     format_fits,
     format_summary,
@@ -65,6 +67,7 @@ def build_report(
         return render(summary, "csv")
     equivalence = equivalence_table(results)
     sweeps = sweep_table(results)
+    lost = epochs_lost_table(results)
     doc = Doc(fmt)
     doc.heading(1, "Don't Decay the Learning Rate, Increase the Batch Size: results")
     doc.para(
@@ -129,6 +132,11 @@ def build_report(
             doc.table(format_fits(fits_table(sweep)))
             doc.para("Per batch size:")
             doc.table(format_sweep(sweep))
+        lost_here = lost[lost["suite"] == suite]
+        if not lost_here.empty:
+            doc.heading(3, "Epochs lost to the momentum accumulation (Appendix A)")
+            doc.para(EPOCHS_LOST_RULE)
+            doc.table(format_epochs_lost(lost_here))
         if figures_dir is not None:
             from harness.analysis.figures import write_figures
 
