@@ -222,3 +222,37 @@ def _group_line(report: str) -> list[str]:
     rule = next(i for i, line in enumerate(lines) if line.startswith("Equivalence test (TOST)"))
     row = next(i for i in range(rule, len(lines)) if lines[i].startswith("| experiment")) + 2
     return [c.strip() for c in lines[row].split("|")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight decay for Adam: L2 (the paper's reading, docs/paper.md) or decoupled (adamw, an extra)
+
+
+def test_adam_takes_decay_as_l2_and_adamw_decoupled():
+    """With a zero gradient, AdamW shrinks p by exactly lr · λ · p; Adam's L2 term enters the
+    moments as the gradient λ p, so its first step is about lr · sign(p) instead."""
+    import torch
+
+    from harness.train.optim import build_optimizer
+    from harness.train.spec import OptimizerConfig
+
+    steps = {}
+    for kind in ("adam", "adamw"):
+        p = torch.nn.Parameter(torch.tensor([2.0, -4.0], dtype=torch.float64))
+        spec = OptimizerConfig(kind=kind, lr=1e-3, weight_decay=0.05)
+        opt = build_optimizer([p], spec, torch.device("cpu"))
+        p.grad = torch.zeros_like(p)
+        opt.step()
+        steps[kind] = (torch.tensor([2.0, -4.0], dtype=torch.float64) - p.detach()).tolist()
+    assert steps["adamw"] == pytest.approx([1e-3 * 0.05 * 2.0, -1e-3 * 0.05 * 4.0])
+    assert steps["adam"] == pytest.approx([1e-3, -1e-3], rel=1e-4)
+
+
+def test_adamw_is_an_optimizer_kind_of_a_suite(tmp_path):
+    text = MINIMAL.replace(
+        "  momentum: {kind: momentum, lr: 0.1, momentum: 0.9}\n",
+        "  momentum: {kind: adamw, lr: 0.001, weight_decay: 0.05}\n",
+    )
+    suite = load_suite(write(tmp_path, text))
+    assert {c.optimizer.kind for c in suite.cells} == {"adamw"}
+    assert {p.momentum for c in suite.cells for p in c.plan.phases} == {0.0}

@@ -31,7 +31,7 @@ class RunRecord:
     data_source: str | None  # official | jpeg-derived | unverified | synthetic
     train_size: int
     optimizer: str  # the suite's name for the optimizer recipe
-    optimizer_kind: str  # sgd | momentum | nesterov | adam
+    optimizer_kind: str  # sgd | momentum | nesterov | adam | adamw
     schedule: str  # the suite's name for the schedule
     realization: str  # lr | batch | hybrid
     milestones: list[int]
