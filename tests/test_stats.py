@@ -256,3 +256,21 @@ def test_adamw_is_an_optimizer_kind_of_a_suite(tmp_path):
     suite = load_suite(write(tmp_path, text))
     assert {c.optimizer.kind for c in suite.cells} == {"adamw"}
     assert {p.momentum for c in suite.cells for p in c.plan.phases} == {0.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/paper.md: every reading names a line that exists and still says what the doc quotes
+
+
+def test_every_reading_in_docs_paper_names_a_line_that_says_it():
+    import re
+
+    text = (REPO / "docs" / "paper.md").read_text()
+    refs = re.findall(r"`([\w./-]+):(\d+)` `((?:[^`\\]|\\.)+)`", text)
+    assert len(refs) >= 20, refs
+    for path, line, quoted in refs:
+        lines = (REPO / path).read_text().splitlines()
+        assert int(line) <= len(lines), f"{path}:{line}: past the end"
+        quoted = quoted.replace("\\|", "|")
+        assert quoted in lines[int(line) - 1], f"{path}:{line} no longer says {quoted!r}"
+    assert set(re.findall(r"^\| (\d+) \|", text, flags=re.M)) == {str(i) for i in range(1, 15)}
