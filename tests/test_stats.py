@@ -274,3 +274,25 @@ def test_every_reading_in_docs_paper_names_a_line_that_says_it():
         quoted = quoted.replace("\\|", "|")
         assert quoted in lines[int(line) - 1], f"{path}:{line} no longer says {quoted!r}"
     assert set(re.findall(r"^\| (\d+) \|", text, flags=re.M)) == {str(i) for i in range(1, 15)}
+
+
+def test_a_run_writes_the_suites_margin_into_its_rows_and_the_report_uses_it(tmp_path):
+    """The real path: `harness run` on synthetic data (4 tiny cells, 2 epochs), then
+    `harness report`: the rows carry report.equivalence_margin and the tables show it."""
+    text = (
+        MINIMAL.replace("train_size: 1000, test_size: 100", "train_size: 128, test_size: 32")
+        .replace("epochs: 10", "epochs: 2")
+        .replace("milestones: [4, 8]", "milestones: [1]")
+        .replace("width: 8", "width: 4")
+        + "report: {equivalence_margin: 0.2}\n"
+    )
+    suite = write(tmp_path, text)
+    results = tmp_path / "results"
+    ran = run_cli("run", str(suite), "--results", str(results), "--device", "cpu")
+    assert ran.returncode == 0, ran.stderr
+    runs = pd.read_parquet(results / "runs")
+    assert len(runs) == 4 and set(runs["equivalence_margin"]) == {0.2}
+    report = run_cli("report", str(results))
+    assert report.returncode == 0, report.stderr
+    group = _group_line(report.stdout)
+    assert group[-4] == "20.00 pp" and group[-3] in (EQUIVALENT, NOT_SHOWN, DIFFERENT)
