@@ -67,10 +67,10 @@ def test_ids_hash_what_runs_not_what_it_is_called(tmp_path):
 
 def test_identical_cells_in_one_suite_are_one_cell():
     suite = load_suite(SUITES / "cifar.yaml")
-    # 4 optimizers x 3 schedules in Sec 5.1, the effective-lr SGD extra's 3 schedules, plus
-    # the two new schedules of Sec 5.2, each with seeds 0 and 1; Sec 5.2's "original" and
-    # "increasing batch" are Sec 5.1's momentum cells.
-    assert len(suite.cells) == (4 * 3 + 3 + 2) * 2
+    # 4 optimizers x 3 schedules in Sec 5.1, the effective-lr SGD and AdamW extras' 3
+    # schedules each, plus the two new schedules of Sec 5.2, each with seeds 0 and 1; Sec
+    # 5.2's "original" and "increasing batch" are Sec 5.1's momentum cells.
+    assert len(suite.cells) == (4 * 3 + 3 + 3 + 2) * 2
     aliased = {c.label: c.aliases for c in suite.cells if c.aliases}
     assert aliased == {
         f"sec5.1/momentum/{s}/seed{n}": (f"sec5.2/momentum/{s}/seed{n}",)
@@ -84,7 +84,8 @@ def test_identical_cells_in_one_suite_are_one_cell():
 def test_select_matches_ids_labels_and_aliases():
     cells = load_suite(SUITES / "cifar.yaml").cells
     assert len(select(cells, "sec5.2/*")) == 4 * 2  # 4 schedules x 2 seeds
-    assert len(select(cells, "adam")) == 3 * 2
+    assert len(select(cells, "/adam/")) == 3 * 2
+    assert len(select(cells, "adam")) == 2 * 3 * 2  # a substring: the AdamW extra's too
     assert select(cells, cells[0].cell_id) == (cells[0],)
 
 

@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -224,6 +225,36 @@ def format_equivalence(eq: pd.DataFrame) -> pd.DataFrame:
             "pooled std": [pp(x) for x in eq["pooled_std"]],
             "seeds": eq["seeds"].astype(str),
             "verdict": eq["verdict"],
+            "margin": [_pp(x) for x in eq["margin"]],
+            "90% CI of Δ": [_interval(lo, hi) for lo, hi in zip(eq["ci_low"], eq["ci_high"])],
+            "TOST": eq["tost"],
+            "seeds needed": [_seeds(x) for x in eq["seeds_needed"]],
+        }
+    )
+
+
+def format_epochs_lost(lost: pd.DataFrame) -> pd.DataFrame:
+    """Appendix A's N_lost per phase (frames of harness.analysis.momentum.epochs_lost_table):
+    one cell per schedule, "epochs 0-60: B 3200, m 0.98 → 3.2; ..."."""
+
+    def phases(row: Any) -> str:
+        return "; ".join(
+            f"{a}-{b}: B {bs}, m {m:g} → {x:.3g}"
+            for (a, b), bs, m, x in zip(
+                row.phases, row.batch_sizes, row.momenta, row.epochs_lost, strict=True
+            )
+        )
+
+    return pd.DataFrame(
+        {
+            "experiment": lost["experiment"],
+            "optimizer": lost["optimizer"],
+            "model": lost["model"],
+            "schedule": lost["schedule"],
+            "epochs lost per phase (epochs: B, m → N_lost)": [
+                phases(r) for r in lost.itertuples(index=False)
+            ],
+            "largest N_lost": [f"{max(x):.3g}" if x else "–" for x in lost["epochs_lost"]],
         }
     )
 
@@ -302,6 +333,9 @@ def format_verdicts(groups: pd.DataFrame) -> pd.DataFrame:
             "pooled std": [pp(x) for x in groups["pooled_std"]],
             "fewest seeds": groups["seeds"].astype(str),
             "verdict": groups["verdict"],
+            "margin": [pp(x) for x in groups["margin"]],
+            "TOST": groups["tost"],
+            "seeds needed": [_seeds(x) for x in groups["seeds_needed"]],
         }
     )
 
@@ -368,6 +402,20 @@ def _finite(x: object) -> bool:
 
 def _signed_pp(x: float) -> str:
     return f"{100 * x:+.2f} pp" if _finite(x) else "–"
+
+
+def _interval(lo: float, hi: float) -> str:
+    """A confidence interval of a gap in percentage points: "−0.12 to +0.40 pp"."""
+    if not (_finite(lo) and _finite(hi)):
+        return "–"
+    return f"{100 * lo:+.2f} to {100 * hi:+.2f} pp"
+
+
+def _seeds(x: float) -> str:
+    """Seeds per schedule a test would need: "12", "> 100,000" (inf), "–" (NaN)."""
+    if isinstance(x, int | float | np.number) and math.isinf(x):
+        return "> 100,000"
+    return f"{x:,.0f}" if _finite(x) else "–"
 
 
 def _range(lo: float, hi: float) -> str:

@@ -12,12 +12,14 @@ import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
+from harness.analysis.momentum import EPOCHS_LOST_RULE, epochs_lost_table
 from harness.analysis.paper import COUNT_RULES
 from harness.analysis.recipes import RecipeClashWarning
 from harness.analysis.render import (
     Doc,
     check_format,
     figure_links,
+    format_epochs_lost,
     format_equivalence,
     format_fits,
     format_summary,
@@ -26,7 +28,7 @@ from harness.analysis.render import (
     provenance_lines,
     render,
 )
-from harness.analysis.seeds import VERDICT_RULE, group_verdicts
+from harness.analysis.seeds import TOST_RULE, VERDICT_RULE, group_verdicts
 from harness.analysis.sweep import SWEEP_RULE, fits_table, sweep_table
 from harness.analysis.tables import GROUP, equivalence_table, load_results, summary_table
 from harness.fsio import shown
@@ -66,6 +68,7 @@ def build_report(
         return render(summary, "csv")
     equivalence = equivalence_table(results)
     sweeps = sweep_table(results)
+    lost = epochs_lost_table(results)
     doc = Doc(fmt)
     doc.heading(1, "Don't Decay the Learning Rate, Increase the Batch Size: results")
     doc.para(
@@ -120,6 +123,7 @@ def build_report(
                 "the seed-to-seed spread, updates ratio well below 1."
             )
             doc.para(VERDICT_RULE)
+            doc.para(TOST_RULE)
             doc.table(format_verdicts(group_verdicts(eq, GROUP)))
             doc.para("Per schedule:")
             doc.table(format_equivalence(eq))
@@ -129,6 +133,11 @@ def build_report(
             doc.table(format_fits(fits_table(sweep)))
             doc.para("Per batch size:")
             doc.table(format_sweep(sweep))
+        lost_here = lost[lost["suite"] == suite]
+        if not lost_here.empty:
+            doc.heading(3, "Epochs lost to the momentum accumulation (Appendix A)")
+            doc.para(EPOCHS_LOST_RULE)
+            doc.table(format_epochs_lost(lost_here))
         if figures_dir is not None:
             from harness.analysis.figures import write_figures
 

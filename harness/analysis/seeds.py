@@ -14,6 +14,12 @@ the same spread, and the largest of them is what a reader of a figure with min-m
 With two seeds the range is |a − b|, a noisy yardstick: the verdict is a flag to read beside
 the numbers, not a test of significance, and the rule says so plainly. The pooled standard
 deviation is shown beside it for readers who prefer one.
+
+Beside that flag stands a stated test: a two one-sided test (TOST) of the difference of seed
+means against a margin the suite states (`report: {equivalence_margin: ...}`, carried in each
+run row; 0.005, half a percentage point, where none is stated), with its rule in `TOST_RULE`,
+and the seeds per schedule such a test would need (`seeds_needed`). The t distribution is
+scipy's.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 WITHIN = "within seed spread"
 OUTSIDE = "outside seed spread"
@@ -42,6 +49,30 @@ VERDICT_RULE = (
 )
 
 STAT_COLUMNS = ["n", "mean", "std", "min", "max"]
+
+# The equivalence test (TOST): what a suite states, and what is assumed where it does not.
+DEFAULT_MARGIN = 0.005  # a fraction of accuracy: ±0.5 percentage points
+ALPHA = 0.05  # each one-sided test's level: a 90% confidence interval
+POWER = 0.8  # the power `seeds_needed` plans for
+EQUIVALENT = "equivalent"
+NOT_SHOWN = "not shown"
+DIFFERENT = "different"
+NOT_TESTED = "not tested"
+
+TOST_RULE = (
+    "Equivalence test (TOST): for each schedule, the 90% confidence interval of Δ final acc "
+    "(schedule mean − reference mean) uses the group's pooled seed std s (degrees of freedom "
+    "Σ (n_i − 1) over its schedules) and a t quantile: Δ ± t(0.95, dof) · s · √(1/n + "
+    "1/n_ref). It is 'equivalent' when the interval lies inside ± the margin (both one-sided "
+    "tests reject at 5%), 'different' when it lies wholly beyond the margin (|Δ| exceeds the "
+    "margin at 5%), 'not shown' otherwise, and 'not tested' without a pooled std (no schedule "
+    "with 2 seeds) or a final accuracy; a group takes the worst (different, not shown, not "
+    "tested, equivalent). The margin is the suite's report.equivalence_margin ("
+    f"{100 * DEFAULT_MARGIN:g} pp where unstated). Seeds needed: the fewest seeds per schedule "
+    f"with which this test would show equivalence with {POWER:.0%} power if the true "
+    "difference were 0 and the true std were s: n ≥ 2 s² (t(0.95, 2n − 2) + t(0.9, 2n − 2))² "
+    "/ margin²."
+)
 
 
 def seed_stats(runs: pd.DataFrame, keys: list[str], value: str = "final_test_acc") -> pd.DataFrame:
@@ -76,20 +107,77 @@ def verdict(gap: float, seed_range: float, n: int) -> str:
 
 
 _WORST = (OUTSIDE, NO_YARDSTICK, NOT_COMPARED, WITHIN)
+_WORST_TOST = (DIFFERENT, NOT_SHOWN, NOT_TESTED, EQUIVALENT)
 
 
-def add_verdicts(eq: pd.DataFrame, stats: pd.DataFrame, group: list[str]) -> pd.DataFrame:
+def tost(
+    gap: float, n: int, n_ref: int, std: float, dof: float, margin: float, alpha: float = ALPHA
+) -> tuple[float, float, str]:
+    """The two one-sided tests of TOST_RULE for one gap: (CI low, CI high, verdict).
+
+    `gap` is the difference of the two seed means, `n`/`n_ref` their seeds, `std` the pooled
+    std with `dof` degrees of freedom; the interval is the (1 − 2·alpha) one of the gap.
+    """
+    if not (math.isfinite(gap) and math.isfinite(std) and dof >= 1 and min(n, n_ref) >= 1):
+        return math.nan, math.nan, NOT_TESTED
+    half = float(sps.t.ppf(1.0 - alpha, dof)) * std * math.sqrt(1.0 / n + 1.0 / n_ref)
+    low, high = gap - half, gap + half
+    if -margin < low and high < margin:
+        return low, high, EQUIVALENT
+    if low > margin or high < -margin:
+        return low, high, DIFFERENT
+    return low, high, NOT_SHOWN
+
+
+def seeds_needed(
+    std: float, margin: float, alpha: float = ALPHA, power: float = POWER, most: int = 100_000
+) -> float:
+    """The fewest seeds n per schedule (n ≥ 2) with which TOST at `margin` would have `power`
+    to show equivalence of two schedules whose true difference is 0 and true std `std`.
+
+    The usual planning rule for TOST with equal groups: n ≥ 2 s² (t(1 − α, 2n − 2) +
+    t(1 − (1 − power)/2, 2n − 2))² / margin². NaN without a finite std; inf beyond `most`.
+    """
+    if not math.isfinite(std):
+        return math.nan
+
+    def enough(k: int) -> bool:
+        dof = 2 * k - 2
+        q = sps.t.ppf(1.0 - alpha, dof) + sps.t.ppf(1.0 - (1.0 - power) / 2.0, dof)
+        return bool(k >= 2.0 * std**2 * q**2 / margin**2)
+
+    z = sps.norm.ppf(1.0 - alpha) + sps.norm.ppf(1.0 - (1.0 - power) / 2.0)
+    k = max(2, math.ceil(2.0 * std**2 * z**2 / margin**2))  # t > z: never more than needed
+    while not enough(k):
+        k += 1
+        if k > most:
+            return math.inf
+    return float(k)
+
+
+TOST_COLUMNS = ["margin", "ci_low", "ci_high", "tost", "seeds_needed"]
+
+
+def add_verdicts(
+    eq: pd.DataFrame,
+    stats: pd.DataFrame,
+    group: list[str],
+    margins: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """`eq` (a row per schedule vs its reference) with the seed columns appended.
 
     `stats` is `seed_stats` keyed by `group` + ["schedule"]. Adds: final_acc_gap (schedule
     mean − reference mean, fraction), seeds (the fewer of the two schedules' n), seed_range
     and pooled_std (of the whole group's schedules with n ≥ 2, reference included; NaN
-    without any) and verdict.
+    without any) and verdict; then the test of TOST_RULE: margin (`margins`' column
+    "margin" keyed by `group`, DEFAULT_MARGIN where absent), ci_low and ci_high (the 90%
+    interval of final_acc_gap), tost (its verdict) and seeds_needed.
     """
     if eq.empty:
         return eq.assign(
-            final_acc_gap=[], seeds=[], seed_range=[], pooled_std=[], verdict=[]
-        ).astype({"seeds": "int64"})
+            final_acc_gap=[], seeds=[], seed_range=[], pooled_std=[], verdict=[],
+            **{c: [] for c in TOST_COLUMNS},
+        ).astype({"seeds": "int64"})  # fmt: skip
     use = (stats["n"] >= 2) & stats["std"].notna()
     dof = (stats["n"] - 1).where(use, 0)
     spread = (
@@ -102,7 +190,7 @@ def add_verdicts(eq: pd.DataFrame, stats: pd.DataFrame, group: list[str]) -> pd.
     )
     # The pooled std of `pooled_std`, per group; NaN where no schedule has 2 seeds.
     spread["pooled_std"] = np.sqrt(spread["_ss"] / spread["_dof"].where(spread["_dof"] > 0))
-    spread = spread.drop(columns=["_dof", "_ss"])
+    spread = spread.drop(columns=["_ss"])
     mine = stats[[*group, "schedule", "n", "mean"]]
     ref = mine.rename(columns={"schedule": "reference", "n": "_ref_n", "mean": "_ref_mean"})
     out = eq.merge(mine, on=[*group, "schedule"], how="left")
@@ -113,7 +201,25 @@ def add_verdicts(eq: pd.DataFrame, stats: pd.DataFrame, group: list[str]) -> pd.
         verdict(g, r, n)
         for g, r, n in zip(out["final_acc_gap"], out["seed_range"], out["seeds"], strict=True)
     ]
-    return out.drop(columns=["n", "mean", "_ref_n", "_ref_mean"])
+    if margins is not None and not margins.empty:
+        out = out.merge(margins[[*group, "margin"]], on=group, how="left")
+    else:
+        out["margin"] = math.nan
+    out["margin"] = out["margin"].fillna(DEFAULT_MARGIN).astype(float)
+    tests = [
+        tost(g, int(n), int(nr), s, d, m)
+        for g, n, nr, s, d, m in zip(
+            out["final_acc_gap"], out["n"].fillna(0), out["_ref_n"].fillna(0),
+            out["pooled_std"], out["_dof"].fillna(0), out["margin"], strict=True,
+        )
+    ]  # fmt: skip
+    out["ci_low"] = [t[0] for t in tests]
+    out["ci_high"] = [t[1] for t in tests]
+    out["tost"] = [t[2] for t in tests]
+    out["seeds_needed"] = [
+        seeds_needed(s, m) for s, m in zip(out["pooled_std"], out["margin"], strict=True)
+    ]
+    return out.drop(columns=["n", "mean", "_ref_n", "_ref_mean", "_dof"])
 
 
 GROUP_VERDICT_COLUMNS = [
@@ -132,6 +238,9 @@ GROUP_VERDICT_COLUMNS = [
     "pooled_std",
     "seeds",
     "verdict",
+    "margin",
+    "tost",
+    "seeds_needed",
 ]
 
 
@@ -140,11 +249,17 @@ def group_verdicts(eq: pd.DataFrame, group: list[str]) -> pd.DataFrame:
 
     final_acc_gap is the signed gap of largest magnitude (of largest_gap_schedule); the curve
     gaps are the largest of the group's; seeds the fewest of any schedule compared; verdict
-    the worst of the group's (outside, then one seed, then no accuracy, then within).
+    the worst of the group's (outside, then one seed, then no accuracy, then within); tost
+    the worst of the group's tests (different, not shown, not tested, equivalent), margin and
+    seeds_needed the group's (one value per group).
     """
     if eq.empty:
         return pd.DataFrame(columns=GROUP_VERDICT_COLUMNS)
-    eq = eq.assign(_abs=eq["final_acc_gap"].abs(), _rank=eq["verdict"].map(_WORST.index))
+    eq = eq.assign(
+        _abs=eq["final_acc_gap"].abs(),
+        _rank=eq["verdict"].map(_WORST.index),
+        _trank=eq["tost"].map(_WORST_TOST.index),
+    )
     out = (
         eq.groupby(group, dropna=False, sort=False)
         .agg(
@@ -157,6 +272,9 @@ def group_verdicts(eq: pd.DataFrame, group: list[str]) -> pd.DataFrame:
             pooled_std=("pooled_std", "first"),
             seeds=("seeds", "min"),
             _rank=("_rank", "min"),
+            margin=("margin", "first"),
+            _trank=("_trank", "min"),
+            seeds_needed=("seeds_needed", "max"),
         )
         .reset_index()
     )
@@ -168,4 +286,5 @@ def group_verdicts(eq: pd.DataFrame, group: list[str]) -> pd.DataFrame:
     )  # fmt: skip
     out = out.merge(largest, on=group, how="left")
     out["verdict"] = [_WORST[i] for i in out["_rank"]]
+    out["tost"] = [_WORST_TOST[i] for i in out["_trank"]]
     return out[GROUP_VERDICT_COLUMNS]

@@ -279,6 +279,11 @@ _EQUIVALENCE_COLUMNS = [
     "seed_range",
     "pooled_std",
     "verdict",
+    "margin",
+    "ci_low",
+    "ci_high",
+    "tost",
+    "seeds_needed",
 ]
 
 
@@ -299,7 +304,10 @@ def equivalence_table(results: Results) -> pd.DataFrame:
     (the same over the last 10% of the shared epochs, at least one epoch: epoch > E − k with
     E the last shared epoch and k = max(1, ceil(E / 10))), update_ratio (mean updates of the
     schedule / mean updates of the reference), then the seed yardstick of
-    harness.analysis.seeds.add_verdicts: final_acc_gap, seeds, seed_range, pooled_std, verdict.
+    harness.analysis.seeds.add_verdicts: final_acc_gap, seeds, seed_range, pooled_std, verdict,
+    and its equivalence test: margin (the smallest `equivalence_margin` of the group's run
+    rows, the suite's report.equivalence_margin; the default where none), ci_low, ci_high,
+    tost, seeds_needed.
     """
     v = results.views
     mixed = {c.group for c in results.clashes}
@@ -370,7 +378,13 @@ def equivalence_table(results: Results) -> pd.DataFrame:
     out = others.merge(gaps, on=keys, how="left")
     out["epochs_compared"] = out["epochs_compared"].fillna(0).astype("int64")
     out["update_ratio"] = out["updates"] / out["ref_updates"]
-    out = add_verdicts(out, seed_stats(v, keys), GROUP)
+    margins = (
+        v.assign(margin=v["equivalence_margin"].astype(float))
+        .groupby(GROUP, dropna=False, sort=False)["margin"]
+        .min()
+        .reset_index()
+    )
+    out = add_verdicts(out, seed_stats(v, keys), GROUP, margins)
     out = out.sort_values(
         [*GROUP, "update_ratio", "schedule"],
         ascending=[True, True, True, True, False, True],

@@ -132,6 +132,7 @@ def run_record(
         finished_at=dt.datetime.now(dt.timezone.utc),
         sweep_metric=cell.sweep.metric if cell.sweep else None,
         sweep_target=cell.sweep.target if cell.sweep else None,
+        equivalence_margin=cell.equivalence_margin,
     )
 
 

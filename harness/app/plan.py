@@ -26,7 +26,10 @@ def cell_json(cell: Cell) -> dict[str, Any]:
         "train_size": cell.plan.train_size,
         "epochs": cell.plan.epochs,
         "updates": cell.plan.updates,
-        "phases": [p.as_dict() for p in cell.plan.phases],
+        "phases": [
+            {**p.as_dict(), "epochs_lost": lost}
+            for p, lost in zip(cell.plan.phases, cell.plan.epochs_lost(), strict=True)
+        ],
         "paper": cell.paper.model_dump() if cell.paper else None,
     }
 
@@ -43,9 +46,10 @@ def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = No
         if cell.aliases:
             title += f"  (also {', '.join(cell.aliases)})"
         table = Table(title=title, title_justify="left", show_edge=False)
-        for name in ("epochs", "lr", "batch", "momentum", "noise scale g", "updates"):
+        names = ("epochs", "lr", "batch", "momentum", "noise scale g", "updates", "epochs lost")
+        for name in names:
             table.add_column(name, justify="right")
-        for p in cell.plan.phases:
+        for p, lost in zip(cell.plan.phases, cell.plan.epochs_lost(), strict=True):
             table.add_row(
                 f"{p.start_epoch}-{p.end_epoch}",
                 f"{p.lr:.4g}",
@@ -53,8 +57,13 @@ def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = No
                 f"{p.momentum:g}",
                 f"{p.noise_scale:.4g}",
                 str(p.updates),
+                f"{lost:.3g}",
             )
         paper = f"; paper: {cell.paper.updates}" if cell.paper and cell.paper.updates else ""
-        table.caption = f"{cell.plan.updates} updates in {cell.plan.epochs} epochs{paper}"
+        table.caption = (
+            f"{cell.plan.updates} updates in {cell.plan.epochs} epochs{paper}; epochs lost: "
+            "B / (N (1 - m)), the paper's Appendix A estimate of the epochs the momentum "
+            "accumulation takes to grow in after each change"
+        )
         table.caption_justify = "left"
         console.print(table)

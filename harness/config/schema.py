@@ -339,6 +339,17 @@ class CheckSpec(Strict):
     seeds: SeedSpreadSpec | None = None  # tier 2; not a per-cell tolerance
 
 
+class ReportSpec(Strict):
+    """Settings of `harness report` (harness.analysis.seeds): not part of any cell id.
+
+    `equivalence_margin` is the margin of the equivalence test (TOST) of each schedule's
+    final test accuracy against decaying lr's, a fraction (0.005: half a percentage point);
+    None: the report's default. It rides in each run row, so it is the margin a cell ran under.
+    """
+
+    equivalence_margin: Annotated[float, Field(gt=0, lt=1)] | None = None
+
+
 class SuiteSpec(Strict):
     name: str
     description: str = ""
@@ -352,6 +363,7 @@ class SuiteSpec(Strict):
     cluster: ClusterSpec = ClusterSpec()
     experiments: tuple[ExperimentSpec, ...]
     check: CheckSpec = CheckSpec()
+    report: ReportSpec = ReportSpec()
 
     @field_validator("name")
     @classmethod

@@ -97,6 +97,7 @@ class Cell:
     plan: Plan
     paper: PaperFigure | None = None
     sweep: SweepSpec | None = None  # the experiment's batch-sweep target (not in the id)
+    equivalence_margin: float | None = None  # the suite's report setting (not in the id)
     aliases: tuple[str, ...] = field(default=())  # other experiment/optimizer/schedule names
 
     @property
@@ -317,6 +318,7 @@ def _expand(spec: SuiteSpec, locator: Locator) -> tuple[Cell, ...]:
                 plan=schedule.plan,
                 paper=exp.paper.get(f"{opt_name}/{sched_name}"),
                 sweep=exp.sweep,
+                equivalence_margin=spec.report.equivalence_margin,
             )
             known = cells.get(cell.cell_id)
             if known is None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-OptimizerKind = Literal["sgd", "momentum", "nesterov", "adam"]
+# adamw: Adam with decoupled weight decay (Loshchilov & Hutter), not in the paper; docs/paper.md
+OptimizerKind = Literal["sgd", "momentum", "nesterov", "adam", "adamw"]
 OPTIMIZER_KINDS: tuple[OptimizerKind, ...] = get_args(OptimizerKind)
 MOMENTUM_KINDS: tuple[OptimizerKind, ...] = ("momentum", "nesterov")  # a schedule may set m
 

@@ -147,6 +147,11 @@ class Plan:
                 return phase
         raise IndexError(f"epoch {epoch} is outside the plan's {self.epochs} epochs")
 
+    def epochs_lost(self) -> tuple[float, ...]:
+        """Per phase, the paper's estimate of the epochs lost while the momentum accumulation
+        grows in (Appendix A, eq. 12): `epochs_lost(B, N, m)` of the phase."""
+        return tuple(epochs_lost(p.batch_size, self.train_size, p.momentum) for p in self.phases)
+
     def updates_before(self, epoch: int) -> int:
         """Optimizer steps taken before epoch `epoch` starts (0-based)."""
         return sum(
@@ -159,6 +164,18 @@ class Plan:
 def noise_scale(lr: float, momentum: float, batch_size: int, train_size: int) -> float:
     """The paper's g = lr / (1 - m) * (N / B - 1)  (Smith & Le 2017; eq. 5)."""
     return lr / (1.0 - momentum) * (train_size / batch_size - 1.0)
+
+
+def epochs_lost(batch_size: int, train_size: int, momentum: float) -> float:
+    """The paper's N_lost = B / (N (1 - m)) (Appendix A, eq. 12-13).
+
+    The accumulation A of SGD with momentum starts at zero and grows in as
+    1 - exp(-(1 - m) s) over s = (N/B) epochs' updates; the integral of the shortfall is the
+    number of epochs whose updates are effectively lost. Sec. 4 says the same delay recurs at
+    every change of the noise scale, so it is given per phase. For plain SGD and Adam the
+    plan's momentum is 0 (Adam's first moment is normalized by 1 - β₁), which gives B / N.
+    """
+    return batch_size / (train_size * (1.0 - momentum))
 
 
 def updates_per_epoch(train_size: int, batch_size: int, drop_last: bool = True) -> int:

@@ -34,7 +34,7 @@ class RunRecord:
     data_source: str | None  # official | jpeg-derived | unverified | synthetic
     train_size: int
     optimizer: str  # the suite's name for the optimizer recipe
-    optimizer_kind: str  # sgd | momentum | nesterov | adam
+    optimizer_kind: str  # sgd | momentum | nesterov | adam | adamw
     schedule: str  # the suite's name for the schedule
     realization: str  # lr | batch | hybrid
     milestones: list[int]
@@ -79,6 +79,9 @@ class RunRecord:
     # the curve metric and the value whose crossing counts as reached. None outside sweeps.
     sweep_metric: str | None = None
     sweep_target: float | None = None
+    # The suite's report.equivalence_margin (harness.analysis.seeds, TOST): an analysis
+    # setting, outside the cell id; null where the suite states none.
+    equivalence_margin: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}

@@ -57,11 +57,27 @@ def _adam(
     )
 
 
+def _adamw(
+    params: Iterable[torch.nn.Parameter], spec: OptimizerConfig, extra: dict[str, Any]
+) -> torch.optim.Optimizer:
+    # Decoupled decay: each step shrinks p by lr · weight_decay · p, outside the moments (not
+    # the paper's: its TensorFlow Adam would take decay as L2; docs/paper.md).
+    extra = {"lr": spec.lr, **extra}
+    return torch.optim.AdamW(
+        params,
+        betas=spec.betas,
+        eps=spec.eps,
+        weight_decay=spec.weight_decay,
+        **extra,
+    )
+
+
 OPTIMIZERS: dict[OptimizerKind, Builder] = {  # one entry per core.kinds.OPTIMIZER_KINDS
     "sgd": _sgd,
     "momentum": _sgd,
     "nesterov": _sgd,
     "adam": _adam,
+    "adamw": _adamw,
 }
 
 

@@ -21,10 +21,10 @@ class OptimizerConfig:
 
     kind: OptimizerKind
     lr: float  # per optimizer step, for the mean loss over the batch
-    momentum: float = 0.0  # SGD's momentum coefficient; 0 for sgd and adam
-    betas: tuple[float, float] = (0.9, 0.999)  # adam only
-    eps: float = 1e-8  # adam only
-    weight_decay: float = 0.0  # L2 coefficient, applied by the optimizer
+    momentum: float = 0.0  # SGD's momentum coefficient; 0 for sgd, adam and adamw
+    betas: tuple[float, float] = (0.9, 0.999)  # adam and adamw only
+    eps: float = 1e-8  # adam and adamw only
+    weight_decay: float = 0.0  # L2 coefficient (decoupled decay for adamw), by the optimizer
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,61 @@
+"""Appendix A in the report: the epochs each phase of a schedule loses to momentum's growing in.
+
+The paper (Sec. 4, Appendix A) models the accumulation of SGD with momentum as growing in over
+B / (N (1 − m)) epochs after every change of the noise scale, and blames the high-momentum
+schedules' lower accuracy on it. This module reads each schedule's planned phases from its run
+rows (the `plan` column, with `train_size`) and gives that estimate per phase beside the
+phase's epochs (harness.core.schedule.epochs_lost holds the formula).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from harness.analysis.tables import GROUP, Results
+from harness.core.schedule import epochs_lost
+
+EPOCHS_LOST_COLUMNS = [*GROUP, "schedule", "phases", "batch_sizes", "momenta", "epochs_lost"]
+
+EPOCHS_LOST_RULE = (
+    "Epochs lost (the paper's Appendix A, eq. 12): after each change of the noise scale the "
+    "momentum accumulation takes about N_lost = B / (N (1 − m)) epochs to grow in, for batch "
+    "B, training set size N and momentum m of the phase (m = 0 for plain SGD and Adam). Shown "
+    "per phase of the planned schedule, beside the phase's epochs; a phase whose N_lost is a "
+    "large part of its epochs trains at a suppressed effective learning rate for much of it."
+)
+
+
+def epochs_lost_table(results: Results) -> pd.DataFrame:
+    """One row per (group, schedule): its planned phases and N_lost of each.
+
+    Columns: GROUP, schedule, phases (each phase's [start, end) epochs), batch_sizes,
+    momenta, epochs_lost (tuples, one entry per phase). The plan is the first row's of the
+    schedule (every seed of one recipe has the same plan); rows without a readable plan are
+    left out.
+    """
+    v = results.views
+    if v.empty:
+        return pd.DataFrame(columns=EPOCHS_LOST_COLUMNS)
+    first = v.drop_duplicates([*GROUP, "schedule"])
+    rows = []
+    for row in first.itertuples(index=False):
+        try:
+            phases = json.loads(str(row.plan))
+            n = int(str(row.train_size))
+            lost = tuple(epochs_lost(int(p["batch_size"]), n, float(p["momentum"])) for p in phases)
+        except (ValueError, TypeError, KeyError, ZeroDivisionError):
+            continue
+        rows.append(
+            {
+                **{k: getattr(row, k) for k in GROUP},
+                "schedule": row.schedule,
+                "phases": tuple((int(p["start_epoch"]), int(p["end_epoch"])) for p in phases),
+                "batch_sizes": tuple(int(p["batch_size"]) for p in phases),
+                "momenta": tuple(float(p["momentum"]) for p in phases),
+                "epochs_lost": lost,
+            }
+        )
+    out = pd.DataFrame(rows, columns=EPOCHS_LOST_COLUMNS)
+    return out.sort_values([*GROUP, "schedule"], kind="stable").reset_index(drop=True)
