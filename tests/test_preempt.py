@@ -280,3 +280,26 @@ def test_sigterm_to_torchrun_pauses_both_processes_at_one_step(unbroken, tmp_pat
     pd.testing.assert_frame_equal(curves[close], want_curves[close], rtol=1e-9, atol=1e-12)
     pd.testing.assert_frame_equal(curves[exact], want_curves[exact])
     assert runs["updates"][0] == want_runs["updates"][0]
+
+
+def test_a_signal_after_the_last_cell_leaves_the_exit_status_alone():
+    """`harness run` keeps its handlers after the cells (keep=True): a SIGTERM that lands
+    while it prints its summary is recorded, not fatal; without keep the old handler is back."""
+    from harness.train.preempt import StopSignals
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        with StopSignals().installed() as plain:
+            pass
+        assert signal.getsignal(signal.SIGTERM) is before[signal.SIGTERM]
+        assert not plain.requested
+        with StopSignals().installed(keep=True) as kept:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)  # after the block: the process lives on
+        deadline = time.monotonic() + 5
+        while not kept.requested and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert kept.requested and kept.name == "SIGTERM"
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)

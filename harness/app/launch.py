@@ -75,6 +75,7 @@ def run_command(
             max_micro_batch=max_micro_batch,
             compile_model=compile_model,
             stop_after=stop_after,
+            keep_signals=True,  # a signal after the last cell must not kill the exit
         )
     finally:
         shutdown()

@@ -266,6 +266,7 @@ def run_suite(
     compile_model: bool | None = None,
     stop_after: float | None = None,
     console: RunConsole | None = None,
+    keep_signals: bool = False,
 ) -> RunSummary:
     """Train the selected cells of `suite` into `results` (default results/<suite name>).
 
@@ -273,7 +274,8 @@ def run_suite(
     (after at least one epoch); no cell but the first starts once the time is up. A paused
     cell writes no rows: its checkpoint holds its finished epochs; the next run resumes it.
     `console`: what the run says, and hears after every epoch (default: a `RunConsole` on
-    stderr, quiet on data-parallel ranks but 0).
+    stderr, quiet on data-parallel ranks but 0). `keep_signals`: the process ends after this
+    call (the CLI), so SIGTERM/SIGUSR1/SIGUSR2 stay caught after the cells are done.
     """
     check_stop_after(stop_after)
     deadline = None if stop_after is None else time.monotonic() + stop_after
@@ -307,7 +309,7 @@ def run_suite(
     env.update(world_size=1, devices=str(torch_device))
     if replica is not None:
         env.update(world_size=replica.world, devices=replica.devices())
-    with StopSignals().installed() as signals:
+    with StopSignals().installed(keep=keep_signals) as signals:
         vote = StopVote(signals, replica)
         _run_cells(
             cells,

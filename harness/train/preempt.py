@@ -58,7 +58,11 @@ class StopSignals:
             self.signal = signum
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator[StopSignals]:
+    def installed(self, keep: bool = False) -> Iterator[StopSignals]:
+        """The handlers while the block runs; after it, the previous ones again, unless `keep`:
+        a process that ends after the block (the CLI's `harness run`) keeps recording, so that
+        a signal landing while it prints its summary and exits leaves its exit status alone
+        instead of killing it (the work is done; nothing is left to pause)."""
         # Python delivers signals to the main thread only; elsewhere (a test's thread, an
         # embedding application) the process keeps its own handlers.
         if threading.current_thread() is not threading.main_thread():
@@ -68,8 +72,9 @@ class StopSignals:
         try:
             yield self
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            if not keep:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
 
     @property
     def name(self) -> str:
