@@ -48,6 +48,8 @@ def train_job(cell: Cell) -> TrainJob:
         drop_last=cell.training.drop_last,
         eval_every=cell.training.eval_every,
         precision=cell.training.precision,
+        bn_stats=cell.training.bn_stats,
+        bn_stats_images=cell.training.bn_stats_images,
     )
 
 

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from harness.core.execution import Execution
-from harness.core.kinds import MOMENTUM_KINDS, DatasetName, OptimizerKind, Precision
+from harness.core.kinds import MOMENTUM_KINDS, BnStats, DatasetName, OptimizerKind, Precision
 from harness.core.schedule import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
@@ -225,6 +225,13 @@ class TrainingSpec(Strict):
     drop_last: bool = True  # False keeps the partial batch: ceil(N/B) updates per epoch
     eval_every: Epochs = 1  # epochs between test evaluations
     precision: Precision = "fp32"  # bf16: autocast; fp64: exactness
+    # The batch-norm statistics evaluation uses: "ema" (the running average, moved once per
+    # optimizer step: the paper's reading) or "precise" (recomputed before each evaluation
+    # from the first `bn_stats_images` training images, unaugmented, in ghost slices;
+    # harness.models.ghost_bn). Both are in the cell id only when bn_stats is "precise"
+    # (harness.config.suite.Cell.resolved_config), so ema cells keep their ids.
+    bn_stats: BnStats = "ema"
+    bn_stats_images: Annotated[int, Field(gt=0, le=10_000_000)] = 4096
 
 
 class ClusterSpec(Strict):

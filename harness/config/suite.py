@@ -111,7 +111,7 @@ class Cell:
             "model": self.model.model_dump(mode="json"),
             "optimizer": self.optimizer.model_dump(mode="json"),
             "schedule": self.schedule,
-            "training": self.training.model_dump(mode="json"),
+            "training": _training_config(self.training),
             "seed": self.seed,
         }
 
@@ -119,6 +119,16 @@ class Cell:
     def cell_id(self) -> str:  # cached: a frozen cell's configuration never changes
         blob = json.dumps(self.resolved_config(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _training_config(training: TrainingSpec) -> dict[str, Any]:
+    """The training spec as the cell id hashes it: the batch-norm statistics fields only when
+    they are not the default "ema" (which ignores `bn_stats_images`), so the ids of cells
+    written before those fields existed do not change."""
+    dumped = training.model_dump(mode="json")
+    if training.bn_stats == "ema":
+        del dumped["bn_stats"], dumped["bn_stats_images"]
+    return dumped
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,11 @@ MOMENTUM_KINDS: tuple[OptimizerKind, ...] = ("momentum", "nesterov")  # a schedu
 Precision = Literal["fp32", "bf16", "fp64"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
+# The batch-norm running statistics evaluation uses (harness.models.ghost_bn): "ema", the
+# once-per-step moving average; "precise", recomputed from fixed training images before each
+# evaluation.
+BnStats = Literal["ema", "precise"]
+
 DatasetName = Literal["cifar10", "imagenet", "synthetic"]
 DATASET_NAMES: tuple[DatasetName, ...] = get_args(DatasetName)
 

@@ -32,7 +32,7 @@ updates the running statistics at once, as ``nn.BatchNorm2d`` does.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -299,3 +299,44 @@ def commit_running_stats(layers: list[GhostBatchNorm2d]) -> None:
         torch._foreach_lerp_([m.running_var for m in group], variances, momentum)  # type: ignore[misc]
         torch._foreach_zero_([m._sum_mean for m in group] + [m._sum_var for m in group])
         torch._foreach_zero_([m._slices for m in group])
+
+
+@torch.no_grad()
+def precise_running_stats(
+    model: nn.Module,
+    inputs: Iterable[Tensor],
+    reduce: Callable[[Sequence[Tensor]], None] | None = None,
+) -> None:
+    """Replace every ghost batch norm's running statistics by the mean over the ghost slices of
+    `inputs` (precise BN): a forward of each input in train mode, each layer collecting its
+    slices' means and unbiased variances (the moments the once-per-step average moves
+    towards, of the slices training normalizes with), then running_mean and running_var set
+    to their unweighted means over all slices. The old values are not kept and
+    `num_batches_tracked` is left as it was; `model` returns to the mode it was in.
+
+    Each input is cut into slices as in training (a multiple of the ghost size gives whole
+    slices; see `GhostBatchNorm2d`), so the result does not depend on how the images were
+    batched. ``reduce`` (data parallelism) sums the moments and slice counts across processes
+    before the division, so each process may pass its share and all end with the same buffers.
+    """
+    layers = [m for m in ghost_batch_norms(model) if m.running_mean is not None]
+    was_training = model.training
+    for layer in layers:
+        layer.discard_pending_stats()
+        layer.defer_running_stats = True
+    model.train()
+    try:
+        for x in inputs:
+            model(x)
+        if reduce is not None:
+            reduce([t for m in layers for t in (m._sum_mean, m._sum_var, m._slices)])
+        for layer in layers:
+            assert layer.running_mean is not None and layer.running_var is not None
+            count = layer._slices.clamp(min=1)
+            layer.running_mean.copy_(layer._sum_mean / count)
+            layer.running_var.copy_(layer._sum_var / count)
+    finally:
+        for layer in layers:
+            layer.discard_pending_stats()
+            layer.defer_running_stats = False
+        model.train(was_training)

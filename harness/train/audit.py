@@ -263,6 +263,8 @@ class AuditedData(DeviceData):
         self, batch_size: int, shard: Shard | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:
         self._in_test = True  # an evaluation: its batches are not training micro-batches
+        if self._probe is not None:
+            self._probe.end_test()  # neither a step's nor a test batch: the probe looks away
         try:
             yield from super().train_eval_batches(batch_size, shard)
         finally:

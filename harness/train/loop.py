@@ -54,7 +54,7 @@ from harness.train.preempt import Interrupted, PartialEpoch
 from harness.train.replica import Replica
 from harness.train.runtime import peak_memory, synchronize
 from harness.train.spec import TrainJob
-from harness.train.step import evaluate
+from harness.train.step import evaluate, precise_bn_stats
 
 
 @dataclass(frozen=True)
@@ -396,9 +396,15 @@ class _Evaluation:
 
 
 def _evaluate(run: _Run) -> _Evaluation:
-    """The epoch's evaluation, timed (the test set; the training set too if asked)."""
-    size, precision = run.execution.eval_batch_size, run.job.precision
+    """The epoch's evaluation, timed (the test set; the training set too if asked), after
+    the batch-norm statistics are recomputed if the job asks for precise ones (they then stay
+    in the model: the checkpoint holds them)."""
+    job = run.job
+    size, precision = run.execution.eval_batch_size, job.precision
     start = time.perf_counter()
+    if job.bn_stats == "precise":
+        ghost, images = job.ghost_batch_size, job.bn_stats_images
+        precise_bn_stats(run.base_model, run.data, images, ghost, size, precision, run.replica)
     test_loss, test_acc = evaluate(run.model, run.data, size, precision, replica=run.replica)
     train_eval_loss = math.nan
     if run.execution.eval_train_loss:

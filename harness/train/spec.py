@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.core.kinds import OptimizerKind, Precision
+from harness.core.kinds import BnStats, OptimizerKind, Precision
 from harness.core.schedule import Plan
 
 
@@ -54,3 +54,8 @@ class TrainJob:
     drop_last: bool = True
     eval_every: int = 1  # epochs between test evaluations (the last epoch always evaluates)
     precision: Precision = "fp32"
+    # "precise": before each evaluation the running batch-norm statistics are recomputed from
+    # the first `bn_stats_images` training images (harness.train.step.precise_bn_stats) and
+    # kept (evaluation uses them, the checkpoint holds them); "ema": the running average.
+    bn_stats: BnStats = "ema"
+    bn_stats_images: int = 4096

@@ -14,6 +14,7 @@ inside the step would stall the device queue every step (tests/test_train.py cou
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from harness.core.execution import Execution
 from harness.data.device import DeviceData
 from harness.data.source import DataSource, StepBatch
-from harness.models.ghost_bn import accumulate_running_stats
+from harness.models.ghost_bn import accumulate_running_stats, precise_running_stats
 from harness.train.noise import NoiseMeter
 from harness.train.replica import Replica
 from harness.train.runtime import at_least_fp32, autocast
@@ -159,3 +160,46 @@ def evaluate(
     n = data.n_train if split == "train" else data.n_test
     # The one host sync of an evaluation.
     return float(loss) / n, int(correct) / n
+
+
+def precise_bn_stats(
+    model: torch.nn.Module,
+    data: DataSource,
+    images: int,
+    ghost: int,
+    batch_size: int,
+    precision: str,
+    replica: Replica | None = None,
+) -> None:
+    """Recompute `model`'s batch-norm running statistics from the first `images` training
+    images (all of them if fewer), unaugmented (`train_eval_batches`), in ghost slices of
+    `ghost` (the last one smaller where `images` is not a multiple): each layer's statistics
+    become the mean over the slices of each slice's mean and unbiased variance
+    (harness.models.ghost_bn.precise_running_stats). Same images at every call, so the
+    statistics are a function of the weights alone. The buffers are replaced, not restored:
+    the evaluation that follows, and the checkpoint, hold them.
+
+    `model` is the unwrapped module (not DDP's wrapper, which would broadcast buffers). With
+    a `replica` each process forwards every world-th batch (its share, as evaluation does) and
+    the moments and slice counts are all-reduced before the division, so every process ends
+    with the same buffers. Forwards run in train mode under a forked RNG, so a dropout layer
+    draws nothing from the training's streams.
+    """
+    chunk = max(ghost, batch_size // ghost * ghost)  # whole ghost slices per forward
+    limit = min(images, data.n_train)
+    shard = None if replica is None else replica.shard()
+    rank, world = (0, 1) if shard is None else (shard.rank, shard.world)
+    device = data.device
+
+    def inputs() -> Iterator[torch.Tensor]:
+        batches = data.train_eval_batches(chunk, shard)
+        for j, (x, _) in enumerate(batches):
+            start = (rank + j * world) * chunk
+            if start >= limit:
+                break
+            yield x[: limit - start]
+
+    rng_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices), autocast(device, precision):
+        reduce = None if replica is None else replica.all_reduce
+        precise_running_stats(model, inputs(), reduce)
