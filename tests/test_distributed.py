@@ -72,7 +72,17 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def test_two_gloo_processes_take_the_updates_of_one_process(suite: Path, tmp_path: Path) -> None:
+PRECISE = SUITE.replace(
+    "precision: fp64}", "precision: fp64, bn_stats: precise, bn_stats_images: 100}"
+)
+
+
+@pytest.mark.parametrize("text", [SUITE, PRECISE], ids=["ema", "precise"])
+def test_two_gloo_processes_take_the_updates_of_one_process(text: str, tmp_path: Path) -> None:
+    """Precise statistics too: 100 images in evaluation batches of 48 are 48 + 4 images on
+    rank 0 and 48 on rank 1, whose moments all-reduced give one process's statistics."""
+    suite = tmp_path / "ddp.yaml"
+    suite.write_text(text)
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     job = str(HERE / "ddp_job.py")
     alone = subprocess.run(
