@@ -174,6 +174,15 @@ def test_ema_keeps_every_cell_id_and_precise_is_a_recipe_change(tmp_path):
         _suite(tmp_path, ("training.bn_stats_images=0",))
 
 
+def test_precise_statistics_are_refused_on_an_image_folder(tmp_path):
+    text = SUITE.replace("name: synthetic, train_size: 64, test_size: 32", "name: imagenet")
+    path = tmp_path / "folder.yaml"
+    path.write_text(textwrap.dedent(text))
+    assert load_suite(path).spec.training.bn_stats == "ema"
+    with pytest.raises(UserError, match=r"training\.bn_stats: .*sorts by class"):
+        load_suite(path, ("training.bn_stats=precise",))
+
+
 def test_harness_run_with_precise_statistics(tmp_path):
     path = tmp_path / "bn.yaml"
     path.write_text(textwrap.dedent(SUITE))

@@ -408,6 +408,21 @@ class SuiteSpec(Strict):
                 raise FieldError((*where, "training"), "invalid training", exc) from None
         return self
 
+    @model_validator(mode="after")
+    def _precise_bn_on_cifar(self) -> SuiteSpec:
+        # Precise statistics take the first training images in index order: CIFAR-10's are
+        # shuffled, an image folder's are sorted by class (a few classes' statistics).
+        if self.dataset.name == "imagenet":
+            for i, exp in enumerate(self.experiments):
+                if self.training_of(exp).bn_stats == "precise":
+                    where = ("training",) if not exp.training else ("experiments", i, "training")
+                    raise FieldError(
+                        (*where, "bn_stats"),
+                        "precise statistics take the first training images, which an image "
+                        "folder sorts by class; use bn_stats: ema for imagenet",
+                    )
+        return self
+
     def training_of(self, experiment: ExperimentSpec) -> TrainingSpec:
         """The suite's `training:` with the experiment's overrides applied."""
         if not experiment.training:
