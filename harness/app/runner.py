@@ -41,9 +41,10 @@ from harness.data.folder import FolderData
 from harness.data.image_loader import open_image_folder
 from harness.errors import UserError
 from harness.fsio import atomic_path, check_folders, remove, shown
+from harness.models.factory import FactoryError, build_factory_model, load_factory
 from harness.models.registry import input_size
 from harness.results import lock, store
-from harness.results.provenance import environment
+from harness.results.provenance import environment, source_version
 from harness.train.checkpoint import Progress
 from harness.train.loop import train_cell
 from harness.train.preempt import StopSignals, StopVote
@@ -210,6 +211,32 @@ def _load_image_folder(
     return data, data.describe(root)
 
 
+def check_factories(
+    suite: Suite, cells: tuple[Cell, ...], say: RunConsole | None
+) -> dict[str, dict[str, Any]]:
+    """Each user's model (`factory:`) of `cells` imported and built once, before training:
+    a bad one is the whole run's error (`FILE:LINE: models.NAME.factory: ...`, exit 2), a good
+    one gets its note (what ghost batch norm changed) and its provenance for the rows."""
+    seen: dict[str, dict[str, Any]] = {}
+    for cell in cells:
+        ref = jobs.model_config(cell).factory
+        if ref is None or cell.model_name in seen:
+            continue
+        ghost = cell.training.ghost_batch_size
+        try:
+            _, source = load_factory(ref)
+            with torch.random.fork_rng(devices=[]):
+                _, conversion = build_factory_model(
+                    ref, num_classes=cell.dataset.num_classes, ghost_size=ghost
+                )
+        except FactoryError as exc:
+            raise suite.error(("models", cell.model_name, "factory"), str(exc)) from None
+        seen[cell.model_name] = source_version(source)
+        if say is not None:
+            say.line(f"model {cell.model_name}: {ref.target}: {conversion.note(ghost)}")
+    return seen
+
+
 def _check_divisible(cells: tuple[Cell, ...], suite: Suite, world: int) -> None:
     for cell in cells:
         batches = sorted({p.batch_size for p in cell.plan.phases})
@@ -302,10 +329,11 @@ def run_suite(
         summary.skipped = [c.cell_id for c in cells]
         return summary
     torch_device = torch_device if replica is None else replica.device
+    models = check_factories(suite, cells, say if main else None)
     if main:
         _check_writable(results)
     dataset, source = load_data(suite, data, torch_device, execution.channels_last)
-    env = {**environment(torch_device), "data_source": source}
+    env = {**environment(torch_device), "data_source": source, "models": models}
     env.update(world_size=1, devices=str(torch_device))
     if replica is not None:
         env.update(world_size=replica.world, devices=replica.devices())

@@ -18,8 +18,11 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    JsonValue,
     SerializerFunctionWrapHandler,
+    Tag,
     ValidationError,
     field_validator,
     model_serializer,
@@ -27,6 +30,7 @@ from pydantic import (
 )
 
 from harness.core.execution import Execution
+from harness.core.factory import RESERVED_KWARGS, factory_problem
 from harness.core.kinds import MOMENTUM_KINDS, DatasetName, OptimizerKind, Precision
 from harness.core.schedule import (
     MAX_BATCH_SIZE,
@@ -153,8 +157,60 @@ class ResNet50Spec(Strict):
     max_blocks: Positive = 6  # caps the 3/4/6/3 blocks per stage
 
 
+class FactorySpec(Strict):
+    """A model from the user's own code (harness.core.factory): `factory` builds it as
+    ``factory(num_classes=..., **kwargs)``; every batch norm in it becomes a ghost batch norm.
+
+    Both fields are in the cell id; only such a model has them, so no other cell id changed.
+    Checked here for form alone: `harness plan` never imports the factory.
+    """
+
+    factory: str
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return "factory"
+
+    @field_validator("factory")
+    @classmethod
+    def _form(cls, v: str) -> str:
+        why = factory_problem(v)
+        if why is not None:
+            raise ValueError(why)
+        return v
+
+    @field_validator("kwargs")
+    @classmethod
+    def _own_keys(cls, v: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        for key in RESERVED_KWARGS:
+            if key in v:
+                raise FieldError((key,), "the harness passes it (from the dataset); drop it")
+        return v
+
+    def __hash__(self) -> int:  # kwargs is a dict: hash its JSON, the value the id hashes
+        return hash(self.model_dump_json())
+
+
+def _model_tag(value: Any) -> str | None:
+    """The union's tag: "factory" for a mapping with a `factory:` key, else its `name`."""
+    if isinstance(value, dict):
+        return "factory" if "factory" in value else value.get("name")
+    return getattr(value, "name", None)
+
+
 ModelSpec = Annotated[
-    WrnSpec | SmallCnnSpec | InceptionResNetV2Spec | ResNet50Spec, Field(discriminator="name")
+    Annotated[WrnSpec, Tag("wrn")]
+    | Annotated[SmallCnnSpec, Tag("small_cnn")]
+    | Annotated[InceptionResNetV2Spec, Tag("inception_resnet_v2")]
+    | Annotated[ResNet50Spec, Tag("resnet50")]
+    | Annotated[FactorySpec, Tag("factory")],
+    Discriminator(
+        _model_tag,
+        custom_error_type="invalid_model",
+        custom_error_message="a model needs name: one of inception_resnet_v2, resnet50, "
+        "small_cnn, wrn; or factory: 'pkg.module:function' for your own",
+    ),
 ]
 MODEL_SPECS: dict[str, type[Strict]] = {  # the discriminator's tags: core.kinds.MODEL_NAMES
     "wrn": WrnSpec,
@@ -162,6 +218,10 @@ MODEL_SPECS: dict[str, type[Strict]] = {  # the discriminator's tags: core.kinds
     "inception_resnet_v2": InceptionResNetV2Spec,
     "resnet50": ResNet50Spec,
 }
+
+
+# Every tag of the `models:` union: the registered names and the user's own factory.
+MODEL_TAGS: dict[str, type[Strict]] = {**MODEL_SPECS, "factory": FactorySpec}
 
 
 class OptimizerSpec(Strict):
