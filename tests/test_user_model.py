@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 import textwrap
@@ -313,3 +314,106 @@ def test_provenance_names_the_file_and_its_commit(tmp_path: Path) -> None:
     }
     net.write_text(NET + "\n# edited\n")
     assert source_version(str(net))["model_dirty"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the real CLI: bad factories stop the run before training; the example suite end to end
+
+
+@pytest.mark.parametrize(
+    ("body", "target", "says"),
+    [
+        (NET, "no_such_module_27:build", "cannot import 'no_such_module_27'"),
+        ("def build(num_classes):\n    raise ValueError('bad width')\n", "net.py:build", "bad"),
+        ("def build(num_classes):\n    return [1, 2]\n", "net.py:build", "not a torch.nn.Module"),
+    ],
+)
+def test_harness_run_refuses_a_bad_factory_before_training(
+    tmp_path: Path, body: str, target: str, says: str
+) -> None:
+    _write(tmp_path / "net.py", body)
+    suite = _suite(tmp_path, f'net: {{factory: "{target}"}}')
+    results = tmp_path / "results"
+    done = run_cli("run", str(suite), "--results", str(results), "--device", "cpu")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert f"{suite}:" in lines[0] and "models.net.factory" in lines[0] and says in lines[0]
+    assert not (results / "runs").exists()  # nothing trained, nothing written
+
+
+def test_a_factory_model_that_fails_in_training_is_its_cells_failed_row(tmp_path: Path) -> None:
+    _write(
+        tmp_path / "net.py",
+        """
+        from torch import nn
+
+        class Broken(nn.Module):
+            def __init__(self, num_classes):
+                super().__init__()
+                self.bn = nn.BatchNorm2d(3)
+
+            def forward(self, x):
+                raise RuntimeError("forward is broken")
+
+        def build(num_classes):
+            return Broken(num_classes)
+        """,
+    )
+    suite = _suite(tmp_path, 'net: {factory: "net.py:build"}')
+    results = tmp_path / "results"
+    done = run_cli("run", str(suite), "--results", str(results), "--device", "cpu")
+    assert done.returncode == 1, done.stderr
+    import pandas as pd
+
+    runs = pd.read_parquet(results / "runs")
+    assert list(runs["status"]) == ["failed"]
+    assert "forward is broken" in runs["error"].iloc[0]
+
+
+EXAMPLE = SUITES / "examples" / "custom.yaml"
+TINY = (
+    "--set", "dataset.train_size=256", "--set", "dataset.test_size=100",
+    "--set", "schedule.epochs=2", "--set", "schedule.milestones=[1]",
+    "--set", "schedule.batch_size=32", "--set", "training.ghost_batch_size=16",
+    "--set", "execution.max_micro_batch=64", "--set", "models.tiny_resnet.kwargs.width=4",
+)  # fmt: skip
+
+
+def test_the_example_suite_plans_runs_and_reports_the_users_model(tmp_path: Path, cifar_root):
+    """suites/examples/custom.yaml: the paper's three schedules on examples/custom_model/net.py,
+    planned, trained on real CIFAR-10 (256 images, 2 epochs) and reported through the CLI."""
+    import pandas as pd
+
+    plan = run_cli("plan", str(EXAMPLE), "--json", *TINY)
+    assert plan.returncode == 0, plan.stderr
+    cells = {c["cell_id"] for c in json.loads(plan.stdout)["cells"]}
+    assert len(cells) == 3
+    results = tmp_path / "results"
+    run = run_cli(
+        "run", str(EXAMPLE), "--results", str(results), "--device", "cpu",
+        "--data", str(cifar_root), *TINY,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "model tiny_resnet: ../../examples/custom_model/net.py:build: 9 batch norm(s)" in (
+        run.stderr
+    )
+    runs = pd.read_parquet(results / "runs")
+    assert set(runs["cell_id"]) == cells and set(runs["status"]) == {"ok"}
+    assert set(runs["schedule"]) == {"decaying_lr", "hybrid", "increasing_batch"}
+    net = (REPO / "examples" / "custom_model" / "net.py").resolve()
+    assert set(runs["model_source"]) == {str(net)}
+    assert runs["model_commit"].notna().all()  # the repository is a git checkout
+    config = json.loads(runs["config"].iloc[0])["model"]
+    assert config == {
+        "factory": "../../examples/custom_model/net.py:build",
+        "kwargs": {"blocks": 1, "width": 4},
+    }
+    # The increasing-batch cell takes fewer updates than decaying lr, as planned.
+    updates = dict(zip(runs["schedule"], runs["updates"], strict=True))
+    assert updates["increasing_batch"] < updates["decaying_lr"]
+    report = run_cli("report", str(results))
+    assert report.returncode == 0, report.stderr
+    for schedule in ("decaying_lr", "hybrid", "increasing_batch"):
+        assert schedule in report.stdout
+    assert "tiny_resnet" in report.stdout
