@@ -35,6 +35,7 @@ from harness.app.console import RunConsole
 from harness.config.suite import Cell, Suite, select_some
 from harness.core.epoch import EpochRecord
 from harness.core.schedule import updates_per_epoch
+from harness.data.arrays import arrays_source, load_arrays
 from harness.data.cifar10 import cifar10_source, load_cifar10, resolve_data_root, synthetic_cifar10
 from harness.data.device import DeviceData
 from harness.data.folder import FolderData
@@ -131,15 +132,32 @@ def load_data(
     if suite.spec.dataset.name == "imagenet":
         return _load_image_folder(suite, data_root, device, channels_last)
     ds = suite.spec.dataset
+    stats = None
     if ds.name == "synthetic":
         assert ds.train_size is not None and ds.test_size is not None
         arrays = synthetic_cifar10(ds.train_size, ds.test_size, seed=0)
         source = "synthetic"
+    elif ds.name == "arrays":
+        assert ds.path is not None and ds.classes is not None and ds.train_size is not None
+        path = Path(ds.path).expanduser()
+        channels = None if ds.mean is None else len(ds.mean)
+        arrays = load_arrays(
+            path,
+            classes=ds.classes,
+            train_size=ds.train_size,
+            test_size=ds.test_size,
+            channels=channels,
+        )
+        source = arrays_source(path)
+        if ds.mean is not None and ds.std is not None:
+            stats = (ds.mean, ds.std)
     else:
         root = resolve_data_root(data_root)
         arrays = load_cifar10(root, train_size=ds.train_size, test_size=ds.test_size)
         source = cifar10_source(root)
-    data = DeviceData.from_arrays(arrays, device, channels_last=channels_last, augment=ds.augment)
+    data = DeviceData.from_arrays(
+        arrays, device, channels_last=channels_last, augment=ds.augment, stats=stats
+    )
     return data, source
 
 

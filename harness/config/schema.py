@@ -85,20 +85,50 @@ class DatasetSpec(Strict):
     # 224 for ResNet-50); it changes the numbers, so when set it is in the cell id.
     path: str | None = None
     image_size: Annotated[int, Field(ge=16, le=1024)] | None = None
+    # name: arrays (harness.data.arrays): `path` is an .npz of train_x, train_y, test_x,
+    # test_y (uint8 images NHWC or NCHW, integer labels), read with allow_pickle=False; where
+    # it is, like ImageNet's, is not in the cell id (the row's data_source has its sha256).
+    # `classes`: the number of labels (0..classes-1); `mean` / `std`: per-channel, pixel
+    # values in [0, 1] (default: the training images'). In the cell id when set.
+    classes: Annotated[int, Field(ge=2, le=100_000)] | None = None
+    mean: tuple[Annotated[float, Field(ge=0, le=1)], ...] | None = None
+    std: tuple[Annotated[float, Field(gt=0, le=1)], ...] | None = None
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Unset ImageNet keys are left out, so that adding them changed no other cell's id.
+        # Unset ImageNet and arrays keys are left out, so that adding them changed no other
+        # cell's id.
         out: dict[str, Any] = handler(self)
         out.pop("path", None)
-        if out.get("image_size") is None:
-            out.pop("image_size", None)
+        for key in ("image_size", "classes", "mean", "std"):
+            if out.get(key) is None:
+                out.pop(key, None)
         return out
 
     @model_validator(mode="after")
     def _sizes(self) -> DatasetSpec:
-        if self.name != "imagenet" and (self.path is not None or self.image_size is not None):
-            raise ValueError("path and image_size are for an image folder (name: imagenet)")
+        if self.name not in ("imagenet", "arrays") and self.path is not None:
+            raise ValueError("path is for an image folder (imagenet) or an .npz (arrays)")
+        if self.name != "imagenet" and self.image_size is not None:
+            raise ValueError("image_size is for an image folder (name: imagenet)")
+        own = {"classes": self.classes, "mean": self.mean, "std": self.std}
+        if self.name != "arrays" and any(v is not None for v in own.values()):
+            raise ValueError("classes, mean and std are for your own arrays (name: arrays)")
+        if self.name == "arrays":
+            if self.path is None:
+                raise FieldError(("path",), "name the .npz file (train_x, train_y, test_x, test_y)")
+            if self.classes is None:
+                raise FieldError(("classes",), "give the number of classes (labels 0..classes-1)")
+            if self.train_size is None:
+                raise FieldError(
+                    ("train_size",),
+                    "the schedules are planned for N training images: give train_size (the "
+                    "first N of train_x; `harness run` names the file's count if it differs)",
+                )
+            if (self.mean is None) != (self.std is None) or (
+                self.mean is not None and self.std is not None and len(self.mean) != len(self.std)
+            ):
+                raise FieldError(("std",), "give mean and std together, one value per channel")
         if self.name == "synthetic" and (self.train_size is None or self.test_size is None):
             raise ValueError("a synthetic dataset needs train_size and test_size")
         if self.name in DATASET_SIZES:
@@ -115,6 +145,8 @@ class DatasetSpec(Strict):
 
     @property
     def num_classes(self) -> int:
+        if self.classes is not None:
+            return self.classes
         return DATASET_SIZES.get(self.name, (0, 0, 10))[2]
 
 

@@ -19,7 +19,8 @@ MOMENTUM_KINDS: tuple[OptimizerKind, ...] = ("momentum", "nesterov")  # a schedu
 Precision = Literal["fp32", "bf16", "fp64"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
-DatasetName = Literal["cifar10", "imagenet", "synthetic"]
+# arrays: the user's own images and labels, an .npz file (harness.data.arrays)
+DatasetName = Literal["cifar10", "imagenet", "synthetic", "arrays"]
 DATASET_NAMES: tuple[DatasetName, ...] = get_args(DatasetName)
 
 # The registered models (harness.models.registry.MODELS builds them; the config layer has one
