@@ -417,3 +417,17 @@ def test_the_example_suite_plans_runs_and_reports_the_users_model(tmp_path: Path
     for schedule in ("decaying_lr", "hybrid", "increasing_batch"):
         assert schedule in report.stdout
     assert "tiny_resnet" in report.stdout
+
+
+def test_an_image_folder_suite_with_a_users_model_asks_for_the_image_size(tmp_path: Path):
+    _write(tmp_path / "net.py", NET)
+    suite = _suite(tmp_path, 'net: {factory: "net.py:build"}')
+    suite.write_text(
+        suite.read_text().replace(
+            "{name: synthetic, train_size: 64, test_size: 32}",
+            "{name: imagenet, train_size: 64, test_size: 32}",
+        )
+    )
+    done = run_cli("run", str(suite), "--results", str(tmp_path / "r"), "--device", "cpu")
+    assert done.returncode == 2, done.stderr
+    assert "dataset.image_size" in done.stderr and "states no input size" in done.stderr

@@ -194,7 +194,12 @@ def _load_image_folder(
     size = ds.image_size
     if size is None:
         sizes = {input_size(cell.model.name) for cell in suite.cells}
-        if len(sizes) != 1 or None in sizes:
+        if None in sizes:  # a model from your own code (factory:) states no input side
+            raise UserError(
+                f"{suite.path}: dataset.image_size: a model of this suite states no input size "
+                "(e.g. one from factory:); set image_size (e.g. 224)"
+            )
+        if len(sizes) != 1:
             raise UserError(
                 f"{suite.path}: dataset.image_size: the suite's models crop to different sizes "
                 f"({', '.join(sorted(str(s) for s in sizes))} px); set one image_size"
