@@ -2,7 +2,8 @@
 
 The package root is also the public API for using the paper's schedules in your own loop
 (docs/own-loop.md). The schedule algebra is pure Python and imported here; the two names that
-need torch (`PlanBatchSampler`, `PlanLR`) load on first use, so `import harness` stays
+need torch (`PlanBatchSampler`, `PlanLR`, and `ghost_bn`, which makes any model's batch norms
+ghost batch norms) load on first use, so `import harness` stays
 torch-free and `harness plan` answers at once. `harness.lightning` (`PlanCallback`, the plan in
 a Lightning `Trainer`; the optional extra `[lightning]`) is imported only when asked for.
 """
@@ -26,6 +27,7 @@ from harness.version import __version__
 
 if TYPE_CHECKING:
     from harness.data.sampler import PlanBatchSampler, PlanLR
+    from harness.models.ghost_convert import ghost_bn
 
 __all__ = [
     "BaseSchedule",
@@ -38,6 +40,7 @@ __all__ = [
     "__version__",
     "at_epoch",
     "at_step",
+    "ghost_bn",
     "micro_batches",
     "noise_scale",
     "realize",
@@ -45,7 +48,11 @@ __all__ = [
     "updates_per_epoch",
 ]
 
-_LAZY = {"PlanBatchSampler": "harness.data.sampler", "PlanLR": "harness.data.sampler"}
+_LAZY = {
+    "PlanBatchSampler": "harness.data.sampler",
+    "PlanLR": "harness.data.sampler",
+    "ghost_bn": "harness.models.ghost_convert",
+}
 
 
 def __getattr__(name: str) -> Any:

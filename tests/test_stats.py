@@ -273,9 +273,8 @@ def test_every_reading_in_docs_paper_names_a_line_that_says_it():
         assert int(line) <= len(lines), f"{path}:{line}: past the end"
         quoted = quoted.replace("\\|", "|")
         now = [str(i) for i, text in enumerate(lines, 1) if quoted in text]
-        assert quoted in lines[int(line) - 1], (
-            f"{path}:{line} no longer says {quoted!r}; "
-            + (f"it is now at line {', '.join(now)}: update docs/paper.md" if now else "gone")
+        assert quoted in lines[int(line) - 1], f"{path}:{line} no longer says {quoted!r}; " + (
+            f"it is now at line {', '.join(now)}: update docs/paper.md" if now else "gone"
         )
     assert set(re.findall(r"^\| (\d+) \|", text, flags=re.M)) == {str(i) for i in range(1, 15)}
 

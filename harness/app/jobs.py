@@ -15,9 +15,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.config.suite import Cell
+from harness.config.suite import Cell, FactorySpec
 from harness.core.epoch import EpochRecord
 from harness.core.execution import Execution, micro_batch_problem
+from harness.core.factory import FactoryRef
 from harness.errors import UserError
 from harness.results.record import CurveRecord, RunRecord
 from harness.train.spec import ModelConfig, OptimizerConfig, TrainJob
@@ -33,7 +34,7 @@ def train_job(cell: Cell) -> TrainJob:
         cell_id=cell.cell_id,
         label=cell.label,
         seed=cell.seed,
-        model=ModelConfig.of(cell.model.name, **cell.model.model_dump(exclude={"name"})),
+        model=model_config(cell),
         optimizer=OptimizerConfig(
             kind=spec.kind,
             lr=spec.lr,
@@ -51,6 +52,15 @@ def train_job(cell: Cell) -> TrainJob:
         bn_stats=cell.training.bn_stats,
         bn_stats_images=cell.training.bn_stats_images,
     )
+
+
+def model_config(cell: Cell) -> ModelConfig:
+    """The cell's model: a registered name and its parameters, or the user's factory."""
+    model = cell.model
+    if isinstance(model, FactorySpec):
+        ref = FactoryRef.of(model.factory, dict(model.kwargs), cell.folder)
+        return ModelConfig(name=cell.model_name, factory=ref)
+    return ModelConfig.of(model.name, **model.model_dump(exclude={"name"}))
 
 
 def execution(
@@ -135,6 +145,7 @@ def run_record(
         sweep_metric=cell.sweep.metric if cell.sweep else None,
         sweep_target=cell.sweep.target if cell.sweep else None,
         equivalence_margin=cell.equivalence_margin,
+        **environment.get("models", {}).get(cell.model_name, {}),
     )
 
 

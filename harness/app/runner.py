@@ -35,15 +35,17 @@ from harness.app.console import RunConsole
 from harness.config.suite import Cell, Suite, select_some
 from harness.core.epoch import EpochRecord
 from harness.core.schedule import updates_per_epoch
+from harness.data.arrays import arrays_source, load_arrays
 from harness.data.cifar10 import cifar10_source, load_cifar10, resolve_data_root, synthetic_cifar10
 from harness.data.device import DeviceData
 from harness.data.folder import FolderData
 from harness.data.image_loader import open_image_folder
 from harness.errors import UserError
 from harness.fsio import atomic_path, check_folders, remove, shown
+from harness.models.factory import FactoryError, build_factory_model, load_factory
 from harness.models.registry import input_size
 from harness.results import lock, store
-from harness.results.provenance import environment
+from harness.results.provenance import environment, source_version
 from harness.train.checkpoint import Progress
 from harness.train.loop import train_cell
 from harness.train.preempt import StopSignals, StopVote
@@ -130,15 +132,32 @@ def load_data(
     if suite.spec.dataset.name == "imagenet":
         return _load_image_folder(suite, data_root, device, channels_last)
     ds = suite.spec.dataset
+    stats = None
     if ds.name == "synthetic":
         assert ds.train_size is not None and ds.test_size is not None
         arrays = synthetic_cifar10(ds.train_size, ds.test_size, seed=0)
         source = "synthetic"
+    elif ds.name == "arrays":
+        assert ds.path is not None and ds.classes is not None and ds.train_size is not None
+        path = Path(ds.path).expanduser()
+        channels = None if ds.mean is None else len(ds.mean)
+        arrays = load_arrays(
+            path,
+            classes=ds.classes,
+            train_size=ds.train_size,
+            test_size=ds.test_size,
+            channels=channels,
+        )
+        source = arrays_source(path)
+        if ds.mean is not None and ds.std is not None:
+            stats = (ds.mean, ds.std)
     else:
         root = resolve_data_root(data_root)
         arrays = load_cifar10(root, train_size=ds.train_size, test_size=ds.test_size)
         source = cifar10_source(root)
-    data = DeviceData.from_arrays(arrays, device, channels_last=channels_last, augment=ds.augment)
+    data = DeviceData.from_arrays(
+        arrays, device, channels_last=channels_last, augment=ds.augment, stats=stats
+    )
     return data, source
 
 
@@ -175,7 +194,12 @@ def _load_image_folder(
     size = ds.image_size
     if size is None:
         sizes = {input_size(cell.model.name) for cell in suite.cells}
-        if len(sizes) != 1 or None in sizes:
+        if None in sizes:  # a model from your own code (factory:) states no input side
+            raise UserError(
+                f"{suite.path}: dataset.image_size: a model of this suite states no input size "
+                "(e.g. one from factory:); set image_size (e.g. 224)"
+            )
+        if len(sizes) != 1:
             raise UserError(
                 f"{suite.path}: dataset.image_size: the suite's models crop to different sizes "
                 f"({', '.join(sorted(str(s) for s in sizes))} px); set one image_size"
@@ -208,6 +232,32 @@ def _load_image_folder(
         folder, device, workers=workers, channels_last=channels_last, augment=ds.augment
     )
     return data, data.describe(root)
+
+
+def check_factories(
+    suite: Suite, cells: tuple[Cell, ...], say: RunConsole | None
+) -> dict[str, dict[str, Any]]:
+    """Each user's model (`factory:`) of `cells` imported and built once, before training:
+    a bad one is the whole run's error (`FILE:LINE: models.NAME.factory: ...`, exit 2), a good
+    one gets its note (what ghost batch norm changed) and its provenance for the rows."""
+    seen: dict[str, dict[str, Any]] = {}
+    for cell in cells:
+        ref = jobs.model_config(cell).factory
+        if ref is None or cell.model_name in seen:
+            continue
+        ghost = cell.training.ghost_batch_size
+        try:
+            _, source = load_factory(ref)
+            with torch.random.fork_rng(devices=[]):
+                _, conversion = build_factory_model(
+                    ref, num_classes=cell.dataset.num_classes, ghost_size=ghost
+                )
+        except FactoryError as exc:
+            raise suite.error(("models", cell.model_name, "factory"), str(exc)) from None
+        seen[cell.model_name] = source_version(source)
+        if say is not None:
+            say.line(f"model {cell.model_name}: {ref.target}: {conversion.note(ghost)}")
+    return seen
 
 
 def _check_divisible(cells: tuple[Cell, ...], suite: Suite, world: int) -> None:
@@ -302,10 +352,11 @@ def run_suite(
         summary.skipped = [c.cell_id for c in cells]
         return summary
     torch_device = torch_device if replica is None else replica.device
+    models = check_factories(suite, cells, say if main else None)
     if main:
         _check_writable(results)
     dataset, source = load_data(suite, data, torch_device, execution.channels_last)
-    env = {**environment(torch_device), "data_source": source}
+    env = {**environment(torch_device), "data_source": source, "models": models}
     env.update(world_size=1, devices=str(torch_device))
     if replica is not None:
         env.update(world_size=replica.world, devices=replica.devices())

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ValidationError
 
 from harness.config import schema
-from harness.config.schema import MODEL_SPECS, FieldError, SuiteSpec
+from harness.config.schema import MODEL_TAGS, FieldError, SuiteSpec
 from harness.config.yamlfile import Document
 from harness.core.rules import ScheduleError
 from harness.errors import UserError
@@ -67,7 +67,7 @@ class Locator:
             return self.error((*where, cause.field), cause.message)
         # extra_forbidden from a pydantic model, unexpected_keyword_argument from a dataclass
         if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-            model = MODEL_SPECS[tag] if tag else _model_at(root, loc[:-1])
+            model = MODEL_TAGS[tag] if tag else _model_at(root, loc[:-1])
             allowed = ", ".join(_fields(model)) if model else "see the suite documentation"
             return self.error(where, f"unknown key '{where[-1]}'; allowed keys here: {allowed}")
         if kind == "missing":
@@ -81,7 +81,7 @@ class Locator:
 
 def _drop_union_tag(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
     """pydantic puts the model's tag in the path (models.NAME.wrn.depth); the file does not."""
-    if root is SuiteSpec and len(loc) >= 3 and loc[0] == "models" and loc[2] in MODEL_SPECS:
+    if root is SuiteSpec and len(loc) >= 3 and loc[0] == "models" and loc[2] in MODEL_TAGS:
         return (*loc[:2], *loc[3:]), str(loc[2])
     return loc, ""
 

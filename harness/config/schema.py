@@ -18,8 +18,11 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    JsonValue,
     SerializerFunctionWrapHandler,
+    Tag,
     ValidationError,
     field_validator,
     model_serializer,
@@ -27,6 +30,7 @@ from pydantic import (
 )
 
 from harness.core.execution import Execution
+from harness.core.factory import RESERVED_KWARGS, factory_problem
 from harness.core.kinds import MOMENTUM_KINDS, BnStats, DatasetName, OptimizerKind, Precision
 from harness.core.schedule import (
     MAX_BATCH_SIZE,
@@ -81,20 +85,50 @@ class DatasetSpec(Strict):
     # 224 for ResNet-50); it changes the numbers, so when set it is in the cell id.
     path: str | None = None
     image_size: Annotated[int, Field(ge=16, le=1024)] | None = None
+    # name: arrays (harness.data.arrays): `path` is an .npz of train_x, train_y, test_x,
+    # test_y (uint8 images NHWC or NCHW, integer labels), read with allow_pickle=False; where
+    # it is, like ImageNet's, is not in the cell id (the row's data_source has its sha256).
+    # `classes`: the number of labels (0..classes-1); `mean` / `std`: per-channel, pixel
+    # values in [0, 1] (default: the training images'). In the cell id when set.
+    classes: Annotated[int, Field(ge=2, le=100_000)] | None = None
+    mean: tuple[Annotated[float, Field(ge=0, le=1)], ...] | None = None
+    std: tuple[Annotated[float, Field(gt=0, le=1)], ...] | None = None
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Unset ImageNet keys are left out, so that adding them changed no other cell's id.
+        # Unset ImageNet and arrays keys are left out, so that adding them changed no other
+        # cell's id.
         out: dict[str, Any] = handler(self)
         out.pop("path", None)
-        if out.get("image_size") is None:
-            out.pop("image_size", None)
+        for key in ("image_size", "classes", "mean", "std"):
+            if out.get(key) is None:
+                out.pop(key, None)
         return out
 
     @model_validator(mode="after")
     def _sizes(self) -> DatasetSpec:
-        if self.name != "imagenet" and (self.path is not None or self.image_size is not None):
-            raise ValueError("path and image_size are for an image folder (name: imagenet)")
+        if self.name not in ("imagenet", "arrays") and self.path is not None:
+            raise ValueError("path is for an image folder (imagenet) or an .npz (arrays)")
+        if self.name != "imagenet" and self.image_size is not None:
+            raise ValueError("image_size is for an image folder (name: imagenet)")
+        own = {"classes": self.classes, "mean": self.mean, "std": self.std}
+        if self.name != "arrays" and any(v is not None for v in own.values()):
+            raise ValueError("classes, mean and std are for your own arrays (name: arrays)")
+        if self.name == "arrays":
+            if self.path is None:
+                raise FieldError(("path",), "name the .npz file (train_x, train_y, test_x, test_y)")
+            if self.classes is None:
+                raise FieldError(("classes",), "give the number of classes (labels 0..classes-1)")
+            if self.train_size is None:
+                raise FieldError(
+                    ("train_size",),
+                    "the schedules are planned for N training images: give train_size (the "
+                    "first N of train_x; `harness run` names the file's count if it differs)",
+                )
+            if (self.mean is None) != (self.std is None) or (
+                self.mean is not None and self.std is not None and len(self.mean) != len(self.std)
+            ):
+                raise FieldError(("std",), "give mean and std together, one value per channel")
         if self.name == "synthetic" and (self.train_size is None or self.test_size is None):
             raise ValueError("a synthetic dataset needs train_size and test_size")
         if self.name in DATASET_SIZES:
@@ -111,6 +145,8 @@ class DatasetSpec(Strict):
 
     @property
     def num_classes(self) -> int:
+        if self.classes is not None:
+            return self.classes
         return DATASET_SIZES.get(self.name, (0, 0, 10))[2]
 
 
@@ -153,8 +189,60 @@ class ResNet50Spec(Strict):
     max_blocks: Positive = 6  # caps the 3/4/6/3 blocks per stage
 
 
+class FactorySpec(Strict):
+    """A model from the user's own code (harness.core.factory): `factory` builds it as
+    ``factory(num_classes=..., **kwargs)``; every batch norm in it becomes a ghost batch norm.
+
+    Both fields are in the cell id; only such a model has them, so no other cell id changed.
+    Checked here for form alone: `harness plan` never imports the factory.
+    """
+
+    factory: str
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return "factory"
+
+    @field_validator("factory")
+    @classmethod
+    def _form(cls, v: str) -> str:
+        why = factory_problem(v)
+        if why is not None:
+            raise ValueError(why)
+        return v
+
+    @field_validator("kwargs")
+    @classmethod
+    def _own_keys(cls, v: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        for key in RESERVED_KWARGS:
+            if key in v:
+                raise FieldError((key,), "the harness passes it (from the dataset); drop it")
+        return v
+
+    def __hash__(self) -> int:  # kwargs is a dict: hash its JSON, the value the id hashes
+        return hash(self.model_dump_json())
+
+
+def _model_tag(value: Any) -> str | None:
+    """The union's tag: "factory" for a mapping with a `factory:` key, else its `name`."""
+    if isinstance(value, dict):
+        return "factory" if "factory" in value else value.get("name")
+    return getattr(value, "name", None)
+
+
 ModelSpec = Annotated[
-    WrnSpec | SmallCnnSpec | InceptionResNetV2Spec | ResNet50Spec, Field(discriminator="name")
+    Annotated[WrnSpec, Tag("wrn")]
+    | Annotated[SmallCnnSpec, Tag("small_cnn")]
+    | Annotated[InceptionResNetV2Spec, Tag("inception_resnet_v2")]
+    | Annotated[ResNet50Spec, Tag("resnet50")]
+    | Annotated[FactorySpec, Tag("factory")],
+    Discriminator(
+        _model_tag,
+        custom_error_type="invalid_model",
+        custom_error_message="a model needs name: one of inception_resnet_v2, resnet50, "
+        "small_cnn, wrn; or factory: 'pkg.module:function' for your own",
+    ),
 ]
 MODEL_SPECS: dict[str, type[Strict]] = {  # the discriminator's tags: core.kinds.MODEL_NAMES
     "wrn": WrnSpec,
@@ -162,6 +250,10 @@ MODEL_SPECS: dict[str, type[Strict]] = {  # the discriminator's tags: core.kinds
     "inception_resnet_v2": InceptionResNetV2Spec,
     "resnet50": ResNet50Spec,
 }
+
+
+# Every tag of the `models:` union: the registered names and the user's own factory.
+MODEL_TAGS: dict[str, type[Strict]] = {**MODEL_SPECS, "factory": FactorySpec}
 
 
 class OptimizerSpec(Strict):

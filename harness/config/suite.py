@@ -35,6 +35,7 @@ from harness.config.schema import (
     DatasetSpec,
     Execution,
     ExperimentSpec,
+    FactorySpec,
     InceptionResNetV2Spec,
     ModelSpec,
     OptimizerSpec,
@@ -61,6 +62,7 @@ __all__ = [
     "DatasetSpec",
     "Execution",
     "ExperimentSpec",
+    "FactorySpec",
     "InceptionResNetV2Spec",
     "ModelSpec",
     "OptimizerSpec",
@@ -89,7 +91,7 @@ class Cell:
     model_name: str
     seed: int
     dataset: DatasetSpec
-    model: WrnSpec | SmallCnnSpec | InceptionResNetV2Spec | ResNet50Spec
+    model: WrnSpec | SmallCnnSpec | InceptionResNetV2Spec | ResNet50Spec | FactorySpec
     optimizer: OptimizerSpec  # with the schedule's lr / momentum already applied
     schedule: dict[str, Any]  # the resolved schedule, every field set
     training: TrainingSpec
@@ -99,6 +101,7 @@ class Cell:
     sweep: SweepSpec | None = None  # the experiment's batch-sweep target (not in the id)
     equivalence_margin: float | None = None  # the suite's report setting (not in the id)
     aliases: tuple[str, ...] = field(default=())  # other experiment/optimizer/schedule names
+    folder: str = "."  # the suite file's folder: a model's `factory: file.py:fn` starts there
 
     @property
     def label(self) -> str:
@@ -136,10 +139,17 @@ class Suite:
     spec: SuiteSpec
     path: Path
     cells: tuple[Cell, ...]
+    locator: Locator | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def error(self, where: tuple[Any, ...], message: str) -> UserError:
+        """A mistake found after loading (a factory that does not import): `FILE:LINE: field:`."""
+        if self.locator is None:
+            return UserError(f"{self.path}: {'.'.join(map(str, where))}: {message}")
+        return self.locator.error(where, message)
 
 
 def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> Suite:
@@ -155,7 +165,8 @@ def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> Suite:
         spec = SuiteSpec.model_validate(document.data)
     except ValidationError as exc:
         raise locator.validation_error(exc) from None
-    return Suite(spec=spec, path=path, cells=_expand(spec, locator))
+    cells = _expand(spec, locator, str(path.parent.absolute()))
+    return Suite(spec=spec, path=path, cells=cells, locator=locator)
 
 
 def select(cells: tuple[Cell, ...], pattern: str | None) -> tuple[Cell, ...]:
@@ -284,7 +295,7 @@ def _check_grid_size(spec: SuiteSpec, locator: Locator) -> None:
         )
 
 
-def _expand(spec: SuiteSpec, locator: Locator) -> tuple[Cell, ...]:
+def _expand(spec: SuiteSpec, locator: Locator, folder: str = ".") -> tuple[Cell, ...]:
     _check_grid_size(spec, locator)
     cells: dict[str, Cell] = {}
     micro = spec.execution.max_micro_batch
@@ -329,6 +340,7 @@ def _expand(spec: SuiteSpec, locator: Locator) -> tuple[Cell, ...]:
                 paper=exp.paper.get(f"{opt_name}/{sched_name}"),
                 sweep=exp.sweep,
                 equivalence_margin=spec.report.equivalence_margin,
+                folder=folder,
             )
             known = cells.get(cell.cell_id)
             if known is None:

@@ -24,7 +24,8 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 # evaluation.
 BnStats = Literal["ema", "precise"]
 
-DatasetName = Literal["cifar10", "imagenet", "synthetic"]
+# arrays: the user's own images and labels, an .npz file (harness.data.arrays)
+DatasetName = Literal["cifar10", "imagenet", "synthetic", "arrays"]
 DATASET_NAMES: tuple[DatasetName, ...] = get_args(DatasetName)
 
 # The registered models (harness.models.registry.MODELS builds them; the config layer has one

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.data.cifar10 import IMAGE_SHAPE, PAD, Cifar10
+from harness.data.cifar10 import PAD, Cifar10
 from harness.data.source import EpochCursor, Shard, StepBatch, take_share
 from harness.errors import UserError
 
@@ -97,14 +97,25 @@ class DeviceData:
 
     @classmethod
     def from_arrays(
-        cls, ds: Cifar10, device: torch.device, channels_last: bool = False, augment: bool = True
+        cls,
+        ds: Cifar10,
+        device: torch.device,
+        channels_last: bool = False,
+        augment: bool = True,
+        stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     ) -> DeviceData:
-        """Move ``ds`` to ``device``; the train set is reflection-padded by 4 pixels once."""
+        """Move ``ds`` to ``device``; the train set is reflection-padded by 4 pixels once.
+
+        ``stats``: per-channel (mean, std) in [0, 1] units; default the training images'.
+        """
         if len(ds.train_y) == 0:
             raise UserError("dataset.train_size: the training split is empty")
         pad = ((0, 0), (0, 0), (PAD, PAD), (PAD, PAD))
         padded = np.pad(ds.train_x, pad, mode="reflect")
-        mean, std = _channel_stats(ds.train_x)
+        if stats is None:
+            mean, std = _channel_stats(ds.train_x)
+        else:
+            mean, std = (np.asarray(v, dtype=np.float32) for v in stats)
         return cls(
             train_padded=torch.from_numpy(padded).to(device),
             train_y=torch.from_numpy(ds.train_y.astype(np.int64)).to(device),
@@ -145,7 +156,8 @@ class DeviceData:
         """
         if not self.augment:
             return self.train_padded[indices, :, PAD:-PAD, PAD:-PAD], self.train_y[indices]
-        x = random_crop_flip(self.train_padded, indices, generator, crop=IMAGE_SHAPE[-1])
+        crop = self.train_padded.shape[-1] - 2 * PAD  # 32 for CIFAR-10; square images
+        x = random_crop_flip(self.train_padded, indices, generator, crop=crop)
         return x, self.train_y[indices]
 
     def train_batch(self, indices: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -8,7 +8,9 @@ from typing import Any
 
 from torch import nn
 
+from harness.core.factory import FactoryRef
 from harness.errors import UserError
+from harness.models.factory import build_factory_model
 from harness.models.inception_resnet import InceptionResNetV2
 from harness.models.resnet import ResNet50
 from harness.models.small_cnn import SmallCNN
@@ -72,28 +74,38 @@ def input_size(name: str) -> int | None:
 
 
 def build_model(
-    name: str, params: Mapping[str, Any], *, num_classes: int, ghost_size: int
+    name: str,
+    params: Mapping[str, Any],
+    *,
+    num_classes: int,
+    ghost_size: int,
+    factory: FactoryRef | None = None,
 ) -> nn.Module:
-    """Build registered model ``name``; bad names and params raise :class:`UserError`."""
-    factory = MODELS.get(name)
-    if factory is None:
+    """Build registered model ``name``; bad names and params raise :class:`UserError`.
+
+    With `factory`, the user's own model (harness.models.factory) under the suite's name
+    `name`, its batch norms made ghost batch norms; `params` is then empty.
+    """
+    if factory is not None:
+        return build_factory_model(factory, num_classes=num_classes, ghost_size=ghost_size)[0]
+    entry = MODELS.get(name)
+    if entry is None:
         raise UserError(f"model.name: unknown model {name!r}; choose one of: {_join(MODELS)}")
-    accepted = _join(factory.params) if factory.params else "(none)"
+    accepted = _join(entry.params) if entry.params else "(none)"
     for key, value in params.items():
-        if key not in factory.params:
+        if key not in entry.params:
             raise UserError(
                 f"model.{key}: unknown parameter for model {name!r}; accepted: {accepted}"
             )
         # bool is an int subclass; `width: true` in YAML is a mistake, not width 1.
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"model.{key}: must be a positive integer, got {value!r}")
-    missing = [key for key in factory.required if key not in params]
+    missing = [key for key in entry.required if key not in params]
     if missing:
         raise UserError(
-            f"model.{missing[0]}: required for model {name!r}; give all of: "
-            f"{_join(factory.required)}"
+            f"model.{missing[0]}: required for model {name!r}; give all of: {_join(entry.required)}"
         )
-    return factory.build(**params, num_classes=num_classes, ghost_size=ghost_size)
+    return entry.build(**params, num_classes=num_classes, ghost_size=ghost_size)
 
 
 def _join(names: Mapping[str, Any] | tuple[str, ...]) -> str:

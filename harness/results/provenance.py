@@ -15,10 +15,10 @@ from harness.version import __version__
 _SOURCE = Path(__file__).resolve().parents[2]  # the checkout holding harness/
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, where: Path = _SOURCE) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", str(_SOURCE), *args],
+            ["git", "-C", str(where), *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -38,6 +38,20 @@ def code_version() -> dict[str, Any]:
         status = _git("status", "--porcelain", "--untracked-files=no", "--", "harness", "suites")
         dirty = bool(status)
     return {"git_commit": commit or "unknown", "git_dirty": dirty}
+
+
+def source_version(path: str | None) -> dict[str, Any]:
+    """A user's model file (a suite's `factory:`) and, where it is in a git checkout, that
+    checkout's commit and whether the file differs from it (None outside a checkout)."""
+    if path is None:
+        return {"model_source": None, "model_commit": None, "model_dirty": None}
+    folder = Path(path).parent
+    commit = _git("rev-parse", "HEAD", where=folder)
+    dirty = None
+    if commit is not None:
+        status = _git("status", "--porcelain", "--", Path(path).name, where=folder)
+        dirty = None if status is None else bool(status)
+    return {"model_source": path, "model_commit": commit, "model_dirty": dirty}
 
 
 def cpu_name() -> str:

@@ -82,6 +82,12 @@ class RunRecord:
     # The suite's report.equivalence_margin (harness.analysis.seeds, TOST): an analysis
     # setting, outside the cell id; null where the suite states none.
     equivalence_margin: float | None = None
+    # A model from the user's code (the suite's `factory:`): the file that defines it and,
+    # where that is in a git checkout, its commit and whether the file differs from it.
+    # Null for the registered models.
+    model_source: str | None = None
+    model_commit: str | None = None
+    model_dirty: bool | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}

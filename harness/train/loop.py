@@ -86,6 +86,7 @@ def build(job: TrainJob, device: torch.device, execution: Execution) -> torch.nn
             dict(job.model.params),
             num_classes=job.num_classes,
             ghost_size=job.ghost_batch_size,
+            factory=job.model.factory,
         )
     if job.precision == "fp64":
         model = model.double()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.core.factory import FactoryRef
 from harness.core.kinds import BnStats, OptimizerKind, Precision
 from harness.core.schedule import Plan
 
@@ -29,10 +30,12 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A registered model name (harness.models) and its integer parameters."""
+    """A registered model name (harness.models) and its integer parameters, or the user's
+    own model: `factory` (harness.core.factory), and `name` the suite's name for it."""
 
     name: str
     params: tuple[tuple[str, int], ...] = ()  # sorted (name, value) pairs: hashable
+    factory: FactoryRef | None = None
 
     @classmethod
     def of(cls, name: str, **params: int) -> ModelConfig:

@@ -1,0 +1,148 @@
+"""The user's own images as a dataset: an .npz of train_x, train_y, test_x, test_y.
+
+Read with ``allow_pickle=False`` (an object array is refused, never unpickled), checked, and
+handed on as the CIFAR-10 host arrays (`Cifar10`) that `DeviceData` holds on the device. Images
+are uint8, (N, C, H, W) or (N, H, W, C): a last axis of 1, 3 or 4 channels with a second axis
+of more is channels-last, anything else channels-first. Labels are integers in
+0..classes-1. Every mistake is one line naming the suite field (`dataset.path`,
+`dataset.classes`, `dataset.train_size`, ...) and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.cifar10 import Cifar10
+from harness.errors import UserError
+
+KEYS = ("train_x", "train_y", "test_x", "test_y")
+_CHANNELS = (1, 3, 4)
+
+
+def load_arrays(
+    path: Path,
+    *,
+    classes: int,
+    train_size: int,
+    test_size: int | None = None,
+    channels: int | None = None,
+) -> Cifar10:
+    """The first `train_size` training and `test_size` test examples of the .npz at `path`.
+
+    `channels`: the number the suite's mean/std give, if it gives them.
+    """
+    where = f"dataset.path: {path}"
+    if not path.is_file():
+        raise UserError(f"{where}: no such file; give the .npz holding {', '.join(KEYS)}")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{where}: not an .npz (a zip of .npy arrays); write it with np.savez")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in KEYS if k not in npz.files]
+            if missing:
+                raise UserError(
+                    f"{where}: no array {missing[0]!r} (it holds {', '.join(npz.files) or 'none'});"
+                    f" save it with np.savez(path, {'=..., '.join(KEYS)}=...)"
+                )
+            arrays = {k: npz[k] for k in KEYS}
+    except UserError:
+        raise
+    except ValueError:  # an object array: refused, never unpickled
+        raise UserError(
+            f"{where}: holds an object array (pickled data), which is never loaded; save "
+            "plain numeric arrays (uint8 images, integer labels)"
+        ) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"{where}: not a readable .npz ({exc}); write it with np.savez") from None
+    train_x = _images(arrays["train_x"], "train_x", where)
+    test_x = _images(arrays["test_x"], "test_x", where)
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise UserError(
+            f"{where}: train_x images are {_shape(train_x)} but test_x's are {_shape(test_x)}; "
+            "give both splits one image shape"
+        )
+    if channels is not None and train_x.shape[1] != channels:
+        raise UserError(
+            f"dataset.mean: {channels} values for images of {train_x.shape[1]} channels; give "
+            "one per channel"
+        )
+    train_y = _labels(arrays["train_y"], "train_y", len(train_x), classes, where)
+    test_y = _labels(arrays["test_y"], "test_y", len(test_x), classes, where)
+    if train_size > len(train_x):
+        raise UserError(
+            f"dataset.train_size: {train_size}, but {path} holds {len(train_x)} training "
+            f"images; pass --set dataset.train_size={len(train_x)}"
+        )
+    if test_size is not None and test_size > len(test_x):
+        raise UserError(
+            f"dataset.test_size: {test_size}, but {path} holds {len(test_x)} test images; "
+            f"pass --set dataset.test_size={len(test_x)}"
+        )
+    test_n = len(test_x) if test_size is None else test_size
+    return Cifar10(
+        train_x=np.ascontiguousarray(train_x[:train_size]),
+        train_y=train_y[:train_size],
+        test_x=np.ascontiguousarray(test_x[:test_n]),
+        test_y=test_y[:test_n],
+        classes=[str(i) for i in range(classes)],
+    )
+
+
+def arrays_source(path: Path) -> str:
+    """The run row's data_source: the file and its sha256 (what the cell id leaves out)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"arrays {path.resolve()} sha256:{digest.hexdigest()}"
+
+
+def _images(x: np.ndarray, key: str, where: str) -> np.ndarray:
+    if x.dtype != np.uint8:
+        raise UserError(
+            f"{where}: {key} is {x.dtype}; images must be uint8 (0..255), e.g. "
+            f"(x * 255).round().astype(np.uint8)"
+        )
+    if x.ndim != 4:
+        raise UserError(
+            f"{where}: {key} has shape {x.shape}; images are 4-D, (N, C, H, W) or (N, H, W, C)"
+        )
+    if x.shape[-1] in _CHANNELS and x.shape[1] not in _CHANNELS:
+        x = x.transpose(0, 3, 1, 2)
+    n, c, h, w = x.shape
+    if c not in _CHANNELS:
+        raise UserError(
+            f"{where}: {key} has shape {x.shape}: no axis of 1, 3 or 4 channels at 1 or 3"
+        )
+    if h != w:
+        raise UserError(
+            f"{where}: {key} images are {h}x{w}; the augmentation crops squares: give square images"
+        )
+    if h < 8:
+        raise UserError(f"{where}: {key} images are {h}x{w}; give at least 8x8 pixels")
+    if n == 0:
+        raise UserError(f"{where}: {key} holds no images")
+    return x
+
+
+def _labels(y: np.ndarray, key: str, n: int, classes: int, where: str) -> np.ndarray:
+    if y.dtype.kind not in "iu":
+        raise UserError(f"{where}: {key} is {y.dtype}; labels must be integers 0..classes-1")
+    if y.shape != (n,):
+        raise UserError(f"{where}: {key} has shape {y.shape}; give one label per image ({n},)")
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= classes:
+        raise UserError(
+            f"dataset.classes: {classes}, but {key} of {where.removeprefix('dataset.path: ')} "
+            f"holds labels {low}..{high}; labels run 0..classes-1 (set classes: {max(high + 1, 2)}"
+            " if the labels are right)"
+        )
+    return y.astype(np.int64)
+
+
+def _shape(x: np.ndarray) -> str:
+    return "x".join(str(d) for d in x.shape[1:])
