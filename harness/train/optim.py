@@ -46,29 +46,13 @@ def _sgd(
 def _adam(
     params: Iterable[torch.nn.Parameter], spec: OptimizerConfig, extra: dict[str, Any]
 ) -> torch.optim.Optimizer:
-    # weight_decay here is an L2 term on the loss, as TensorFlow's Adam with L2 regularization.
+    # "adam": weight_decay is an L2 term on the loss, as TensorFlow's Adam with L2
+    # regularization (the paper's reading). "adamw": decoupled decay, each step shrinks p by
+    # lr · weight_decay · p outside the moments (not the paper's; docs/paper.md).
+    optimizer = torch.optim.AdamW if spec.kind == "adamw" else torch.optim.Adam
     extra = {"lr": spec.lr, **extra}
-    return torch.optim.Adam(
-        params,
-        betas=spec.betas,
-        eps=spec.eps,
-        weight_decay=spec.weight_decay,
-        **extra,
-    )
-
-
-def _adamw(
-    params: Iterable[torch.nn.Parameter], spec: OptimizerConfig, extra: dict[str, Any]
-) -> torch.optim.Optimizer:
-    # Decoupled decay: each step shrinks p by lr · weight_decay · p, outside the moments (not
-    # the paper's: its TensorFlow Adam would take decay as L2; docs/paper.md).
-    extra = {"lr": spec.lr, **extra}
-    return torch.optim.AdamW(
-        params,
-        betas=spec.betas,
-        eps=spec.eps,
-        weight_decay=spec.weight_decay,
-        **extra,
+    return optimizer(
+        params, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay, **extra
     )
 
 
@@ -77,7 +61,7 @@ OPTIMIZERS: dict[OptimizerKind, Builder] = {  # one entry per core.kinds.OPTIMIZ
     "momentum": _sgd,
     "nesterov": _sgd,
     "adam": _adam,
-    "adamw": _adamw,
+    "adamw": _adam,
 }
 
 
