@@ -78,6 +78,8 @@ def execution(
         update["max_micro_batch"] = max_micro_batch
     if compile_model is not None:
         update["compile"] = compile_model
+        if not compile_model:  # --no-compile: eager, whatever mode the suite named
+            update["compile_mode"] = "default"
     return dataclasses.replace(spec, **update)
 
 

@@ -91,7 +91,9 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         for name, shape in (("_sum_mean", (num_features,)), ("_sum_var", (num_features,))):
             zeros = torch.zeros(shape, device=device, dtype=dtype)
             self.register_buffer(name, zeros, persistent=False)
-        self.register_buffer("_slices", torch.zeros((), device=device, dtype=dtype), False)
+        # Shape (1,), not a 0-d tensor: torch.compile (inductor, CPU, torch 2.13) drops an in-place
+        # add to a 0-d float64 buffer, which made a compiled float64 cell's statistics wrong.
+        self.register_buffer("_slices", torch.zeros(1, device=device, dtype=dtype), False)
         self.defer_running_stats = False
 
     def extra_repr(self) -> str:

@@ -80,7 +80,9 @@ def train_epoch(
     else:
         batches = data.epoch_batches(order_seed, augment_seed, batch, steps, micro, shard)
     for taken, step in enumerate(batches, start=1 if cursor is None else cursor.step + 1):
-        losses += train_on(model, optimizer, data, step, job.precision, replica, meter)
+        losses += train_on(
+            model, optimizer, data, step, job.precision, replica, meter, keep_grads=execution.graphs
+        )
         if stop is not None and taken < steps and stop():
             raise Interrupted(_partial_epoch(epoch, taken, losses, cursor, replica))
     if replica is not None:  # each process's loss is its share's mean: average the shares
@@ -102,6 +104,13 @@ def _partial_epoch(
     # processes resumes with any number of them.
     loss_sum = float(losses) / world
     return PartialEpoch(epoch, taken, loss_sum, augment_state=cursor.generator.get_state())
+
+
+def _warmup_calls(execution: Execution, device: torch.device) -> int:
+    """Calls per shape before the timed epochs: one compiles (and autotunes cuDNN); CUDA graph
+    trees ("reduce-overhead") run a shape's first call eagerly, record it on the second and
+    replay from the third, so they need three for no recording to land in a timed epoch."""
+    return 3 if execution.graphs and device.type == "cuda" else 1
 
 
 def warm_up(
@@ -140,8 +149,12 @@ def warm_up(
     model.train()
     for batch, micro in shapes:
         step = data.warmup_batch(batch, micro, shard)
-        train_on(model, optimizer, data, step, job.precision, replica)
-    evaluate(model, data, execution.eval_batch_size, job.precision, replica=replica)
+        for _ in range(_warmup_calls(execution, device)):
+            train_on(
+                model, optimizer, data, step, job.precision, replica, keep_grads=execution.graphs
+            )
+    for _ in range(_warmup_calls(execution, device)):
+        evaluate(model, data, execution.eval_batch_size, job.precision, replica=replica)
     base.load_state_dict(saved_model)
     optimizer.load_state_dict(saved_optimizer)
     # load_state_dict puts the saved lr tensors in the groups; keep the ones the caller holds.

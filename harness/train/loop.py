@@ -383,8 +383,11 @@ def _parallel_and_compiled(
     """The module the steps call: DDP's wrapper under a replica, compiled if asked."""
     wrapped = model if replica is None else replica.wrap(model)
     if execution.compile:
-        # One graph per micro-batch shape; a plan has at most a few of them.
-        wrapped = torch.compile(wrapped, dynamic=False)  # type: ignore[assignment]
+        # One graph per micro-batch shape; a plan has at most a few of them. With
+        # "reduce-overhead" each is also recorded as CUDA graphs in the warm-up (warm_up).
+        wrapped = torch.compile(  # type: ignore[assignment]
+            wrapped, dynamic=False, mode=execution.compile_mode
+        )
     return wrapped
 
 

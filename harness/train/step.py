@@ -73,6 +73,7 @@ def train_step(
     precision: str,
     *,
     meter: NoiseMeter | None = None,
+    keep_grads: bool = False,
 ) -> torch.Tensor:
     """One optimizer update on the examples `indices`, as micro-batches of at most `micro`.
 
@@ -82,7 +83,7 @@ def train_step(
     """
     images, labels = data.train_images(indices, generator)  # uint8: 3 KB per image
     step = StepBatch.split(images, labels, micro)
-    return train_on(model, optimizer, data, step, precision, meter=meter)
+    return train_on(model, optimizer, data, step, precision, meter=meter, keep_grads=keep_grads)
 
 
 def train_on(
@@ -93,6 +94,8 @@ def train_on(
     precision: str,
     replica: Replica | None = None,
     meter: NoiseMeter | None = None,
+    *,
+    keep_grads: bool = False,
 ) -> torch.Tensor:
     """One optimizer update on `batch`, this process's share of a step, micro-batch by micro-batch.
 
@@ -103,9 +106,17 @@ def train_on(
     examples is averaged with the others once, at its last micro-batch. Returns the (share
     of the) batch's mean loss, on the device. `meter`, when given, sees each micro-batch's
     accumulated gradient before the update (harness.train.noise).
+
+    `keep_grads`: zero the ``.grad`` tensors in place instead of freeing them, so backward adds
+    into them. The captured step (CUDA graph trees) needs it: a freed ``.grad`` would become
+    the backward graph's output buffer itself, which the next micro-batch's replay overwrites
+    (pytorch/pytorch#169545: accumulation silently wrong). 0 + g is g: no number changes.
     """
     device = data.device
-    optimizer.zero_grad(set_to_none=True)
+    if keep_grads:
+        _zero_grads_in_place(optimizer)
+    else:
+        optimizer.zero_grad(set_to_none=True)
     reduce = None if replica is None else replica.all_reduce
     # Every example weighs 1 / B: DDP averages the processes' gradients, so each process's
     # summed loss is scaled by N / B (uneven shares included; see harness.train.replica).
@@ -127,6 +138,23 @@ def train_on(
                 meter.after_backward(y.numel(), batch.size, batch.step_size)
     optimizer.step()
     return loss_sum
+
+
+@torch.no_grad()
+def _zero_grads_in_place(optimizer: torch.optim.Optimizer) -> None:
+    """Every parameter's ``.grad`` a zeroed tensor of its own, allocated here (outside any CUDA
+    graph's memory pool) the first time."""
+    grads = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if not p.requires_grad:
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            else:
+                grads.append(p.grad)
+    if grads:
+        torch._foreach_zero_(grads)
 
 
 @torch.no_grad()
