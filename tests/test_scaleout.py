@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.app.runner import run_suite
 from harness.app.status import suite_status
@@ -52,16 +53,25 @@ def _harness(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_two_workers_share_out_the_cells_each_trained_once(suite: Path, tmp_path: Path) -> None:
+    """Two workers on one device (--per-device 2, as several cells share a GPU), the cells
+    with the most updates claimed first (--order most-updates)."""
     results = tmp_path / "results"
-    run = _harness("run", str(suite), "--workers", "2", "--results", str(results))
+    run = _harness(
+        "run", str(suite), "--devices", "cpu", "--per-device", "2", "--order", "most-updates",
+        "--results", str(results),
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr + run.stdout
     out = run.stdout + run.stderr
     assert "2 workers on cpu, cpu" in out
-    cells = {c.cell_id for c in load_suite(suite).cells}
+    loaded = load_suite(suite)
+    cells = {c.cell_id for c in loaded.cells}
     rows = read_runs(results)
     assert sorted(rows["cell_id"]) == sorted(cells) and (rows["status"] == "ok").all()
     trained = [line.split()[2] for line in out.splitlines() if "] train " in line]
     assert sorted(trained) == sorted(cells)  # no cell trained twice
+    # The two lr cells (8 updates each; the batch cells 6) were the first two claimed.
+    longest = {c.cell_id for c in loaded.cells if c.plan.updates == 8}
+    assert len(longest) == 2 and set(trained[:2]) == longest
     assert {line.split("]")[0] for line in out.splitlines() if "] train " in line} <= {
         "[cpu#0",
         "[cpu#1",
@@ -77,6 +87,46 @@ def test_workers_refuse_force_and_a_device(suite: Path, tmp_path: Path) -> None:
     assert "Traceback" not in forced.stderr
     both = _harness("run", str(suite), "--workers", "2", "--devices", "cpu")
     assert both.returncode == 2 and "disagree" in both.stderr
+
+
+def test_workers_per_device_and_their_memory_caps() -> None:
+    from harness.app.fanout import memory_fractions, worker_devices
+
+    assert worker_devices("cpu", None, 3) == ["cpu"] * 3
+    assert worker_devices("cpu,cpu", None) == ["cpu", "cpu"]
+    with pytest.raises(UserError, match="--per-device 0: must be in 1..64"):
+        worker_devices("cpu", None, 0)
+    # cuda and cuda:0 are one device: its two workers get half of it each.
+    assert memory_fractions(["cuda:0", "cuda", "cuda:1", "cpu", "cpu"]) == [
+        0.5, 0.5, None, None, None,
+    ]  # fmt: skip
+    assert memory_fractions(["cuda:0"] * 4) == [0.25] * 4
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device is visible"):
+            worker_devices("cuda:0,cuda:0", None)  # a GPU named twice is fine where it exists
+
+
+def test_cell_order_and_memory_fraction_are_checked(suite: Path, tmp_path: Path) -> None:
+    from harness.app.runner import order_cells
+
+    loaded = load_suite(suite)
+    updates = [c.plan.updates for c in order_cells(loaded.cells, "most-updates")]
+    assert updates == sorted(updates, reverse=True) and updates[0] > updates[-1]
+    fewest = [c.plan.updates for c in order_cells(loaded.cells, "fewest-updates")]
+    assert fewest == sorted(fewest)
+    assert order_cells(loaded.cells, "suite") == loaded.cells
+    bad = _harness("run", str(suite), "--order", "random", "--results", str(tmp_path / "r"))
+    assert bad.returncode == 2 and "--order random: choose one of suite, most-updates" in bad.stderr
+    for args, message in (
+        (["--memory-fraction", "0.5", "--device", "cpu"], "caps a CUDA device's memory"),
+        (["--memory-fraction", "1.5"], "must be in (0, 1]"),
+        (["--memory-fraction", "0.5", "--workers", "2"], "drop --memory-fraction"),
+        (["--per-device", "2"], "--per-device K: give --devices"),
+    ):
+        out = _harness("run", str(suite), "--results", str(tmp_path / "r"), *args)
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()  # nothing half-written
 
 
 def test_status_names_each_state_of_a_cell(suite: Path, tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ parent only starts them, relays their lines with a ``[device]`` prefix, and show
 suite's state (harness.app.status) as cells end: one view of the suite, not K logs.
 
 ``--workers K`` without ``--devices``: the first K GPUs when CUDA is there, otherwise K CPU
-workers with ``cores / K`` threads each. ``--force`` is refused: a worker would retrain the
+workers with ``cores / K`` threads each. ``--per-device K`` (or a device named K times) puts
+K workers on each device, each capped at 1/K of a GPU's memory (``--memory-fraction``). ``--force`` is refused: a worker would retrain the
 cells the others just finished.
 """
 
@@ -32,21 +33,33 @@ from harness.errors import EXIT_FAILED, EXIT_PAUSED, EXIT_USER_ERROR, STOP_SIGNA
 _CELL_END = ("ok ", "diverged ", "fail ", "pause ")
 
 
-def worker_devices(devices: str | None, workers: int | None) -> list[str]:
-    """The device of each worker, from --devices or --workers."""
+MAX_PER_DEVICE = 64
+
+
+def worker_devices(
+    devices: str | None, workers: int | None, per_device: int | None = None
+) -> list[str]:
+    """The device of each worker, from --devices or --workers, each repeated --per-device times.
+
+    A device named K times (cuda:0,cuda:0) is K workers on it, as --devices cuda:0
+    --per-device K is: several cells on one GPU at once, each worker's memory capped at 1/K
+    of the device (`memory_fractions`). Worth it where a cell is launch-bound (small batches:
+    one cell leaves most of the GPU idle between kernels).
+    """
+    repeat = 1 if per_device is None else per_device
+    if not 1 <= repeat <= MAX_PER_DEVICE:
+        raise UserError(f"--per-device {per_device}: must be in 1..{MAX_PER_DEVICE}")
     if devices is not None:
         names = [d.strip() for d in devices.split(",") if d.strip()]
         if not names:
             raise UserError("--devices: give a comma-separated list, e.g. cuda:0,cuda:1")
-        if len(set(names)) != len(names) and any(n != "cpu" for n in names):
-            raise UserError(f"--devices {devices}: a GPU is named twice; name each once")
         if workers is not None and workers != len(names):
             raise UserError(f"--workers {workers} and --devices {devices} disagree; give one")
         from harness.app.runner import resolve_device
 
-        for name in names:
+        for name in dict.fromkeys(names):
             resolve_device(name, "--devices")  # here, once, rather than in every worker
-        return names
+        return [name for name in names for _ in range(repeat)]
     assert workers is not None
     if workers < 1:
         raise UserError(f"--workers {workers}: must be at least 1")
@@ -54,11 +67,23 @@ def worker_devices(devices: str | None, workers: int | None) -> list[str]:
         count = torch.cuda.device_count()
         if workers > count:
             raise UserError(
-                f"--workers {workers}: only {count} GPU(s) visible; use --workers {count} or "
-                "--devices cpu,cpu,... for CPU workers"
+                f"--workers {workers}: only {count} GPU(s) visible; use --workers {count} "
+                f"--per-device {-(-workers // count)}, or --devices cpu,cpu,... for CPU workers"
             )
-        return [f"cuda:{i}" for i in range(workers)]
-    return ["cpu"] * workers
+        return [f"cuda:{i}" for i in range(workers) for _ in range(repeat)]
+    return ["cpu"] * (workers * repeat)
+
+
+def memory_fractions(devices: Sequence[str]) -> list[float | None]:
+    """Each worker's cap on its GPU's memory: 1/K for the K workers sharing a CUDA device
+    (by its index: cuda and cuda:0 are one device), none for a GPU of its own or the CPU."""
+    def key(name: str) -> tuple[str, int | None]:
+        device = torch.device(name)
+        return device.type, (device.index or 0) if device.type == "cuda" else None
+
+    keys = [key(d) for d in devices]
+    shared = {k: keys.count(k) for k in keys}
+    return [1.0 / shared[k] if k[0] == "cuda" and shared[k] > 1 else None for k in keys]
 
 
 def run_workers(
@@ -108,12 +133,15 @@ def run_workers(
 
     on_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS} if on_main else {}
+    fractions = memory_fractions(devices)
     try:
         for i, device in enumerate(devices):
             env = dict(os.environ, PYTHONUNBUFFERED="1", HARNESS_WORKER=str(i))
             if device == "cpu":
                 env["OMP_NUM_THREADS"] = str(threads)
             cmd = [sys.executable, "-m", "harness", "run", *argv, "--device", device]
+            if fractions[i] is not None:
+                cmd += ["--memory-fraction", f"{fractions[i]:.6g}"]
             proc = subprocess.Popen(
                 cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )

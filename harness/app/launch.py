@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.app import cluster, fanout
 from harness.app.recipes import stale_recipes_line
-from harness.app.runner import check_stop_after, run_suite
+from harness.app.runner import check_stop_after, order_cells, run_suite
 from harness.config.suite import Suite, load_suite
 from harness.errors import EXIT_PAUSED, UserError
 from harness.train.replica import launched_by_torchrun, shutdown
@@ -37,16 +37,28 @@ def run_command(
     executor: str | None,
     cluster_flags: dict[str, int | str | None],
     wait: bool,
+    order: str = "suite",
+    per_device: int | None = None,
+    memory_fraction: float | None = None,
 ) -> int:
     """`harness run`: the exit status."""
     check_stop_after(stop_after)  # here too: a fan-out's workers would each refuse it
+    order_cells((), order)  # a bad --order, before anything starts
     loaded = load_suite(suite, overrides=overrides or ())
     folder = results or Path("results") / loaded.name
     if int(os.environ.get("RANK", "0")) == 0:
         line = stale_recipes_line(loaded, folder)
         if line:
             print(line, file=sys.stderr)
-    if executor is not None or devices is not None or workers is not None:
+    fanning = executor is not None or devices is not None or workers is not None
+    if per_device is not None and not fanning:
+        raise UserError("--per-device K: give --devices (or --workers) to put K workers on each")
+    if fanning:
+        if memory_fraction is not None:
+            raise UserError(
+                "--memory-fraction with --devices/--workers: each worker sharing a GPU gets "
+                "1/K of it (--per-device K); drop --memory-fraction"
+            )
         return scale_out(
             loaded,
             tuple(overrides or ()),
@@ -56,8 +68,17 @@ def run_command(
             workers=workers,
             cluster_flags=cluster_flags,
             worker_args=worker_args(
-                suite, overrides, folder, only, data, max_micro_batch, compile_model, stop_after
+                suite,
+                overrides,
+                folder,
+                only,
+                data,
+                max_micro_batch,
+                compile_model,
+                stop_after,
+                order,
             ),
+            per_device=per_device,
             only=only,
             data=data,
             wait=wait,
@@ -76,6 +97,8 @@ def run_command(
             compile_model=compile_model,
             stop_after=stop_after,
             keep_signals=True,  # a signal after the last cell must not kill the exit
+            order=order,
+            memory_fraction=memory_fraction,
         )
     finally:
         shutdown()
@@ -97,9 +120,10 @@ def worker_args(
     max_micro_batch: int | None,
     compile_model: bool | None,
     stop_after: float | None,
+    order: str = "suite",
 ) -> list[str]:
     """The `harness run` options a fan-out worker gets (all but --device and the fan-out's)."""
-    args = [str(suite), "--results", str(results)]
+    args = [str(suite), "--results", str(results), "--order", order]
     for item in overrides or ():
         args += ["--set", item]
     for flag, value in (
@@ -130,6 +154,7 @@ def scale_out(
     wait: bool,
     device: str | None,
     force: bool,
+    per_device: int | None = None,
 ) -> int:
     """--executor, --devices, --workers: the exit status of the whole suite."""
     if launched_by_torchrun():
@@ -142,8 +167,10 @@ def scale_out(
     if device is not None:
         raise UserError("--device with --devices/--workers/--executor: name devices in --devices")
     if executor is not None:
-        if devices is not None or workers is not None:
-            raise UserError("--executor with --devices/--workers: give one way to scale out")
+        if devices is not None or workers is not None or per_device is not None:
+            raise UserError(
+                "--executor with --devices/--workers/--per-device: give one way to scale out"
+            )
         settings = cluster.cluster_settings(loaded, cluster_flags)
         return cluster.submit(
             loaded,
@@ -155,5 +182,5 @@ def scale_out(
             data=data,
             wait=wait,
         )
-    names = fanout.worker_devices(devices, workers)
+    names = fanout.worker_devices(devices, workers, per_device)
     return fanout.run_workers(loaded, worker_args, names, results, only)

@@ -116,6 +116,45 @@ def resolve_device(name: str | None, flag: str = "--device") -> Any:
     return device
 
 
+CELL_ORDERS = ("suite", "most-updates", "fewest-updates")
+
+
+def order_cells(cells: tuple[Cell, ...], order: str) -> tuple[Cell, ...]:
+    """The cells in the order a runner claims them (--order).
+
+    "suite": as the suite lists them. "most-updates": the cells with the most optimizer steps
+    first, the longest-processing-time rule: when K workers share the cells (--devices,
+    --per-device), the long, launch-bound cells start at once instead of last, and the run's
+    wall clock is the longest cell's, not the sum of a queue. "fewest-updates": the most
+    finished cells per minute on one worker. Ties keep the suite's order.
+    """
+    if order not in CELL_ORDERS:
+        raise UserError(f"--order {order}: choose one of {', '.join(CELL_ORDERS)}")
+    if order == "suite":
+        return cells
+    sign = -1 if order == "most-updates" else 1
+    return tuple(sorted(cells, key=lambda c: sign * c.plan.updates))
+
+
+def check_memory_fraction(fraction: float | None, device: Any) -> None:
+    """--memory-fraction: a number in (0, 1], and only for a CUDA device; then the cap is set
+    (torch.cuda.set_per_process_memory_fraction: the caching allocator refuses more, and the
+    cell fails as out of memory instead of starving the device's other workers)."""
+    if fraction is None:
+        return
+    if not (math.isfinite(fraction) and 0 < fraction <= 1):
+        raise UserError(
+            f"--memory-fraction {fraction}: must be in (0, 1], the share of the GPU's memory "
+            "this process may take (e.g. 0.25 for one of four workers on a device)"
+        )
+    if device.type != "cuda":
+        raise UserError(
+            f"--memory-fraction {fraction}: caps a CUDA device's memory; this run is on "
+            f"{device.type}: drop the option"
+        )
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+
+
 def check_stop_after(seconds: float | None) -> None:
     """--stop-after must be a finite, non-negative number of seconds (nan, inf, -1 refused)."""
     if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
@@ -317,6 +356,8 @@ def run_suite(
     stop_after: float | None = None,
     console: RunConsole | None = None,
     keep_signals: bool = False,
+    order: str = "suite",
+    memory_fraction: float | None = None,
 ) -> RunSummary:
     """Train the selected cells of `suite` into `results` (default results/<suite name>).
 
@@ -326,11 +367,13 @@ def run_suite(
     `console`: what the run says, and hears after every epoch (default: a `RunConsole` on
     stderr, quiet on data-parallel ranks but 0). `keep_signals`: the process ends after this
     call (the CLI), so SIGTERM/SIGUSR1/SIGUSR2 stay caught after the cells are done.
+    `order`: which cell is claimed first (`order_cells`). `memory_fraction`: a cap on this
+    process's share of the GPU's memory (`check_memory_fraction`).
     """
     check_stop_after(stop_after)
     deadline = None if stop_after is None else time.monotonic() + stop_after
     results = results or Path("results") / suite.name
-    cells = select_some(suite, only)
+    cells = order_cells(select_some(suite, only), order)
     execution = jobs.execution(suite.spec.execution, cells, max_micro_batch, compile_model)
     replica = None
     torch_device = None
@@ -341,6 +384,7 @@ def run_suite(
         replica = from_environment(device)
     else:
         torch_device = resolve_device(device)  # before anything is scanned or loaded
+    check_memory_fraction(memory_fraction, torch_device if replica is None else replica.device)
     main = replica is None or replica.is_main
     say = RunConsole(quiet=not main) if console is None else console
     done = set() if force or not main else _finished(results, say)

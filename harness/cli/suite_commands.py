@@ -70,6 +70,29 @@ def run(
             rich_help_panel="Scale out",
         ),
     ] = None,
+    per_device: Annotated[
+        int | None,
+        typer.Option(
+            help="K workers on each device of --devices/--workers (several cells on one GPU at "
+            "once, each capped at 1/K of its memory): for launch-bound, small-batch cells.",
+            rich_help_panel="Scale out",
+        ),
+    ] = None,
+    order: Annotated[
+        str,
+        typer.Option(
+            help="Which cells are claimed first: suite (as listed), most-updates (the long "
+            "cells first: shortest wall clock for K workers) or fewest-updates.",
+        ),
+    ] = "suite",
+    memory_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="CUDA: cap this process at this share of the GPU's memory (0-1]; "
+            "--per-device sets it for each worker.",
+            rich_help_panel="Scale out",
+        ),
+    ] = None,
     executor: Annotated[
         str | None,
         typer.Option(
@@ -124,6 +147,9 @@ def run(
             "array_parallelism": array_parallelism,
         },
         wait=wait,
+        order=order,
+        per_device=per_device,
+        memory_fraction=memory_fraction,
     )
     if code:
         raise typer.Exit(code)
