@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 import torch
@@ -30,7 +32,9 @@ def test_bench_cli_writes_one_row_per_measurement(cli, tmp_path):
     rows = pd.read_parquet(path)
     assert len(rows) == 4
     assert sorted(rows["impl"]) == ["harness", "harness", "reference", "reference"]
+    assert (rows["mode"] == "eager").all() and rows["cudagraph_skips"].isna().all()
     harness = rows[rows["impl"] == "harness"].set_index("batch_size")
+    assert (harness["ratio_to_eager"] == 1.0).all()
     assert list(harness["micro_batch"]) == [32, 32]  # B 64 as two even micro-batches
     assert (harness["syncs_per_step"] == 0).all()
     assert (rows["images_per_s"] > 0).all()
@@ -38,6 +42,31 @@ def test_bench_cli_writes_one_row_per_measurement(cli, tmp_path):
     assert (rows["images_per_s"] <= rows["images_per_s_max"]).all()
     for column in ("device_name", "torch_version", "git_commit", "warmup_s", "step_time_s"):
         assert rows[column].notna().all(), column
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None,
+    reason="torch.compile on the CPU needs a C++ compiler (c++ or g++ on PATH)",
+)
+def test_bench_measures_the_captured_step_beside_eager_in_one_process(cli, tmp_path):
+    """--modes eager,captured: both harness steps and the plain loop at each batch size, with
+    the captured step's ratio to eager. On the CPU inductor captures no CUDA graphs (each
+    compiled graph counts as a skip); on a GPU the skips must be 0."""
+    out = tmp_path / "bench"
+    result = cli(
+        "bench", "--device", "cpu", "--model", "small_cnn", "--batch-sizes", "32",
+        "--ghost", "16", "--steps", "1", "--repeats", "1", "--data", "synthetic",
+        "--modes", "eager,captured", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "harness captured" in result.stdout and "/eager" in result.stdout
+    rows = pd.read_parquet(next(out.glob("*.parquet"))).set_index("mode")
+    assert list(rows.index) == ["eager", "captured", "eager"]
+    captured = rows[rows["impl"] == "harness"].loc["captured"]
+    assert captured["compile_mode"] == "reduce-overhead" and captured["compile"]
+    assert captured["ratio_to_eager"] > 0 and captured["cudagraph_skips"] >= 0
+    assert captured["warmup_s"] > 0
 
 
 def test_bench_cli_rejects_a_bad_batch_list(cli, tmp_path):
@@ -68,7 +97,9 @@ def test_count_syncs_counts_host_reads():
     assert count_syncs(lambda: t * 2) == 0
 
 
-@pytest.mark.parametrize("bad", ["--model=resnet", "--precision=fp16", "--data=imagenet"])
+@pytest.mark.parametrize(
+    "bad", ["--model=resnet", "--precision=fp16", "--data=imagenet", "--modes=eager,graphs"]
+)
 def test_bench_cli_names_the_bad_option(cli, tmp_path, bad):
     result = cli("bench", bad, "--out", str(tmp_path))
     assert result.returncode == 2

@@ -33,6 +33,24 @@ BENCH_MODELS: dict[str, tuple[str, dict[str, int]]] = {
     "small_cnn": ("small_cnn", {"width": 16}),
 }
 SYNTHETIC_TRAIN = 2048  # images in the synthetic bench set (random batches are drawn from it)
+# The harness step's variants, each measured beside the plain loop in one process: eager, the
+# inductor-compiled step, and the captured step (compile mode reduce-overhead: CUDA graphs).
+STEP_MODES: dict[str, tuple[bool, str]] = {
+    "eager": (False, "default"),
+    "compile": (True, "default"),
+    "captured": (True, "reduce-overhead"),
+}
+
+
+def parse_modes(text: str) -> list[str]:
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    bad = [m for m in modes if m not in STEP_MODES]
+    if not modes or bad:
+        raise UserError(
+            f"--modes {text!r}: give some of {', '.join(STEP_MODES)}, comma-separated "
+            "(e.g. eager,captured)"
+        )
+    return list(dict.fromkeys(modes))
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -60,8 +78,14 @@ def run_bench(
     max_micro_batch: int | None,
     ghost: int,
     workers: int | None,
+    modes: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure every batch size (harness, then reference), print a table, write the rows."""
+    """Measure every batch size (the harness step in each of `modes`, then the reference),
+    print a table, write the rows. `compile_model` compiles the reference too and is the mode
+    "compile" of the harness step; `modes` (default eager) may not be given with it."""
+    if compile_model and modes is not None:
+        raise UserError("--compile with --modes: give --modes compile (or captured) instead")
+    modes = ["compile"] if compile_model else (modes or ["eager"])
     if model not in BENCH_MODELS:
         raise UserError(f"--model {model!r}: choose one of {', '.join(sorted(BENCH_MODELS))}")
     if precision not in ("fp32", "bf16"):
@@ -104,23 +128,31 @@ def run_bench(
             repeats=repeats,
             workers=workers,
         )
-        harness = bench_harness(setup, device_data)
+        measured = []
+        for mode in modes:
+            compiled, compile_mode = STEP_MODES[mode]
+            variant = replace(setup, compile=compiled, compile_mode=compile_mode)
+            measured.append((mode, bench_harness(variant, device_data)))
         reference = bench_reference(
             replace(setup), images, labels, device_data.mean, device_data.std, torch_device
         )
-        ratio = harness.images_per_s / reference.images_per_s
-        for m in (harness, reference):
+        measured.append(("compile" if compile_model else "eager", reference))
+        eager = next((m for mode, m in measured if mode == "eager" and m.impl == "harness"), None)
+        for mode, m in measured:
             low, high = m.images_per_s_range
+            harness_row = m.impl == "harness"
             rows.append(
                 {
                     "measured_at": stamp,
                     "impl": m.impl,
+                    "mode": mode,
                     "model": model,
                     "batch_size": batch,
                     "micro_batch": m.micro_batch,
                     "ghost_size": ghost,
                     "precision": precision,
-                    "compile": compile_model,
+                    "compile": STEP_MODES[mode][0],
+                    "compile_mode": STEP_MODES[mode][1],
                     "data": data,
                     "steps": steps,
                     "repeats": repeats,
@@ -131,7 +163,14 @@ def run_bench(
                     "warmup_s": m.warmup_s,
                     "peak_memory_bytes": m.peak_memory_bytes,
                     "syncs_per_step": m.syncs_per_step,
-                    "ratio_to_reference": ratio if m.impl == "harness" else 1.0,
+                    "cudagraph_skips": m.cudagraph_skips,
+                    "ratio_to_reference": m.images_per_s / reference.images_per_s,
+                    # The same process's eager harness step: what compiling / capturing buys.
+                    "ratio_to_eager": (
+                        m.images_per_s / eager.images_per_s
+                        if harness_row and eager is not None
+                        else None
+                    ),
                     "reference_workers": workers,
                     **env,
                 }
@@ -160,10 +199,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             r["model"],
             r["batch_size"],
             r["micro_batch"],
-            r["impl"],
+            r["impl"] if r["impl"] == "reference" and r["mode"] == "eager" else
+            f"{r['impl']} {r['mode']}",
             f"{r['images_per_s']:.0f} ({r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f})",
             _num(r["step_time_s"] * 1000, ".1f"),
             _num(r["ratio_to_reference"], ".2f") if r["impl"] == "harness" else "",
+            _num(r["ratio_to_eager"], ".2f") if r["impl"] == "harness" else "",
             _num(r["warmup_s"], ".1f"),
             _num(r["peak_memory_bytes"] and r["peak_memory_bytes"] / 2**20, ".0f"),
             _num(r["syncs_per_step"], ".0f"),
@@ -178,6 +219,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         "images/s median (min-max)",
         "step ms",
         "harness/ref",
+        "/eager",
         "warm-up+compile s",
         "peak MiB",
         "syncs/step",

@@ -79,12 +79,23 @@ def bench(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, mps.")] = None,
     model: Annotated[str, typer.Option(help="wrn16_4 or small_cnn.")] = "wrn16_4",
     batch_sizes: Annotated[
-        str, typer.Option(help="Images per optimizer step, comma-separated.")
-    ] = "128,512,5120",
+        str,
+        typer.Option(
+            help="Images per optimizer step, comma-separated (default: the paper's CIFAR-10 "
+            "batches, B0 = 128 and x5, x25, and the 5120 cap)."
+        ),
+    ] = "128,640,3200,5120",
     precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
     compile_model: Annotated[
         bool, typer.Option("--compile/--no-compile", help="torch.compile both models.")
     ] = False,
+    modes: Annotated[
+        str | None,
+        typer.Option(
+            help="The harness step's variants, each beside the plain loop: eager, compile, "
+            "captured (compile mode reduce-overhead: CUDA graphs on a GPU). Default eager."
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(help="Timed steps per repeat.")] = 10,
     repeats: Annotated[int, typer.Option(help="Timed repeats; the median is reported.")] = 3,
     out: Annotated[Path, typer.Option(help="Folder for the Parquet rows.")] = Path("results/bench"),
@@ -102,7 +113,7 @@ def bench(
 ) -> None:
     """Images/s of the harness's training step beside a plain PyTorch loop (DataLoader,
     nn.BatchNorm2d, torch.optim.SGD) at each batch size; prints a table, writes Parquet."""
-    from harness.app.bench import parse_batch_sizes, run_bench
+    from harness.app.bench import parse_batch_sizes, parse_modes, run_bench
 
     run_bench(
         device=device,
@@ -118,6 +129,7 @@ def bench(
         max_micro_batch=max_micro_batch,
         ghost=ghost,
         workers=workers,
+        modes=None if modes is None else parse_modes(modes),
     )
 
 

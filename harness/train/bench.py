@@ -48,6 +48,8 @@ class BenchSetup:
     ghost_size: int = 128
     precision: str = "fp32"
     compile: bool = False
+    # With compile: "reduce-overhead" is the captured step (CUDA graphs on a GPU).
+    compile_mode: str = "default"
     max_micro_batch: int | None = None
     channels_last: bool = False
     steps: int = 5  # per timed repeat
@@ -64,6 +66,9 @@ class Measurement:
     warmup_s: float  # first calls of every shape, compilation included
     peak_memory_bytes: int | None
     syncs_per_step: float | None
+    # Compiled steps: graphs inductor would not capture ("skipping cudagraphs due to ...");
+    # None for an eager step.
+    cudagraph_skips: int | None = None
 
     @property
     def step_time_s(self) -> float:
@@ -140,13 +145,17 @@ def bench_harness(setup: BenchSetup, data: DeviceData) -> Measurement:
         max_micro_batch=setup.max_micro_batch,
         channels_last=setup.channels_last,
         compile=setup.compile,
+        compile_mode=setup.compile_mode,  # type: ignore[arg-type]
     )
     micro = step_micro_batch(setup.batch_size, execution, setup.ghost_size)
     base = _build(setup, device)
     optimizer = build_optimizer(base.parameters(), BENCH_OPTIMIZER, device)
     model: nn.Module = base
     if setup.compile:
-        model = torch.compile(base, dynamic=False)  # type: ignore[assignment]
+        model = torch.compile(  # type: ignore[assignment]
+            base, dynamic=False, mode=execution.compile_mode
+        )
+    skips_before = _cudagraph_skips() if setup.compile else 0
     generator = torch.Generator(device=device).manual_seed(0)
     order = torch.Generator().manual_seed(0)
     model.train()
@@ -156,19 +165,38 @@ def bench_harness(setup: BenchSetup, data: DeviceData) -> Measurement:
         if indices.numel() < setup.batch_size:
             indices = _repeat(indices, setup)
         return train_step(
-            model, optimizer, data, indices.to(device), micro, generator, setup.precision
+            model,
+            optimizer,
+            data,
+            indices.to(device),
+            micro,
+            generator,
+            setup.precision,
+            keep_grads=execution.graphs,
         )
 
     _reset_peak(device)
     synchronize(device)
     start = time.perf_counter()
-    step()  # compile / autotune: the one shape of this measurement
-    step()
+    # Compile / autotune: the one shape of this measurement. CUDA graph trees run the first
+    # call eagerly and record the second, so a captured step replays from the third.
+    for _ in range(3 if execution.graphs else 2):
+        step()
     synchronize(device)
     warmup_s = time.perf_counter() - start
     syncs = None if setup.compile else count_syncs(step)
     times = _time_steps(step, device, setup)
-    return Measurement("harness", micro, times, setup.batch_size, warmup_s, _peak(device), syncs)
+    skips = _cudagraph_skips() - skips_before if setup.compile else None
+    return Measurement(
+        "harness", micro, times, setup.batch_size, warmup_s, _peak(device), syncs, skips
+    )
+
+
+def _cudagraph_skips() -> int:
+    """Graphs inductor declined to capture so far in this process (0 before any compile)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
 
 
 def _repeat(indices: torch.Tensor, setup: BenchSetup) -> torch.Tensor:
