@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from tabulate import tabulate
 
+from harness.app.estimate import BENCH_MODELS
 from harness.app.runner import resolve_device
 from harness.core.execution import micro_batch_problem
 from harness.data.cifar10 import load_cifar10, resolve_data_root, synthetic_cifar10
@@ -28,10 +29,6 @@ from harness.fsio import atomic_path
 from harness.results.provenance import environment
 from harness.train.bench import BenchSetup, bench_harness, bench_reference
 
-BENCH_MODELS: dict[str, tuple[str, dict[str, int]]] = {
-    "wrn16_4": ("wrn", {"depth": 16, "width": 4}),
-    "small_cnn": ("small_cnn", {"width": 16}),
-}
 SYNTHETIC_TRAIN = 2048  # images in the synthetic bench set (random batches are drawn from it)
 # The harness step's variants, each measured beside the plain loop in one process: eager, the
 # inductor-compiled step, and the captured step (compile mode reduce-overhead: CUDA graphs).

@@ -7,6 +7,7 @@ imports the app module that does its work when it runs, so `harness plan` never 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,6 +20,29 @@ def plan(
     overrides: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     only: OnlyOption = None,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Per cell: images, steps and device-seconds from the `harness bench` rows of "
+            "a device (step time per batch size), and the total for --per-device K workers.",
+            rich_help_panel="Estimate",
+        ),
+    ] = False,
+    bench: Annotated[
+        Path,
+        typer.Option(help="Folder of bench rows.", rich_help_panel="Estimate"),
+    ] = Path("results/bench"),
+    device_name: Annotated[
+        str | None,
+        typer.Option(
+            help="The device whose rows to use (part of its name, e.g. H200).",
+            rich_help_panel="Estimate",
+        ),
+    ] = None,
+    per_device: Annotated[
+        int, typer.Option(help="Workers sharing the device.", rich_help_panel="Estimate")
+    ] = 1,
 ) -> None:
     """Every cell's schedule (lr, batch, momentum, noise scale per phase) and update count."""
     from harness.app import plan as plan_module
@@ -26,6 +50,11 @@ def plan(
 
     loaded = load_suite(suite, overrides=overrides or ())
     cells = select_some(loaded, only)
+    if estimate:
+        from harness.app.estimate import print_estimate
+
+        print_estimate(cells, bench, device_name, per_device)
+        return
     if as_json:
         print(json.dumps(plan_module.plan_json(loaded, cells), indent=2))
     else:

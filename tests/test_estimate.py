@@ -1,0 +1,85 @@
+"""`harness plan --estimate`: device-seconds per cell from real `harness bench` rows."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.app.estimate import StepModel, estimate, makespan
+from harness.config.suite import load_suite
+
+SUITE = """\
+name: est
+dataset: {name: synthetic, train_size: 256, test_size: 64}
+models: {small: {name: small_cnn, width: 16}}
+optimizers: {momentum: {kind: momentum, lr: 0.05, momentum: 0.9}}
+schedule: {epochs: 4, milestones: [2, 3], factor: 2, batch_size: 32}
+schedules:
+  decaying: {realization: lr}
+  increasing: {realization: batch}
+training: {ghost_batch_size: 16}
+execution: {eval_batch_size: 64}
+experiments: [{name: grid, optimizers: [momentum], schedules: [decaying, increasing]}]
+"""
+
+
+def test_step_time_line_through_the_measured_sizes():
+    exact = StepModel.fit({128: 0.004, 640: 0.006, 3200: 0.016})
+    assert exact.step_s(640) == 0.006  # a measured size is its measurement
+    assert exact.fixed_s > 0 and exact.per_image_s > 0
+    two = StepModel.fit({100: 0.002, 300: 0.004})
+    assert two.fixed_s == pytest.approx(0.001) and two.per_image_s == pytest.approx(1e-5)
+    assert two.step_s(200) == pytest.approx(0.003)
+    # A line that would start below zero goes through the origin instead.
+    origin = StepModel.fit({100: 0.001, 200: 0.003})
+    assert origin.fixed_s == 0 and origin.step_s(150) > 0
+    assert StepModel.fit({128: 0.01}).step_s(256) == pytest.approx(0.02)
+
+
+def test_longest_first_assignment():
+    assert makespan([5, 4, 3, 3, 1], 2) == 8  # {5, 3} and {4, 3, 1}
+    assert makespan([5, 4], 4) == 5
+    assert makespan([1.0] * 6, 1) == 6
+
+
+def test_estimate_from_real_bench_rows(cli, tmp_path: Path):
+    bench = tmp_path / "bench"
+    made = cli(
+        "bench", "--device", "cpu", "--model", "small_cnn", "--batch-sizes", "32,64",
+        "--ghost", "16", "--steps", "1", "--repeats", "1", "--data", "synthetic",
+        "--out", str(bench),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    suite_path = tmp_path / "est.yaml"
+    suite_path.write_text(textwrap.dedent(SUITE))
+    cells = load_suite(suite_path).cells
+    rows = pd.read_parquet(next(bench.glob("*.parquet")))
+    harness = rows[rows["impl"] == "harness"].set_index("batch_size")["step_time_s"]
+    device, estimates, totals = estimate(cells, bench, None, 2)
+    assert device == rows["device_name"].iloc[0]
+    line = StepModel.fit({int(b): float(t) for b, t in harness.items()})
+    for item in estimates:
+        cell = item.cell
+        expected = sum(p.updates * line.step_s(p.batch_size) for p in cell.plan.phases)
+        expected += cell.plan.epochs * 64 * line.per_image_s / 3
+        assert item.seconds == pytest.approx(expected)
+        assert item.steps == cell.plan.updates
+        assert item.images == sum(p.updates * p.batch_size for p in cell.plan.phases)
+    assert totals["serial_s"] == pytest.approx(sum(e.seconds for e in estimates))
+    assert totals["best_s"] <= totals["serial_s"]
+    assert math.isfinite(totals["best_s"]) and totals["best_s"] > 0
+
+    shown = cli("plan", str(suite_path), "--estimate", "--bench", str(bench), "--per-device", "2")
+    assert shown.returncode == 0, shown.stderr
+    assert all(c.cell_id in shown.stdout for c in cells)
+    assert "2 workers on the device" in shown.stdout
+
+    empty = cli("plan", str(suite_path), "--estimate", "--bench", str(tmp_path / "none"))
+    assert empty.returncode == 2 and "no bench rows there" in empty.stderr
+    assert "Traceback" not in empty.stderr
+    other = cli("plan", str(suite_path), "--estimate", "--bench", str(bench), "--device-name", "H200")
+    assert other.returncode == 2 and "--device-name H200: no bench rows" in other.stderr
