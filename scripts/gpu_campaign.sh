@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One ten-minute command of a GPU campaign: continue the suite's cells from the state an
-# earlier command left, train as many as fit, and pack the new state into OUTDIR.
+# earlier command left, train K of them side by side on the one device under one deadline,
+# and pack the new state into OUTDIR.
 #
 #   scripts/gpu_campaign.sh OUTDIR
 #
@@ -13,27 +14,35 @@
 #   .gpu/cifar10-jpeg/    the CIFAR-10 pack and its unpack.py
 #   .gpu/state/           the previous command's OUTDIR files (absent on the first command)
 # What comes out, in OUTDIR (at most 8 files, each under 16 MiB):
-#   state.tar.gz.part-aa ...   results folder: runs/curves rows, bench rows, checkpoints of
-#                              paused cells, logs (split -b 15M; `cat parts | tar -xz` joins)
+#   state.tar.gz.part-aa ...   results folder: runs/curves rows, bench rows, the report, the
+#                              checkpoints of paused cells (a WRN-16-4 one with momentum is
+#                              ~22 MB), logs (split -b 15M; `cat parts | tar -xz` joins them)
 #   campaign.log               this command's output
 # To continue: copy OUTDIR's files into .gpu/state/ of the checkout and run again.
 #
 # Order: pip install (--target /tmp/site), unpack CIFAR-10, unpack the carried state, bench
-# (first command only), then cells with the fewest updates first, each `harness run --only`
-# with --stop-after set to what is left of the budget, so a cell that does not fit pauses at
-# an epoch boundary and the next command resumes it. Finished cells are skipped by
-# `harness run` itself before any data loads.
+# (first command only: the harness step eager and captured beside the plain loop at the
+# paper's batch sizes), then ONE `harness run --devices DEVICE --per-device K --order
+# most-updates --stop-after LEFT`: K workers share the device (each capped at 1/K of its
+# memory) and claim the cells with the most updates first, the long launch-bound ones that
+# leave a GPU idle between kernels; every cell pauses at the last epoch boundary before the
+# deadline (a checkpoint the next command resumes). Finished cells are skipped by `harness run`
+# itself before any data loads. Then `harness report` and the packing.
 #
 # Settings (environment):
 #   CAMPAIGN_SUITE    suite file (default suites/cifar.yaml)
 #   CAMPAIGN_BUDGET   seconds for this command, packing excluded (default 540: 9 minutes)
-#   CAMPAIGN_MARGIN   seconds kept for packing (default 30)
-#   CAMPAIGN_DEVICE   --device for run and bench (default cuda)
+#   CAMPAIGN_MARGIN   seconds kept for the report and packing (default 30)
+#   CAMPAIGN_DEVICE   --devices for run, --device for bench (default cuda:0)
+#   CAMPAIGN_WORKERS  K, cells side by side on the device (default 4)
 #   CAMPAIGN_STATE    folder with the previous OUTDIR files (default .gpu/state)
 #   CAMPAIGN_BENCH    0 to skip the bench (default 1)
-#   CAMPAIGN_BENCH_ARGS  arguments of `harness bench` (default: wrn16_4 bf16 at 128,512,5120)
-#   CAMPAIGN_ONLY     a pattern passed to `harness plan --only` to restrict the cells
-#   CAMPAIGN_STOP_AFTER  a smaller --stop-after per cell (the dry-run test: one epoch a cell)
+#   CAMPAIGN_BENCH_ARGS  arguments of `harness bench` (default: wrn16_4 bf16, eager and
+#                     captured, at 128,640,3200,5120, 10 steps x 3 repeats)
+#   CAMPAIGN_BENCH_TIMEOUT  seconds the bench may take before it is cut off (default 120)
+#   CAMPAIGN_ONLY     an --only pattern restricting the cells (default: all)
+#   CAMPAIGN_RUN_ARGS more `harness run` options (e.g. --set execution.compile=true)
+#   CAMPAIGN_STOP_AFTER  a smaller --stop-after (the dry-run test: one epoch a cell)
 #   HARNESS_DATA      a folder already holding cifar-10-batches-py (skips the unpack)
 set -euo pipefail
 
@@ -42,10 +51,12 @@ START=$(date +%s)
 SUITE=${CAMPAIGN_SUITE:-suites/cifar.yaml}
 BUDGET=${CAMPAIGN_BUDGET:-540}
 MARGIN=${CAMPAIGN_MARGIN:-30}
-DEVICE=${CAMPAIGN_DEVICE:-cuda}
+DEVICE=${CAMPAIGN_DEVICE:-cuda:0}
+WORKERS=${CAMPAIGN_WORKERS:-4}
 STATE=${CAMPAIGN_STATE:-.gpu/state}
 BENCH=${CAMPAIGN_BENCH:-1}
-BENCH_ARGS=${CAMPAIGN_BENCH_ARGS:-"--model wrn16_4 --precision bf16 --batch-sizes 128,512,5120"}
+BENCH_ARGS=${CAMPAIGN_BENCH_ARGS:-"--model wrn16_4 --precision bf16 --modes eager,captured --batch-sizes 128,640,3200,5120"}
+BENCH_TIMEOUT=${CAMPAIGN_BENCH_TIMEOUT:-120}
 PYTHON=${PYTHON:-python3}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/campaign.XXXXXX")
 RESULTS=$WORK/results
@@ -80,35 +91,35 @@ fi
 if [ "$first" = 1 ] && [ "$BENCH" = 1 ]; then
     say "bench: $BENCH_ARGS"
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
-    "$PYTHON" -m harness bench --device "$DEVICE" --out "$RESULTS/bench" $BENCH_ARGS ||
-        say "bench failed (rows of the cells still follow)"
+    timeout "$BENCH_TIMEOUT" "$PYTHON" -m harness bench --device "$DEVICE" --out "$RESULTS/bench" \
+        $BENCH_ARGS || say "bench failed or ran past ${BENCH_TIMEOUT}s (the cells still follow)"
 fi
 
-# Cells with the fewest updates first: the most finished cells per GPU-minute.
-cells=$("$PYTHON" - "$SUITE" "${CAMPAIGN_ONLY:-}" <<'EOF'
-import json, subprocess, sys
-args = [sys.executable, "-m", "harness", "plan", sys.argv[1], "--json"]
-if sys.argv[2]:
-    args += ["--only", sys.argv[2]]
-plan = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
-for cell in sorted(plan["cells"], key=lambda c: (c["updates"], c["cell_id"])):
-    print(cell["cell_id"])
-EOF
-)
+only=()
+if [ -n "${CAMPAIGN_ONLY:-}" ]; then
+    only=(--only "$CAMPAIGN_ONLY")
+fi
+remaining=$(left)
+if [ -n "${CAMPAIGN_STOP_AFTER:-}" ]; then
+    remaining=$CAMPAIGN_STOP_AFTER
+elif [ "$remaining" -le 0 ]; then
+    remaining=""
+fi
+if [ -n "$remaining" ]; then
+    say "cells: $WORKERS side by side on $DEVICE, longest first (--stop-after $remaining)"
+    # shellcheck disable=SC2086  # CAMPAIGN_RUN_ARGS is a list of words
+    "$PYTHON" -m harness run "$SUITE" --results "$RESULTS" "${only[@]}" --devices "$DEVICE" \
+        --per-device "$WORKERS" --order most-updates --stop-after "$remaining" \
+        ${CAMPAIGN_RUN_ARGS:-} || say "harness run exited $? (paused cells resume next command)"
+else
+    say "time is up before any cell; the cells wait for the next command"
+fi
 
-for cell in $cells; do
-    remaining=$(left)
-    if [ "$remaining" -le 0 ]; then
-        say "time is up; the remaining cells wait for the next command"
-        break
-    fi
-    if [ -n "${CAMPAIGN_STOP_AFTER:-}" ]; then
-        remaining=$CAMPAIGN_STOP_AFTER
-    fi
-    say "cell $cell (--stop-after $remaining)"
-    "$PYTHON" -m harness run "$SUITE" --results "$RESULTS" --only "$cell" --device "$DEVICE" \
-        --stop-after "$remaining" || say "cell $cell: harness run exited $? (see its row)"
-done
+"$PYTHON" -m harness status "$SUITE" --results "$RESULTS" "${only[@]}" || true
+if [ -d "$RESULTS/runs" ]; then  # rows exist once a cell has finished
+    "$PYTHON" -m harness report "$RESULTS" --out "$RESULTS/report/REPORT.md" >/dev/null ||
+        say "report failed (the rows are packed all the same)"
+fi
 
 say "packing $(du -sh "$RESULTS" | cut -f1) of results"
 rm -f "$OUTDIR"/state.tar.gz.part-*

@@ -53,6 +53,7 @@ def test_three_campaign_commands_equal_one_uninterrupted_run(tmp_path: Path) -> 
         **os.environ,
         "CAMPAIGN_SUITE": str(suite),
         "CAMPAIGN_DEVICE": "cpu",
+        "CAMPAIGN_WORKERS": "2",  # the two cells side by side, as four share the GPU
         "CAMPAIGN_STATE": str(state),
         "CAMPAIGN_STOP_AFTER": "0.01",
         "CAMPAIGN_BENCH_ARGS": "--model small_cnn --batch-sizes 32 --ghost 16 --steps 1 "
@@ -83,6 +84,12 @@ def test_three_campaign_commands_equal_one_uninterrupted_run(tmp_path: Path) -> 
         shutil.copytree(out, state)
     assert "bench:" in logs[0] and "bench:" not in logs[1] + logs[2]
     assert "pause" in logs[0] and "pause" in logs[1] and "continuing" in logs[2]
+    # Both cells trained side by side in each command, by two workers of the one device.
+    for log in logs:
+        assert "2 workers on cpu, cpu" in log and "--per-device" not in log
+        tags = {line.split()[0] for line in log.splitlines() if " pause " in line or " ok " in line}
+        assert {"[cpu#0]", "[cpu#1]"} <= tags, log
+    assert "report failed" not in "".join(logs)
 
     final = tmp_path / "final"
     final.mkdir()
@@ -90,9 +97,15 @@ def test_three_campaign_commands_equal_one_uninterrupted_run(tmp_path: Path) -> 
     joined = b"".join(p.read_bytes() for p in parts)
     subprocess.run(["tar", "-xz", "-C", str(final)], input=joined, check=True)
     assert list((final / "bench").glob("*.parquet"))
+    assert (final / "report" / "REPORT.md").read_text().strip()
 
     whole = tmp_path / "whole"
-    result = run_cli("run", str(suite), "--results", str(whole), "--device", "cpu")
+    # The threads each of the campaign's two CPU workers had (cores / workers): another
+    # thread count sums the convolutions in another order.
+    result = run_cli(
+        "run", str(suite), "--results", str(whole), "--device", "cpu",
+        env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
 
     def rows(folder: Path, kind: str, keys: list[str]) -> pd.DataFrame:
