@@ -83,3 +83,31 @@ def test_estimate_from_real_bench_rows(cli, tmp_path: Path):
     assert "Traceback" not in empty.stderr
     other = cli("plan", str(suite_path), "--estimate", "--bench", str(bench), "--device-name", "H200")
     assert other.returncode == 2 and "--device-name H200: no bench rows" in other.stderr
+
+
+def test_first_principles_script_counts_flops_and_kernels(tmp_path: Path):
+    """scripts/first_principles.py: FLOPs and kernels counted from the harness's own step, the
+    eager estimate never below the captured one, K workers never above one worker."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    suite_path = tmp_path / "est.yaml"
+    suite_path.write_text(textwrap.dedent(SUITE))
+    out = subprocess.run(
+        [sys.executable, "scripts/first_principles.py", str(suite_path), "--workers", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "GFLOP per training image" in lines[0] and "kernels per micro-batch" in lines[0]
+    flops = float(lines[0].split("counted: ")[1].split(" GFLOP")[0])
+    assert flops > 0
+    for cell in load_suite(suite_path).cells:
+        row = next(line for line in lines if line.startswith(cell.cell_id)).split()
+        eager, captured = float(row[-2]), float(row[-1])
+        assert int(row[-3]) == cell.plan.updates and eager >= captured >= 0
+    totals = {line.split(":")[0]: line for line in lines if "one worker" in line}
+    assert set(totals) == {"eager", "captured"}
