@@ -81,7 +81,9 @@ def test_estimate_from_real_bench_rows(cli, tmp_path: Path):
     empty = cli("plan", str(suite_path), "--estimate", "--bench", str(tmp_path / "none"))
     assert empty.returncode == 2 and "no bench rows there" in empty.stderr
     assert "Traceback" not in empty.stderr
-    other = cli("plan", str(suite_path), "--estimate", "--bench", str(bench), "--device-name", "H200")
+    other = cli(
+        "plan", str(suite_path), "--estimate", "--bench", str(bench), "--device-name", "H200"
+    )
     assert other.returncode == 2 and "--device-name H200: no bench rows" in other.stderr
 
 

@@ -94,7 +94,7 @@ def test_workers_per_device_and_their_memory_caps() -> None:
 
     assert worker_devices("cpu", None, 3) == ["cpu"] * 3
     assert worker_devices("cpu,cpu", None) == ["cpu", "cpu"]
-    with pytest.raises(UserError, match="--per-device 0: must be in 1..64"):
+    with pytest.raises(UserError, match=r"--per-device 0: must be in 1\.\.64"):
         worker_devices("cpu", None, 0)
     # cuda and cuda:0 are one device: its two workers get half of it each.
     assert memory_fractions(["cuda:0", "cuda", "cuda:1", "cpu", "cpu"]) == [

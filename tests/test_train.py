@@ -356,9 +356,12 @@ def test_captured_cell_records_cuda_graphs_in_the_warm_up(tmp_path):
     assert result.progress.status == "ok" and result.progress.updates == cell.plan.updates
     assert counters["inductor"]["cudagraph_skips"] == 0  # every graph captured
     assert len(set(graphs)) == 1, graphs  # nothing compiled while timed
-    eager = train_cell(cell, gpu_data, Execution(eval_batch_size=64, max_micro_batch=32),
-                       tmp_path / "e.pt")
-    assert result.final["final_test_loss"] == pytest.approx(eager.final["final_test_loss"], rel=1e-3)
+    eager = train_cell(
+        cell, gpu_data, Execution(eval_batch_size=64, max_micro_batch=32), tmp_path / "e.pt"
+    )
+    assert result.final["final_test_loss"] == pytest.approx(
+        eager.final["final_test_loss"], rel=1e-3
+    )
     torch._dynamo.reset()
 
 

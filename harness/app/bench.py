@@ -196,8 +196,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             r["model"],
             r["batch_size"],
             r["micro_batch"],
-            r["impl"] if r["impl"] == "reference" and r["mode"] == "eager" else
-            f"{r['impl']} {r['mode']}",
+            r["impl"]
+            if r["impl"] == "reference" and r["mode"] == "eager"
+            else f"{r['impl']} {r['mode']}",
             f"{r['images_per_s']:.0f} ({r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f})",
             _num(r["step_time_s"] * 1000, ".1f"),
             _num(r["ratio_to_reference"], ".2f") if r["impl"] == "harness" else "",

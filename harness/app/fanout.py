@@ -8,8 +8,8 @@ suite's state (harness.app.status) as cells end: one view of the suite, not K lo
 
 ``--workers K`` without ``--devices``: the first K GPUs when CUDA is there, otherwise K CPU
 workers with ``cores / K`` threads each. ``--per-device K`` (or a device named K times) puts
-K workers on each device, each capped at 1/K of a GPU's memory (``--memory-fraction``). ``--force`` is refused: a worker would retrain the
-cells the others just finished.
+K workers on each device, each capped at 1/K of a GPU's memory (``--memory-fraction``).
+``--force`` is refused: a worker would retrain the cells the others just finished.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def worker_devices(
 def memory_fractions(devices: Sequence[str]) -> list[float | None]:
     """Each worker's cap on its GPU's memory: 1/K for the K workers sharing a CUDA device
     (by its index: cuda and cuda:0 are one device), none for a GPU of its own or the CPU."""
+
     def key(name: str) -> tuple[str, int | None]:
         device = torch.device(name)
         return device.type, (device.index or 0) if device.type == "cuda" else None
