@@ -421,3 +421,17 @@ def test_an_execution_knob_is_one_field_outside_the_cell_id(tmp_path):
     assert [c.cell_id for c in off.cells] == [c.cell_id for c in plain.cells]
     with pytest.raises(UserError, match=r"execution\.cudnn_benchmark: .*valid boolean"):
         load_suite(write(tmp_path, MINIMAL), overrides=["execution.cudnn_benchmark=maybe"])
+
+
+def test_the_captured_step_is_an_execution_setting_outside_the_cell_id(tmp_path):
+    """execution.compile_mode: the captured step changes no number, so no cell id; it needs
+    compile: true, and a suite that forgets it is one line naming the field."""
+    plain = load_suite(write(tmp_path, MINIMAL, name="plain.yaml"))
+    graphs = load_suite(
+        write(tmp_path, MINIMAL),
+        overrides=["execution.compile=true", "execution.compile_mode=reduce-overhead"],
+    )
+    assert graphs.spec.execution.graphs and not plain.spec.execution.graphs
+    assert [c.cell_id for c in graphs.cells] == [c.cell_id for c in plain.cells]
+    with pytest.raises(UserError, match=r"execution.compile_mode: .*needs compile: true"):
+        load_suite(write(tmp_path, MINIMAL), overrides=["execution.compile_mode=reduce-overhead"])
