@@ -16,7 +16,8 @@ Assumed (the flags, each printed with the result):
     device is busy for compute + kernels x gap per step: a captured step's time;
     --launch-us: host time per eager kernel launch (Python, dispatcher, CUDA launch), so an
     eager step takes max(busy, kernels x launch);
-  * each epoch's evaluation: the test images' forwards, a third of a training image's FLOPs;
+  * each epoch's evaluation: the test images' forwards (and the training loss's), a third of
+    a training image's FLOPs each;
   * K workers on one device overlap each other's launch gaps but not their kernels: the run
     takes max(the longest worker's queue, the device busy with every cell).
 """
@@ -115,7 +116,11 @@ def main(argv: list[str]) -> int:
             compute += p.updates * busy
             images += p.updates * p.batch_size
         # Each evaluation: the test images' forwards, a third of a training image's FLOPs.
-        evaluation = cell.plan.epochs * (cell.dataset.test_size or 10_000) * flops / 3 / rate
+        evaluated = cell.dataset.test_size or 10_000
+        if cell.execution.eval_train_loss:  # the training loss's images too
+            limit = cell.execution.train_loss_images or cell.plan.train_size
+            evaluated += min(limit, cell.plan.train_size)
+        evaluation = cell.plan.epochs * evaluated * flops / 3 / rate
         eager, captured, compute = eager + evaluation, captured + evaluation, compute + evaluation
         rows.append((cell, images, eager, captured, compute))
     flops, kernels, update = next(iter(measured.values()))

@@ -31,8 +31,8 @@ def test_the_curves_columns_are_the_suite_then_the_epoch_record_in_order():
     columns = record.columns()
     assert list(CURVE_COLUMNS) == ["schema_version", "suite", *columns]
     assert list(columns)[13:23] == list(AUDIT_COLUMNS)  # the audit's part in its place
-    assert list(columns)[23] == "train_eval_loss"
-    assert list(columns)[24:] == [f.name for f in dataclasses.fields(NoiseReading)]
+    assert list(columns)[23:25] == ["train_eval_loss", "train_eval_images"]
+    assert list(columns)[25:] == [f.name for f in dataclasses.fields(NoiseReading)]
     row = CurveRecord("smoke", record).as_row()
     assert row["suite"] == "smoke" and row["noise_small_batch"] == 16 and row["ghost_size"] == 16
 

@@ -430,3 +430,34 @@ def test_figures_read_plainly(small_dir: Path) -> None:
     one = curves.assign(train_loss_count=1)
     assert "1 seed (no band)" in figures._seeds_note(one, "train_loss")
     assert "band: min-max" in figures._seeds_note(curves.assign(train_loss_count=2), "train_loss")
+
+
+def test_the_loss_figure_says_which_training_images_its_loss_is_of():
+    """A fixed subset (execution.train_loss_images) is named in the figure's title; rows
+    from before the column say the whole training set, as they were."""
+    import pandas as pd
+
+    from harness.analysis.figures import _mean_curves, _train_set_words
+
+    runs = pd.DataFrame(
+        {"cell_id": ["a", "b"], "optimizer": "m", "schedule": "s", "model": "w", "updates": 4}
+    )
+    curves = pd.DataFrame(
+        {
+            "cell_id": ["a", "a", "b", "b"],
+            "epoch": [1, 2, 1, 2],
+            "updates": [2, 4, 2, 4],
+            "lr": 0.1,
+            "batch_size": 32,
+            "noise_scale": 1.0,
+            "train_loss": [2.0, 1.5, 2.1, 1.4],
+            "test_acc": [0.3, 0.4, 0.3, 0.5],
+            "train_eval_loss": [1.9, 1.4, 2.0, 1.3],
+            "train_eval_images": [10000] * 4,
+            "noise_b_simple": float("nan"),
+        }
+    )
+    mean = _mean_curves(runs, curves)
+    assert _train_set_words(mean) == "training set's first 10000 images, eval mode"
+    old = _mean_curves(runs, curves.drop(columns="train_eval_images"))
+    assert _train_set_words(old) == "whole training set, eval mode"

@@ -120,9 +120,14 @@ class _Float64:
         self._data = data
         self.device = data.device
         self.n_test = data.n_test
+        self.n_train = data.n_train
 
     def test_batches(self, batch_size):
         for x, y in self._data.test_batches(batch_size):
+            yield x.double(), y
+
+    def train_eval_batches(self, batch_size):
+        for x, y in self._data.train_eval_batches(batch_size):
             yield x.double(), y
 
     def train_images(self, indices, generator):
@@ -514,6 +519,36 @@ def test_the_whole_training_set_loss_is_measured_and_changes_nothing_else(tmp_pa
         {k: getattr(c, k) for k in keys} for c in measured.progress.curves
     ]
     assert all(math.isnan(c.train_eval_loss) for c in plain.progress.curves)
+    assert all(c.train_eval_images is None for c in plain.progress.curves)
     losses = [c.train_eval_loss for c in measured.progress.curves]
     assert all(math.isfinite(x) and x > 0 for x in losses)
     assert losses[-1] < losses[0]  # it learns
+    assert {c.train_eval_images for c in measured.progress.curves} == {256}  # all of N = 256
+
+
+def test_the_training_loss_on_a_fixed_subset_is_the_mean_over_its_images(tmp_path, data):
+    """train_loss_images K: the first K training images in eval mode, unaugmented, whatever
+    the batch size cuts them into (K = 100 in batches of 64 and 32; 64 exactly a batch)."""
+    from harness.train.step import evaluate
+
+    cell = cell_of(tiny_suite(tmp_path), "momentum", "decaying")
+    model = build(cell, data.device, Execution()).double()
+    f64 = _Float64(data)
+    x = torch.cat([xb for xb, _ in data.train_eval_batches(256)]).double()
+    y = torch.cat([yb for _, yb in data.train_eval_batches(256)])
+    model.eval()
+    with torch.no_grad():
+        per_image = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+    for images in (100, 64, 1000):
+        for batch in (64, 32):
+            loss, _ = evaluate(model, f64, batch, "fp32", "train", images=images)
+            expected = float(per_image[: min(images, 256)].mean())
+            assert loss == pytest.approx(expected, rel=1e-6), (images, batch)  # float32 CE
+    job = cell_of(tiny_suite(tmp_path), "momentum", "increasing")
+    run = train_cell(
+        job,
+        data,
+        Execution(eval_batch_size=64, eval_train_loss=True, train_loss_images=100),
+        tmp_path / "k.pt",
+    )
+    assert {c.train_eval_images for c in run.progress.curves} == {100}

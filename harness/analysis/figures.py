@@ -120,6 +120,8 @@ def _mean_curves(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     keys = ["optimizer", "schedule", "model", "epoch"]
     grouped = joined.groupby(keys, dropna=False)
     out = grouped[["updates", "lr", "batch_size", "noise_scale"]].mean()
+    if "train_eval_images" in joined:  # which training images the loss was measured on
+        out = out.join(grouped["train_eval_images"].max())
     for metric in ("train_loss", "test_acc", "train_eval_loss", "noise_b_simple"):
         if metric not in joined:
             joined[metric] = np.nan  # curves written before the column existed
@@ -284,9 +286,9 @@ def _vs_epochs_and_updates(
 def _loss(curves: pd.DataFrame, title: str) -> Figure:
     # The paper plots the training set's loss; where it was measured (eval mode, no
     # augmentation, every image) it is drawn, else the mean of the epoch's minibatch losses.
-    whole = curves["train_eval_loss_count"].gt(0).any()
-    what = "whole training set, eval mode" if whole else "mean of the epoch's minibatches"
-    metric = "train_eval_loss" if whole else "train_loss"
+    measured = curves["train_eval_loss_count"].gt(0).any()
+    what = _train_set_words(curves) if measured else "mean of the epoch's minibatches"
+    metric = "train_eval_loss" if measured else "train_loss"
     return _vs_epochs_and_updates(
         curves,
         f"{title}\ntraining loss ({what}; {_seeds_note(curves, metric)})",
@@ -295,6 +297,17 @@ def _loss(curves: pd.DataFrame, title: str) -> Figure:
         1.0,
         log=True,
     )
+
+
+def _train_set_words(curves: pd.DataFrame) -> str:
+    """Which training images the drawn loss is of: every one, or a fixed first K."""
+    column = curves.get("train_eval_images")
+    sizes = set() if column is None else set(column.dropna().astype(int))
+    if not sizes:  # rows from before the column: the whole training set
+        return "whole training set, eval mode"
+    if len(sizes) == 1:
+        return f"training set's first {sizes.pop()} images, eval mode"
+    return f"training set's first {min(sizes)}-{max(sizes)} images, eval mode"
 
 
 def _accuracy(curves: pd.DataFrame, title: str) -> Figure:

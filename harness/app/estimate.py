@@ -6,7 +6,7 @@ x t(B), t the bench's median step time at that batch size where B was measured, 
 least-squares line t(B) = a + b B through the device's measured sizes (a: the per-step cost
 that does not grow with the batch, kernel launches above all; b: seconds per image once the
 device is busy). Each epoch's test evaluation is added as n_test x b / 3 (a forward is about a
-third of a training step's work), the whole training set's when `eval_train_loss` is on.
+third of a training step's work), plus the training-loss images when `eval_train_loss` is on.
 
 For K workers sharing the device (--per-device K) the estimate is a range: at best the cells'
 launch gaps overlap perfectly, so the run takes the larger of the longest worker's queue (the
@@ -143,8 +143,11 @@ def step_model(rows: Any, device: str, model: str, precision: str, mode: str) ->
 def estimate_cell(cell: Cell, model: StepModel) -> CellEstimate:
     plan = cell.plan
     seconds = sum(p.updates * model.step_s(p.batch_size) for p in plan.phases)
+    execution = cell.execution
+    limit = execution.train_loss_images
+    train_images = plan.train_size if limit is None else min(limit, plan.train_size)
     evaluated = (cell.dataset.test_size or 10_000) + (
-        plan.train_size if cell.execution.eval_train_loss else 0
+        train_images if execution.eval_train_loss else 0
     )
     evaluations = math.ceil(plan.epochs / max(1, cell.training.eval_every))
     seconds += evaluations * evaluated * model.per_image_s * FORWARD_SHARE

@@ -74,9 +74,12 @@ class EpochRecord:
     images_per_s: float
     # Tier 0 of the regression gate; None in rows written before it existed.
     applied: Applied | None = None
-    # The whole training set's cross-entropy in eval mode without augmentation, when the
-    # suite asks for it (execution.eval_train_loss); NaN on epochs without evaluation.
+    # The training set's cross-entropy in eval mode without augmentation, when the suite asks
+    # for it (execution.eval_train_loss); NaN on epochs without evaluation.
     train_eval_loss: float | None = None
+    # The images it was measured on: the first execution.train_loss_images of the training
+    # set (all N where that is None or larger); None where it was not measured.
+    train_eval_images: int | None = None
     noise: NoiseReading | None = None  # None without the meter
 
     def columns(self) -> dict[str, Any]:

@@ -53,6 +53,9 @@ class Execution:
     # The whole training set's loss in eval mode, unaugmented, at each evaluation: the
     # training loss the paper plots. A measurement, not the recipe: it changes no number.
     eval_train_loss: bool = False
+    # Its images: the first K of the training set (the same at every evaluation); None: all
+    # of them. 10000 costs what the CIFAR-10 test set does; the curves say how many were used.
+    train_loss_images: int | None = 10_000
     # Image folders: DataLoader processes decoding images (0: in the training process);
     # None: min(8, CPUs). Per process of a data-parallel job.
     loader_workers: int | None = None
@@ -82,7 +85,7 @@ class Execution:
         return self.compile and self.compile_mode == "reduce-overhead"
 
     def __post_init__(self) -> None:
-        for name in ("max_micro_batch", "eval_batch_size"):
+        for name in ("max_micro_batch", "eval_batch_size", "train_loss_images"):
             value = getattr(self, name)
             if value is not None and not _is_int_in(value, 1, MAX_BATCH_SIZE):
                 raise ExecutionError(

@@ -347,11 +347,20 @@ def _record_epoch(
         images_per_s=steps * phase.batch_size / train_s if train_s > 0 else math.nan,
         applied=run.audit.end_epoch(),
         train_eval_loss=math.nan if evals is None else evals.train_eval_loss,
+        train_eval_images=_train_eval_images(run) if evals is not None else None,
         noise=None if run.meter is None else run.meter.end_epoch(),
     )
     progress.curves.append(record)
     progress.epoch = epoch + 1
     return record
+
+
+def _train_eval_images(run: _Run) -> int | None:
+    """How many training images the epoch's training loss was measured on, if it was."""
+    if not run.execution.eval_train_loss:
+        return None
+    limit = run.execution.train_loss_images
+    return run.data.n_train if limit is None else min(limit, run.data.n_train)
 
 
 def _checkpoint_epoch(run: _Run) -> float:
@@ -412,7 +421,10 @@ def _evaluate(run: _Run) -> _Evaluation:
     test_loss, test_acc = evaluate(run.model, run.data, size, precision, replica=run.replica)
     train_eval_loss = math.nan
     if run.execution.eval_train_loss:
-        train_eval_loss, _ = evaluate(run.model, run.data, size, precision, "train", run.replica)
+        subset = run.execution.train_loss_images
+        train_eval_loss, _ = evaluate(
+            run.model, run.data, size, precision, "train", run.replica, subset
+        )
     run.sync()
     return _Evaluation(test_loss, test_acc, train_eval_loss, time.perf_counter() - start)
 

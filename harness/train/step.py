@@ -165,27 +165,38 @@ def evaluate(
     precision: str,
     split: str = "test",
     replica: Replica | None = None,
+    images: int | None = None,
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy as a fraction) in eval mode, with running BN statistics.
 
-    `split` "test" is the test set; "train" the whole training set without augmentation (the
-    training loss the paper plots, not the mean of augmented train-mode minibatch losses).
+    `split` "test" is the test set; "train" the training set without augmentation (the
+    training loss the paper plots, not the mean of augmented train-mode minibatch losses):
+    its first `images` images (None: all), the same ones at every call.
     With a `replica`, each process evaluates every N-th batch and the sums are all-reduced.
     """
     shard = None if replica is None else replica.shard()
+    rank, world = (0, 1) if shard is None else (shard.rank, shard.world)
     model.eval()
     device = data.device
     loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     batches = data.train_eval_batches if split == "train" else data.test_batches
-    for x, y in batches(batch_size) if shard is None else batches(batch_size, shard):
+    n = data.n_train if split == "train" else data.n_test
+    if split == "train" and images is not None:
+        n = min(n, images)
+    for j, (x, y) in enumerate(
+        batches(batch_size) if shard is None else batches(batch_size, shard)
+    ):
+        start = (rank + j * world) * batch_size  # this batch's first image
+        if start >= n:
+            break
+        x, y = x[: n - start], y[: n - start]
         with autocast(device, precision):
             logits = model(x)
         loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(dim=1) == y).sum()
     if replica is not None:
         replica.all_reduce([loss, correct])
-    n = data.n_train if split == "train" else data.n_test
     # The one host sync of an evaluation.
     return float(loss) / n, int(correct) / n
 
