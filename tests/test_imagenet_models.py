@@ -137,3 +137,19 @@ def test_resnet50_is_v1_5_stride_on_the_3x3() -> None:
     model = ResNet50(num_classes=10, ghost_size=2)
     first = model.layer2[0]
     assert first.conv1.stride == (1, 1) and first.conv2.stride == (2, 2)
+
+
+def test_resnet50_zero_init_residual_starts_each_block_as_the_identity() -> None:
+    """Goyal et al.'s init: each bottleneck's last batch norm at weight 0 (a flag, true or
+    false, never a number)."""
+    from harness.errors import UserError
+
+    params = {"width": 4, "max_blocks": 1, "zero_init_residual": True}
+    model = build_model("resnet50", params, num_classes=10, ghost_size=4)
+    blocks = [m for m in model.modules() if type(m).__name__ == "_Bottleneck"]
+    assert len(blocks) == 4 and all(float(b.bn3.weight.abs().sum()) == 0 for b in blocks)
+    assert all(float(b.bn1.weight.min()) == 1 for b in blocks)  # only the last one
+    plain = build_model("resnet50", {"width": 4, "max_blocks": 1}, num_classes=10, ghost_size=4)
+    assert all(float(b.bn3.weight.min()) == 1 for b in plain.modules() if hasattr(b, "bn3"))
+    with pytest.raises(UserError, match=r"model\.zero_init_residual: must be true or false"):
+        build_model("resnet50", {"zero_init_residual": 1}, num_classes=10, ghost_size=4)

@@ -115,6 +115,31 @@ def test_both_models_train_through_the_cli_and_report(data_root: Path, tmp_path:
     assert "4 already finished" in again.stdout + again.stderr
 
 
+def test_models_of_different_crop_sides_each_train_at_their_own(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """No dataset.image_size: ResNet-50 crops to 224 px and Inception-ResNet-V2 to 299 in one
+    run (the folder opened once per side), as Goyal et al.'s baseline beside the paper's."""
+    from harness.app.runner import data_groups
+
+    text = textwrap.dedent(SUITE.format(n=3 * TRAIN_PER_CLASS, workers=0))
+    text = text.replace(", image_size: 75}", "}").replace(
+        "schedules: [decaying_lr, increasing_batch]", "schedules: [decaying_lr]"
+    )
+    suite = tmp_path / "sides.yaml"
+    suite.write_text(text)
+    loaded = load_suite(suite)
+    groups = data_groups(loaded, loaded.cells)
+    assert [[c.model_name for c in g] for g in groups] == [["irv2"], ["resnet"]]
+    results = tmp_path / "results"
+    args = ("--results", str(results), "--device", "cpu", "--data", str(data_root))
+    _ok(run_cli("run", str(suite), *args))
+    runs = pd.read_parquet(results / "runs").set_index("model")
+    assert set(runs["status"]) == {"ok"}
+    assert "299 px" in runs.loc["irv2", "data_source"]
+    assert "224 px" in runs.loc["resnet", "data_source"]
+
+
 def test_missing_folder_is_exit_2_with_one_line(tmp_path: Path) -> None:
     result = run_cli(
         "run", str(write_suite(tmp_path)), "--results", str(tmp_path / "r"),

@@ -88,6 +88,8 @@ def test_imagenet_counts_match_the_paper():
         "sec5.3-fig7/momentum/momentum_0.9": _by_hand(n, [(30, 8192), (60, 65536)]),
         "sec5.3-fig7/momentum/momentum_0.95": _by_hand(n, [(30, 16384), (60, 65536)]),
         "sec5.3-fig7/momentum/momentum_0.975": _by_hand(n, [(30, 32768), (60, 65536)]),
+        # Goyal et al.'s baseline, as Sec 5.3 counts it: 90 epochs at 8192, "~14000".
+        "goyal-baseline/goyal/goyal_warmup": _by_hand(n, [(90, 8192)]),
     }
     assert set(counts) == set(expected)
     for label, (count, words) in counts.items():

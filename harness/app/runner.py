@@ -164,12 +164,37 @@ def check_stop_after(seconds: float | None) -> None:
         )
 
 
+def data_groups(suite: Suite, cells: tuple[Cell, ...]) -> list[tuple[Cell, ...]]:
+    """The cells in groups that train on one loading of the data, in the order given.
+
+    One group but for an image folder without `dataset.image_size` whose models crop to
+    different sides (ResNet-50 at 224 px beside Inception-ResNet-V2 at 299): then one group
+    per side, each with the folder opened at its size, in the order of each size's first cell.
+    """
+    if suite.spec.dataset.name != "imagenet" or suite.spec.dataset.image_size is not None:
+        return [cells]
+    groups: dict[int | None, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(input_size(cell.model.name), []).append(cell)
+    return [tuple(group) for group in groups.values()]
+
+
 def load_data(
-    suite: Suite, data_root: Path | None, device: Any, channels_last: bool
+    suite: Suite,
+    data_root: Path | None,
+    device: Any,
+    channels_last: bool,
+    cells: tuple[Cell, ...] | None = None,
 ) -> tuple[Any, str]:
-    """The suite's dataset on `device`, and which copy of it that is (see cifar10_source)."""
+    """The suite's dataset on `device`, and which copy of it that is (see cifar10_source).
+
+    `cells` (default: all the suite's): the cells it is for; an image folder without
+    `dataset.image_size` is cropped to their models' side (`data_groups` makes them agree).
+    """
     if suite.spec.dataset.name == "imagenet":
-        return _load_image_folder(suite, data_root, device, channels_last)
+        return _load_image_folder(
+            suite, data_root, device, channels_last, suite.cells if cells is None else cells
+        )
     ds = suite.spec.dataset
     stats = None
     if ds.name == "synthetic":
@@ -221,7 +246,11 @@ def imagenet_root(suite: Suite, data_root: Path | None) -> Path:
 
 
 def _load_image_folder(
-    suite: Suite, data_root: Path | None, device: Any, channels_last: bool
+    suite: Suite,
+    data_root: Path | None,
+    device: Any,
+    channels_last: bool,
+    cells: tuple[Cell, ...],
 ) -> tuple[Any, str]:
     """The ImageNet folder, scanned once, served by DataLoader workers (harness.data.folder).
 
@@ -232,7 +261,7 @@ def _load_image_folder(
     ds = suite.spec.dataset
     size = ds.image_size
     if size is None:
-        sizes = {input_size(cell.model.name) for cell in suite.cells}
+        sizes = {input_size(cell.model.name) for cell in cells}
         if None in sizes:  # a model from your own code (factory:) states no input side
             raise UserError(
                 f"{suite.path}: dataset.image_size: a model of this suite states no input size "
@@ -399,27 +428,30 @@ def run_suite(
     models = check_factories(suite, cells, say if main else None)
     if main:
         _check_writable(results)
-    dataset, source = load_data(suite, data, torch_device, execution.channels_last)
-    env = {**environment(torch_device), "data_source": source, "models": models}
+    env = {**environment(torch_device), "models": models}
     env.update(world_size=1, devices=str(torch_device))
     if replica is not None:
         env.update(world_size=replica.world, devices=replica.devices())
     with StopSignals().installed(keep=keep_signals) as signals:
         vote = StopVote(signals, replica)
-        _run_cells(
-            cells,
-            results,
-            dataset,
-            execution,
-            env,
-            force,
-            say,
-            summary,
-            deadline,
-            replica,
-            done,
-            vote,
-        )
+        for group in data_groups(suite, cells):
+            if replica is None and all(c.cell_id in done for c in group):
+                continue  # nothing of this crop size to train: its images are not read
+            dataset, source = load_data(suite, data, torch_device, execution.channels_last, group)
+            _run_cells(
+                group,
+                results,
+                dataset,
+                execution,
+                {**env, "data_source": source},
+                force,
+                say,
+                summary,
+                deadline,
+                replica,
+                done,
+                vote,
+            )
     if (signals.requested or vote.stopped) and (summary.paused or summary.not_started):
         summary.signal = signals.name if signals.requested else "a signal to another process"
     return summary

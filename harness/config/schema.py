@@ -187,6 +187,8 @@ class ResNet50Spec(Strict):
     name: Literal["resnet50"]
     width: Positive = 64
     max_blocks: Positive = 6  # caps the 3/4/6/3 blocks per stage
+    # Each bottleneck's last batch norm starts at weight 0 (Goyal et al. 2017's recipe).
+    zero_init_residual: bool = False
 
 
 class FactorySpec(Strict):

@@ -23,17 +23,18 @@ class ModelFactory:
 
     ``build`` receives every param by keyword plus ``num_classes`` and ``ghost_size``.
     ``required`` params must be given; ``optional`` ones fall back to ``build``'s default.
-    Every param is a positive integer.
+    Every param is a positive integer but the ``flags``, which are booleans (and optional).
     """
 
     build: Callable[..., nn.Module]
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     description: str = ""
+    flags: tuple[str, ...] = ()
 
     @property
     def params(self) -> tuple[str, ...]:
-        return self.required + self.optional
+        return self.required + self.optional + self.flags
 
 
 MODELS: dict[str, ModelFactory] = {  # one entry per core.kinds.MODEL_NAMES (a test checks)
@@ -56,6 +57,7 @@ MODELS: dict[str, ModelFactory] = {  # one entry per core.kinds.MODEL_NAMES (a t
     "resnet50": ModelFactory(
         build=ResNet50,
         optional=("width", "max_blocks"),
+        flags=("zero_init_residual",),
         description="ResNet-50 v1.5 as torchvision (25.6M params); width 64, max_blocks caps "
         "the 3/4/6/3 blocks per stage for tests",
     ),
@@ -97,6 +99,10 @@ def build_model(
             raise UserError(
                 f"model.{key}: unknown parameter for model {name!r}; accepted: {accepted}"
             )
+        if key in entry.flags:
+            if not isinstance(value, bool):
+                raise UserError(f"model.{key}: must be true or false, got {value!r}")
+            continue
         # bool is an int subclass; `width: true` in YAML is a mistake, not width 1.
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"model.{key}: must be a positive integer, got {value!r}")

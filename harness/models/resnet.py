@@ -57,7 +57,9 @@ class ResNet50(nn.Module):
     with ``width``·(1, 2, 4, 8) inner channels (×4 out) and strides 1, 2, 2, 2, global average
     pool, linear. ``width`` 64 and no ``max_blocks`` is ResNet-50 (blocks 3, 4, 6, 3);
     ``max_blocks`` k caps every stage at k blocks (k = 1: a 14-layer net). Convolutions get
-    Kaiming-normal (fan-out) init and batch norms weight 1, bias 0, as in torchvision.
+    Kaiming-normal (fan-out) init and batch norms weight 1, bias 0, as in torchvision;
+    ``zero_init_residual``: the last batch norm of each bottleneck starts at weight 0, so each
+    residual block starts as the identity (Goyal et al. 2017, Sec 5.1; torchvision's flag).
     Any input of at least 32x32 works (224x224 is the usual resolution).
     """
 
@@ -69,6 +71,7 @@ class ResNet50(nn.Module):
         max_blocks: int | None = None,
         num_classes: int = 1000,
         ghost_size: int = 32,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         if width < 1:
@@ -95,6 +98,10 @@ class ResNet50(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c_in, num_classes)
         init_weights(self)
+        if zero_init_residual:
+            for block in self.modules():
+                if isinstance(block, _Bottleneck):
+                    nn.init.zeros_(block.bn3.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
