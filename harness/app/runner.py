@@ -32,11 +32,19 @@ import torch
 
 from harness.app import jobs
 from harness.app.console import RunConsole
+from harness.config.schema import IMAGE_FOLDERS
 from harness.config.suite import Cell, Suite, select_some
 from harness.core.epoch import EpochRecord
 from harness.core.schedule import updates_per_epoch
 from harness.data.arrays import arrays_source, load_arrays
-from harness.data.cifar10 import cifar10_source, load_cifar10, resolve_data_root, synthetic_cifar10
+from harness.data.cifar10 import (
+    cifar10_source,
+    cifar100_source,
+    load_cifar10,
+    load_cifar100,
+    resolve_data_root,
+    synthetic_cifar10,
+)
 from harness.data.device import DeviceData
 from harness.data.folder import FolderData
 from harness.data.image_loader import open_image_folder
@@ -171,7 +179,7 @@ def data_groups(suite: Suite, cells: tuple[Cell, ...]) -> list[tuple[Cell, ...]]
     different sides (ResNet-50 at 224 px beside Inception-ResNet-V2 at 299): then one group
     per side, each with the folder opened at its size, in the order of each size's first cell.
     """
-    if suite.spec.dataset.name != "imagenet" or suite.spec.dataset.image_size is not None:
+    if suite.spec.dataset.name not in IMAGE_FOLDERS or suite.spec.dataset.image_size is not None:
         return [cells]
     groups: dict[int | None, list[Cell]] = {}
     for cell in cells:
@@ -191,7 +199,7 @@ def load_data(
     `cells` (default: all the suite's): the cells it is for; an image folder without
     `dataset.image_size` is cropped to their models' side (`data_groups` makes them agree).
     """
-    if suite.spec.dataset.name == "imagenet":
+    if suite.spec.dataset.name in IMAGE_FOLDERS:
         return _load_image_folder(
             suite, data_root, device, channels_last, suite.cells if cells is None else cells
         )
@@ -215,6 +223,10 @@ def load_data(
         source = arrays_source(path)
         if ds.mean is not None and ds.std is not None:
             stats = (ds.mean, ds.std)
+    elif ds.name == "cifar100":
+        root = resolve_data_root(data_root)
+        arrays = load_cifar100(root, train_size=ds.train_size, test_size=ds.test_size)
+        source = cifar100_source(root)
     else:
         root = resolve_data_root(data_root)
         arrays = load_cifar10(root, train_size=ds.train_size, test_size=ds.test_size)
@@ -231,8 +243,14 @@ def imagenet_root(suite: Suite, data_root: Path | None) -> Path:
     ds = suite.spec.dataset
     if ds.path is not None:
         root = Path(ds.path).expanduser()
+        what = "ImageNet folder" if ds.name == "imagenet" else "image folder"
         if not root.is_dir():
-            raise UserError(f"{suite.path}: dataset.path: no ImageNet folder at {root}")
+            raise UserError(f"{suite.path}: dataset.path: no {what} at {root}")
+        if ds.name == "imagefolder" and not ((root / "train").is_dir() and (root / "val").is_dir()):
+            raise UserError(
+                f"{suite.path}: dataset.path: {root} holds no train/ and val/ folders; put "
+                "train/<class>/* and val/<class>/* images there"
+            )
         return root
     base = resolve_data_root(data_root)
     if (base / "train").is_dir() and (base / "val").is_dir():
@@ -281,6 +299,11 @@ def _load_image_folder(
         check=suite.spec.execution.image_check,
         max_pixels=suite.spec.execution.max_image_pixels,
     )
+    if ds.name == "imagefolder" and len(folder.classes) != ds.classes:
+        raise UserError(
+            f"{root / 'train'}: {len(folder.classes)} class folders, but dataset.classes is "
+            f"{ds.classes}; pass --set dataset.classes={len(folder.classes)}"
+        )
     planned = ds.n_train
     if folder.n_train != planned:
         raise UserError(

@@ -40,6 +40,7 @@ for command in (
 ):
     app.command()(command)
 data_app.command("cifar10")(tool_commands.data_cifar10)
+data_app.command("cifar100")(tool_commands.data_cifar100)
 
 
 def _show_warning(

@@ -141,3 +141,13 @@ def data_cifar10(
 
     folder = download_cifar10(dest)
     print(f"CIFAR-10 is in {folder}; pass --data {dest} or set HARNESS_DATA={dest}")
+
+
+def data_cifar100(
+    dest: Annotated[Path, typer.Argument(help="Folder to put cifar-100-python in.")],
+) -> None:
+    """Download the official CIFAR-100 python tarball, check its md5 and unpack it."""
+    from harness.data.download import download_cifar100
+
+    folder = download_cifar100(dest)
+    print(f"CIFAR-100 is in {folder}; pass --data {dest} or set HARNESS_DATA={dest}")

@@ -42,7 +42,12 @@ from harness.core.schedule import (
 from harness.core.shapes import wrn_blocks
 
 # (train examples, test examples, classes) of the datasets the harness knows by name.
-DATASET_SIZES = {"cifar10": (50_000, 10_000, 10), "imagenet": (1_281_167, 50_000, 1000)}
+DATASET_SIZES = {
+    "cifar10": (50_000, 10_000, 10),
+    "cifar100": (50_000, 10_000, 100),
+    "imagenet": (1_281_167, 50_000, 1000),
+}
+IMAGE_FOLDERS = ("imagenet", "imagefolder")  # datasets read from a class-per-folder tree
 MAX_SEED = 2**63 - 1  # seeds feed 64-bit generators
 SUITE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # the name is a results folder
 EXPERIMENT_NAME_MAX = 100
@@ -79,10 +84,12 @@ class DatasetSpec(Strict):
     # CIFAR-10: reflection pad 4 + random 32x32 crop + horizontal flip; ImageNet: random-resized
     # crop + flip (false: resize and centre crop, the evaluation transform).
     augment: bool = True
-    # ImageNet only. `path`: the folder holding train/ and val/ (default: imagenet/ under
-    # --data or $HARNESS_DATA); where the files are is not what they are, so it is not in the
-    # cell id. `image_size`: the crop side (default the model's: 299 for Inception-ResNet-V2,
-    # 224 for ResNet-50); it changes the numbers, so when set it is in the cell id.
+    # Image folders (imagenet, imagefolder). `path`: the folder holding train/<class>/ and
+    # val/<class>/ (ImageNet's default: imagenet/ under --data or $HARNESS_DATA; an imagefolder
+    # names it); where the files are is not what they are, so it is not in the cell id.
+    # `image_size`: the crop side (default the model's: 299 for Inception-ResNet-V2, 224 for
+    # ResNet-50); it changes the numbers, so when set it is in the cell id. An imagefolder also
+    # gives `classes` (its number of class folders) and `train_size` (N, the plans' count).
     path: str | None = None
     image_size: Annotated[int, Field(ge=16, le=1024)] | None = None
     # name: arrays (harness.data.arrays): `path` is an .npz of train_x, train_y, test_x,
@@ -107,13 +114,32 @@ class DatasetSpec(Strict):
 
     @model_validator(mode="after")
     def _sizes(self) -> DatasetSpec:
-        if self.name not in ("imagenet", "arrays") and self.path is not None:
-            raise ValueError("path is for an image folder (imagenet) or an .npz (arrays)")
-        if self.name != "imagenet" and self.image_size is not None:
-            raise ValueError("image_size is for an image folder (name: imagenet)")
-        own = {"classes": self.classes, "mean": self.mean, "std": self.std}
+        if self.name not in (*IMAGE_FOLDERS, "arrays") and self.path is not None:
+            raise ValueError(
+                "path is for an image folder (imagenet, imagefolder) or an .npz (arrays)"
+            )
+        if self.name not in IMAGE_FOLDERS and self.image_size is not None:
+            raise ValueError("image_size is for an image folder (name: imagenet or imagefolder)")
+        own: dict[str, object] = {"mean": self.mean, "std": self.std}
+        if self.name != "imagefolder":
+            own["classes"] = self.classes
         if self.name != "arrays" and any(v is not None for v in own.values()):
-            raise ValueError("classes, mean and std are for your own arrays (name: arrays)")
+            raise ValueError(
+                f"{', '.join(own)} {'are' if len(own) > 1 else 'is'} for your own arrays "
+                "(name: arrays)"
+            )
+        if self.name == "imagefolder":
+            if self.path is None:
+                raise FieldError(("path",), "name the folder that holds train/ and val/")
+            if self.classes is None:
+                raise FieldError(("classes",), "give the number of class folders under train/")
+            if self.train_size is None:
+                raise FieldError(
+                    ("train_size",),
+                    "the schedules are planned for N training images: give train_size (the "
+                    "number of images under train/; `harness run` names the folder's count "
+                    "if it differs)",
+                )
         if self.name == "arrays":
             if self.path is None:
                 raise FieldError(("path",), "name the .npz file (train_x, train_y, test_x, test_y)")

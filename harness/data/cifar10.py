@@ -1,4 +1,5 @@
-"""CIFAR-10 on the host: the python batch files read safely, subsets, and which copy it is.
+"""CIFAR-10 and CIFAR-100 on the host: the python batch files read safely, subsets, and which
+copy it is.
 
 Reading is separate from where the data then lives (harness.data.device) and from fetching it
 (harness.data.download), so a loader for another dataset plugs in beside this one.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,28 +41,44 @@ CLASSES = (
 IMAGE_SHAPE = (3, 32, 32)
 PAD = 4
 
+# CIFAR-100 (the same 32x32 images, 100 fine classes): one training file and one test file
+# in cifar-100-python/, labels under "fine_labels" (its 20 coarse labels are not used).
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+CIFAR100_TEST_MD5 = "f0ef6b0ae62326f3e7ffdfab6717acfc"  # of the official `test` file
+CIFAR100_FOLDER = "cifar-100-python"
+CIFAR100_CLASSES = 100
+
 _DOWNLOAD_HINT = "download CIFAR-10 with `harness data cifar10 DIR`"
+_DOWNLOAD_HINT_100 = "download CIFAR-100 with `harness data cifar100 DIR`"
 
 
-def _read_images(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    batch = read_batch(path, _DOWNLOAD_HINT)
-    data, labels = batch.get("data"), batch.get("labels")
+def _read_images(
+    path: Path,
+    label_key: str = "labels",
+    classes: int = len(CLASSES),
+    what: str = "CIFAR-10",
+    hint: str = _DOWNLOAD_HINT,
+) -> tuple[np.ndarray, np.ndarray]:
+    batch = read_batch(path, hint)
+    data, labels = batch.get("data"), batch.get(label_key)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
-        raise UserError(f"{path}: not a CIFAR-10 batch file ('data' is not a uint8 matrix)")
+        raise UserError(f"{path}: not a {what} batch file ('data' is not a uint8 matrix)")
     if data.shape[1] != int(np.prod(IMAGE_SHAPE)) or labels is None or len(labels) != len(data):
         raise UserError(
-            f"{path}: not a CIFAR-10 batch file ('data' has shape {data.shape}, "
-            f"{'no' if labels is None else len(labels)} labels)"
+            f"{path}: not a {what} batch file ('data' has shape {data.shape}, "
+            f"{'no' if labels is None else len(labels)} '{label_key}')"
         )
     y = np.asarray(labels, dtype=np.int64)
-    if y.size and (y.min() < 0 or y.max() >= len(CLASSES)):
-        raise UserError(f"{path}: labels outside 0..9")
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        raise UserError(f"{path}: labels outside 0..{classes - 1}")
     return data.reshape(-1, *IMAGE_SHAPE), y
 
 
 @dataclass(frozen=True, eq=False)
 class Cifar10:
-    """CIFAR-10 on the host: images (N, 3, 32, 32) uint8 RGB, labels (N,) int64 in 0..9."""
+    """CIFAR-10 (or CIFAR-100) on the host: images (N, 3, 32, 32) uint8 RGB, labels (N,) int64
+    in 0..classes-1."""
 
     train_x: np.ndarray
     train_y: np.ndarray
@@ -93,7 +111,11 @@ def _batches_folder(root: Path) -> Path:
 
 
 def _read_split(
-    folder: Path, files: tuple[str, ...], size: int | None, field: str
+    folder: Path,
+    files: tuple[str, ...],
+    size: int | None,
+    field: str,
+    read: Callable[[Path], tuple[np.ndarray, np.ndarray]] = _read_images,
 ) -> tuple[np.ndarray, np.ndarray]:
     # Reads only as many files as the first `size` examples need.
     if size is not None and size < 0:
@@ -104,7 +126,7 @@ def _read_split(
     for name in files:
         if size is not None and have >= size and xs:
             break
-        x, y = _read_images(folder / name)
+        x, y = read(folder / name)
         xs.append(x)
         ys.append(y)
         have += len(y)
@@ -159,6 +181,52 @@ def load_cifar10(
     if (folder / META_FILE).is_file():
         names = read_batch(folder / META_FILE, _DOWNLOAD_HINT).get("label_names")
         if isinstance(names, list) and len(names) == len(CLASSES):
+            classes = [str(n) for n in names]
+    return Cifar10(train_x, train_y, test_x, test_y, classes)
+
+
+def _cifar100_folder(root: Path) -> Path:
+    nested = root / CIFAR100_FOLDER
+    if nested.is_dir() or not (root / "train").is_file():
+        return nested
+    return root  # the folder itself
+
+
+def cifar100_source(root: Path) -> str:
+    """As `cifar10_source`, for CIFAR-100: "official" when its test file has the official
+    md5, else "unverified"."""
+    try:
+        data = (_cifar100_folder(root) / "test").read_bytes()
+    except OSError:
+        return "unverified"
+    digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return "official" if digest == CIFAR100_TEST_MD5 else "unverified"
+
+
+def load_cifar100(
+    root: Path, train_size: int | None = None, test_size: int | None = None
+) -> Cifar10:
+    """Load CIFAR-100 from ``root`` (the folder holding ``cifar-100-python/``, or it itself):
+    its 100 fine labels; ``train_size`` / ``test_size`` keep the first n of each split."""
+    folder = _cifar100_folder(Path(root))
+    if not folder.is_dir():
+        raise UserError(
+            f"{folder}: no such folder; point --data (or HARNESS_DATA) at the folder that "
+            f"holds cifar-100-python, or {_DOWNLOAD_HINT_100}"
+        )
+    for name in ("train", "test"):
+        if not (folder / name).is_file():
+            raise UserError(f"{folder / name}: no such file; {_DOWNLOAD_HINT_100}")
+
+    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        return _read_images(path, "fine_labels", CIFAR100_CLASSES, "CIFAR-100", _DOWNLOAD_HINT_100)
+
+    train_x, train_y = _read_split(folder, ("train",), train_size, "dataset.train_size", read)
+    test_x, test_y = _read_split(folder, ("test",), test_size, "dataset.test_size", read)
+    classes = [str(i) for i in range(CIFAR100_CLASSES)]
+    if (folder / "meta").is_file():
+        names = read_batch(folder / "meta", _DOWNLOAD_HINT_100).get("fine_label_names")
+        if isinstance(names, list) and len(names) == CIFAR100_CLASSES:
             classes = [str(n) for n in names]
     return Cifar10(train_x, train_y, test_x, test_y, classes)
 
