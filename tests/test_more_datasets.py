@@ -90,7 +90,7 @@ def test_cifar100_loads_its_hundred_fine_labels_and_refuses_bad_ones(tmp_path: P
     assert load_cifar100(root / "cifar-100-python").train_x.shape[0] == 400  # the folder itself
     assert cifar100_source(root) == "unverified"  # not the official test file
     bad = _write_cifar100(tmp_path / "bad", bad_label=True)
-    with pytest.raises(UserError, match="labels outside 0..99"):
+    with pytest.raises(UserError, match=r"labels outside 0\.\.99"):
         load_cifar100(bad)
     with pytest.raises(UserError, match="harness data cifar100"):
         load_cifar100(tmp_path / "nowhere")
@@ -119,7 +119,9 @@ def test_a_cifar100_suite_plans_runs_and_reports(tmp_path: Path) -> None:
     plan = run_cli("plan", str(suite))
     assert plan.returncode == 0, plan.stderr
     results = tmp_path / "results"
-    run = run_cli("run", str(suite), "--results", str(results), "--device", "cpu", "--data", str(root))
+    run = run_cli(
+        "run", str(suite), "--results", str(results), "--device", "cpu", "--data", str(root)
+    )
     assert run.returncode == 0, run.stderr
     runs = pd.read_parquet(results / "runs")
     assert set(runs["status"]) == {"ok"} and set(runs["dataset"]) == {"cifar100"}
