@@ -104,3 +104,28 @@ def test_bench_cli_names_the_bad_option(cli, tmp_path, bad):
     result = cli("bench", bad, "--out", str(tmp_path))
     assert result.returncode == 2
     assert bad.split("=")[0] in result.stderr
+
+
+def test_bench_times_your_own_model(cli, tmp_path):
+    """--model file.py:build: the user's model with its batch norms made ghost batch norms,
+    beside the same model with plain ones in the reference loop."""
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n\n"
+        "def build(num_classes):\n"
+        "    return nn.Sequential(\n"
+        "        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),\n"
+        "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))\n"
+    )
+    out = tmp_path / "bench"
+    result = cli(
+        "bench", "--device", "cpu", "--model", "net.py:build", "--batch-sizes", "32",
+        "--ghost", "16", "--steps", "1", "--repeats", "1", "--data", "synthetic",
+        "--out", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (path,) = out.glob("*.parquet")
+    assert ":" not in path.name
+    rows = pd.read_parquet(path)
+    assert set(rows["model"]) == {"net.py:build"} and (rows["images_per_s"] > 0).all()
+    bad = cli("bench", "--model", "net.py", "--out", str(out), cwd=tmp_path)
+    assert bad.returncode == 2 and "pkg.module:build or file.py:build" in bad.stderr

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -356,3 +357,32 @@ def test_convert_out_needs_an_explicit_model_from_the_registry(cli, tmp_path: Pa
     assert "warning: increasing batch: B reaches 256000" in made.stderr
     assert "model: {name: resnet50}" in suite.read_text()
     assert cli("plan", str(suite)).returncode == 0
+
+
+def test_convert_writes_a_suite_of_your_own_model_that_runs(cli, tmp_path):
+    """--model file.py:build: the suite names the factory (never imported by convert or
+    plan), and `harness run` builds and trains it, ghost batch norm and all."""
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n\n"
+        "def build(num_classes):\n"
+        "    return nn.Sequential(\n"
+        "        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),\n"
+        "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))\n"
+    )
+    recipe = {"epochs": 2, "train_size": 64, "batch_size": 16, "lr": 0.05, "momentum": 0.9,
+              "milestones": [1], "factor": 2}  # fmt: skip
+    suite = tmp_path / "mine.yaml"
+    made = cli("convert", *_flags(recipe), "--out", str(suite), "--model", "net.py:build")
+    assert made.returncode == 0, made.stderr
+    assert 'model: {factory: "net.py:build"}' in suite.read_text()
+    assert cli("plan", str(suite)).returncode == 0
+    bad = cli("convert", *_flags(recipe), "--out", str(tmp_path / "x.yaml"), "--model", "net.py")
+    assert bad.returncode == 2 and "pkg.module:build or file.py:build" in bad.stderr
+    results = tmp_path / "results"
+    run = cli("run", str(suite), "--results", str(results), "--device", "cpu",
+              "--set", "training.ghost_batch_size=8", "--set", "dataset.name=synthetic",
+              "--set", "dataset.test_size=32")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    runs = pd.read_parquet(results / "runs")
+    assert set(runs["status"]) == {"ok"} and len(runs) == 3  # lr, hybrid, batch
+    assert set(runs["model_source"]) == {str(tmp_path / "net.py")}

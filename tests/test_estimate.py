@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.app.estimate import StepModel, estimate, makespan
+from harness.app.estimate import StepModel, bench_name, estimate, makespan
 from harness.config.suite import load_suite
 
 SUITE = """\
@@ -44,6 +44,16 @@ def test_longest_first_assignment():
     assert makespan([5, 4, 3, 3, 1], 2) == 8  # {5, 3} and {4, 3, 1}
     assert makespan([5, 4], 4) == 5
     assert makespan([1.0] * 6, 1) == 6
+
+
+def test_a_factory_model_is_named_as_bench_names_it(tmp_path: Path):
+    """`harness bench --model net.py:build` rows match the suite's `factory: net.py:build`
+    (never imported here); a factory with kwargs is not one bench times."""
+    models = 'mine: {factory: "net.py:build"}, wide: {factory: "net.py:build", kwargs: {w: 2}}'
+    suite_path = tmp_path / "est.yaml"
+    suite_path.write_text(SUITE.replace("small: {name: small_cnn, width: 16}", models))
+    names = {c.model_name: bench_name(c) for c in load_suite(suite_path).cells}
+    assert names == {"mine": "net.py:build", "wide": None}
 
 
 def test_estimate_from_real_bench_rows(cli, tmp_path: Path):

@@ -342,6 +342,19 @@ def test_harness_run_refuses_a_bad_factory_before_training(
     assert not (results / "runs").exists()  # nothing trained, nothing written
 
 
+def test_a_cluster_submission_refuses_a_bad_factory_before_queueing(tmp_path: Path) -> None:
+    """--executor: the factory is imported and built before any task is queued."""
+    pytest.importorskip("submitit", reason="--executor needs submitit (the slurm extra)")
+    _write(tmp_path / "net.py", "def build(num_classes):\n    return [1, 2]\n")
+    suite = _suite(tmp_path, 'net: {factory: "net.py:build"}')
+    results = tmp_path / "results"
+    done = run_cli("run", str(suite), "--results", str(results), "--executor", "local")
+    assert done.returncode == 2, done.stderr
+    assert "models.net.factory" in done.stderr and "not a torch.nn.Module" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (results / "slurm").exists()  # nothing queued
+
+
 def test_a_factory_model_that_fails_in_training_is_its_cells_failed_row(tmp_path: Path) -> None:
     _write(
         tmp_path / "net.py",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tabulate import tabulate
 from harness.app.estimate import BENCH_MODELS
 from harness.app.runner import resolve_device
 from harness.core.execution import micro_batch_problem
+from harness.core.factory import FactoryRef, factory_problem
 from harness.data.cifar10 import load_cifar10, resolve_data_root, synthetic_cifar10
 from harness.data.device import DeviceData
 from harness.errors import UserError
@@ -83,8 +85,15 @@ def run_bench(
     if compile_model and modes is not None:
         raise UserError("--compile with --modes: give --modes compile (or captured) instead")
     modes = ["compile"] if compile_model else (modes or ["eager"])
+    factory = None
     if model not in BENCH_MODELS:
-        raise UserError(f"--model {model!r}: choose one of {', '.join(sorted(BENCH_MODELS))}")
+        if ":" not in model or factory_problem(model) is not None:
+            raise UserError(
+                f"--model {model!r}: choose one of {', '.join(sorted(BENCH_MODELS))}, or your "
+                "own model as pkg.module:build or file.py:build"
+            )
+        # The user's model, built as a suite's `factory:` is (relative paths from here).
+        factory = FactoryRef.of(model, {}, str(Path.cwd()))
     if precision not in ("fp32", "bf16"):
         raise UserError(f"--precision {precision!r}: choose fp32 or bf16")
     if data not in ("synthetic", "cifar10"):
@@ -105,7 +114,7 @@ def run_bench(
     labels = torch.from_numpy(arrays.train_y.astype("int64"))
     if workers is None:
         workers = 0 if torch_device.type == "cpu" else min(8, os.cpu_count() or 1)
-    name, params = BENCH_MODELS[model]
+    name, params = BENCH_MODELS.get(model, ("factory", {}))
     env = environment(torch_device)
     env["cuda_version"] = torch.version.cuda
     stamp = dt.datetime.now(dt.timezone.utc)
@@ -124,6 +133,7 @@ def run_bench(
             steps=steps,
             repeats=repeats,
             workers=workers,
+            factory=factory,
         )
         measured = []
         for mode in modes:
@@ -174,7 +184,8 @@ def run_bench(
             )
     print_table(rows)
     frame = pd.DataFrame(rows)
-    path = out / f"bench-{model}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.parquet"
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)  # a factory string holds ':' and '/'
+    path = out / f"bench-{safe}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.parquet"
     try:
         with atomic_path(path, inside=out) as tmp:  # a shared folder: no link followed
             frame.to_parquet(tmp, index=False)

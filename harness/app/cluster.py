@@ -179,6 +179,11 @@ def submit(
     if not todo:
         say.line(f"{suite.name}: nothing to submit ({status_module.summary_line(states)})")
         return 0
+    # A model from the user's code is imported and built here, once, before anything is
+    # queued: a bad one is this command's one-line error, not a failed row per task hours later.
+    from harness.app.runner import check_factories
+
+    check_factories(suite, tuple(todo), say)
     folder = results / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
     # One flat log folder, no `%j` template: submitit's task processes make the template

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config.yamlfile import MAX_SUITE_BYTES, parse_yaml, plain, read_regular
+from harness.core.factory import factory_problem
 from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.core.schedule import Plan, Realization, ScheduleError, updates_per_epoch
 from harness.errors import UserError
@@ -263,12 +264,25 @@ def _coerce(key: str, value: Any) -> Any:
     if key == "dataset" and value not in DATASETS:
         raise UserError(f"dataset: {value!r} is not one of {', '.join(DATASETS)}; pick one")
     if key == "model" and value not in MODEL_ENTRIES:
-        raise UserError(f"model: {value!r} is not a model; choose one of {_model_names()}")
+        if ":" in str(value) and factory_problem(str(value)) is None:
+            return value  # the user's own model, "pkg.module:build" or "file.py:build"
+        raise UserError(
+            f"model: {value!r} is not a model; choose one of {_model_names()}, or name your "
+            "own as pkg.module:build or file.py:build (relative to the written suite)"
+        )
     return value
 
 
 def _model_names() -> str:
     return ", ".join(sorted(MODEL_ENTRIES))
+
+
+def _model_entry(model: str) -> str:
+    """The suite's `models:` entry: a registered model, or the user's factory (not imported
+    here: `harness run` imports and builds it, and refuses a bad one before training)."""
+    if model in MODEL_ENTRIES:
+        return MODEL_ENTRIES[model]
+    return f"{{factory: {json.dumps(model)}}}"
 
 
 def warnings_for(r: Recipe) -> list[str]:
@@ -435,7 +449,7 @@ def suite_yaml(r: Recipe, name: str) -> str:
         f"dataset: {data}",
         "",
         "models:",
-        f"  model: {MODEL_ENTRIES[r.model]}",
+        f"  model: {_model_entry(r.model)}",
         "",
         "optimizers:",
         f"  recipe: {optimizer}",

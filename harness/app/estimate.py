@@ -77,6 +77,8 @@ class CellEstimate:
 def bench_name(cell: Cell) -> str | None:
     """The bench's name of the cell's model, or None when `harness bench` does not time it."""
     spec = cell.model.model_dump()
+    if "factory" in spec:  # `harness bench --model pkg.module:build` names it as the suite does
+        return None if spec.get("kwargs") else str(spec["factory"])
     for name, (registry, params) in BENCH_MODELS.items():
         if spec.get("name") == registry and all(spec.get(k) == v for k, v in params.items()):
             return name

@@ -49,7 +49,8 @@ def convert(
         str | None,
         typer.Option(
             help="With --out: the suite's model (small_cnn, wrn = WRN-16-4, "
-            "inception_resnet_v2, resnet50)."
+            "inception_resnet_v2, resnet50), or your own: pkg.module:build or "
+            "file.py:build (relative to the suite written)."
         ),
     ] = None,
 ) -> None:
@@ -77,7 +78,10 @@ def convert(
 
 def bench(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N, mps.")] = None,
-    model: Annotated[str, typer.Option(help="wrn16_4 or small_cnn.")] = "wrn16_4",
+    model: Annotated[
+        str,
+        typer.Option(help="wrn16_4, small_cnn, or your own: pkg.module:build or file.py:build."),
+    ] = "wrn16_4",
     batch_sizes: Annotated[
         str,
         typer.Option(

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.core.execution import Execution
+from harness.core.factory import FactoryRef
 from harness.data.device import DeviceData
 from harness.models.ghost_bn import GhostBatchNorm2d
 from harness.models.registry import build_model
@@ -42,7 +43,7 @@ SYNC_OPS = ("_local_scalar_dense", "item", "is_nonzero", "nonzero")
 
 @dataclass(frozen=True)
 class BenchSetup:
-    model: str  # a registry name
+    model: str  # a registry name (ignored with `factory`)
     model_params: dict[str, int]
     batch_size: int  # images per optimizer step
     ghost_size: int = 128
@@ -55,6 +56,7 @@ class BenchSetup:
     steps: int = 5  # per timed repeat
     repeats: int = 3
     workers: int = 0  # DataLoader workers of the reference loop
+    factory: FactoryRef | None = None  # a model from the user's code, ghost batch norm applied
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,11 @@ def _time_steps(step: Callable[[], Any], device: torch.device, setup: BenchSetup
 def _build(setup: BenchSetup, device: torch.device) -> nn.Module:
     torch.manual_seed(0)
     model = build_model(
-        setup.model, setup.model_params, num_classes=10, ghost_size=setup.ghost_size
+        setup.model,
+        setup.model_params,
+        num_classes=10,
+        ghost_size=setup.ghost_size,
+        factory=setup.factory,
     )
     model = model.to(device)
     if setup.channels_last:
