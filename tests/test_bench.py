@@ -7,7 +7,9 @@ import shutil
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
+from harness.core.factory import FactoryRef
 from harness.data.cifar10 import synthetic_cifar10
 from harness.train.bench import BenchSetup, CropFlipDataset, count_syncs, reference_model
 
@@ -129,3 +131,25 @@ def test_bench_times_your_own_model(cli, tmp_path):
     assert set(rows["model"]) == {"net.py:build"} and (rows["images_per_s"] > 0).all()
     bad = cli("bench", "--model", "net.py", "--out", str(out), cwd=tmp_path)
     assert bad.returncode == 2 and "pkg.module:build or file.py:build" in bad.stderr
+
+
+def test_the_reference_loop_gives_your_model_back_its_own_batch_norms(tmp_path):
+    """A user's 1d batch norm (and one without affine weights) is plain again in the
+    reference loop, not a BatchNorm2d that would refuse its (N, C) input."""
+    (tmp_path / "head.py").write_text(
+        "from torch import nn\n\n"
+        "def build(num_classes):\n"
+        "    return nn.Sequential(\n"
+        "        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=False), nn.AdaptiveAvgPool2d(1),\n"
+        "        nn.Flatten(), nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, num_classes))\n"
+    )
+    factory = FactoryRef.of("head.py:build", {}, str(tmp_path))
+    setup = BenchSetup(
+        model="factory", model_params={}, batch_size=8, ghost_size=4, factory=factory
+    )
+    model = reference_model(setup, torch.device("cpu"))
+    assert [type(m) for m in model if isinstance(m, nn.modules.batchnorm._BatchNorm)] == [
+        nn.BatchNorm2d,
+        nn.BatchNorm1d,
+    ]
+    assert model(torch.randn(8, 3, 8, 8)).shape == (8, 10)

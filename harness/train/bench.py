@@ -30,6 +30,7 @@ from harness.core.execution import Execution
 from harness.core.factory import FactoryRef
 from harness.data.device import DeviceData
 from harness.models.ghost_bn import GhostBatchNorm2d
+from harness.models.ghost_convert import GhostBatchNorm1d, GhostBatchNorm3d
 from harness.models.registry import build_model
 from harness.train.optim import build_optimizer
 from harness.train.runtime import autocast, synchronize
@@ -234,14 +235,28 @@ class CropFlipDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]
         return out.to(torch.uint8), self.labels[i]
 
 
+_PLAIN_OF: dict[type[nn.Module], type[nn.modules.batchnorm._BatchNorm]] = {
+    GhostBatchNorm1d: nn.BatchNorm1d,
+    GhostBatchNorm3d: nn.BatchNorm3d,
+}
+
+
 def reference_model(setup: BenchSetup, device: torch.device) -> nn.Module:
-    """The same architecture with every GhostBatchNorm2d replaced by a plain nn.BatchNorm2d."""
+    """The same architecture with every ghost batch norm replaced by the plain batch norm of
+    its input's rank (a user's model may hold 1d and 3d ones), affinity and tracking kept."""
     model = _build(setup, torch.device("cpu"))
 
     def swap(module: nn.Module) -> None:
         for name, child in module.named_children():
             if isinstance(child, GhostBatchNorm2d):
-                bn = nn.BatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
+                plain = _PLAIN_OF.get(type(child), nn.BatchNorm2d)
+                bn = plain(
+                    child.num_features,
+                    eps=child.eps,
+                    momentum=child.momentum,
+                    affine=child.affine,
+                    track_running_stats=child.track_running_stats,
+                )
                 bn.load_state_dict(child.state_dict())
                 setattr(module, name, bn)
             else:
