@@ -8,7 +8,8 @@ Counted here, on the CPU, with the harness's own step (nothing timed):
     cell's model at its ghost batch (the matmuls and convolutions; elementwise work is not
     counted, it is memory-bound and rides on the launch term below);
   * kernels per micro-batch: the aten ops one eager forward + backward dispatches (views,
-    which launch nothing, left out), and per optimizer step those of the update.
+    which launch nothing, left out) at the cell's precision (bf16's autocast adds its casts),
+    and per optimizer step those of the cell's optimizer update.
 Assumed (the flags, each printed with the result):
   * --tflops: the device's dense bf16 peak; --mfu: the share of it convolutions this small
     reach; a step's compute is images x FLOPs / (tflops x mfu);
@@ -61,7 +62,7 @@ class KernelCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def measure(job, ghost: int) -> tuple[float, int, int]:
+def measure(job, ghost: int, precision: str) -> tuple[float, int, int]:
     """(FLOPs per training image, kernels per micro-batch, kernels of the update)."""
     data = DeviceData.from_arrays(synthetic_cifar10(2 * ghost, 16, seed=0), torch.device("cpu"))
     model = build(job, data.device, Execution())
@@ -69,12 +70,12 @@ def measure(job, ghost: int) -> tuple[float, int, int]:
     images, labels = data.train_images(torch.arange(ghost), torch.Generator().manual_seed(0))
     step = StepBatch.split(images, labels, ghost)
     model.train()
-    train_on(model, optimizer, data, step, "fp32")  # the optimizer's state exists from here
+    train_on(model, optimizer, data, step, precision)  # the optimizer's state exists from here
     with FlopCounterMode(display=False) as flops:
-        train_on(model, optimizer, data, step, "fp32")
+        train_on(model, optimizer, data, step, precision)
     counter = KernelCounter()
     with counter:
-        train_on(model, optimizer, data, step, "fp32")
+        train_on(model, optimizer, data, step, precision)
     update = KernelCounter()
     with update:
         optimizer.step()
@@ -97,11 +98,14 @@ def main(argv: list[str]) -> int:
     measured: dict[str, tuple[float, int, int]] = {}
     rows = []
     for cell in cells:
-        key = cell.model.model_dump_json()
-        job = train_job(cell)
+        # The model, its optimizer (the update's kernels) and the precision (autocast's casts)
+        # set the counts; the ghost size sets the micro-batch they are counted at.
         ghost = cell.training.ghost_batch_size
+        precision = cell.training.precision
+        key = (cell.model.model_dump_json(), cell.optimizer.kind, precision, ghost)
+        job = train_job(cell)
         if key not in measured:
-            measured[key] = measure(job, ghost)
+            measured[key] = measure(job, ghost, precision)
         flops, kernels, update = measured[key]
         eager = captured = compute = 0.0
         images = 0
@@ -126,7 +130,8 @@ def main(argv: list[str]) -> int:
     flops, kernels, update = next(iter(measured.values()))
     print(
         f"{suite.name}: {len(cells)} cells; counted: {flops / 1e9:.2f} GFLOP per training image, "
-        f"{kernels} kernels per micro-batch + {update} per update (first model); assumed: "
+        f"{kernels} kernels per micro-batch + {update} per update (first cell, "
+        f"{rows[0][0].training.precision}); assumed: "
         f"{args.tflops:g} TFLOP/s x MFU {args.mfu:g}, eager launch {args.launch_us:g} us/kernel, "
         f"graph gap {args.graph_gap_us:g} us/kernel"
     )
