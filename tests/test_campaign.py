@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def test_three_campaign_commands_equal_one_uninterrupted_run(tmp_path: Path) -> 
         "CAMPAIGN_WORKERS": "2",  # the two cells side by side, as four share the GPU
         "CAMPAIGN_STATE": str(state),
         "CAMPAIGN_STOP_AFTER": "0.01",
+        "PYTHON": sys.executable,  # this interpreter, not whatever python3 is on PATH
         "CAMPAIGN_BENCH_ARGS": "--model small_cnn --batch-sizes 32 --ghost 16 --steps 1 "
         "--repeats 1 --data synthetic",
         "HARNESS_DATA": str(tmp_path / "unused"),  # synthetic suite: nothing to unpack
