@@ -267,7 +267,7 @@ def _start(
     model = _parallel_and_compiled(base_model, execution, replica)
     if meter is not None and replica is not None and replica.ddp is not None:
         # Every process's last micro-batch is a sample too (read before the all-reduce).
-        replica.ddp.register_comm_hook(None, meter.comm_hook)  # type: ignore[operator]
+        replica.ddp.register_comm_hook(None, meter.ddp_hook())  # type: ignore[operator]
     return _Run(
         job,
         audit.data,

@@ -182,6 +182,11 @@ class NoiseMeter:
         else:
             torch._foreach_copy_(self._previous, grads)
 
+    def ddp_hook(self) -> Callable[[object, Any], torch.futures.Future[torch.Tensor]]:
+        """`comm_hook` as DistributedDataParallel.register_comm_hook takes it: that check
+        refuses annotations that are not its own types (and here they are strings)."""
+        return lambda state, bucket: self.comm_hook(state, bucket)
+
     def comm_hook(self, state: object, bucket: Any) -> torch.futures.Future[torch.Tensor]:
         """DDP's communication hook: the squared norm of this process's last micro-batch
         increment, bucket by bucket, read before DDP's own all-reduce (which it then runs).
