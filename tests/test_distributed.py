@@ -134,8 +134,9 @@ def test_torchrun_run_writes_one_row_equal_to_one_process_and_resumes_with_any_n
     assert len(got) == 3
     pd.testing.assert_frame_equal(got[COMPARED], expected[COMPARED], rtol=RTOL, atol=ATOL)
     pd.testing.assert_frame_equal(got[EXACT], expected[EXACT])
-    # Rank 0 (32 then 48 examples a step, micro-batches of 16) has small-batch samples in
-    # every epoch: the estimate is its own.
+    # Every micro-batch of 16 of both processes is a small-batch sample, pooled: B_simple is
+    # measured in every epoch (test_torchrun_makes_the_adaptive_decisions_of_one_process
+    # compares it with one process's).
     assert got["noise_b_simple"].notna().all() and (got["noise_small_batch"] == 16).all()
 
     # Paused by 2 processes after one epoch, finished by 1: the same run.
@@ -151,6 +152,41 @@ def test_torchrun_run_writes_one_row_equal_to_one_process_and_resumes_with_any_n
     got = _curves(resumed)
     pd.testing.assert_frame_equal(got[COMPARED], expected[COMPARED], rtol=RTOL, atol=ATOL)
     pd.testing.assert_frame_equal(got[EXACT], expected[EXACT])
+
+
+ADAPTIVE = (
+    SUITE.replace(
+        "schedule: {epochs: 3, shape: step, milestones: [1, 2], factor: 2, batch_size: 48}",
+        "schedule: {epochs: 4, shape: step, milestones: [2], factor: 2, batch_size: 32}",
+    )
+    .replace(
+        "{hybrid: {realization: hybrid, batch_drops: 1}}",
+        "{adaptive: {realization: adaptive, b_max: 128, target: 2.0}}",
+    )
+    .replace("schedules: [hybrid]", "schedules: [adaptive]")
+)
+
+
+def test_torchrun_makes_the_adaptive_decisions_of_one_process(tmp_path: Path) -> None:
+    """An adaptive batch over 2 gloo processes: each process's micro-batches of 16 are
+    small-batch samples (its last one read before the all-reduce by the meter's DDP hook, a
+    share of one micro-batch included), pooled, so B_simple and every decision are one
+    process's (steps of 32 run as 16 + 16, of 48 as 32 + 16)."""
+    suite = tmp_path / "adaptive.yaml"
+    suite.write_text(ADAPTIVE)
+    flags = ("--device", "cpu", "--max-micro-batch", "16")
+    alone = _harness("run", str(suite), "--results", str(tmp_path / "one"), *flags)
+    assert alone.returncode == 0, alone.stderr
+    together = _harness("run", str(suite), "--results", str(tmp_path / "two"), *flags, n=2)
+    assert together.returncode == 0, together.stderr
+    expected, got = _curves(tmp_path / "one"), _curves(tmp_path / "two")
+    decided = ["decision_batch_size", "batch_size", "updates"]
+    pd.testing.assert_frame_equal(got[decided], expected[decided])
+    assert expected["decision_batch_size"].iloc[1:].notna().all()
+    assert expected["batch_size"].nunique() > 1  # the batch did grow
+    measured = ["decision_b_simple", "noise_b_simple", "noise_trace", "noise_grad_sq"]
+    pd.testing.assert_frame_equal(got[measured], expected[measured], rtol=1e-7, atol=0)
+    pd.testing.assert_frame_equal(got[COMPARED], expected[COMPARED], rtol=RTOL, atol=ATOL)
 
 
 def test_a_batch_that_cannot_be_split_over_the_processes_is_refused(

@@ -385,6 +385,17 @@ def compare_applied(
             rows.append(
                 _first_mismatch(cell_id, label, f"{applied} vs plan", cur[planned], cur[applied])
             )
+        decided = _decided_batches(cur)
+        if decided is not None:  # an adaptive cell: each batch is the last decision's
+            rows.append(
+                _first_mismatch(
+                    cell_id,
+                    label,
+                    "applied_batch_size vs decisions",
+                    decided,
+                    cur["applied_batch_size"][decided.index],
+                )
+            )
         base = _epochs(baseline_curves, cell_id)
         if base.empty:
             continue
@@ -396,6 +407,17 @@ def compare_applied(
     frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
     ok = bool((frame["verdict"] == "ok").all())
     return CheckResult(ok=ok, rows=frame, cells=len(labels), checked=len(rows))
+
+
+def _decided_batches(epochs: pd.DataFrame) -> pd.Series | None:
+    """An adaptive cell's batch per epoch from its recorded decisions (harness.core.adaptive:
+    a decision holds until the next), from its first decision on; None for any other cell."""
+    if "decision_batch_size" not in epochs.columns:
+        return None
+    decided = epochs["decision_batch_size"].astype("Float64").ffill().dropna()
+    if decided.empty:
+        return None
+    return decided.astype("int64")
 
 
 def _lacks_audit(curves: pd.DataFrame, labels: Mapping[str, str]) -> bool:

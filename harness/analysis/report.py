@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
+from harness.analysis.adaptive import DECISION_RULE, decisions_table, format_decisions
 from harness.analysis.momentum import EPOCHS_LOST_RULE, epochs_lost_table
 from harness.analysis.paper import COUNT_RULES
 from harness.analysis.recipes import RecipeClashWarning
@@ -69,6 +70,7 @@ def build_report(
     equivalence = equivalence_table(results)
     sweeps = sweep_table(results)
     lost = epochs_lost_table(results)
+    decided = decisions_table(results)
     doc = Doc(fmt)
     doc.heading(1, "Don't Decay the Learning Rate, Increase the Batch Size: results")
     doc.para(
@@ -133,6 +135,11 @@ def build_report(
             doc.table(format_fits(fits_table(sweep)))
             doc.para("Per batch size:")
             doc.table(format_sweep(sweep))
+        decided_here = decided[decided["suite"] == suite]
+        if not decided_here.empty:
+            doc.heading(3, "Adaptive batch: the decisions")
+            doc.para(DECISION_RULE)
+            doc.table(format_decisions(decided_here))
         lost_here = lost[lost["suite"] == suite]
         if not lost_here.empty:
             doc.heading(3, "Epochs lost to the momentum accumulation (Appendix A)")

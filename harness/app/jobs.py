@@ -51,6 +51,7 @@ def train_job(cell: Cell) -> TrainJob:
         precision=cell.training.precision,
         bn_stats=cell.training.bn_stats,
         bn_stats_images=cell.training.bn_stats_images,
+        adaptive=cell.adaptive,
     )
 
 
@@ -93,6 +94,8 @@ def run_record(
     """The `runs` row of a cell that ended (ok, diverged or failed)."""
     train_s = progress.train_time_s
     wall = progress.wall_clock_s
+    # An adaptive cell's plan is the one its decisions gave (before training: the bounds).
+    plan = cell.plan_after(progress.decisions)
     return RunRecord(
         suite=cell.suite,
         experiment=cell.experiment,
@@ -112,7 +115,7 @@ def run_record(
         epochs=progress.epoch,
         planned_epochs=cell.plan.epochs,
         updates=progress.updates,
-        planned_updates=cell.plan.updates,
+        planned_updates=plan.updates,
         final_test_acc=final["final_test_acc"],
         best_test_acc=final["best_test_acc"],
         final_test_loss=final["final_test_loss"],
@@ -138,7 +141,7 @@ def run_record(
         git_commit=environment["git_commit"],
         git_dirty=environment["git_dirty"],
         config=json.dumps(cell.resolved_config(), sort_keys=True),
-        plan=json.dumps([p.as_dict() for p in cell.plan.phases]),
+        plan=json.dumps([p.as_dict() for p in plan.phases]),
         paper_test_acc=cell.paper.test_acc if cell.paper else None,
         paper_updates=cell.paper.updates if cell.paper else None,
         paper_source=cell.paper.source if cell.paper else None,

@@ -682,7 +682,7 @@ def _where(progress: Any, cell: Cell) -> str:
     done = f"{progress.epoch}/{cell.plan.epochs}"
     if progress.partial is None:
         return done
-    plan = cell.plan
+    plan = cell.plan_after(progress.decisions)
     batch = plan.phase_at(progress.epoch).batch_size
     steps = updates_per_epoch(plan.train_size, batch, plan.drop_last)
     return f"{done} + step {progress.partial['step']} of {steps}"

@@ -49,6 +49,7 @@ from harness.config.schema import (
     WrnSpec,
 )
 from harness.config.yamlfile import read_suite_file
+from harness.core.adaptive import AdaptiveSchedule, Decision
 from harness.core.execution import micro_batch_problem
 from harness.core.naming import cell_label
 from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
@@ -96,12 +97,18 @@ class Cell:
     schedule: dict[str, Any]  # the resolved schedule, every field set
     training: TrainingSpec
     execution: Execution
-    plan: Plan
+    plan: Plan  # adaptive: the plan before any decision (the batch never grows)
     paper: PaperFigure | None = None
     sweep: SweepSpec | None = None  # the experiment's batch-sweep target (not in the id)
     equivalence_margin: float | None = None  # the suite's report setting (not in the id)
     aliases: tuple[str, ...] = field(default=())  # other experiment/optimizer/schedule names
     folder: str = "."  # the suite file's folder: a model's `factory: file.py:fn` starts there
+    # realization: adaptive: the decision rule (its fields are in `schedule`, so in the id)
+    adaptive: AdaptiveSchedule | None = None
+
+    def plan_after(self, decisions: Sequence[Decision]) -> Plan:
+        """The plan training follows after an adaptive cell's `decisions`; else `plan`."""
+        return self.plan if self.adaptive is None else self.adaptive.plan(decisions)
 
     @property
     def label(self) -> str:
@@ -337,6 +344,7 @@ def _expand(spec: SuiteSpec, locator: Locator, folder: str = ".") -> tuple[Cell,
                 training=training,
                 execution=spec.execution,
                 plan=schedule.plan,
+                adaptive=schedule.adaptive,
                 paper=exp.paper.get(f"{opt_name}/{sched_name}"),
                 sweep=exp.sweep,
                 equivalence_margin=spec.report.equivalence_margin,

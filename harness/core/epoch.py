@@ -56,6 +56,16 @@ class NoiseReading:
 
 
 @dataclass(frozen=True)
+class Decided:
+    """The adaptive realization's decision that this epoch began with (harness.core.adaptive):
+    the B_simple it read from the epochs since the previous decision (NaN: none measured, the
+    batch kept) and the batch it chose, which this epoch trained with."""
+
+    decision_b_simple: float
+    decision_batch_size: int
+
+
+@dataclass(frozen=True)
 class EpochRecord:
     """One epoch of one cell (the loop's fields, then the parts the audit and meter fill)."""
 
@@ -81,6 +91,7 @@ class EpochRecord:
     # set (all N where that is None or larger); None where it was not measured.
     train_eval_images: int | None = None
     noise: NoiseReading | None = None  # None without the meter
+    decided: Decided | None = None  # None but on an adaptive cell's decision epochs
 
     def columns(self) -> dict[str, Any]:
         """The flat `curves` row: column name -> value, in column order."""

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from harness.core.adaptive import AdaptiveSchedule
 from harness.core.rules import check_lr_momentum
 from harness.core.schedule import (
     BaseSchedule,
@@ -53,6 +54,10 @@ class ScheduleRequest:
     b_max: int | None = None
     lr: float | None = None  # a new initial lr; B follows B ∝ lr
     momentum: float | None = None  # a new momentum; B follows B ∝ 1/(1-m)
+    # adaptive only (harness.core.adaptive); None: its default (1.0, 1, True)
+    target: float | None = None  # B follows target x the measured B_simple
+    every: int | None = None  # epochs between decisions
+    grow_only: bool | None = None  # B never falls (else never below the initial B)
     base_momentum: float | None = None
     ghost: int = 1  # ghost batch size: every batch is a multiple of it
     drop_last: bool = True
@@ -72,7 +77,11 @@ SCHEDULE_FIELDS: tuple[str, ...] = (
     "b_max",
     "lr",
     "momentum",
+    "target",
+    "every",
+    "grow_only",
 )
+ADAPTIVE_FIELDS = ("target", "every", "grow_only")
 SCHEDULE_DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in fields(ScheduleRequest) if f.name in SCHEDULE_FIELDS
 }
@@ -94,7 +103,8 @@ class ResolvedSchedule:
     b_max: int | None
     lr: float
     momentum: float
-    plan: Plan
+    plan: Plan  # adaptive: the plan before any decision (B never grows)
+    adaptive: AdaptiveSchedule | None = None  # the decision rule of an adaptive realization
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form, part of a cell's id: its keys and value types must stay as they are."""
@@ -111,6 +121,16 @@ class ResolvedSchedule:
             "b_max": self.b_max,
             "lr": self.lr,
             "momentum": self.momentum,
+            # Only an adaptive schedule has these keys: no other cell id changed with them.
+            **(
+                {}
+                if self.adaptive is None
+                else {
+                    "target": self.adaptive.target,
+                    "every": self.adaptive.every,
+                    "grow_only": self.adaptive.grow_only,
+                }
+            ),
         }
 
 
@@ -135,6 +155,14 @@ def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
             )
     elif request.batch_drops is not None:
         raise ScheduleError("batch_drops", "only a hybrid realization takes batch_drops; remove it")
+    if request.realization == "adaptive" and request.b_max is None:
+        raise ScheduleError(
+            "b_max", "adaptive needs b_max: the largest batch it may choose (e.g. N/10)"
+        )
+    if request.realization != "adaptive":
+        for name in ADAPTIVE_FIELDS:
+            if getattr(request, name) is not None:
+                raise ScheduleError(name, "only an adaptive realization takes it; remove it")
     if request.momentum is not None and request.base_momentum is None:
         raise ScheduleError(
             "momentum",
@@ -146,17 +174,37 @@ def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
     momentum = request.momentum if request.momentum is not None else base_momentum
     check_lr_momentum(lr, momentum)  # before the scaling rule divides by them
     batch = _initial_batch(request, lr, momentum, base_momentum)
-    plan = realize(
-        base,
-        lr=lr,
-        batch_size=batch,
-        momentum=momentum,
-        train_size=request.train_size,
-        realization=request.realization,
-        batch_drops=request.batch_drops or 0,
-        b_max=request.b_max,
-        ghost=request.ghost,
-        drop_last=request.drop_last,
+    adaptive = None
+    if request.realization == "adaptive":
+        assert request.b_max is not None  # refused above
+        adaptive = AdaptiveSchedule(
+            base,
+            lr=lr,
+            batch_size=batch,
+            momentum=momentum,
+            train_size=request.train_size,
+            b_max=request.b_max,
+            target=1.0 if request.target is None else request.target,
+            every=1 if request.every is None else request.every,
+            grow_only=True if request.grow_only is None else request.grow_only,
+            ghost=request.ghost,
+            drop_last=request.drop_last,
+        )
+    plan = (
+        adaptive.plan()
+        if adaptive is not None
+        else realize(
+            base,
+            lr=lr,
+            batch_size=batch,
+            momentum=momentum,
+            train_size=request.train_size,
+            realization=request.realization,
+            batch_drops=request.batch_drops or 0,
+            b_max=request.b_max,
+            ghost=request.ghost,
+            drop_last=request.drop_last,
+        )
     )
     return ResolvedSchedule(
         epochs=base.epochs,
@@ -172,6 +220,7 @@ def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
         lr=lr,
         momentum=momentum,
         plan=plan,
+        adaptive=adaptive,
     )
 
 

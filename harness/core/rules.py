@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from typing import Literal, Protocol
 
 Shape = Literal["step", "cosine"]
-Realization = Literal["lr", "batch", "hybrid"]
+Realization = Literal["lr", "batch", "hybrid", "adaptive"]
 Warmup = Literal["lr", "batch"]
 SHAPES: tuple[Shape, ...] = ("step", "cosine")
-REALIZATIONS: tuple[Realization, ...] = ("lr", "batch", "hybrid")
+REALIZATIONS: tuple[Realization, ...] = ("lr", "batch", "hybrid", "adaptive")
 WARMUPS: tuple[Warmup, ...] = ("lr", "batch")
 
 # Far above any real recipe (the paper trains 200 epochs, ImageNet has 1.28M images, the

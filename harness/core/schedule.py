@@ -271,6 +271,12 @@ def realize(
     )
     if warmup not in WARMUPS:
         raise ScheduleError("warmup", f"{warmup!r} is not one of {', '.join(WARMUPS)}")
+    if realization == "adaptive":
+        raise ScheduleError(
+            "realization",
+            "an adaptive batch is decided while training, not in advance; plan it with "
+            "harness.core.adaptive.AdaptiveSchedule",
+        )
     cap = batch_cap(realization, batch_size, base.factor, batch_drops, b_max, ghost)
     epochs: list[tuple[float, int]] = []
     for epoch in range(base.epochs):
@@ -286,7 +292,7 @@ def realize(
         # Written as lr * (B / wanted) so that an exact batch step leaves lr bit-for-bit equal.
         epoch_lr = lr * ramp / divisor if batch == batch_size else lr * ramp * (batch / wanted)
         epochs.append((epoch_lr, batch))
-    plan = Plan(_merge(epochs, momentum, train_size, drop_last), train_size, drop_last)
+    plan = Plan(merge_epochs(epochs, momentum, train_size, drop_last), train_size, drop_last)
     for phase in plan.phases:
         if phase.batch_size > train_size or phase.updates == 0:
             first = phase.batch_size == batch_size
@@ -299,9 +305,11 @@ def realize(
     return plan
 
 
-def _merge(
+def merge_epochs(
     epochs: Sequence[tuple[float, int]], momentum: float, train_size: int, drop_last: bool
 ) -> tuple[Phase, ...]:
+    """Phases of per-epoch (lr, B): consecutive equal epochs merged, each with its noise scale
+    and update count."""
     phases: list[Phase] = []
     start = 0
     for end in range(1, len(epochs) + 1):

@@ -23,12 +23,14 @@ import errno
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.core.adaptive import Decision
 from harness.core.epoch import EpochRecord
 from harness.core.schedule import Plan, updates_per_epoch
 from harness.errors import UserError
@@ -62,6 +64,9 @@ class Progress:
     status: str = "ok"
     error: str | None = None
     partial: dict[str, Any] | None = None  # the unfinished epoch (PartialEpoch.as_dict())
+    # An adaptive cell's decisions so far (harness.core.adaptive), saved as plain dicts: the
+    # batches of the epochs trained and of the one in progress follow from them.
+    decisions: list[Decision] = field(default_factory=list)
 
 
 def save_checkpoint(
@@ -146,12 +151,14 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
-    plan: Plan | None = None,
+    plan: Plan | Callable[[Progress], Plan] | None = None,
 ) -> Progress | None:
     """Restore `model` and `optimizer` from `path`; None if there is no checkpoint.
 
-    With `plan`: `ProgressMismatch` (before the model is touched) if the progress does not fit
-    it (`check_progress`)."""
+    With `plan` (or a function giving the plan of a progress: an adaptive cell's follows from
+    its decisions, and raises `ValueError` for decisions it cannot have made):
+    `ProgressMismatch` (before the model is touched) if the progress does not fit it
+    (`check_progress`)."""
     cure = "move it away (or rerun with --force) to train the cell from the start"
     if path.is_symlink():  # never read through: another user of the folder may have planted it
         raise CheckpointError(f"{path}: a symbolic link, not a checkpoint file; remove it")
@@ -181,7 +188,12 @@ def load_checkpoint(
         progress = Progress(**{k: v for k, v in state["progress"].items() if k in known})
         why = _records(progress)
         if why is None and plan is not None:
-            why = check_progress(progress, plan)
+            try:
+                planned = plan(progress) if callable(plan) else plan
+            except ValueError as exc:
+                why = f"its decisions do not fit this cell ({exc})"
+            else:
+                why = check_progress(progress, planned)
         if why is None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -229,4 +241,8 @@ def _records(progress: Progress) -> str | None:
         progress.curves = [EpochRecord.from_columns(row) for row in progress.curves]  # type: ignore[arg-type]
     except (KeyError, TypeError, AttributeError) as exc:
         return f"curve rows are not epoch records ({type(exc).__name__}: {exc})"
+    try:
+        progress.decisions = [Decision(**d) for d in progress.decisions]  # type: ignore[arg-type]
+    except TypeError as exc:
+        return f"decisions are not decisions ({exc})"
     return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -120,9 +120,11 @@ def warm_up(
     job: TrainJob,
     execution: Execution,
     replica: Replica | None = None,
+    batches: Iterable[int] | None = None,
 ) -> float:
     """Run the real `train_step` once per (batch, micro-batch) shape of the plan, and one
     evaluation, untimed; then restore the weights, BN statistics and optimizer state.
+    `batches`: these step sizes only, no evaluation (an adaptive batch's new size).
 
     Compilation and cuDNN autotuning happen on the first call of each shape (forward, backward
     and optimizer update alike); without this they would land in the first epoch of each
@@ -142,8 +144,8 @@ def warm_up(
 
     shapes = sorted(
         {
-            (p.batch_size, step_micro_batch(share(p.batch_size), execution, job.ghost_batch_size))
-            for p in job.plan.phases
+            (batch, step_micro_batch(share(batch), execution, job.ghost_batch_size))
+            for batch in (batches or [p.batch_size for p in job.plan.phases])
         }
     )
     model.train()
@@ -153,7 +155,7 @@ def warm_up(
             train_on(
                 model, optimizer, data, step, job.precision, replica, keep_grads=execution.graphs
             )
-    for _ in range(_warmup_calls(execution, device)):
+    for _ in range(_warmup_calls(execution, device) if batches is None else 0):
         evaluate(model, data, execution.eval_batch_size, job.precision, replica=replica)
     base.load_state_dict(saved_model)
     optimizer.load_state_dict(saved_optimizer)

@@ -27,6 +27,7 @@ and its checkpoint written; run again, it resumes there, on this machine or anot
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -35,9 +36,10 @@ from pathlib import Path
 
 import torch
 
-from harness.core.epoch import EpochRecord
+from harness.core.adaptive import pooled_b_simple
+from harness.core.epoch import Decided, EpochRecord
 from harness.core.execution import Execution
-from harness.core.schedule import Phase
+from harness.core.schedule import Phase, Plan
 from harness.data.source import DataSource
 from harness.models.registry import build_model
 from harness.train.audit import Audit, StepProbe
@@ -107,11 +109,23 @@ def _resume(
     """The progress to start from: the checkpoint's, or a fresh one (none, or one whose
     progress the plan cannot have produced: its error then says so, for the cell's row)."""
     try:
-        return load_checkpoint(checkpoint, job.cell_id, model, optimizer, device, job.plan) or (
-            Progress()
-        )
+        return load_checkpoint(
+            checkpoint, job.cell_id, model, optimizer, device, lambda p: _plan_of(job, p)
+        ) or (Progress())
     except ProgressMismatch as exc:
         return Progress(error=f"trained from scratch: checkpoint {exc}")
+
+
+def _plan_of(job: TrainJob, progress: Progress) -> Plan:
+    """The plan a checkpoint's progress was trained under: an adaptive job's follows from its
+    decisions, which must be exactly those of the decision epochs it has started."""
+    if job.adaptive is not None:
+        started = progress.epoch + (progress.partial is not None)
+        want = [e for e in job.adaptive.decision_epochs() if e < started]
+        made = [d.epoch for d in progress.decisions]
+        if made != want:
+            raise ValueError(f"decisions at epochs {made}, where {started} epochs call for {want}")
+    return job.plan_for(progress.decisions)
 
 
 @contextlib.contextmanager
@@ -154,6 +168,9 @@ def train_cell(
     Raises `CheckpointError` for a checkpoint it cannot resume from; any other error but
     running out of memory propagates to the caller, which decides what a failure means.
     """
+    if job.adaptive is not None and not execution.noise_scale:
+        # An adaptive batch is decided from B_simple: the meter is on (steps split in two).
+        execution = dataclasses.replace(execution, noise_scale=True)
     run = _start(job, data, execution, checkpoint, probe, replica)
     progress = run.progress
     partial = None if progress.partial is None else PartialEpoch.from_dict(progress.partial)
@@ -165,6 +182,8 @@ def train_cell(
             )
         for epoch in range(progress.epoch, job.plan.epochs):
             resume, partial = partial, None
+            if resume is None and job.adaptive is not None:
+                _decide(run, epoch)
             phase = _enter_epoch(run, epoch, resume)
             try:
                 train_loss, steps, train_s = _train_timed(run, epoch, phase, resume, stop)
@@ -197,6 +216,7 @@ class _Run:
     execution: Execution
     checkpoint: Path
     replica: Replica | None
+    plan: Plan  # what training follows: the job's, or an adaptive job's after its decisions
     base_model: torch.nn.Module  # what is checkpointed
     model: torch.nn.Module  # what the steps call: DDP's wrapper, compiled if asked
     optimizer: torch.optim.Optimizer
@@ -242,14 +262,19 @@ def _start(
     world = 1 if replica is None else replica.world
     meter = None
     if execution.noise_scale:
-        meter = NoiseMeter(base_model.parameters(), audit.data.n_train, world)
+        pool = None if replica is None else replica.all_gather
+        meter = NoiseMeter(base_model.parameters(), audit.data.n_train, world, pool)
     model = _parallel_and_compiled(base_model, execution, replica)
+    if meter is not None and replica is not None and replica.ddp is not None:
+        # Every process's last micro-batch is a sample too (read before the all-reduce).
+        replica.ddp.register_comm_hook(None, meter.ddp_hook())  # type: ignore[operator]
     return _Run(
         job,
         audit.data,
         execution,
         checkpoint,
         replica,
+        job.plan_for(progress.decisions),
         base_model,
         model,
         optimizer,
@@ -260,10 +285,45 @@ def _start(
     )
 
 
+def _decide(run: _Run, epoch: int) -> None:
+    """At an adaptive job's decision epoch: the batch chosen from the B_simple measured since
+    the previous decision (harness.core.adaptive), recorded, and the plan it gives followed.
+    Under data parallelism every process pooled the same readings (NoiseMeter), so every
+    process decides alike; rank 0's decision is broadcast all the same."""
+    rule, progress = run.job.adaptive, run.progress
+    assert rule is not None
+    if epoch not in rule.decision_epochs() or any(d.epoch == epoch for d in progress.decisions):
+        return
+    since = progress.decisions[-1].epoch if progress.decisions else 0
+    readings = [
+        (r.noise.noise_trace, r.noise.noise_grad_sq)
+        for r in progress.curves
+        if r.epoch > since and r.noise is not None
+    ]
+    b_simple = pooled_b_simple(readings)
+    if run.replica is not None:
+        b_simple = run.replica.broadcast_float(b_simple)
+    decision = rule.decide(epoch, b_simple, previous=run.plan.phase_at(epoch - 1).batch_size)
+    progress.decisions.append(decision)
+    run.plan = run.job.plan_for(progress.decisions)
+    new_shape = run.plan.phase_at(epoch - 1).batch_size != decision.batch_size
+    if new_shape and (run.execution.compile or run.device.type == "cuda"):
+        # A new step shape: compiled (or autotuned) here, untimed, not in the epoch's clock.
+        progress.warmup_time_s += warm_up(
+            run.model,
+            run.optimizer,
+            run.data,
+            run.job,
+            run.execution,
+            run.replica,
+            batches=(decision.batch_size,),
+        )
+
+
 def _enter_epoch(run: _Run, epoch: int, resume: PartialEpoch | None) -> Phase:
     """The plan's phase set on the optimizer; the audit's and meter's counters started (or
     restored from a mid-epoch checkpoint)."""
-    phase = run.job.plan.phase_at(epoch)
+    phase = run.plan.phase_at(epoch)
     set_hyperparameters(run.optimizer, phase.lr, phase.momentum)
     run.audit.begin_epoch(None if resume is None else resume.audit)
     if run.meter is not None and resume is not None and resume.meter is not None:
@@ -349,6 +409,10 @@ def _record_epoch(
         train_eval_loss=math.nan if evals is None else evals.train_eval_loss,
         train_eval_images=_train_eval_images(run) if evals is not None else None,
         noise=None if run.meter is None else run.meter.end_epoch(),
+        decided=next(
+            (Decided(d.b_simple, d.batch_size) for d in progress.decisions if d.epoch == epoch),
+            None,
+        ),
     )
     progress.curves.append(record)
     progress.epoch = epoch + 1

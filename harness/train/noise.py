@@ -45,18 +45,21 @@ swamps the gradient) B_simple is NaN; the two components are kept for re-aggrega
 
 Data parallelism. With DDP and ``no_sync`` on all but the last micro-batch, a process's
 micro-batch increments before the last are its own examples' gradients, and after the last
-backward ``.grad`` is the all-reduced step gradient over all W processes. So under a `Replica`
-every micro-batch but a process's last is a small-batch sample (b, B), and the reduced
-``.grad`` is the big one (B, the whole step). Each process keeps its own sums; rank 0's are
-the ones its rows carry (fewer samples than one process would have, still unbiased; rank 0
-holds the largest share of an uneven split). A process needs two micro-batches for any
-sample: `step_micro_batch`, given its share, splits it so.
+backward ``.grad`` is the all-reduced step gradient over all W processes. The last
+micro-batch's own increment is read by `comm_hook` (registered on the DDP module), which sees
+each gradient bucket as this process computed it, before the all-reduce: the bucket minus the
+copy kept from the micro-batch before. So under a `Replica` every micro-batch of every
+process is a small-batch sample (b, B), a process's share of one micro-batch included, and
+the reduced ``.grad`` is the big one (B, the whole step). At the epoch's end the processes'
+sums are pooled (`pool`, an all-gather), so every process reads the same estimate from the
+samples one process would have taken, whose micro-batches cover the same examples (up to
+float summation order). `step_micro_batch` splits a share of two ghost slices or more in two.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -109,11 +112,15 @@ class NoiseMeter:
         parameters: Iterable[torch.Tensor],
         train_size: int | None,
         world: int = 1,
+        pool: Callable[[object], list[object]] | None = None,
     ) -> None:
         self.parameters = [p for p in parameters if p.requires_grad]
         self.train_size = train_size
         self.world = world  # processes of a data-parallel job (see the module docstring)
+        self.pool = pool  # every process's epoch sums, gathered (Replica.all_gather)
         self._previous: list[torch.Tensor] | None = None
+        self._index: dict[int, int] = {}  # id(parameter) -> its place in _previous
+        self._hooked: torch.Tensor | None = None  # |last increment|^2, from comm_hook
         self._seen = 0  # examples of the current step whose backward has run
         self._small: dict[tuple[int, int], torch.Tensor] = {}  # (b, B) -> sum |G_b|^2
         self._small_n: dict[tuple[int, int], int] = {}
@@ -146,7 +153,8 @@ class NoiseMeter:
         in one process).
         """
         step_batch = step_examples if step_batch is None else step_batch
-        if examples >= step_examples:
+        hooked, self._hooked = self._hooked, None
+        if examples >= step_batch:
             return  # a step of one micro-batch: no second batch size to compare with
         grads = [p.grad for p in self.parameters if p.grad is not None]
         first = self._seen == 0
@@ -155,7 +163,9 @@ class NoiseMeter:
         scale = (step_batch / (self.world * examples)) ** 2  # |increment|^2 -> |g_b|^2
         big = step_batch  # the whole step, over every process
         if last and self.world > 1:
-            pass  # the last increment holds the other ranks' gradients too: not a sample
+            # .grad holds the other processes' gradients too: the increment is comm_hook's.
+            if hooked is not None:
+                self.add_small(hooked * scale, examples, big)
         elif first:
             self.add_small(_squared_norm(grads) * scale, examples, big)
         else:
@@ -167,8 +177,29 @@ class NoiseMeter:
             self._seen = 0
         elif self._previous is None or len(self._previous) != len(grads):
             self._previous = [g.detach().clone() for g in grads]
+            with_grad = [p for p in self.parameters if p.grad is not None]
+            self._index = {id(p): i for i, p in enumerate(with_grad)}
         else:
             torch._foreach_copy_(self._previous, grads)
+
+    def ddp_hook(self) -> Callable[[object, Any], torch.futures.Future[torch.Tensor]]:
+        """`comm_hook` as DistributedDataParallel.register_comm_hook takes it: that check
+        refuses annotations that are not its own types (and here they are strings)."""
+        return lambda state, bucket: self.comm_hook(state, bucket)
+
+    def comm_hook(self, state: object, bucket: Any) -> torch.futures.Future[torch.Tensor]:
+        """DDP's communication hook: the squared norm of this process's last micro-batch
+        increment, bucket by bucket, read before DDP's own all-reduce (which it then runs).
+        DDP calls it only on a step's last backward (the others run under ``no_sync``)."""
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        grads = bucket.gradients()
+        if self._seen and self._previous is not None:
+            before = [self._index.get(id(p)) for p in bucket.parameters()]
+            grads = [g if i is None else g - self._previous[i] for g, i in zip(grads, before)]
+        squared = _squared_norm(grads)
+        self._hooked = squared if self._hooked is None else self._hooked + squared
+        return allreduce_hook(state, bucket)  # type: ignore[arg-type]
 
     def state(self) -> dict[str, list[list[Any]]]:
         """The epoch's sums so far, between two steps (a mid-epoch checkpoint): plain lists,
@@ -187,19 +218,19 @@ class NoiseMeter:
 
     def end_epoch(self) -> NoiseReading:
         """The epoch's reading (the record's part); NaN where nothing was measured."""
-        keys = [k for k in self._small if k[1] in self._big]
+        small_sums, big_sums = self._sums()
+        keys = [k for k in small_sums if k[1] in big_sums]
         result = NoiseReading(math.nan, math.nan, math.nan, None)
         if keys:
-            sums = torch.stack([self._small[k] for k in keys] + [self._big[k[1]] for k in keys])
-            values = sums.tolist()  # the one host sync of the meter, once per epoch
             traces, grads, weights = [], [], []
-            for i, (small, big) in enumerate(keys):
-                small_sq = values[i] / self._small_n[small, big]
-                big_sq = values[len(keys) + i] / self._big_n[big]
+            for small, big in keys:
+                total, count = small_sums[small, big]
+                small_sq = total / count
+                big_sq = big_sums[big][0] / big_sums[big][1]
                 trace, grad_sq = noise_estimates(small_sq, small, big_sq, big, self.train_size)
                 traces.append(trace)
                 grads.append(grad_sq)
-                weights.append(self._small_n[small, big])
+                weights.append(count)
             total = sum(weights)
             trace = sum(w * t for w, t in zip(weights, traces)) / total
             grad_sq = sum(w * g for w, g in zip(weights, grads)) / total
@@ -207,7 +238,7 @@ class NoiseMeter:
                 noise_b_simple=trace / grad_sq if grad_sq > 0 else math.nan,
                 noise_trace=trace,
                 noise_grad_sq=grad_sq,
-                noise_small_batch=max(keys, key=lambda k: self._small_n[k])[0],
+                noise_small_batch=max(keys, key=lambda k: small_sums[k][1])[0],
             )
         self._small.clear()
         self._small_n.clear()
@@ -215,3 +246,29 @@ class NoiseMeter:
         self._big_n.clear()
         self._seen = 0
         return result
+
+    def _sums(
+        self,
+    ) -> tuple[dict[tuple[int, int], tuple[float, int]], dict[int, tuple[float, int]]]:
+        """The epoch's (sum, count) per key, as host numbers, pooled over the processes when
+        there is a `pool`: the one host sync of the meter (and its one collective)."""
+        small_keys, big_keys = list(self._small), list(self._big)
+        values: list[float] = []
+        if small_keys or big_keys:
+            tensors = [self._small[k] for k in small_keys] + [self._big[k] for k in big_keys]
+            values = torch.stack(tensors).tolist()
+        small = {k: (values[i], self._small_n[k]) for i, k in enumerate(small_keys)}
+        big = {k: (values[len(small_keys) + i], self._big_n[k]) for i, k in enumerate(big_keys)}
+        if self.pool is None:
+            return small, big
+        pooled_small: dict[tuple[int, int], tuple[float, int]] = {}
+        pooled_big: dict[int, tuple[float, int]] = {}
+        gathered: list[Any] = self.pool((small, big))
+        for other_small, other_big in gathered:
+            for key, (total, count) in other_small.items():
+                was = pooled_small.get(key, (0.0, 0))
+                pooled_small[key] = (was[0] + total, was[1] + count)
+            for key, (total, count) in other_big.items():
+                was = pooled_big.get(key, (0.0, 0))
+                pooled_big[key] = (was[0] + total, was[1] + count)
+        return pooled_small, pooled_big

@@ -114,6 +114,18 @@ class Replica:
         dist.broadcast(t, src=0)
         return int(t.item())
 
+    def broadcast_float(self, value: float) -> float:
+        """Rank 0's ``value`` in every process (a measurement a decision is made from)."""
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        return float(t.item())
+
+    def all_gather(self, value: object) -> list[object]:
+        """Every process's ``value`` (plain Python data), in rank order."""
+        gathered: list[object] = [None] * self.world
+        dist.all_gather_object(gathered, value)
+        return gathered
+
     def barrier(self) -> None:
         if self.device.type == "cuda":
             dist.barrier(device_ids=[self.device.index])

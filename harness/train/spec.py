@@ -9,8 +9,10 @@ without a suite file, e.g. a test or a user's own script.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness.core.adaptive import AdaptiveSchedule, Decision
 from harness.core.factory import FactoryRef
 from harness.core.kinds import BnStats, OptimizerKind, Precision
 from harness.core.schedule import Plan
@@ -62,3 +64,12 @@ class TrainJob:
     # kept (evaluation uses them, the checkpoint holds them); "ema": the running average.
     bn_stats: BnStats = "ema"
     bn_stats_images: int = 4096
+    # realization: adaptive: the rule that decides the batch from the measured B_simple
+    # (harness.core.adaptive); `plan` is then the plan before any decision.
+    adaptive: AdaptiveSchedule | None = None
+
+    def plan_for(self, decisions: Sequence[Decision]) -> Plan:
+        """The plan that training follows after `decisions` (an adaptive job's), else `plan`."""
+        if self.adaptive is None:
+            return self.plan
+        return self.adaptive.plan(decisions)

@@ -1,0 +1,208 @@
+"""The adaptive realization: a batch size that follows the measured gradient noise scale.
+
+Beyond the paper. Its schedules fix every batch in advance; AdaptDL / Pollux (Qiao et al.,
+OSDI 2021) choose the batch from the gradient noise scale B_simple (McCandlish et al. 2018,
+measured by harness.train.noise) as training goes. Here the same idea is a fourth
+realization of a base schedule, so its accuracy and update count sit beside the paper's three
+in one suite:
+
+- Decision epochs are `every`, 2·`every`, ... (0-based, before the epoch trains; never epoch
+  0, which has nothing measured yet). At each, B becomes `target` × B_simple, B_simple read
+  from the epochs since the previous decision (`pooled_b_simple`: the ratio of their mean
+  tr(Σ) to their mean |G|², as the meter pools within an epoch), rounded to the nearest whole
+  number of ghost batches and clamped to [B_prev, b_max] (`grow_only`, the default) or to
+  [B0, b_max]. Nothing measured (NaN): B stays. `choose_batch` is the rule.
+- The lr stays at its initial value (times the warm-up ramp, as in every realization) until
+  B first reaches b_max, at epoch e*; from then on the base schedule's drops after e* are
+  made by the lr: lr(e) = lr0 · decay(e*) / decay(e). While B < b_max the noise scale falls
+  only as fast as the batch grows; the schedule's milestones act once the batch is capped,
+  as the batch realization's lr does past its cap.
+
+Decisions are data (`Decision`): the training loop records them in the checkpoint and in the
+curve rows, and `AdaptiveSchedule.plan(decisions)` is the plan they give, a pure function,
+so a resumed or paused cell continues with the same batches and tier 0 of the gate checks
+the applied batches against the recorded decisions. Before training, only bounds are known
+(`AdaptiveSchedule.bounds`): the plan if B never grows (the most updates) and if it jumps to
+b_max at the first decision (the fewest).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from harness.core.rules import ScheduleError, check_realization
+from harness.core.schedule import BaseSchedule, Plan, merge_epochs
+
+MAX_TARGET = 1e6  # target x B_simple is a batch size: a larger factor is a typo
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision of an adaptive cell: from `epoch` (0-based) on, B = `batch_size`, chosen
+    from `b_simple` (NaN where nothing was measured and B was kept)."""
+
+    epoch: int
+    b_simple: float
+    batch_size: int
+
+
+def pooled_b_simple(readings: Iterable[tuple[float, float]]) -> float:
+    """B_simple of several epochs' (tr(Σ), |G|²) readings: the ratio of their means (each
+    epoch's components are unbiased estimates, their ratio is not). Readings with a NaN are
+    left out; NaN when none is left or the mean |G|² is not positive."""
+    kept = [(t, g) for t, g in readings if math.isfinite(t) and math.isfinite(g)]
+    if not kept:
+        return math.nan
+    trace = sum(t for t, _ in kept) / len(kept)
+    grad_sq = sum(g for _, g in kept) / len(kept)
+    return trace / grad_sq if grad_sq > 0 else math.nan
+
+
+def choose_batch(
+    b_simple: float,
+    previous: int,
+    *,
+    initial: int,
+    target: float,
+    b_max: int,
+    ghost: int,
+    grow_only: bool = True,
+) -> int:
+    """The decision rule: `target` × `b_simple` rounded to the nearest multiple of `ghost`
+    (at least one ghost batch), clamped to [`previous`, `b_max`] when `grow_only`, else to
+    [`initial`, `b_max`]; `previous` when `b_simple` is NaN, infinite or not positive."""
+    if not (math.isfinite(b_simple) and b_simple > 0):
+        return previous
+    wanted = min(target * b_simple, float(b_max))  # min first: no int() of a huge float
+    batch = max(ghost, math.floor(wanted / ghost + 0.5) * ghost)
+    low = previous if grow_only else initial
+    return max(low, min(batch, b_max))
+
+
+@dataclass(frozen=True)
+class AdaptiveSchedule:
+    """A base schedule realized by a batch that follows the measured B_simple.
+
+    `batch_size`, `lr` and `momentum` are the initial values; `b_max` is required (the batch
+    must stop somewhere: hardware, or the paper's B ~ N/10). `ScheduleError` names the field
+    of a broken rule, as `realize` does.
+    """
+
+    base: BaseSchedule
+    lr: float
+    batch_size: int
+    momentum: float
+    train_size: int
+    b_max: int
+    target: float = 1.0
+    every: int = 1
+    grow_only: bool = True
+    ghost: int = 1
+    drop_last: bool = True
+
+    def __post_init__(self) -> None:
+        check_realization(
+            self.base,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            momentum=self.momentum,
+            train_size=self.train_size,
+            realization="batch",
+            batch_drops=0,
+            b_max=self.b_max,
+            ghost=self.ghost,
+        )
+        if self.b_max > self.train_size:
+            raise ScheduleError(
+                "b_max", f"{self.b_max} exceeds the training set ({self.train_size} examples)"
+            )
+        if not (math.isfinite(self.target) and 0 < self.target <= MAX_TARGET):
+            raise ScheduleError(
+                "target", f"{self.target!r} must be a number in (0, {MAX_TARGET:g}]"
+            )
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ScheduleError("every", f"{self.every!r} must be a whole number of epochs, 1+")
+        if self.every >= self.base.epochs:
+            raise ScheduleError(
+                "every",
+                f"{self.every}: no decision before the last of {self.base.epochs} epochs; lower it",
+            )
+        if self.batch_size < 2 * self.ghost:
+            raise ScheduleError(
+                "batch_size",
+                f"{self.batch_size}: the noise meter needs two ghost batches per step "
+                f"(B >= {2 * self.ghost}) to measure B_simple",
+            )
+
+    def decision_epochs(self) -> range:
+        """The epochs (0-based) that start with a decision."""
+        return range(self.every, self.base.epochs, self.every)
+
+    def decide(self, epoch: int, b_simple: float, previous: int) -> Decision:
+        """The decision at the start of `epoch`, from the B_simple measured since the last."""
+        batch = choose_batch(
+            b_simple,
+            previous,
+            initial=self.batch_size,
+            target=self.target,
+            b_max=self.b_max,
+            ghost=self.ghost,
+            grow_only=self.grow_only,
+        )
+        return Decision(epoch, b_simple, batch)
+
+    def batches(self, decisions: Sequence[Decision] = ()) -> list[int]:
+        """B of every epoch under `decisions` (B stays as decided until the next one);
+        `ScheduleError("decisions", ...)` for decisions this schedule cannot have made."""
+        self.check(decisions)
+        batches, batch, pending = [], self.batch_size, list(decisions)
+        for epoch in range(self.base.epochs):
+            if pending and pending[0].epoch == epoch:
+                batch = pending.pop(0).batch_size
+            batches.append(batch)
+        return batches
+
+    def check(self, decisions: Sequence[Decision]) -> None:
+        """`ScheduleError("decisions", ...)` unless each decision is at a decision epoch, in
+        order, once, and its batch obeys the rule's bounds."""
+        allowed = set(self.decision_epochs())
+        previous, last = self.batch_size, 0
+        for d in decisions:
+            low = previous if self.grow_only else self.batch_size
+            if d.epoch not in allowed or d.epoch <= last:
+                raise ScheduleError(
+                    "decisions", f"a decision at epoch {d.epoch!r}, not a decision epoch in order"
+                )
+            if (
+                not isinstance(d.batch_size, int)
+                or d.batch_size % self.ghost
+                or not low <= d.batch_size <= self.b_max
+            ):
+                raise ScheduleError(
+                    "decisions",
+                    f"batch {d.batch_size!r} at epoch {d.epoch}: outside [{low}, {self.b_max}] "
+                    f"or not a multiple of {self.ghost}",
+                )
+            previous, last = d.batch_size, d.epoch
+
+    def plan(self, decisions: Sequence[Decision] = ()) -> Plan:
+        """The plan `decisions` give (the batch after the last one kept to the end)."""
+        base, epochs = self.base, []
+        capped_at: int | None = None  # e*: the first epoch trained at b_max
+        for epoch, batch in enumerate(self.batches(decisions)):
+            if capped_at is None and batch == self.b_max:
+                capped_at = epoch
+            lr = self.lr * base.warmup_factor(epoch)
+            if capped_at is not None:
+                lr *= base.decay(capped_at) / base.decay(epoch)
+            epochs.append((lr, batch))
+        phases = merge_epochs(epochs, self.momentum, self.train_size, self.drop_last)
+        return Plan(phases, self.train_size, self.drop_last)
+
+    def bounds(self) -> tuple[Plan, Plan]:
+        """(the plan if B never grows, the plan if it jumps to b_max at the first decision):
+        the most and the fewest updates an adaptive cell can take."""
+        first = self.decision_epochs()[0]
+        return self.plan(), self.plan([Decision(first, math.nan, self.b_max)])
