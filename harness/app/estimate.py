@@ -236,6 +236,11 @@ def print_estimate(
         )
         + ". Step time per batch from the bench rows (exact where measured, else a + b B); "
         "evaluation n_test x b / 3 per epoch; warm-up and compile time not included"
+        + (
+            "; an adaptive cell is estimated at its upper bound (its batch never grows)"
+            if any(c.adaptive is not None for c in cells)
+            else ""
+        )
     )
     table.caption_justify = "left"
     console = Console()
