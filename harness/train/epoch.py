@@ -121,10 +121,11 @@ def warm_up(
     execution: Execution,
     replica: Replica | None = None,
     batches: Iterable[int] | None = None,
+    evaluation: bool = True,
 ) -> float:
-    """Run the real `train_step` once per (batch, micro-batch) shape of the plan, and one
-    evaluation, untimed; then restore the weights, BN statistics and optimizer state.
-    `batches`: these step sizes only, no evaluation (an adaptive batch's new size).
+    """Run the real `train_step` once per (batch, micro-batch) shape of the plan (or of
+    `batches`: an adaptive job's), and one evaluation unless not `evaluation`, untimed; then
+    restore the weights, BN statistics and optimizer state.
 
     Compilation and cuDNN autotuning happen on the first call of each shape (forward, backward
     and optimizer update alike); without this they would land in the first epoch of each
@@ -155,7 +156,7 @@ def warm_up(
             train_on(
                 model, optimizer, data, step, job.precision, replica, keep_grads=execution.graphs
             )
-    for _ in range(_warmup_calls(execution, device) if batches is None else 0):
+    for _ in range(_warmup_calls(execution, device) if evaluation else 0):
         evaluate(model, data, execution.eval_batch_size, job.precision, replica=replica)
     base.load_state_dict(saved_model)
     optimizer.load_state_dict(saved_optimizer)

@@ -177,8 +177,9 @@ def train_cell(
     progress.partial = None
     with _oom_fails_cell(job, progress):
         if execution.compile or run.device.type == "cuda":
+            batches = [p.batch_size for p in run.plan.phases]  # an adaptive job's so far
             progress.warmup_time_s += warm_up(
-                run.model, run.optimizer, run.data, job, execution, replica
+                run.model, run.optimizer, run.data, job, execution, replica, batches
             )
         for epoch in range(progress.epoch, job.plan.epochs):
             resume, partial = partial, None
@@ -288,8 +289,8 @@ def _start(
 def _decide(run: _Run, epoch: int) -> None:
     """At an adaptive job's decision epoch: the batch chosen from the B_simple measured since
     the previous decision (harness.core.adaptive), recorded, and the plan it gives followed.
-    Under data parallelism every process pooled the same readings (NoiseMeter), so every
-    process decides alike; rank 0's decision is broadcast all the same."""
+    Under data parallelism every process pooled the same readings (NoiseMeter); rank 0's
+    B_simple is broadcast all the same, so no float summation order can split a decision."""
     rule, progress = run.job.adaptive, run.progress
     assert rule is not None
     if epoch not in rule.decision_epochs() or any(d.epoch == epoch for d in progress.decisions):
@@ -317,6 +318,7 @@ def _decide(run: _Run, epoch: int) -> None:
             run.execution,
             run.replica,
             batches=(decision.batch_size,),
+            evaluation=False,
         )
 
 
