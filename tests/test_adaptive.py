@@ -102,18 +102,26 @@ def test_b_simple_over_several_epochs_is_the_ratio_of_the_means():
     assert math.isnan(pooled_b_simple([(100.0, -1.0)]))  # noise swamps the gradient
 
 
-def test_the_lr_stays_until_b_max_then_makes_the_remaining_drops():
-    rule = _rule()
-    plan = rule.plan([Decision(1, 100.0, 96), Decision(3, 5000.0, 1024)])
+def test_the_lr_stays_until_b_max_then_takes_what_the_batch_leaves_of_the_decay():
+    rule = _rule(b_max=256)  # B0 32, decay x4 at epochs 4 and 7: the schedule wants 128, 512
+    plan = rule.plan([Decision(1, 100.0, 96), Decision(3, 5000.0, 256)])
     lrs = [plan.phase_at(e).lr for e in range(10)]
     batches = [plan.phase_at(e).batch_size for e in range(10)]
-    assert batches == [32, 96, 96] + [1024] * 7
-    # B reached b_max at epoch 3, before the first milestone: every drop is the lr's.
-    assert lrs == [0.1] * 4 + [0.1 / 4] * 3 + [0.1 / 16] * 3
-    late = rule.plan([Decision(5, 5000.0, 1024)])  # capped after the first milestone (4)
-    assert [late.phase_at(e).lr for e in (4, 5, 6, 7)] == [0.1, 0.1, 0.1, 0.1 / 4]
+    assert batches == [32, 96, 96] + [256] * 7
+    # Capped at epoch 3, ahead of the schedule (256 > 128): the lr stays until the schedule
+    # wants more than 256 (512 from epoch 7), then lr0 x 256 / 512, as the batch realization.
+    assert lrs == [0.1] * 7 + [0.1 * 256 / 512] * 3
+    batch = realize(BASE, lr=0.1, batch_size=32, momentum=0.9, train_size=5000,
+                    realization="batch", b_max=256, ghost=16)  # fmt: skip
+    assert [batch.phase_at(e).lr for e in range(7, 10)] == lrs[7:]  # the same temperature
+    # Never capped: the lr never falls, whatever the schedule wants.
+    slow = rule.plan([Decision(2, 80.0, 80), Decision(8, 200.0, 192)])
+    assert {p.lr for p in slow.phases} == {0.1}
     never = rule.plan()
     assert {p.lr for p in never.phases} == {0.1} and never.updates == 10 * (5000 // 32)
+    # Capped late and below what the schedule wants: the lr takes the rest at once.
+    late = rule.plan([Decision(8, 5000.0, 256)])
+    assert [late.phase_at(e).lr for e in (7, 8, 9)] == [0.1, 0.1 * 256 / 512, 0.1 * 256 / 512]
 
 
 @settings(max_examples=100, deadline=None)

@@ -22,9 +22,10 @@ DECISION_RULE = (
     "An adaptive schedule chooses B at the start of each decision epoch as target × B_simple, "
     "the gradient noise scale measured since the previous decision, rounded to whole ghost "
     "batches and clamped (never falling, at most b_max); the lr stays until B reaches b_max and "
-    "then makes the schedule's remaining drops. Each entry is epoch: measured B_simple → chosen "
-    "B, shown for the first decision and wherever B changed (decisions that kept B are counted, "
-    "not shown); epochs are 0-based, the first one trained with the new B."
+    "then makes what the batch leaves of the schedule's drops. Each entry is epoch: measured "
+    "B_simple → chosen B, shown for the first decision and wherever B changed (decisions "
+    "that kept B are counted, not shown); epochs are 0-based, the first one trained with "
+    "the new B."
 )
 
 

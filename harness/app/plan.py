@@ -61,10 +61,10 @@ def adaptive_caption(cell: Cell) -> str:
     clamp = "never falling" if rule.grow_only else f"never below {rule.batch_size}"
     return (
         f"adaptive: B = {rule.target:g} x the measured B_simple, decided {every} from epoch "
-        f"{rule.every}, a multiple of {rule.ghost} up to b_max {rule.b_max}, {clamp}; the lr "
-        f"makes the schedule's drops once B reaches b_max. Between {fewest.updates} updates "
-        f"(B jumps to b_max at the first decision) and {most.updates} (B never grows, the "
-        "phases shown)"
+        f"{rule.every}, a multiple of {rule.ghost} up to b_max {rule.b_max}, {clamp}; once B "
+        "reaches b_max the lr makes what the batch leaves of the schedule's drops. Between "
+        f"{fewest.updates} updates (B jumps to b_max at the first decision) and "
+        f"{most.updates} (B never grows, the phases shown)"
     )
 
 

@@ -13,10 +13,12 @@ in one suite:
   number of ghost batches and clamped to [B_prev, b_max] (`grow_only`, the default) or to
   [B0, b_max]. Nothing measured (NaN): B stays. `choose_batch` is the rule.
 - The lr stays at its initial value (times the warm-up ramp, as in every realization) until
-  B first reaches b_max, at epoch e*; from then on the base schedule's drops after e* are
-  made by the lr: lr(e) = lr0 · decay(e*) / decay(e). While B < b_max the noise scale falls
-  only as fast as the batch grows; the schedule's milestones act once the batch is capped,
-  as the batch realization's lr does past its cap.
+  B first reaches b_max, at epoch e*; from then on the lr makes what remains of the base
+  schedule's drops, as the batch realization's lr does past its cap: with the schedule's
+  batch wanted(e) = B0 · decay(e), lr(e) = lr0 · B(e) / wanted(e) where B(e) < wanted(e),
+  else lr0. So once capped the cell anneals to the schedule's temperature lr/B (and its
+  final noise scale is the batch realization's at the same b_max); before, g falls only as
+  fast as the batch grows, which may be faster or slower than the schedule.
 
 Decisions are data (`Decision`): the training loop records them in the checkpoint and in the
 curve rows, and `AdaptiveSchedule.plan(decisions)` is the plan they give, a pure function,
@@ -195,8 +197,9 @@ class AdaptiveSchedule:
             if capped_at is None and batch == self.b_max:
                 capped_at = epoch
             lr = self.lr * base.warmup_factor(epoch)
-            if capped_at is not None:
-                lr *= base.decay(capped_at) / base.decay(epoch)
+            wanted = self.batch_size * base.decay(epoch)  # the batch realization's B
+            if capped_at is not None and batch < wanted:
+                lr *= batch / wanted
             epochs.append((lr, batch))
         phases = merge_epochs(epochs, self.momentum, self.train_size, self.drop_last)
         return Plan(phases, self.train_size, self.drop_last)
