@@ -26,6 +26,16 @@ def _default_timeout() -> float | None:
     return float(value)
 
 
+# A user's own model file (`factory: net.py:build`): one conv, a batch norm, a linear head.
+TINY_BN_NET = (
+    "from torch import nn\n\n"
+    "def build(num_classes):\n"
+    "    return nn.Sequential(\n"
+    "        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),\n"
+    "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))\n"
+)
+
+
 def run_cli(
     *args: str,
     cwd: Path | None = None,

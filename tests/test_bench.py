@@ -12,6 +12,7 @@ from torch import nn
 from harness.core.factory import FactoryRef
 from harness.data.cifar10 import synthetic_cifar10
 from harness.train.bench import BenchSetup, CropFlipDataset, count_syncs, reference_model
+from tests.conftest import TINY_BN_NET
 
 
 def test_bench_cli_writes_one_row_per_measurement(cli, tmp_path):
@@ -111,13 +112,7 @@ def test_bench_cli_names_the_bad_option(cli, tmp_path, bad):
 def test_bench_times_your_own_model(cli, tmp_path):
     """--model file.py:build: the user's model with its batch norms made ghost batch norms,
     beside the same model with plain ones in the reference loop."""
-    (tmp_path / "net.py").write_text(
-        "from torch import nn\n\n"
-        "def build(num_classes):\n"
-        "    return nn.Sequential(\n"
-        "        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),\n"
-        "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))\n"
-    )
+    (tmp_path / "net.py").write_text(TINY_BN_NET)
     out = tmp_path / "bench"
     result = cli(
         "bench", "--device", "cpu", "--model", "net.py:build", "--batch-sizes", "32",

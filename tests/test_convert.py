@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from harness.app.convert import make_recipe, side_by_side
 from harness.core.recipe import ScheduleRequest, resolve_schedule
 from harness.errors import UserError
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_BN_NET
 
 CIFAR = {
     "epochs": 200,
@@ -362,13 +362,7 @@ def test_convert_out_needs_an_explicit_model_from_the_registry(cli, tmp_path: Pa
 def test_convert_writes_a_suite_of_your_own_model_that_runs(cli, tmp_path):
     """--model file.py:build: the suite names the factory (never imported by convert or
     plan), and `harness run` builds and trains it, ghost batch norm and all."""
-    (tmp_path / "net.py").write_text(
-        "from torch import nn\n\n"
-        "def build(num_classes):\n"
-        "    return nn.Sequential(\n"
-        "        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),\n"
-        "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))\n"
-    )
+    (tmp_path / "net.py").write_text(TINY_BN_NET)
     recipe = {"epochs": 2, "train_size": 64, "batch_size": 16, "lr": 0.05, "momentum": 0.9,
               "milestones": [1], "factor": 2}  # fmt: skip
     suite = tmp_path / "mine.yaml"
