@@ -153,3 +153,41 @@ def test_noise_scale_fills_the_curves_and_changes_nothing_else(tmp_path, data):
         assert row.columns()["noise_small_batch"] == 16
         assert math.isfinite(row.columns()["noise_trace"]) and row.columns()["noise_trace"] > 0
         assert math.isfinite(row.columns()["noise_grad_sq"])
+
+
+def _samples(meter: NoiseMeter, values: list[tuple[float, float]]) -> None:
+    """Steps of 32 examples as two micro-batches of 16: (|G_16|^2, |G_32|^2) each."""
+    for small, big in values:
+        meter.add_small(torch.tensor(small, dtype=torch.float64), 16, 32)
+        meter.add_big(torch.tensor(big, dtype=torch.float64), 32)
+
+
+def test_processes_pool_their_sums_and_a_mid_epoch_state_carries_all_of_them():
+    """Two processes of a data-parallel job, simulated: each meter's `pool` returns every
+    process's sums. The pooled reading uses every sample once; a pause saves the pooled sums,
+    which one process restores (rank 0, harness.train.loop), so the resumed epoch's reading
+    is the unbroken one's exactly."""
+    w = torch.zeros(3, requires_grad=True)
+    a_steps = [(5.0, 4.0), (7.0, 5.5), (6.0, 4.5), (8.0, 6.0)]
+    b_steps = [(4.0, 3.5), (9.0, 6.5), (5.5, 4.5), (6.5, 5.0)]
+
+    def job(a_values, b_values, restored=None):
+        other = NoiseMeter([w], train_size=1000)
+        _samples(other, b_values)
+        meter = NoiseMeter([w], train_size=1000, world=2, pool=lambda v: [v, other._sums()])
+        if restored is not None:
+            meter.restore(restored)
+        _samples(meter, a_values)
+        return meter
+
+    alone = NoiseMeter([w], train_size=1000)  # one process with all eight samples
+    _samples(alone, a_steps + b_steps)
+    unbroken = job(a_steps, b_steps).end_epoch()
+    expected = alone.end_epoch()
+    assert math.isfinite(expected.noise_b_simple)
+    assert unbroken.noise_b_simple == pytest.approx(expected.noise_b_simple, rel=1e-12)
+    paused = job(a_steps[:2], b_steps[:2]).state()  # both processes' first two steps
+    assert [n for _, _, _, n in paused["small"]] == [4]
+    resumed = job(a_steps[2:], b_steps[2:], restored=paused).end_epoch()
+    assert resumed.noise_b_simple == pytest.approx(unbroken.noise_b_simple, rel=1e-12)
+    assert resumed.noise_trace == pytest.approx(unbroken.noise_trace, rel=1e-12)

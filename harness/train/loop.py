@@ -328,7 +328,8 @@ def _enter_epoch(run: _Run, epoch: int, resume: PartialEpoch | None) -> Phase:
     phase = run.plan.phase_at(epoch)
     set_hyperparameters(run.optimizer, phase.lr, phase.momentum)
     run.audit.begin_epoch(None if resume is None else resume.audit)
-    if run.meter is not None and resume is not None and resume.meter is not None:
+    # The saved sums are every process's, pooled (NoiseMeter.state): one process holds them.
+    if run.meter is not None and resume is not None and resume.meter is not None and run.main:
         run.meter.restore(resume.meter)
     return phase
 
@@ -372,10 +373,13 @@ def _train_timed(
 def _checkpoint_mid_epoch(run: _Run, partial: PartialEpoch | None) -> None:
     """Rank 0 saves the unfinished epoch with the audit's and meter's counters (nothing when
     the source cannot start mid-epoch: the last epoch's checkpoint stands)."""
-    if partial is None or not run.main:
+    if partial is None:
+        return
+    meter = None if run.meter is None else run.meter.state()  # pooled: every process calls it
+    if not run.main:
         return
     partial.audit = run.audit.state()
-    partial.meter = None if run.meter is None else run.meter.state()
+    partial.meter = meter
     run.clock.add_to(run.progress)
     run.progress.partial = partial.as_dict()
     save_checkpoint(run.checkpoint, run.job.cell_id, run.base_model, run.optimizer, run.progress)

@@ -203,10 +203,24 @@ class NoiseMeter:
 
     def state(self) -> dict[str, list[list[Any]]]:
         """The epoch's sums so far, between two steps (a mid-epoch checkpoint): plain lists,
-        since a checkpoint's dict keys are strings or ints, not tuples."""
+        since a checkpoint's dict keys are strings or ints, not tuples. With a `pool` they are
+        every process's, pooled (a collective: every process calls it), so that the one
+        process that restores them (`restore`, rank 0) carries the whole job's samples."""
+        if self.pool is None:
+            return {
+                "small": [[b, B, self._small[b, B], self._small_n[b, B]] for b, B in self._small],
+                "big": [[big, self._big[big], self._big_n[big]] for big in self._big],
+            }
+        small, big = self._sums()
+        device = self.parameters[0].device if self.parameters else torch.device("cpu")
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+
+        def tensor(value: float) -> torch.Tensor:
+            return torch.tensor(value, dtype=dtype, device=device)
+
         return {
-            "small": [[b, B, self._small[b, B], self._small_n[b, B]] for b, B in self._small],
-            "big": [[big, self._big[big], self._big_n[big]] for big in self._big],
+            "small": [[b, B, tensor(t), n] for (b, B), (t, n) in small.items()],
+            "big": [[key, tensor(t), n] for key, (t, n) in big.items()],
         }
 
     def restore(self, state: dict[str, list[list[Any]]]) -> None:
