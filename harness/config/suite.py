@@ -49,7 +49,7 @@ from harness.config.schema import (
     WrnSpec,
 )
 from harness.config.yamlfile import read_suite_file
-from harness.core.adaptive import AdaptiveSchedule, Decision
+from harness.core.adaptive import AdaptiveSchedule, Decision, plan_after
 from harness.core.execution import micro_batch_problem
 from harness.core.naming import cell_label
 from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
@@ -108,7 +108,7 @@ class Cell:
 
     def plan_after(self, decisions: Sequence[Decision]) -> Plan:
         """The plan training follows after an adaptive cell's `decisions`; else `plan`."""
-        return self.plan if self.adaptive is None else self.adaptive.plan(decisions)
+        return plan_after(self.plan, self.adaptive, decisions)
 
     @property
     def label(self) -> str:

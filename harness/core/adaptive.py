@@ -83,6 +83,11 @@ def choose_batch(
     return max(low, min(batch, b_max))
 
 
+def plan_after(plan: Plan, rule: AdaptiveSchedule | None, decisions: Sequence[Decision]) -> Plan:
+    """The plan training follows: `plan`, or an adaptive `rule`'s plan after `decisions`."""
+    return plan if rule is None else rule.plan(decisions)
+
+
 @dataclass(frozen=True)
 class AdaptiveSchedule:
     """A base schedule realized by a batch that follows the measured B_simple.

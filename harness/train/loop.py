@@ -304,11 +304,11 @@ def _decide(run: _Run, epoch: int) -> None:
     b_simple = pooled_b_simple(readings)
     if run.replica is not None:
         b_simple = run.replica.broadcast_float(b_simple)
-    decision = rule.decide(epoch, b_simple, previous=run.plan.phase_at(epoch - 1).batch_size)
+    previous = run.plan.phase_at(epoch - 1).batch_size
+    decision = rule.decide(epoch, b_simple, previous)
     progress.decisions.append(decision)
     run.plan = run.job.plan_for(progress.decisions)
-    new_shape = run.plan.phase_at(epoch - 1).batch_size != decision.batch_size
-    if new_shape and (run.execution.compile or run.device.type == "cuda"):
+    if decision.batch_size != previous and (run.execution.compile or run.device.type == "cuda"):
         # A new step shape: compiled (or autotuned) here, untimed, not in the epoch's clock.
         progress.warmup_time_s += warm_up(
             run.model,

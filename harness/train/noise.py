@@ -275,14 +275,11 @@ class NoiseMeter:
         big = {k: (values[len(small_keys) + i], self._big_n[k]) for i, k in enumerate(big_keys)}
         if self.pool is None:
             return small, big
-        pooled_small: dict[tuple[int, int], tuple[float, int]] = {}
-        pooled_big: dict[int, tuple[float, int]] = {}
+        pooled: tuple[dict[Any, tuple[float, int]], dict[Any, tuple[float, int]]] = ({}, {})
         gathered: list[Any] = self.pool((small, big))
-        for other_small, other_big in gathered:
-            for key, (total, count) in other_small.items():
-                was = pooled_small.get(key, (0.0, 0))
-                pooled_small[key] = (was[0] + total, was[1] + count)
-            for key, (total, count) in other_big.items():
-                was = pooled_big.get(key, (0.0, 0))
-                pooled_big[key] = (was[0] + total, was[1] + count)
-        return pooled_small, pooled_big
+        for process in gathered:  # (small, big) of each process
+            for table, part in zip(pooled, process, strict=True):
+                for key, (total, count) in part.items():
+                    was = table.get(key, (0.0, 0))
+                    table[key] = (was[0] + total, was[1] + count)
+        return pooled

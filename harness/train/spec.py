@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.core.adaptive import AdaptiveSchedule, Decision
+from harness.core.adaptive import AdaptiveSchedule, Decision, plan_after
 from harness.core.factory import FactoryRef
 from harness.core.kinds import BnStats, OptimizerKind, Precision
 from harness.core.schedule import Plan
@@ -70,6 +70,4 @@ class TrainJob:
 
     def plan_for(self, decisions: Sequence[Decision]) -> Plan:
         """The plan that training follows after `decisions` (an adaptive job's), else `plan`."""
-        if self.adaptive is None:
-            return self.plan
-        return self.adaptive.plan(decisions)
+        return plan_after(self.plan, self.adaptive, decisions)
