@@ -17,8 +17,8 @@ Assumed (the flags, each printed with the result):
     device is busy for compute + kernels x gap per step: a captured step's time;
     --launch-us: host time per eager kernel launch (Python, dispatcher, CUDA launch), so an
     eager step takes max(busy, kernels x launch);
-  * each epoch's evaluation: the test images' forwards (and the training loss's), a third of
-    a training image's FLOPs each;
+  * each evaluation (every eval_every epochs and the last): the test images' forwards (and the
+    training loss's), a third of a training image's FLOPs each (harness.app.estimate's count);
   * K workers on one device overlap each other's launch gaps but not their kernels: the run
     takes max(the longest worker's queue, the device busy with every cell).
 """
@@ -34,6 +34,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from harness.app.estimate import FORWARD_SHARE, evaluated_images
 from harness.app.jobs import train_job
 from harness.config.suite import load_suite, select_some
 from harness.core.execution import Execution
@@ -119,12 +120,9 @@ def main(argv: list[str]) -> int:
             captured += p.updates * busy
             compute += p.updates * busy
             images += p.updates * p.batch_size
-        # Each evaluation: the test images' forwards, a third of a training image's FLOPs.
-        evaluated = cell.dataset.test_size or 10_000
-        if cell.execution.eval_train_loss:  # the training loss's images too
-            limit = cell.execution.train_loss_images or cell.plan.train_size
-            evaluated += min(limit, cell.plan.train_size)
-        evaluation = cell.plan.epochs * evaluated * flops / 3 / rate
+        # Each evaluation: its images' forwards, a third of a training image's FLOPs each.
+        evaluations, evaluated = evaluated_images(cell)
+        evaluation = evaluations * evaluated * flops * FORWARD_SHARE / rate
         eager, captured, compute = eager + evaluation, captured + evaluation, compute + evaluation
         rows.append((cell, images, eager, captured, compute))
     flops, kernels, update = next(iter(measured.values()))

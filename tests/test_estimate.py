@@ -9,7 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.app.estimate import StepModel, bench_name, estimate, makespan
+from harness.app.estimate import (
+    ASSUMED_TEST_IMAGES,
+    StepModel,
+    bench_name,
+    estimate,
+    evaluated_images,
+    makespan,
+)
 from harness.config.suite import load_suite
 
 SUITE = """\
@@ -46,6 +53,33 @@ def test_longest_first_assignment():
     assert makespan([1.0] * 6, 1) == 6
 
 
+def test_evaluations_follow_eval_every_and_the_datasets_test_count(tmp_path: Path):
+    """Every eval_every epochs and the last; the suite's test_size, else the dataset's known
+    count (CIFAR-100's 10000, ImageNet's 50000), else the named assumption; the training-loss
+    images on top when the suite measures it."""
+    suite_path = tmp_path / "est.yaml"
+
+    def first(replacements: dict[str, str]) -> tuple[int, int]:
+        text = SUITE
+        for old, new in replacements.items():
+            assert old in text
+            text = text.replace(old, new)
+        suite_path.write_text(text)
+        return evaluated_images(load_suite(suite_path).cells[0])
+
+    assert first({}) == (4, 64)
+    assert first({"ghost_batch_size: 16}": "ghost_batch_size: 16, eval_every: 3}"}) == (2, 64)
+    cifar100 = "{name: cifar100, train_size: 256}"
+    dataset = "{name: synthetic, train_size: 256, test_size: 64}"
+    assert first({dataset: cifar100}) == (4, 10_000)
+    imagenet = "{name: imagenet, path: /nowhere, train_size: 256}"
+    assert first({dataset: imagenet}) == (4, 50_000)
+    folder = "{name: imagefolder, path: /nowhere, classes: 3, train_size: 256}"
+    assert first({dataset: folder}) == (4, ASSUMED_TEST_IMAGES)
+    with_loss = "{eval_batch_size: 64, eval_train_loss: true, train_loss_images: 100}"
+    assert first({"{eval_batch_size: 64}": with_loss}) == (4, 164)
+
+
 def test_a_factory_model_is_named_as_bench_names_it(tmp_path: Path):
     """`harness bench --model net.py:build` rows match the suite's `factory: net.py:build`
     (never imported here); a factory with kwargs is not one bench times."""
@@ -75,7 +109,7 @@ def test_estimate_from_real_bench_rows(cli, tmp_path: Path):
     for item in estimates:
         cell = item.cell
         expected = sum(p.updates * line.step_s(p.batch_size) for p in cell.plan.phases)
-        expected += cell.plan.epochs * 64 * line.per_image_s / 3
+        expected += cell.plan.epochs * 64 * line.per_image_s / 3  # eval_every 1, 64 images
         assert item.seconds == pytest.approx(expected)
         assert item.steps == cell.plan.updates
         assert item.images == sum(p.updates * p.batch_size for p in cell.plan.phases)

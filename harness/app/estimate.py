@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config.suite import Cell
+from harness.config.suite import DATASET_SIZES, Cell
 from harness.errors import UserError
 
 # The models `harness bench` times, by name: (registry name, parameters).
@@ -33,6 +33,7 @@ BENCH_MODELS: dict[str, tuple[str, dict[str, int]]] = {
     "small_cnn": ("small_cnn", {"width": 16}),
 }
 FORWARD_SHARE = 1 / 3  # an evaluation image's cost, as a share of a training image's
+ASSUMED_TEST_IMAGES = 10_000  # where the suite does not say and the dataset's count is unknown
 
 
 @dataclass(frozen=True)
@@ -142,16 +143,25 @@ def step_model(rows: Any, device: str, model: str, precision: str, mode: str) ->
     return StepModel.fit(measured)
 
 
+def evaluated_images(cell: Cell) -> tuple[int, int]:
+    """(evaluations, images each evaluation forwards) of a cell: every `eval_every` epochs and
+    the last; the test images (the suite's `test_size`, else the dataset's known count, else
+    ASSUMED_TEST_IMAGES for a folder or file counted only when it loads), plus the training-loss
+    images when `eval_train_loss` is on."""
+    plan, execution = cell.plan, cell.execution
+    known = DATASET_SIZES.get(cell.dataset.name)
+    test = cell.dataset.test_size or (known[1] if known else ASSUMED_TEST_IMAGES)
+    limit = execution.train_loss_images
+    train = plan.train_size if limit is None else min(limit, plan.train_size)
+    every = max(1, cell.training.eval_every)
+    evaluations = math.ceil(plan.epochs / every)  # the last epoch evaluates whatever `every`
+    return evaluations, test + (train if execution.eval_train_loss else 0)
+
+
 def estimate_cell(cell: Cell, model: StepModel) -> CellEstimate:
     plan = cell.plan
     seconds = sum(p.updates * model.step_s(p.batch_size) for p in plan.phases)
-    execution = cell.execution
-    limit = execution.train_loss_images
-    train_images = plan.train_size if limit is None else min(limit, plan.train_size)
-    evaluated = (cell.dataset.test_size or 10_000) + (
-        train_images if execution.eval_train_loss else 0
-    )
-    evaluations = math.ceil(plan.epochs / max(1, cell.training.eval_every))
+    evaluations, evaluated = evaluated_images(cell)
     seconds += evaluations * evaluated * model.per_image_s * FORWARD_SHARE
     images = sum(p.updates * p.batch_size for p in plan.phases)
     return CellEstimate(cell, images, plan.updates, seconds)
