@@ -13,7 +13,8 @@
 #                         ruamel.yaml==0.19.1` (pure Python; its optional C loader is unused)
 #   .gpu/cifar10-jpeg/    the CIFAR-10 pack and its unpack.py
 #   .gpu/state/           the previous command's OUTDIR files (absent on the first command)
-# What comes out, in OUTDIR (at most 8 files, each under 16 MiB):
+# What comes out, in OUTDIR (at most 8 files, each under 16 MiB), the pack written once after
+# the bench (so a command cut short still returns its rows) and again at the end:
 #   state.tar.gz.part-aa ...   results folder: runs/curves rows, bench rows, the report, the
 #                              checkpoints of paused cells (a WRN-16-4 one with momentum is
 #                              ~22 MB), logs (split -b 15M; `cat parts | tar -xz` joins them)
@@ -81,6 +82,26 @@ if [ -z "${HARNESS_DATA:-}" ] || [ ! -e "$HARNESS_DATA/cifar-10-batches-py/data_
     export HARNESS_DATA=/tmp/data
 fi
 
+# The results folder as OUTDIR/state.tar.gz.part-* (15 MiB each, at most 7 beside the log),
+# written aside and then put in place of the previous pack, so a command cut short while
+# packing still returns the last whole one.
+pack() {
+    say "packing $(du -sh "$RESULTS" | cut -f1) of results ($1)"
+    rm -f "$WORK"/pack.part-*
+    # Lock files belong to live runners, and none is left.
+    tar -cz -C "$RESULTS" --exclude='*.lock' . | split -b 15M - "$WORK/pack.part-"
+    local parts
+    parts=$(ls "$WORK"/pack.part-* | wc -l)
+    if [ "$parts" -gt 7 ]; then
+        say "ERROR: $parts parts: more than 7 files plus the log; carry fewer checkpoints"
+        exit 1
+    fi
+    rm -f "$OUTDIR"/state.tar.gz.part-*
+    for part in "$WORK"/pack.part-*; do
+        mv "$part" "$OUTDIR/state.tar.gz.part-${part##*.part-}"
+    done
+}
+
 first=1
 if compgen -G "$STATE/state.tar.gz.part-*" >/dev/null; then
     first=0
@@ -93,6 +114,7 @@ if [ "$first" = 1 ] && [ "$BENCH" = 1 ]; then
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
     timeout "$BENCH_TIMEOUT" "$PYTHON" -m harness bench --device "$DEVICE" --out "$RESULTS/bench" \
         $BENCH_ARGS || say "bench failed or ran past ${BENCH_TIMEOUT}s (the cells still follow)"
+    pack "the bench's rows, before any cell"
 fi
 
 only=()
@@ -108,27 +130,19 @@ fi
 if [ -n "$remaining" ]; then
     say "cells: $WORKERS side by side on $DEVICE, longest first (--stop-after $remaining)"
     # shellcheck disable=SC2086  # CAMPAIGN_RUN_ARGS is a list of words
-    "$PYTHON" -m harness run "$SUITE" --results "$RESULTS" "${only[@]}" --devices "$DEVICE" \
+    "$PYTHON" -m harness run "$SUITE" --results "$RESULTS" ${only[@]+"${only[@]}"} --devices "$DEVICE" \
         --per-device "$WORKERS" --order most-updates --stop-after "$remaining" \
         ${CAMPAIGN_RUN_ARGS:-} || say "harness run exited $? (paused cells resume next command)"
 else
     say "time is up before any cell; the cells wait for the next command"
 fi
 
-"$PYTHON" -m harness status "$SUITE" --results "$RESULTS" "${only[@]}" || true
+"$PYTHON" -m harness status "$SUITE" --results "$RESULTS" ${only[@]+"${only[@]}"} || true
 if [ -d "$RESULTS/runs" ]; then  # rows exist once a cell has finished
     "$PYTHON" -m harness report "$RESULTS" --out "$RESULTS/report/REPORT.md" >/dev/null ||
         say "report failed (the rows are packed all the same)"
 fi
 
-say "packing $(du -sh "$RESULTS" | cut -f1) of results"
-rm -f "$OUTDIR"/state.tar.gz.part-*
-# Lock files belong to live runners, and none is left.
-tar -cz -C "$RESULTS" --exclude='*.lock' . | split -b 15M - "$OUTDIR/state.tar.gz.part-"
-parts=$(ls "$OUTDIR"/state.tar.gz.part-* | wc -l)
-if [ "$parts" -gt 7 ]; then
-    say "ERROR: $parts parts: more than 7 files plus the log; carry fewer checkpoints"
-    exit 1
-fi
+pack "final"
 rm -rf "$WORK"
-say "done: $parts part(s) and campaign.log in $OUTDIR"
+say "done: $(ls "$OUTDIR"/state.tar.gz.part-* | wc -l) part(s) and campaign.log in $OUTDIR"
