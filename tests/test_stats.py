@@ -300,3 +300,29 @@ def test_a_run_writes_the_suites_margin_into_its_rows_and_the_report_uses_it(tmp
     assert report.returncode == 0, report.stderr
     group = _group_line(report.stdout)
     assert group[-4] == "20.00 pp" and group[-3] in (EQUIVALENT, NOT_SHOWN, DIFFERENT)
+
+
+def test_epochs_lost_has_a_row_per_plan_where_seeds_planned_differently():
+    """An adaptive schedule's plan is its decisions', one per seed (results/adaptive-cpu, two
+    seeds): a row per plan, the schedule naming its seed; a planned schedule stays one row."""
+    from harness.analysis.momentum import epochs_lost_table
+    from harness.analysis.render import format_epochs_lost
+    from harness.analysis.tables import load_results
+
+    results = load_results([REPO / "results" / "adaptive-cpu"])
+    lost = epochs_lost_table(results)
+    runs = results.views
+    for schedule, same in lost.groupby("schedule"):
+        rows = runs[runs["schedule"] == schedule]
+        assert sorted(s for seeds in same["seeds"] for s in seeds) == sorted(rows["seed"])
+        assert len(same) == rows["plan"].nunique()  # one row per distinct plan
+        for seeds, sizes in zip(same["seeds"], same["batch_sizes"], strict=True):
+            plan = json.loads(rows[rows["seed"] == seeds[0]]["plan"].iloc[0])
+            assert sizes == tuple(p["batch_size"] for p in plan)
+    assert lost.groupby("schedule").size().to_dict() == {
+        "adaptive": 2, "adaptive_x0.25": 2, "adaptive_x4": 2, "decaying_lr": 1,
+        "increasing_batch": 1,
+    }  # fmt: skip
+    shown = format_epochs_lost(lost)["schedule"].tolist()
+    assert "adaptive (seed 1)" in shown and "increasing_batch" in shown
+    assert "decaying_lr" in shown  # both seeds' one plan, no seed named

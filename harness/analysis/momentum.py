@@ -16,7 +16,15 @@ import pandas as pd
 from harness.analysis.tables import GROUP, Results
 from harness.core.schedule import epochs_lost
 
-EPOCHS_LOST_COLUMNS = [*GROUP, "schedule", "phases", "batch_sizes", "momenta", "epochs_lost"]
+EPOCHS_LOST_COLUMNS = [
+    *GROUP,
+    "schedule",
+    "seeds",
+    "phases",
+    "batch_sizes",
+    "momenta",
+    "epochs_lost",
+]
 
 EPOCHS_LOST_RULE = (
     "Epochs lost (the paper's Appendix A, eq. 12): after each change of the noise scale the "
@@ -28,29 +36,31 @@ EPOCHS_LOST_RULE = (
 
 
 def epochs_lost_table(results: Results) -> pd.DataFrame:
-    """One row per (group, schedule): its planned phases and N_lost of each.
+    """One row per (group, schedule, planned phases): the phases and N_lost of each.
 
-    Columns: GROUP, schedule, phases (each phase's [start, end) epochs), batch_sizes,
-    momenta, epochs_lost (tuples, one entry per phase). The plan is the first row's of the
-    schedule (every seed of one recipe has the same plan); rows without a readable plan are
-    left out.
+    Columns: GROUP, schedule, seeds (the seeds whose rows hold that plan), phases (each
+    phase's [start, end) epochs), batch_sizes, momenta, epochs_lost (tuples, one entry per
+    phase). Every seed of a planned recipe has one plan, so one row; an adaptive schedule's
+    plan is what its decisions made of it, which may differ between seeds: a row per plan.
+    Rows without a readable plan are left out.
     """
     v = results.views
     if v.empty:
         return pd.DataFrame(columns=EPOCHS_LOST_COLUMNS)
-    first = v.drop_duplicates([*GROUP, "schedule"])
     rows = []
-    for row in first.itertuples(index=False):
+    for keys, same in v.groupby([*GROUP, "schedule", "plan", "train_size"], sort=False):
+        *group, schedule, plan, train_size = keys
         try:
-            phases = json.loads(str(row.plan))
-            n = int(str(row.train_size))
+            phases = json.loads(str(plan))
+            n = int(str(train_size))
             lost = tuple(epochs_lost(int(p["batch_size"]), n, float(p["momentum"])) for p in phases)
         except (ValueError, TypeError, KeyError, ZeroDivisionError):
             continue
         rows.append(
             {
-                **{k: getattr(row, k) for k in GROUP},
-                "schedule": row.schedule,
+                **dict(zip(GROUP, group, strict=True)),
+                "schedule": schedule,
+                "seeds": tuple(sorted({int(s) for s in same["seed"]})),
                 "phases": tuple((int(p["start_epoch"]), int(p["end_epoch"])) for p in phases),
                 "batch_sizes": tuple(int(p["batch_size"]) for p in phases),
                 "momenta": tuple(float(p["momentum"]) for p in phases),
@@ -58,4 +68,6 @@ def epochs_lost_table(results: Results) -> pd.DataFrame:
             }
         )
     out = pd.DataFrame(rows, columns=EPOCHS_LOST_COLUMNS)
-    return out.sort_values([*GROUP, "schedule"], kind="stable").reset_index(drop=True)
+    first_seed = out["seeds"].map(min)
+    order = out.assign(_seed=first_seed).sort_values([*GROUP, "schedule", "_seed"], kind="stable")
+    return out.loc[order.index].reset_index(drop=True)

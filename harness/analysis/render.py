@@ -235,7 +235,8 @@ def format_equivalence(eq: pd.DataFrame) -> pd.DataFrame:
 
 def format_epochs_lost(lost: pd.DataFrame) -> pd.DataFrame:
     """Appendix A's N_lost per phase (frames of harness.analysis.momentum.epochs_lost_table):
-    one cell per schedule, "epochs 0-60: B 3200, m 0.98 → 3.2; ..."."""
+    one cell per schedule, "epochs 0-60: B 3200, m 0.98 → 3.2; ...", and per plan where the
+    seeds of a schedule planned differently (an adaptive batch), the schedule naming them."""
 
     def phases(row: Any) -> str:
         return "; ".join(
@@ -245,12 +246,19 @@ def format_epochs_lost(lost: pd.DataFrame) -> pd.DataFrame:
             )
         )
 
+    keys = ["suite", "experiment", "optimizer", "model", "schedule"]
+    several = lost.duplicated(keys, keep=False).tolist()  # a schedule with several plans
     return pd.DataFrame(
         {
             "experiment": lost["experiment"],
             "optimizer": lost["optimizer"],
             "model": lost["model"],
-            "schedule": lost["schedule"],
+            "schedule": [
+                f"{r.schedule} (seed{'s' * (len(r.seeds) > 1)} {', '.join(map(str, r.seeds))})"
+                if split
+                else r.schedule
+                for r, split in zip(lost.itertuples(index=False), several, strict=True)
+            ],
             "epochs lost per phase (epochs: B, m → N_lost)": [
                 phases(r) for r in lost.itertuples(index=False)
             ],
