@@ -246,6 +246,12 @@ def format_epochs_lost(lost: pd.DataFrame) -> pd.DataFrame:
             )
         )
 
+    def schedule(row: Any, split: bool) -> str:
+        if not split:
+            return str(row.schedule)
+        seeds: tuple[int, ...] = row.seeds
+        return f"{row.schedule} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"
+
     keys = ["suite", "experiment", "optimizer", "model", "schedule"]
     several = lost.duplicated(keys, keep=False).tolist()  # a schedule with several plans
     return pd.DataFrame(
@@ -254,9 +260,7 @@ def format_epochs_lost(lost: pd.DataFrame) -> pd.DataFrame:
             "optimizer": lost["optimizer"],
             "model": lost["model"],
             "schedule": [
-                f"{r.schedule} (seed{'s' * (len(r.seeds) > 1)} {', '.join(map(str, r.seeds))})"
-                if split
-                else r.schedule
+                schedule(r, split)
                 for r, split in zip(lost.itertuples(index=False), several, strict=True)
             ],
             "epochs lost per phase (epochs: B, m → N_lost)": [
