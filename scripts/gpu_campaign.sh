@@ -13,6 +13,8 @@
 #                         ruamel.yaml==0.19.1` (pure Python; its optional C loader is unused)
 #   .gpu/cifar10-jpeg/    the CIFAR-10 pack and its unpack.py
 #   .gpu/state/           the previous command's OUTDIR files (absent on the first command)
+#   .gpu/commit           "SHA DIRTY" of the checkout, for the rows when the copy has no .git
+# scripts/prepare_gpu.sh fills .gpu/ (docs/gpu.md: the whole runbook).
 # What comes out, in OUTDIR (at most 8 files, each under 16 MiB), the pack written once after
 # the bench (so a command cut short still returns its rows) and again at the end:
 #   state.tar.gz.part-aa ...   results folder: runs/curves rows, bench rows, the report, the
@@ -75,6 +77,12 @@ if ! "$PYTHON" -c "import pydantic" 2>/dev/null; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl
 fi
 export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+# A copy of the working tree has no .git: the rows name the commit prepare_gpu.sh recorded.
+if [ -f .gpu/commit ] && ! git rev-parse HEAD >/dev/null 2>&1; then
+    read -r HARNESS_GIT_COMMIT HARNESS_GIT_DIRTY <.gpu/commit
+    export HARNESS_GIT_COMMIT HARNESS_GIT_DIRTY
+    say "no git checkout here: the rows name commit $HARNESS_GIT_COMMIT (dirty $HARNESS_GIT_DIRTY)"
+fi
 
 if [ -z "${HARNESS_DATA:-}" ] || [ ! -e "$HARNESS_DATA/cifar-10-batches-py/data_batch_1" ]; then
     say "unpacking CIFAR-10"

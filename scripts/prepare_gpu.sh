@@ -5,8 +5,8 @@
 #
 #   scripts/prepare_gpu.sh [SHARED]     (SHARED: the folder beside the checkout, default ../shared)
 #
-# A .gpu/state/ folder (the previous command's OUTDIR files) is left as it is. docs/gpu.md says
-# what to run next.
+# A .gpu/state/ folder (the previous command's OUTDIR files) is left as it is. Run it after the
+# last commit: .gpu/commit records the commit the rows will name. docs/gpu.md says what next.
 set -euo pipefail
 
 SHARED=${1:-../shared}
@@ -32,9 +32,17 @@ for module in pydantic pydantic_core ruamel_yaml annotated_types typing_extensio
         exit 2
     fi
 done
+# The copy sent to the GPU is no git checkout: the commit it is made from travels beside it,
+# for the rows' provenance (HARNESS_GIT_COMMIT / HARNESS_GIT_DIRTY, exported by the campaign).
+dirty=0
+if [ -n "$(git status --porcelain --untracked-files=no -- harness suites)" ]; then
+    dirty=1
+fi
+echo "$(git rev-parse HEAD) $dirty" >.gpu/commit
 parts=0
 if compgen -G ".gpu/state/state.tar.gz.part-*" >/dev/null; then
     parts=$(ls .gpu/state/state.tar.gz.part-* | wc -l)
 fi
 echo "prepare_gpu: .gpu holds $(du -sh .gpu | cut -f1) (the device call carries at most 64 MiB);" \
-    "$(ls .gpu/wheels | wc -l) wheels, the CIFAR-10 pack, $parts carried state part(s)"
+    "$(ls .gpu/wheels | wc -l) wheels, the CIFAR-10 pack, $parts carried state part(s);" \
+    "commit $(cut -c1-10 .gpu/commit)$([ "$dirty" = 1 ] && echo ' (dirty)')"

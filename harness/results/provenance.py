@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import socket
 import subprocess
@@ -31,12 +32,20 @@ def _git(*args: str, where: Path = _SOURCE) -> str | None:
 
 @functools.cache
 def code_version() -> dict[str, Any]:
-    """The harness source's git commit and whether its tracked files differ from it."""
+    """The harness source's git commit and whether its tracked files differ from it.
+
+    Where the source is no git checkout (a copy of the working tree sent to a lent GPU), the
+    commit the copy was made from may travel with it: HARNESS_GIT_COMMIT, and HARNESS_GIT_DIRTY
+    1 or 0 (scripts/prepare_gpu.sh records both, scripts/gpu_campaign.sh exports them)."""
     commit = _git("rev-parse", "HEAD")
     dirty = None
     if commit is not None:
         status = _git("status", "--porcelain", "--untracked-files=no", "--", "harness", "suites")
         dirty = bool(status)
+    else:
+        commit = os.environ.get("HARNESS_GIT_COMMIT") or None
+        flag = os.environ.get("HARNESS_GIT_DIRTY")
+        dirty = None if commit is None or flag not in ("0", "1") else flag == "1"
     return {"git_commit": commit or "unknown", "git_dirty": dirty}
 
 
