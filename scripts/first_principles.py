@@ -26,7 +26,6 @@ Assumed (the flags, each printed with the result):
 from __future__ import annotations
 
 import argparse
-import heapq
 import sys
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.app.estimate import FORWARD_SHARE, evaluated_images
+from harness.app.estimate import FORWARD_SHARE, evaluated_images, makespan
 from harness.app.jobs import train_job
 from harness.config.suite import load_suite, select_some
 from harness.core.execution import Execution
@@ -108,7 +107,7 @@ def main(argv: list[str]) -> int:
         if key not in measured:
             measured[key] = measure(job, ghost, precision)
         flops, kernels, update = measured[key]
-        eager = captured = compute = 0.0
+        eager = captured = 0.0
         images = 0
         for p in cell.plan.phases:
             micro = step_micro_batch(p.batch_size, cell.execution, ghost)
@@ -118,13 +117,12 @@ def main(argv: list[str]) -> int:
             busy = p.batch_size * flops / rate + launches * args.graph_gap_us * 1e-6
             eager += p.updates * max(busy, launches * args.launch_us * 1e-6)
             captured += p.updates * busy
-            compute += p.updates * busy
             images += p.updates * p.batch_size
         # Each evaluation: its images' forwards, a third of a training image's FLOPs each.
         evaluations, evaluated = evaluated_images(cell)
         evaluation = evaluations * evaluated * flops * FORWARD_SHARE / rate
-        eager, captured, compute = eager + evaluation, captured + evaluation, compute + evaluation
-        rows.append((cell, images, eager, captured, compute))
+        # A captured cell's time is the device's busy time: the floor of any sharing.
+        rows.append((cell, images, eager + evaluation, captured + evaluation))
     flops, kernels, update = next(iter(measured.values()))
     print(
         f"{suite.name}: {len(cells)} cells; counted: {flops / 1e9:.2f} GFLOP per training image, "
@@ -134,21 +132,18 @@ def main(argv: list[str]) -> int:
         f"graph gap {args.graph_gap_us:g} us/kernel"
     )
     print(f"{'cell':12}  {'label':44} {'images':>9} {'steps':>6} {'eager s':>8} {'captured s':>10}")
-    for cell, images, eager, captured, _ in rows:
+    for cell, images, eager, captured in rows:
         print(
             f"{cell.cell_id:12}  {cell.label:44} {images:9.3g} {cell.plan.updates:6d} "
             f"{eager:8.0f} {captured:10.0f}"
         )
     for name, column in (("eager", 2), ("captured", 3)):
         times = [r[column] for r in rows]
-        loads = [0.0] * args.workers
-        for t in sorted(times, reverse=True):
-            heapq.heapreplace(loads, loads[0] + t)
-        floor = sum(r[4] for r in rows)  # the device busy with every cell's kernels
+        floor = sum(r[3] for r in rows)  # the device busy with every cell's kernels
+        best = max(makespan(times, args.workers), floor)
         print(
             f"{name}: one worker {sum(times):.0f} s ({sum(times) / 60:.1f} min); "
-            f"{args.workers} workers {max(max(loads), floor):.0f} s "
-            f"({max(max(loads), floor) / 60:.1f} min)"
+            f"{args.workers} workers {best:.0f} s ({best / 60:.1f} min)"
         )
     return 0
 

@@ -17,7 +17,7 @@ def test_a_checkout_names_its_own_commit_whatever_the_environment(monkeypatch):
         ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
     )
     if head.returncode != 0:
-        pytest.skip("the tests run from a copy without .git")
+        pytest.skip(f"{REPO} is no git checkout (a copy without .git): it has no commit to name")
     found = provenance.code_version.__wrapped__()
     assert found["git_commit"] == head.stdout.strip()
     assert found["git_dirty"] in (True, False)
