@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from harness.allocator import tune_once as tune_allocator
 from harness.core.query import Hyperparams, at_epoch, at_step, micro_batches
 from harness.core.schedule import (
     BaseSchedule,
@@ -45,6 +46,7 @@ __all__ = [
     "noise_scale",
     "realize",
     "scaled_batch_size",
+    "tune_allocator",
     "updates_per_epoch",
 ]
 

@@ -140,6 +140,7 @@ def run_record(
         harness_version=environment["harness_version"],
         git_commit=environment["git_commit"],
         git_dirty=environment["git_dirty"],
+        allocator=environment.get("allocator"),
         config=json.dumps(cell.resolved_config(), sort_keys=True),
         plan=json.dumps([p.as_dict() for p in plan.phases]),
         paper_test_acc=cell.paper.test_acc if cell.paper else None,

@@ -15,6 +15,7 @@ from typing import TextIO
 
 import typer
 
+from harness import allocator
 from harness.cli import result_commands, suite_commands, tool_commands
 from harness.errors import UserError, show_user_error
 
@@ -65,6 +66,7 @@ def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     warnings.showwarning = _show_warning
     try:
+        allocator.tune_once()  # before any tensor: large buffers reused, not re-mapped
         app()
     except UserError as exc:
         show_user_error(exc)  # under torchrun, once (rank 0)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness import allocator
 from harness.version import __version__
 
 _SOURCE = Path(__file__).resolve().parents[2]  # the checkout holding harness/
@@ -94,4 +95,5 @@ def environment(device: Any) -> dict[str, Any]:
         "python_version": sys.version.split()[0],
         "torch_version": torch.__version__,
         "harness_version": __version__,
+        "allocator": allocator.state(),
     }

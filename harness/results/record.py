@@ -88,6 +88,10 @@ class RunRecord:
     model_source: str | None = None
     model_commit: str | None = None
     model_dirty: bool | None = None
+    # The host allocator the cell trained under (harness.allocator): "glibc tuned", "glibc
+    # default" (HARNESS_MALLOC=system), "default" (not glibc); null in older rows. It moves the
+    # timings, never a number.
+    allocator: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
