@@ -471,15 +471,92 @@ class CheckSpec(Strict):
     seeds: SeedSpreadSpec | None = None  # tier 2; not a per-cell tolerance
 
 
+ClaimTest = Literal["equivalent", "lower"]
+CLAIM_ID_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"
+
+
+class ClaimSpec(Strict):
+    """One claim of the paper and the test that decides it (harness.analysis.claims).
+
+    `test: equivalent`: the paired TOST of `schedule` minus `versus` against the margin;
+    `lower`: the paper says `schedule` ends lower, a one-sided paired test of a difference
+    below 0. Rows are paired by seed within `optimizer`.
+    """
+
+    id: str
+    section: str
+    paper: str  # the paper's words, or as close as a line allows
+    test: ClaimTest
+    optimizer: str
+    schedule: str
+    versus: str
+    primary: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not re.fullmatch(CLAIM_ID_PATTERN, v):
+            raise ValueError(f"claim id {v!r}: use 1-64 lower-case letters, digits, '.' or '-'")
+        return v
+
+    @field_validator("section", "paper")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        v = " ".join(v.split())
+        if not v or not v.isprintable() or len(v) > 400:
+            raise ValueError("use 1-400 printable characters")
+        return v
+
+
+class PreregistrationSpec(Strict):
+    """What decides the claims, committed before the rows it judges (docs/paper.md).
+
+    `metric` is the primary metric, `pairing` what pairs two cells, `alpha` each one-sided
+    test's level (the interval shown is 1 - 2 alpha), `margin` the equivalence margin (a
+    fraction) with its reason, `seeds` the seeds every claim needs before it gets a verdict,
+    `planning_sd` and `power` the power calculation that chose them, `order` the order in which
+    the claims' cells run.
+    """
+
+    metric: Literal["final_test_acc"] = "final_test_acc"
+    pairing: Literal["seed"] = "seed"
+    alpha: Annotated[float, Field(gt=0, le=0.25)] = 0.05
+    margin: Annotated[float, Field(gt=0, lt=1)]
+    margin_reason: str
+    seeds: tuple[Seed, ...] = Field(min_length=2)
+    planning_sd: Annotated[float, Field(gt=0, lt=1)]
+    power: Annotated[float, Field(gt=0, lt=1)]
+    order: tuple[str, ...] = ()
+    claims: tuple[ClaimSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _claims(self) -> PreregistrationSpec:
+        ids = [c.id for c in self.claims]
+        for i, claim in enumerate(self.claims):
+            if ids.index(claim.id) != i:
+                raise FieldError(("claims", i, "id"), f"claim '{claim.id}' is stated twice")
+        for i, name in enumerate(self.order):
+            if name not in ids:
+                raise FieldError(("order", i), f"unknown claim '{name}'; state it under claims:")
+        if sum(c.primary for c in self.claims) > 1:
+            raise FieldError(("claims",), "at most one claim is primary: true")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise FieldError(("seeds",), "a seed is listed twice")
+        return self
+
+
 class ReportSpec(Strict):
     """Settings of `harness report` (harness.analysis.seeds): not part of any cell id.
 
     `equivalence_margin` is the margin of the equivalence test (TOST) of each schedule's
     final test accuracy against decaying lr's, a fraction (0.005: half a percentage point);
     None: the report's default. It rides in each run row, so it is the margin a cell ran under.
+    `preregistration` states the claims and the tests that decide them (the report's claims
+    table), committed before the runs.
     """
 
     equivalence_margin: Annotated[float, Field(gt=0, lt=1)] | None = None
+    preregistration: PreregistrationSpec | None = None
 
 
 class SuiteSpec(Strict):
@@ -531,6 +608,34 @@ class SuiteSpec(Strict):
                 self.training_of(exp)
             except ValidationError as exc:
                 raise FieldError((*where, "training"), "invalid training", exc) from None
+        return self
+
+    @model_validator(mode="after")
+    def _claims_name_cells(self) -> SuiteSpec:
+        pre = self.report.preregistration
+        if pre is None:
+            return self
+        for i, claim in enumerate(pre.claims):
+            where = ("report", "preregistration", "claims", i)
+            if claim.optimizer not in self.optimizers:
+                raise FieldError((*where, "optimizer"), f"unknown optimizer '{claim.optimizer}'")
+            for axis in ("schedule", "versus"):
+                name = getattr(claim, axis)
+                if name not in self.schedules:
+                    raise FieldError((*where, axis), f"unknown schedule '{name}'")
+            for axis in ("schedule", "versus"):
+                name = getattr(claim, axis)
+                if not any(
+                    claim.optimizer in e.optimizers
+                    and name in e.schedules
+                    and set(pre.seeds) <= set(e.seeds)
+                    for e in self.experiments
+                ):
+                    raise FieldError(
+                        (*where, axis),
+                        f"no experiment runs {claim.optimizer}/{name} with every "
+                        "pre-registered seed; add it to an experiment",
+                    )
         return self
 
     @model_validator(mode="after")
