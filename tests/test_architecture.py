@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 # Lowest first. Components on one line are siblings: neither may import the other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.errors", "harness.version"),
-    ("harness.core", "harness.fsio"),
+    ("harness.core", "harness.fsio", "harness.allocator"),
     ("harness.config", "harness.data", "harness.models", "harness.results"),
     ("harness.train", "harness.analysis"),
     ("harness.app",),

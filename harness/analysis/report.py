@@ -9,10 +9,11 @@ to import).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from harness.analysis.adaptive import DECISION_RULE, decisions_table, format_decisions
+from harness.analysis.claims import claims_rule, claims_table, format_claims
 from harness.analysis.momentum import EPOCHS_LOST_RULE, epochs_lost_table
 from harness.analysis.paper import COUNT_RULES
 from harness.analysis.recipes import RecipeClashWarning
@@ -32,6 +33,7 @@ from harness.analysis.render import (
 from harness.analysis.seeds import TOST_RULE, VERDICT_RULE, group_verdicts
 from harness.analysis.sweep import SWEEP_RULE, fits_table, sweep_table
 from harness.analysis.tables import GROUP, equivalence_table, load_results, summary_table
+from harness.config.schema import PreregistrationSpec
 from harness.fsio import shown
 
 # check_format is part of this module's interface: the CLI checks --format before work.
@@ -45,6 +47,7 @@ def build_report(
     links_relative_to: Path | None = None,
     cells: Collection[str] | None = None,
     scope: str | None = None,
+    preregistrations: Mapping[str, PreregistrationSpec] | None = None,
 ) -> str:
     """The whole report for results folders `dirs`, as text in `fmt`.
 
@@ -58,7 +61,8 @@ def build_report(
     `cells` (a suite's cell ids; `scope` names the suite file) keeps only those cells' rows,
     so rows of other recipes can stay in the folders and out of the tables. Rows of several
     recipes under one label are shown apart and warned about (`RecipeClashWarning`), one
-    line each.
+    line each. `preregistrations` (suite name -> its `report.preregistration`, from the suite
+    files given) puts each suite's claims table first, decided by its stated tests.
     """
     check_format(fmt)
     results = load_results(dirs, cells=cells)
@@ -87,6 +91,11 @@ def build_report(
             f"Only the cells that {scope} defines now; {results.left_out} row(s) of other "
             "cells in these folders are left out."
         )
+    for name, pre in sorted((preregistrations or {}).items()):
+        runs = results.runs[results.runs["suite"].astype(str) == name]
+        doc.heading(2, f"The paper's claims: suite {name}")
+        doc.para(claims_rule(pre))
+        doc.table(format_claims(claims_table(runs, pre)))
     for suite in sorted(results.runs["suite"].astype(str).unique()):
         doc.heading(2, f"Suite {suite}")
         doc.heading(3, "Summary")

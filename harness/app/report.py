@@ -35,9 +35,15 @@ def report_command(
             raise UserError(f"{path}: no such suite file; pass a suite YAML or a results folder")
     folders = [p for p in given if p not in suites]
     cells: set[str] | None = None
+    preregistrations = {}
     if suites:
         loaded = [load_suite(p, overrides=overrides or ()) for p in suites]
         cells = {c.cell_id for s in loaded for c in s.cells}
+        preregistrations = {
+            s.name: s.spec.report.preregistration
+            for s in loaded
+            if s.spec.report.preregistration is not None
+        }
         folders = folders or [Path("results") / s.name for s in loaded]
     elif overrides:
         raise UserError(
@@ -58,6 +64,7 @@ def report_command(
         links_relative_to=out.parent if out else None,
         cells=cells,
         scope=", ".join(str(p) for p in suites) or None,
+        preregistrations=preregistrations,
     )
     if out is None:
         sys.stdout.write(text)
