@@ -76,61 +76,62 @@ def test_plan_table_prints_the_epochs_lost_column():
 
 
 @pytest.mark.parametrize(
-    ("gap", "n", "std", "dof", "expected"),
+    ("mean", "n", "sd", "expected"),
     [
-        # 90% CI half-width t(0.95, 18) * 0.001 * sqrt(2/10) = 0.000775: well inside ±0.005
-        (0.0, 10, 0.001, 18, EQUIVALENT),
-        (0.004, 10, 0.001, 18, EQUIVALENT),  # 0.0032 .. 0.0048, still inside
-        (0.0045, 10, 0.001, 18, NOT_SHOWN),  # 0.0037 .. 0.0053 crosses the margin
-        (-0.02, 10, 0.001, 18, DIFFERENT),  # wholly below −0.005
-        # Two seeds each, dof 2: t(0.95, 2) = 2.92 makes the half-width 0.0058 > the margin
-        (0.0, 2, 0.002, 2, NOT_SHOWN),
-        (0.02, 2, 0.002, 2, DIFFERENT),
-        (0.0, 2, math.nan, 0, NOT_TESTED),  # no pooled std
-        (math.nan, 2, 0.002, 2, NOT_TESTED),  # no final accuracy
+        # 90% CI half-width t(0.95, 9) * 0.001 / sqrt(10) = 0.00058: well inside ±0.005
+        (0.0, 10, 0.001, EQUIVALENT),
+        (0.004, 10, 0.001, EQUIVALENT),  # 0.0034 .. 0.0046, still inside
+        (0.0045, 10, 0.001, NOT_SHOWN),  # 0.0039 .. 0.0051 crosses the margin
+        (-0.02, 10, 0.001, DIFFERENT),  # wholly below −0.005
+        # Two pairs, dof 1: t(0.95, 1) = 6.31 makes the half-width 0.0089 > the margin
+        (0.0, 2, 0.002, NOT_SHOWN),
+        (0.02, 2, 0.002, DIFFERENT),
+        (0.0, 1, math.nan, NOT_TESTED),  # one pair: no sd
+        (math.nan, 2, 0.002, NOT_TESTED),  # no final accuracy
     ],
 )
-def test_tost_verdicts_on_known_inputs(gap, n, std, dof, expected):
-    low, high, verdict = tost(gap, n, n, std, dof, margin=0.005)
+def test_paired_tost_verdicts_on_known_inputs(mean, n, sd, expected):
+    low, high, verdict = tost(mean, n, sd, margin=0.005)
     assert verdict == expected
     if expected != NOT_TESTED:
-        half = sps.t.ppf(0.95, dof) * std * math.sqrt(2 / n)
-        assert (low, high) == pytest.approx((gap - half, gap + half))
+        half = sps.t.ppf(0.95, n - 1) * sd / math.sqrt(n)
+        assert (low, high) == pytest.approx((mean - half, mean + half))
 
 
-def test_tost_agrees_with_scipys_two_one_sided_t_tests():
-    """Equivalent exactly when both of scipy's one-sided pooled t-tests reject at 5%."""
+def test_paired_tost_agrees_with_scipys_two_one_sided_paired_t_tests():
+    """Equivalent exactly when both of scipy's one-sided one-sample t-tests of the per-seed
+    differences reject at 5%; different exactly when one beyond the margin does."""
     rng = np.random.default_rng(0)
     margin = 0.005
     for shift in (0.0, 0.002, 0.004, 0.006, 0.012):
-        a = 0.9 + shift + rng.normal(0, 0.003, size=6)
         b = 0.9 + rng.normal(0, 0.003, size=6)
-        s = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)  # pooled, equal n
-        _, _, verdict = tost(a.mean() - b.mean(), 6, 6, s, 10, margin)
-        above = sps.ttest_ind(a, b - margin, alternative="greater").pvalue
-        below = sps.ttest_ind(a, b + margin, alternative="less").pvalue
+        a = b + shift + rng.normal(0, 0.002, size=6)  # paired: a seed moves both arms
+        d = a - b
+        _, _, verdict = tost(d.mean(), 6, d.std(ddof=1), margin)
+        above = sps.ttest_1samp(d, -margin, alternative="greater").pvalue
+        below = sps.ttest_1samp(d, margin, alternative="less").pvalue
         assert (verdict == EQUIVALENT) == (max(above, below) < 0.05), shift
         beyond = min(
-            sps.ttest_ind(a, b + margin, alternative="greater").pvalue,
-            sps.ttest_ind(a, b - margin, alternative="less").pvalue,
+            sps.ttest_1samp(d, margin, alternative="greater").pvalue,
+            sps.ttest_1samp(d, -margin, alternative="less").pvalue,
         )
         assert (verdict == DIFFERENT) == (beyond < 0.05), shift
 
 
-def test_seeds_needed_is_the_smallest_n_of_the_planning_rule():
-    def rule(n, std, margin):  # n >= 2 s² (t(0.95, 2n-2) + t(0.9, 2n-2))² / margin²
-        q = sps.t.ppf(0.95, 2 * n - 2) + sps.t.ppf(0.9, 2 * n - 2)
-        return n >= 2 * std**2 * q**2 / margin**2
+def test_seeds_needed_is_the_smallest_n_of_the_paired_planning_rule():
+    def rule(n, std, margin):  # n >= s² (t(0.95, n-1) + t(0.9, n-1))² / margin²
+        q = sps.t.ppf(0.95, n - 1) + sps.t.ppf(0.9, n - 1)
+        return n >= std**2 * q**2 / margin**2
 
     for std in (0.0005, 0.0036, 0.0159):
         n = int(seeds_needed(std, 0.005))
         assert rule(n, std, 0.005) and (n == 2 or not rule(n - 1, std, 0.005))
-    assert seeds_needed(0.0036, 0.005) == 10  # z alone would say 9
+    assert seeds_needed(0.01, 0.01) == 11  # docs/paper.md's simulation: 0.80 at 10, 0.85 at 11
     assert math.isnan(seeds_needed(math.nan, 0.005))
     assert seeds_needed(0.0, 0.005) == 2
 
 
-def test_add_verdicts_uses_the_groups_margin_and_pooled_std():
+def test_add_verdicts_uses_the_groups_margin_and_the_pairs():
     group = ["suite", "experiment", "optimizer", "model"]
     one = dict.fromkeys(group, "x")
     runs = pd.DataFrame(
@@ -147,21 +148,26 @@ def test_add_verdicts_uses_the_groups_margin_and_pooled_std():
     def margin(m):
         return pd.DataFrame({**{k: [v] for k, v in one.items()}, "margin": [m]})
 
-    # s = 0.002 on 4 dof; Δ = 0.001; half-width t(0.95, 4) * 0.002 * sqrt(2/3) = 0.0035
-    tight = add_verdicts(eq, stats, group, margin(0.003))
-    loose = add_verdicts(eq, stats, group, margin(0.01))
-    default = add_verdicts(eq, stats, group)
+    # Three pairs, each new − ref = 0.001 ± 0.0005: half-width t(0.95, 2) * 0.0005 / sqrt(3)
+    pairs = pd.DataFrame(
+        {**{k: [v] for k, v in one.items()}, "schedule": ["new"], "pairs": [3],
+         "d_mean": [0.001], "d_sd": [0.0005]}
+    )  # fmt: skip
+    half = sps.t.ppf(0.95, 2) * 0.0005 / math.sqrt(3)  # 0.00084
+    tight = add_verdicts(eq, stats, group, margin(0.0015), pairs)
+    loose = add_verdicts(eq, stats, group, margin(0.01), pairs)
+    default = add_verdicts(eq, stats, group, None, pairs)
+    unpaired = add_verdicts(eq, stats, group, margin(0.01))
     assert tight["tost"].item() == NOT_SHOWN and loose["tost"].item() == EQUIVALENT
-    # -0.0025 .. +0.0045: inside the default ±0.005
     assert default["margin"].item() == 0.005 and default["tost"].item() == EQUIVALENT
-    half = sps.t.ppf(0.95, 4) * 0.002 * math.sqrt(2 / 3)
+    assert unpaired["tost"].item() == NOT_TESTED and unpaired["pairs"].item() == 0
     assert loose["ci_low"].item() == pytest.approx(0.001 - half)
-    assert loose["seeds_needed"].item() == seeds_needed(0.002, 0.01)
+    assert loose["seeds_needed"].item() == seeds_needed(0.0005, 0.01)
     both = pd.concat([tight.assign(model="a"), loose.assign(model="b")])
     gaps = {"acc_gap_after_m1": 0.0, "acc_gap_last10": 0.0, "loss_gap_last10": 0.0}
     groups = group_verdicts(both.assign(**gaps), group)
     assert groups[["model", "margin", "tost"]].values.tolist() == [
-        ["a", 0.003, NOT_SHOWN],
+        ["a", 0.0015, NOT_SHOWN],
         ["b", 0.01, EQUIVALENT],
     ]
 
@@ -196,10 +202,12 @@ def test_report_shows_the_test_under_the_margin_the_rows_carry(tmp_path):
     the margin a suite would write into the rows (0.05, five points) it shows equivalence."""
     result = run_cli("report", str(SEEDS))
     assert result.returncode == 0, result.stderr
-    for column in ("margin", "90% CI of Δ", "TOST", "seeds needed"):
+    for column in ("margin", "90% CI of paired Δ", "paired TOST", "seeds needed", "pairs"):
         assert f" {column} " in result.stdout
-    assert "Equivalence test (TOST)" in result.stdout
-    assert _group_line(result.stdout)[-4:-1] == ["0.50 pp", NOT_SHOWN, "90"]
+    assert "Equivalence test (paired TOST)" in result.stdout
+    # increasing batch minus decaying lr over the 3 seeds: -3.02 to -0.11 pp, sd(d) 1.3 pp
+    assert _group_line(result.stdout)[-4:-1] == ["0.50 pp", NOT_SHOWN, "28"]
+    assert "-3.02 to -0.11 pp" in result.stdout
     # Appendix A from the rows' plans: N = 5000, increasing_batch's last B 512, m 0.9
     assert "Epochs lost to the momentum accumulation (Appendix A)" in result.stdout
     assert "5-6: B 512, m 0.9 → 1.02" in result.stdout  # 512 / (5000 * 0.1) = 1.024
@@ -213,13 +221,13 @@ def test_report_shows_the_test_under_the_margin_the_rows_carry(tmp_path):
         pq.write_table(table.append_column("equivalence_margin", column), path)
     result = run_cli("report", str(wide))
     assert result.returncode == 0, result.stderr
-    assert _group_line(result.stdout)[-4:-1] == ["5.00 pp", EQUIVALENT, "3"]
+    assert _group_line(result.stdout)[-4:-2] == ["5.00 pp", EQUIVALENT]
 
 
 def _group_line(report: str) -> list[str]:
     """The cells of the report's one group row (the table after the TOST rule)."""
     lines = report.splitlines()
-    rule = next(i for i, line in enumerate(lines) if line.startswith("Equivalence test (TOST)"))
+    rule = next(i for i, x in enumerate(lines) if x.startswith("Equivalence test (paired TOST)"))
     row = next(i for i in range(rule, len(lines)) if lines[i].startswith("| experiment")) + 2
     return [c.strip() for c in lines[row].split("|")]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def _results(reach: bool = True) -> Results:
                 "epochs": epochs,
                 "sweep_metric": "train_loss",
                 "sweep_target": TARGET,
+                "config": json.dumps({"dataset": {"train_size": N}}),
             }
         )
     return Results(runs=pd.DataFrame(runs), curves=pd.DataFrame(curves))
@@ -133,5 +135,20 @@ def test_the_report_of_a_sweep_fits_it_and_compares_no_schedule_with_b16() -> No
 
     text = build_report([Path(__file__).parents[1] / "results" / "noise-sweep"], "markdown")
     assert "Batch sweep: the critical batch size" in text
-    assert "462 ± 44" in text
+    assert "462 ± 44" in text  # from steps
+    assert "645 ± 58" in text  # from epochs as images seen, E = S B / N (issue 38)
     assert "Equivalence with decaying lr" not in text
+
+
+def test_epochs_are_images_seen_over_n_not_epoch_numbers():
+    """With drop_last an epoch is floor(N/B) steps: at N = 5000, B = 1024 it sees 4096
+    images, so 10 epoch numbers are 8.19 epochs of McCandlish's E = S B / N."""
+    results = _results()
+    runs = results.runs.assign(config=json.dumps({"dataset": {"train_size": 5000}}))
+    curves = results.curves.copy()
+    one = curves["cell_id"] == "cell1024"
+    curves.loc[one, "updates"] = curves.loc[one, "epoch"] * (5000 // 1024)
+    sweep = sweep_table(Results(runs=runs, curves=curves))
+    row = sweep[sweep["batch_size"] == 1024].iloc[0]
+    assert row["epochs"] == pytest.approx(row["steps"] * 1024 / 5000)
+    assert row["epochs"] < row["epoch_number"]

@@ -224,10 +224,13 @@ def format_equivalence(eq: pd.DataFrame) -> pd.DataFrame:
             "seed range": [pp(x) for x in eq["seed_range"]],
             "pooled std": [pp(x) for x in eq["pooled_std"]],
             "seeds": eq["seeds"].astype(str),
-            "verdict": eq["verdict"],
+            "spread (a description)": eq["verdict"],
+            "pairs": eq["pairs"].astype(str),
             "margin": [_pp(x) for x in eq["margin"]],
-            "90% CI of Δ": [_interval(lo, hi) for lo, hi in zip(eq["ci_low"], eq["ci_high"])],
-            "TOST": eq["tost"],
+            "90% CI of paired Δ": [
+                _interval(lo, hi) for lo, hi in zip(eq["ci_low"], eq["ci_high"], strict=True)
+            ],
+            "paired TOST": eq["tost"],
             "seeds needed": [_seeds(x) for x in eq["seeds_needed"]],
         }
     )
@@ -344,9 +347,9 @@ def format_verdicts(groups: pd.DataFrame) -> pd.DataFrame:
             "seed range": [pp(x) for x in groups["seed_range"]],
             "pooled std": [pp(x) for x in groups["pooled_std"]],
             "fewest seeds": groups["seeds"].astype(str),
-            "verdict": groups["verdict"],
+            "spread (a description)": groups["verdict"],
             "margin": [pp(x) for x in groups["margin"]],
-            "TOST": groups["tost"],
+            "paired TOST": groups["tost"],
             "seeds needed": [_seeds(x) for x in groups["seeds_needed"]],
         }
     )

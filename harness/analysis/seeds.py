@@ -36,16 +36,18 @@ NO_YARDSTICK = "one seed: no yardstick"
 NOT_COMPARED = "no final accuracy"
 
 VERDICT_RULE = (
-    "Verdict rule: Δ final acc is the seed-mean final test accuracy of a schedule minus the "
-    "reference's. The seed range of a group (experiment, optimizer, model) is the largest "
-    "max − min over seeds among its schedules with 2 seeds or more, reference included. A "
+    "Seed-spread description: Δ final acc is the seed-mean final test accuracy of a schedule "
+    "minus the reference's. The seed range of a group (experiment, optimizer, model) is the "
+    "largest max − min over seeds among its schedules with 2 seeds or more, reference included. A "
     "schedule is within seed "
     "spread when |Δ final acc| ≤ that range, outside when larger, and 'one seed: no "
     "yardstick' when it or the reference has fewer than 2 seeds with a final accuracy; a "
     "group takes the worst verdict of its schedules (outside, then one seed, then no final "
     "accuracy, then within). "
-    "With 2 seeds a range is a noisy yardstick: read the verdict beside the numbers. Curve "
-    "gaps are shown for context and do not enter the verdict."
+    "This spread column is a description, not a test (with 2 seeds a range calls a true "
+    "2-sigma gap 'within' nearly half the time): the paired TOST below decides. Curve gaps "
+    "are shown for context; before the first milestone they are 0 by construction (the same "
+    "seed, lr and B give the same run) and are no evidence."
 )
 
 STAT_COLUMNS = ["n", "mean", "std", "min", "max"]
@@ -60,18 +62,18 @@ DIFFERENT = "different"
 NOT_TESTED = "not tested"
 
 TOST_RULE = (
-    "Equivalence test (TOST): for each schedule, the 90% confidence interval of Δ final acc "
-    "(schedule mean − reference mean) uses the group's pooled seed std s (degrees of freedom "
-    "Σ (n_i − 1) over its schedules) and a t quantile: Δ ± t(0.95, dof) · s · √(1/n + "
-    "1/n_ref). It is 'equivalent' when the interval lies inside ± the margin (both one-sided "
-    "tests reject at 5%), 'different' when it lies wholly beyond the margin (|Δ| exceeds the "
-    "margin at 5%), 'not shown' otherwise, and 'not tested' without a pooled std (no schedule "
-    "with 2 seeds) or a final accuracy; a group takes the worst (different, not shown, not "
-    "tested, equivalent). The margin is the suite's report.equivalence_margin ("
-    f"{100 * DEFAULT_MARGIN:g} pp where unstated). Seeds needed: the fewest seeds per schedule "
-    f"with which this test would show equivalence with {POWER:.0%} power if the true "
-    "difference were 0 and the true std were s: n ≥ 2 s² (t(0.95, 2n − 2) + t(0.9, 2n − 2))² "
-    "/ margin²."
+    "Equivalence test (paired TOST): cells are paired by seed (the same seed gives both the "
+    "same initial weights and data order), d = a schedule's final test accuracy minus the "
+    "reference's for each seed both have, and the 90% confidence interval of the mean d over "
+    "those n pairs is mean ± t(0.95, n − 1) · sd(d) / √n. It is 'equivalent' when the "
+    "interval lies inside ± the margin (both one-sided tests reject at 5%), 'different' when "
+    "it lies wholly beyond the margin, 'not shown' otherwise, and 'not tested' with fewer than "
+    "2 pairs; a group takes the worst (different, not shown, not tested, equivalent). The "
+    "margin is the suite's report.equivalence_margin ("
+    f"{100 * DEFAULT_MARGIN:g} pp where unstated). Seeds needed: the fewest pairs with which "
+    f"this test would show equivalence with {POWER:.0%} power if the true difference were 0 "
+    "and the true sd(d) the measured one: n ≥ (t(0.95, n − 1) + t(0.9, n − 1))² sd² / "
+    "margin². (Before 2026-12-07 this test was unpaired, with the group's pooled seed std.)"
 )
 
 
@@ -111,17 +113,17 @@ _WORST_TOST = (DIFFERENT, NOT_SHOWN, NOT_TESTED, EQUIVALENT)
 
 
 def tost(
-    gap: float, n: int, n_ref: int, std: float, dof: float, margin: float, alpha: float = ALPHA
+    mean: float, n: int, sd: float, margin: float, alpha: float = ALPHA
 ) -> tuple[float, float, str]:
-    """The two one-sided tests of TOST_RULE for one gap: (CI low, CI high, verdict).
+    """The paired two one-sided tests of TOST_RULE: (CI low, CI high, verdict).
 
-    `gap` is the difference of the two seed means, `n`/`n_ref` their seeds, `std` the pooled
-    std with `dof` degrees of freedom; the interval is the (1 − 2·alpha) one of the gap.
+    `mean` and `sd` are those of the n per-seed differences; the interval is the
+    (1 − 2·alpha) t-interval of their mean.
     """
-    if not (math.isfinite(gap) and math.isfinite(std) and dof >= 1 and min(n, n_ref) >= 1):
+    if not (math.isfinite(mean) and math.isfinite(sd) and n >= 2):
         return math.nan, math.nan, NOT_TESTED
-    half = float(sps.t.ppf(1.0 - alpha, dof)) * std * math.sqrt(1.0 / n + 1.0 / n_ref)
-    low, high = gap - half, gap + half
+    half = float(sps.t.ppf(1.0 - alpha, n - 1)) * sd / math.sqrt(n)
+    low, high = mean - half, mean + half
     if -margin < low and high < margin:
         return low, high, EQUIVALENT
     if low > margin or high < -margin:
@@ -132,22 +134,22 @@ def tost(
 def seeds_needed(
     std: float, margin: float, alpha: float = ALPHA, power: float = POWER, most: int = 100_000
 ) -> float:
-    """The fewest seeds n per schedule (n ≥ 2) with which TOST at `margin` would have `power`
-    to show equivalence of two schedules whose true difference is 0 and true std `std`.
+    """The fewest pairs n (n ≥ 2) with which the paired TOST at `margin` would have `power`
+    to show equivalence when the true difference is 0 and the differences' true sd is `std`.
 
-    The usual planning rule for TOST with equal groups: n ≥ 2 s² (t(1 − α, 2n − 2) +
-    t(1 − (1 − power)/2, 2n − 2))² / margin². NaN without a finite std; inf beyond `most`.
+    The usual planning rule for a paired (one-sample) TOST: n ≥ s² (t(1 − α, n − 1) +
+    t(1 − (1 − power)/2, n − 1))² / margin². NaN without a finite std; inf beyond `most`.
     """
     if not math.isfinite(std):
         return math.nan
 
     def enough(k: int) -> bool:
-        dof = 2 * k - 2
+        dof = k - 1
         q = sps.t.ppf(1.0 - alpha, dof) + sps.t.ppf(1.0 - (1.0 - power) / 2.0, dof)
-        return bool(k >= 2.0 * std**2 * q**2 / margin**2)
+        return bool(k >= std**2 * q**2 / margin**2)
 
     z = sps.norm.ppf(1.0 - alpha) + sps.norm.ppf(1.0 - (1.0 - power) / 2.0)
-    k = max(2, math.ceil(2.0 * std**2 * z**2 / margin**2))  # t > z: never more than needed
+    k = max(2, math.ceil(std**2 * z**2 / margin**2))  # t > z: never more than needed
     while not enough(k):
         k += 1
         if k > most:
@@ -163,6 +165,7 @@ def add_verdicts(
     stats: pd.DataFrame,
     group: list[str],
     margins: pd.DataFrame | None = None,
+    pairs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """`eq` (a row per schedule vs its reference) with the seed columns appended.
 
@@ -171,13 +174,14 @@ def add_verdicts(
     and pooled_std (of the whole group's schedules with n ≥ 2, reference included; NaN
     without any) and verdict; then the test of TOST_RULE: margin (`margins`' column
     "margin" keyed by `group`, DEFAULT_MARGIN where absent), ci_low and ci_high (the 90%
-    interval of final_acc_gap), tost (its verdict) and seeds_needed.
+    interval of the mean paired difference, `pairs`' d_mean and d_sd keyed by `group` +
+    ["schedule"]), pairs, tost (its verdict) and seeds_needed.
     """
     if eq.empty:
         return eq.assign(
-            final_acc_gap=[], seeds=[], seed_range=[], pooled_std=[], verdict=[],
+            final_acc_gap=[], seeds=[], seed_range=[], pooled_std=[], verdict=[], pairs=[],
             **{c: [] for c in TOST_COLUMNS},
-        ).astype({"seeds": "int64"})  # fmt: skip
+        ).astype({"seeds": "int64", "pairs": "int64"})  # fmt: skip
     use = (stats["n"] >= 2) & stats["std"].notna()
     dof = (stats["n"] - 1).where(use, 0)
     spread = (
@@ -206,20 +210,22 @@ def add_verdicts(
     else:
         out["margin"] = math.nan
     out["margin"] = out["margin"].fillna(DEFAULT_MARGIN).astype(float)
+    if pairs is None or pairs.empty:
+        out = out.assign(pairs=0, d_mean=math.nan, d_sd=math.nan)
+    else:
+        out = out.merge(pairs, on=[*group, "schedule"], how="left")
+    out["pairs"] = out["pairs"].fillna(0).astype("int64")
     tests = [
-        tost(g, int(n), int(nr), s, d, m)
-        for g, n, nr, s, d, m in zip(
-            out["final_acc_gap"], out["n"].fillna(0), out["_ref_n"].fillna(0),
-            out["pooled_std"], out["_dof"].fillna(0), out["margin"], strict=True,
-        )
-    ]  # fmt: skip
+        tost(d, int(n), s, m)
+        for d, n, s, m in zip(out["d_mean"], out["pairs"], out["d_sd"], out["margin"], strict=True)
+    ]
     out["ci_low"] = [t[0] for t in tests]
     out["ci_high"] = [t[1] for t in tests]
     out["tost"] = [t[2] for t in tests]
     out["seeds_needed"] = [
-        seeds_needed(s, m) for s, m in zip(out["pooled_std"], out["margin"], strict=True)
+        seeds_needed(s, m) for s, m in zip(out["d_sd"], out["margin"], strict=True)
     ]
-    return out.drop(columns=["n", "mean", "_ref_n", "_ref_mean", "_dof"])
+    return out.drop(columns=["n", "mean", "_ref_n", "_ref_mean", "_dof", "d_mean", "d_sd"])
 
 
 GROUP_VERDICT_COLUMNS = [

@@ -24,6 +24,7 @@ by their steps, and their ratio (never a mean of ratios); "pooled" averages the 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -34,16 +35,18 @@ from harness.analysis.tables import Results
 
 HIGHER_IS_BETTER = {"test_acc"}
 SWEEP_RULE = (
-    "Each cell trains one constant batch size B; steps and epochs to the target are read "
-    "from the curves at epoch resolution, interpolated linearly within the epoch where the "
-    "target is crossed (an epoch's mean minibatch loss placed at its middle step; '≤' marks "
-    "a cell already past the target at its first point). B_noise is the critical batch size "
-    "of McCandlish et al.'s S(B) = S_min (1 + B_noise/B), fitted by least squares in 1/B, and "
-    "of E(B) = E_min (1 + B/B_noise), fitted in B (one model, S·B = E·N, weighted "
-    "differently); ± is the fit's standard error (delta method), not a spread over seeds. "
-    "B_simple = tr(Σ)/|G|² is the gradient noise scale measured during the same runs "
-    "(per cell: its epochs up to the target, step-weighted, ratio of the averages; measured: "
-    "the cells' averages pooled). Cells that never reach the target are not fitted."
+    "Each cell trains one constant batch size B; steps S to the target are read from the "
+    "curves at epoch resolution, interpolated linearly within the epoch where the target is "
+    "crossed (an epoch's mean minibatch loss placed at its middle step; '≤' marks a cell "
+    "already past the target at its first point), and epochs are the images seen over N, "
+    "E = S·B/N (an epoch of floor(N/B) steps sees fewer than N images). B_noise is the "
+    "critical batch size of McCandlish et al.'s S(B) = S_min (1 + B_noise/B), fitted by "
+    "least squares in 1/B, and of E(B) = E_min (1 + B/B_noise), fitted in B (one model, "
+    "S·B = E·N, weighted differently); ± is the fit's standard error (delta method), not a "
+    "spread over seeds. B_simple = tr(Σ)/|G|² is the gradient noise scale measured during "
+    "the same runs (per cell: its epochs up to the target, step-weighted, ratio of the "
+    "averages; measured: the cells' averages pooled). Cells that never reach the target are "
+    "not fitted."
 )
 KEYS = ["suite", "experiment", "optimizer", "model", "seed"]
 
@@ -104,6 +107,15 @@ def _measured_noise(cell_curves: pd.DataFrame, through_epoch: float) -> tuple[fl
     return float(np.average(trace[keep], weights=w)), float(np.average(grad[keep], weights=w))
 
 
+def _train_size(run: dict[str, object]) -> float:
+    """N of a run row: its resolved config's dataset.train_size (NaN where it is not known)."""
+    try:
+        size = json.loads(str(run["config"]))["dataset"]["train_size"]
+    except (KeyError, TypeError, ValueError):
+        return math.nan
+    return float(size) if isinstance(size, int | float) and size > 0 else math.nan
+
+
 def sweep_table(results: Results) -> pd.DataFrame:
     """One row per sweep cell: B, lr, steps and epochs to the target, measured B_simple."""
     runs = results.runs
@@ -122,8 +134,13 @@ def sweep_table(results: Results) -> pd.DataFrame:
         if curves.empty:
             continue
         metric, target = str(run["sweep_metric"]), float(run["sweep_target"])
-        steps, epochs, early = crossing(curves, metric, target)
-        through = epochs if math.isfinite(epochs) else float(curves["epoch"].max())
+        steps, epoch, early = crossing(curves, metric, target)
+        through = epoch if math.isfinite(epoch) else float(curves["epoch"].max())
+        batch = int(curves["batch_size"].iloc[0])
+        # McCandlish's E counts examples processed, E = S B / N: with drop_last an epoch of
+        # the harness is floor(N/B) steps, fewer images than N (at B = 1024 of 5000, 4880),
+        # so the epoch number at the crossing overstates E (until 2026-12-07 it was fitted).
+        epochs = steps * batch / _train_size(run) if math.isfinite(steps) else math.nan
         trace, grad = _measured_noise(curves, through)
         rows.append(
             {
@@ -135,12 +152,13 @@ def sweep_table(results: Results) -> pd.DataFrame:
                 "schedule": schedule_of.get(run["cell_id"], run["schedule"]),
                 "mixed": tuple(str(run[k]) for k in ("suite", "experiment", "optimizer", "model"))
                 in mixed,
-                "batch_size": int(curves["batch_size"].iloc[0]),
+                "batch_size": batch,
                 "lr": float(curves["lr"].iloc[0]),
                 "metric": metric,
                 "target": target,
                 "steps": steps,
                 "epochs": epochs,
+                "epoch_number": epoch,
                 "reached": math.isfinite(steps),
                 "upper_bound": early,
                 "trained_epochs": int(run["epochs"]),

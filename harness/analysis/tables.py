@@ -276,6 +276,7 @@ _EQUIVALENCE_COLUMNS = [
     "update_ratio",
     "final_acc_gap",
     "seeds",
+    "pairs",
     "seed_range",
     "pooled_std",
     "verdict",
@@ -285,6 +286,28 @@ _EQUIVALENCE_COLUMNS = [
     "tost",
     "seeds_needed",
 ]
+
+
+def _pairs(v: pd.DataFrame, compared: pd.DataFrame) -> pd.DataFrame:
+    """Per compared schedule: its final test accuracy minus the reference's, paired by seed.
+
+    Columns: GROUP, schedule, pairs (seeds both have a final accuracy for), d_mean and d_sd
+    (fractions; d_sd NaN below two pairs). The same seed gives both cells the same initial
+    weights and data order, so the per-seed difference is the comparison's unit."""
+    columns = [*GROUP, "schedule", "seed", "final_test_acc"]
+    final = v.dropna(subset=["final_test_acc"]).drop_duplicates(columns[:-1])[columns]
+    ref = final.rename(columns={"schedule": "reference", "final_test_acc": "_ref"})
+    d = (
+        compared[[*GROUP, "schedule", "reference"]]
+        .merge(final, on=[*GROUP, "schedule"])
+        .merge(ref, on=[*GROUP, "reference", "seed"])
+    )
+    d = d.assign(_d=d["final_test_acc"] - d["_ref"])
+    return (
+        d.groupby([*GROUP, "schedule"], dropna=False, sort=False)
+        .agg(pairs=("_d", "size"), d_mean=("_d", "mean"), d_sd=("_d", "std"))
+        .reset_index()
+    )
 
 
 def equivalence_table(results: Results) -> pd.DataFrame:
@@ -384,7 +407,7 @@ def equivalence_table(results: Results) -> pd.DataFrame:
         .min()
         .reset_index()
     )
-    out = add_verdicts(out, seed_stats(v, keys), GROUP, margins)
+    out = add_verdicts(out, seed_stats(v, keys), GROUP, margins, _pairs(v, out))
     out = out.sort_values(
         [*GROUP, "update_ratio", "schedule"],
         ascending=[True, True, True, True, False, True],
