@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,7 +109,7 @@ def _measured_noise(cell_curves: pd.DataFrame, through_epoch: float) -> tuple[fl
     return float(np.average(trace[keep], weights=w)), float(np.average(grad[keep], weights=w))
 
 
-def _train_size(run: dict[str, object]) -> float:
+def _train_size(run: Mapping[Hashable, Any]) -> float:
     """N of a run row: its resolved config's dataset.train_size (NaN where it is not known)."""
     try:
         size = json.loads(str(run["config"]))["dataset"]["train_size"]
