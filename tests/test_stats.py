@@ -199,7 +199,7 @@ def test_report_shows_the_test_under_the_margin_the_rows_carry(tmp_path):
     for column in ("margin", "90% CI of Δ", "TOST", "seeds needed"):
         assert f" {column} " in result.stdout
     assert "Equivalence test (TOST)" in result.stdout
-    assert _group_line(result.stdout)[-4:-1] == ["0.50 pp", NOT_SHOWN, "90"]
+    assert _test_cells(_group_line(result.stdout)) == ["0.50 pp", NOT_SHOWN, "90"]
     # Appendix A from the rows' plans: N = 5000, increasing_batch's last B 512, m 0.9
     assert "Epochs lost to the momentum accumulation (Appendix A)" in result.stdout
     assert "5-6: B 512, m 0.9 → 1.02" in result.stdout  # 512 / (5000 * 0.1) = 1.024
@@ -213,15 +213,21 @@ def test_report_shows_the_test_under_the_margin_the_rows_carry(tmp_path):
         pq.write_table(table.append_column("equivalence_margin", column), path)
     result = run_cli("report", str(wide))
     assert result.returncode == 0, result.stderr
-    assert _group_line(result.stdout)[-4:-1] == ["5.00 pp", EQUIVALENT, "3"]
+    assert _test_cells(_group_line(result.stdout)) == ["5.00 pp", EQUIVALENT, "3"]
 
 
-def _group_line(report: str) -> list[str]:
-    """The cells of the report's one group row (the table after the TOST rule)."""
+def _group_line(report: str) -> dict[str, str]:
+    """The report's one group row (the verdicts table, first in its suite), by column."""
     lines = report.splitlines()
-    rule = next(i for i, line in enumerate(lines) if line.startswith("Equivalence test (TOST)"))
-    row = next(i for i in range(rule, len(lines)) if lines[i].startswith("| experiment")) + 2
-    return [c.strip() for c in lines[row].split("|")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("### Verdicts"))
+    header = next(i for i in range(start, len(lines)) if lines[i].startswith("| experiment"))
+    names = [c.strip() for c in lines[header].strip("|").split("|")]
+    cells = [c.strip() for c in lines[header + 2].strip("|").split("|")]
+    return dict(zip(names, cells, strict=True))
+
+
+def _test_cells(group: dict[str, str]) -> list[str]:
+    return [group["margin"], group["TOST"], group["seeds needed"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +305,7 @@ def test_a_run_writes_the_suites_margin_into_its_rows_and_the_report_uses_it(tmp
     report = run_cli("report", str(results))
     assert report.returncode == 0, report.stderr
     group = _group_line(report.stdout)
-    assert group[-4] == "20.00 pp" and group[-3] in (EQUIVALENT, NOT_SHOWN, DIFFERENT)
+    assert group["margin"] == "20.00 pp" and group["TOST"] in (EQUIVALENT, NOT_SHOWN, DIFFERENT)
 
 
 def test_epochs_lost_has_a_row_per_plan_where_seeds_planned_differently():
