@@ -169,3 +169,18 @@ def test_a_full_sha256_is_shown_short(tmp_path: Path) -> None:
     shown = format_summary(summary)["data"]
     assert (shown == "arrays /data/mine.npz sha256:0123456789ab").all()
     assert isinstance(shown, pd.Series)
+
+
+def test_a_cpu_device_names_its_threads_in_the_right_number() -> None:
+    import torch
+
+    from harness.results.provenance import device_name
+
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert device_name(torch.device("cpu")).endswith(" (1 thread)")
+        torch.set_num_threads(2)
+        assert device_name(torch.device("cpu")).endswith(" (2 threads)")
+    finally:
+        torch.set_num_threads(saved)
