@@ -6,7 +6,7 @@ DataLoader draws from `callback.sampler`), sets the plan's lr and momentum befor
 optimizer step, gives the sampler its epoch and rank, and keeps its place in Lightning's
 checkpoints. There is no lr scheduler: the callback is the schedule.
 
-    pip install 'harness[lightning]'
+    pip install -e '.[lightning]'    # in the harness clone
     python examples/lightning_loop.py --epochs 30 --milestones 10 20 --train-size 10000
 
 --devices 2 runs DDP on the CPU (gloo; Lightning starts the second process itself), each

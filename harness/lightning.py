@@ -26,7 +26,7 @@ makes the estimate exact when no epoch has more batches than the first, but do n
 `max_steps` to a run resumed from an end-of-epoch checkpoint: Lightning 2.6 then ends the
 saved epoch twice and skips the plan's last epoch (the callback raises when it does).
 
-Lightning is an optional extra (`pip install 'harness[lightning]'`); `import harness` never
+Lightning is an optional extra (`pip install -e '.[lightning]'` in a clone); `import harness` never
 imports this module, `harness.lightning` does on first use.
 """
 
@@ -40,7 +40,8 @@ try:
     from lightning.pytorch.utilities import rank_zero_warn
 except ImportError as exc:  # pragma: no cover - only without the extra
     raise ImportError(
-        "harness.lightning needs PyTorch Lightning 2.x: pip install 'harness[lightning]'"
+        "harness.lightning needs PyTorch Lightning 2.x: "
+        "pip install -e '.[lightning]' in the harness clone"
     ) from exc
 
 from torch.optim import Optimizer

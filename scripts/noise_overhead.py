@@ -1,4 +1,4 @@
-"""Time train_step with and without the noise meter (the overhead README.md quotes).
+"""Time train_step with and without the noise meter (the overhead docs/noise.md refers to).
 
     OMP_NUM_THREADS=1 python scripts/noise_overhead.py [--batch 128] [--steps 30] [--repeats 5]
 

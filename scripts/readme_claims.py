@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.claims import claims_rule, claims_table, format_claims
+from harness.analysis.claims import claims_table, format_claims
 from harness.analysis.render import render
 from harness.analysis.tables import load_results
 from harness.config.suite import load_suite
@@ -29,7 +30,7 @@ SUITE = REPO / "suites" / "evidence-cpu.yaml"
 RESULTS = REPO / "results" / "evidence-cpu"
 START = "<!-- claims-table:start (scripts/readme_claims.py writes this block) -->"
 END = "<!-- claims-table:end -->"
-COLUMNS = ["claim", "section", "test", "Δ final acc, interval", "pairs", "updates", "verdict"]
+COLUMNS = ["claim", "test", "Δ final acc, interval", "pairs", "updates", "verdict"]
 
 
 def block() -> str:
@@ -45,11 +46,15 @@ def block() -> str:
             runs = pd.DataFrame()
     table = format_claims(claims_table(runs, pre))[COLUMNS]
     done = 0 if runs.empty else runs["cell_id"].nunique()
-    rows = f"{done} of the suite's {len(cells)} cells have rows. "
-    note = (
-        f"{rows}Generated from `results/evidence-cpu/` by `scripts/readme_claims.py`; the "
-        "whole table, with the paper's words and each claim's power, is in "
-        "[results/evidence-cpu/REPORT.md](results/evidence-cpu/REPORT.md). " + claims_rule(pre)
+    note = textwrap.fill(
+        "Pre-registered in [docs/paper.md](docs/paper.md) before any of its rows: "
+        "`suites/evidence-cpu.yaml`, the paper's proportions at CPU scale, "
+        f"{len(pre.seeds)} seeds per arm paired by seed, a margin of {pre.margin * 100:g} pp "
+        f"on final test accuracy. {done} of the suite's {len(cells)} cells have rows; a claim "
+        "is pending until all its seeds are in. Generated from `results/evidence-cpu/` by "
+        "`scripts/readme_claims.py`; the paper's words, the rules and each claim's power are in "
+        "[its report](results/evidence-cpu/REPORT.md).",
+        width=100,
     )
     return "\n".join([START, "", note, "", render(table, "github").rstrip("\n"), "", END])
 

@@ -99,14 +99,16 @@ def test_a_changed_value_is_another_recipe_not_another_seed(tmp_path: Path) -> N
     assert len(clash) == 2, report.stderr  # one line per label group
     assert all("rows of 2 recipes under one label" in w for w in clash)
     assert all("optimizer.lr 0.05 vs 0.06" in w for w in clash)
-    assert "tiny/grid/momentum/decaying (small): optimizer.lr 0.05 vs 0.06" in report.stdout
-    assert "Nothing left to compare" in report.stdout and "within seed spread" not in report.stdout
+    prose = " ".join(report.stdout.split())  # markdown prose is wrapped at 100 characters
+    assert "tiny/grid/momentum/decaying (small): optimizer.lr 0.05 vs 0.06" in prose
+    assert "Nothing left to compare" in prose and "within seed spread" not in prose
 
     current = _ok(run_cli("report", str(suite), str(results)))
     assert _warnings(current.stderr) == []
     rows = _summary_rows(current.stdout)
     assert sorted(r[1] for r in rows) == ["decaying", "increasing"]
-    assert f"Only the cells that {suite} defines now; 2 row(s)" in current.stdout
+    prose = " ".join(current.stdout.split())
+    assert f"Only the cells that {suite} defines now; 2 rows of other cells" in prose
     assert "optimizer.lr" not in current.stdout
 
     # The gate: the folder as a baseline holds the suite's recipe and a stale one.
@@ -235,7 +237,7 @@ def test_a_sweep_with_two_recipes_under_one_label_is_not_fitted(tmp_path: Path) 
     (line,) = _warnings(report.stderr)
     lr = config["optimizer"]["lr"]
     assert f"optimizer.lr {json.dumps(lr * 2)} vs {json.dumps(lr)}" in line, line
-    fits = report.stdout.split("### Batch sweep", 1)[1].split("Per batch size:", 1)[0]
+    fits = report.stdout.split("### Batch sweep", 1)[1].split("### Batch sweep per", 1)[0]
     assert "0 of 8" in fits and "462 ± 44" not in fits
 
 
@@ -252,7 +254,7 @@ def test_report_of_a_suite_imports_no_torch() -> None:
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    assert "Only the cells that suites/smoke.yaml defines now; 0 row(s)" in proc.stdout
+    assert "Only the cells that suites/smoke.yaml defines now; 0 rows" in proc.stdout
     assert proc.stderr.strip().splitlines()[-1] == "False"
 
 

@@ -206,7 +206,7 @@ def test_report_shows_the_test_under_the_margin_the_rows_carry(tmp_path):
         assert f" {column} " in result.stdout
     assert "Equivalence test (paired TOST)" in result.stdout
     # increasing batch minus decaying lr over the 3 seeds: -3.02 to -0.11 pp, sd(d) 1.3 pp
-    assert _group_line(result.stdout)[-4:-1] == ["0.50 pp", NOT_SHOWN, "28"]
+    assert _test_cells(_group_line(result.stdout)) == ["0.50 pp", NOT_SHOWN, "28"]
     assert "-3.02 to -0.11 pp" in result.stdout
     # Appendix A from the rows' plans: N = 5000, increasing_batch's last B 512, m 0.9
     assert "Epochs lost to the momentum accumulation (Appendix A)" in result.stdout
@@ -221,15 +221,21 @@ def test_report_shows_the_test_under_the_margin_the_rows_carry(tmp_path):
         pq.write_table(table.append_column("equivalence_margin", column), path)
     result = run_cli("report", str(wide))
     assert result.returncode == 0, result.stderr
-    assert _group_line(result.stdout)[-4:-2] == ["5.00 pp", EQUIVALENT]
+    assert _test_cells(_group_line(result.stdout))[:2] == ["5.00 pp", EQUIVALENT]
 
 
-def _group_line(report: str) -> list[str]:
-    """The cells of the report's one group row (the table after the TOST rule)."""
+def _group_line(report: str) -> dict[str, str]:
+    """The report's one group row (the verdicts table, first in its suite), by column."""
     lines = report.splitlines()
-    rule = next(i for i, x in enumerate(lines) if x.startswith("Equivalence test (paired TOST)"))
-    row = next(i for i in range(rule, len(lines)) if lines[i].startswith("| experiment")) + 2
-    return [c.strip() for c in lines[row].split("|")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("### Verdicts"))
+    header = next(i for i in range(start, len(lines)) if lines[i].startswith("| experiment"))
+    names = [c.strip() for c in lines[header].strip("|").split("|")]
+    cells = [c.strip() for c in lines[header + 2].strip("|").split("|")]
+    return dict(zip(names, cells, strict=True))
+
+
+def _test_cells(group: dict[str, str]) -> list[str]:
+    return [group["margin"], group["paired TOST"], group["seeds needed"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +313,7 @@ def test_a_run_writes_the_suites_margin_into_its_rows_and_the_report_uses_it(tmp
     report = run_cli("report", str(results))
     assert report.returncode == 0, report.stderr
     group = _group_line(report.stdout)
-    assert group[-4] == "20.00 pp" and group[-3] in (EQUIVALENT, NOT_SHOWN, DIFFERENT)
+    assert group["margin"] == "20.00 pp" and group["TOST"] in (EQUIVALENT, NOT_SHOWN, DIFFERENT)
 
 
 def test_epochs_lost_has_a_row_per_plan_where_seeds_planned_differently():

@@ -13,6 +13,8 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,11 @@ def check_format(fmt: str) -> None:
         raise UserError(f"--format {fmt!r} is not known; choose one of {', '.join(FORMATS)}")
 
 
+WRAP = 100  # characters of a prose line in markdown
+# What starts a block in markdown: a heading, a list item, a quote, a table row.
+_MARKDOWN_BLOCK = re.compile(r"^(?:#|[-+*>|] |\d+[.)] )")
+
+
 class Doc:
     """Headings, paragraphs and lists in the output format, so sections read natively."""
 
@@ -103,7 +110,35 @@ class Doc:
 
     def para(self, s: str) -> None:
         t = self.text(s)
-        self.parts.append(f"<p>{t}</p>" if self.fmt == "html" else t)
+        if self.fmt == "html":
+            self.parts.append(f"<p>{t}</p>")
+        else:
+            self.parts.append(self._wrap(t))
+
+    def raw(self, markup: str) -> None:
+        """Markup already in the output format (and escaped for it), added as it is."""
+        self.parts.append(markup)
+
+    def _wrap(self, s: str, indent: str = "") -> str:
+        """Prose as lines of at most WRAP characters in markdown (a reader's terminal; the
+        rendered paragraph is the same): a long word stays whole, and no line may start
+        with what markdown would read as a heading, list item or quote."""
+        if self.fmt not in ("markdown", "github"):
+            return s
+        lines = textwrap.wrap(
+            s,
+            WRAP,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        out: list[str] = []
+        for line in lines:
+            if out and _MARKDOWN_BLOCK.match(line.strip()):
+                out[-1] += " " + line.strip()
+            else:
+                out.append(line)
+        return "\n".join(out)
 
     def items(self, lines: Sequence[str], raw: bool = False) -> None:
         if not lines:
@@ -115,10 +150,14 @@ class Doc:
         elif self.fmt == "html":
             self.parts.append("<ul>\n" + "\n".join(f"<li>{i}</li>" for i in items) + "\n</ul>")
         else:
-            self.parts.append("\n".join(f"- {i}" for i in items))
+            self.parts.append("\n".join(self._wrap(f"- {i}", indent="  ") for i in items))
 
     def table(self, df: pd.DataFrame) -> None:
-        self.parts.append(render(df, self.fmt).rstrip("\n"))
+        text = render(df, self.fmt).rstrip("\n")
+        # A wide table scrolls in its own box instead of widening the page.
+        if self.fmt == "html":
+            text = f'<div class="table-wrap">\n{text}\n</div>'
+        self.parts.append(text)
 
     def __str__(self) -> str:
         return "\n\n".join(self.parts) + "\n"
@@ -193,7 +232,7 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
             "wall clock": [_duration(s) for s in summary["wall_clock_s"]],
             "images/s": [_count(x) for x in summary["images_per_s"]],
             "device": summary["devices"],
-            "data": summary["data"],
+            "data": [_short_digests(str(d)) for d in summary["data"]],
             "status": summary["status"],
         }
     )
@@ -336,6 +375,9 @@ def format_verdicts(groups: pd.DataFrame) -> pd.DataFrame:
             "optimizer": groups["optimizer"],
             "model": groups["model"],
             "vs": groups["reference"],
+            # The test first: a reader sees the verdicts without scrolling a wide table.
+            "paired TOST": groups["tost"],
+            "spread (a description)": groups["verdict"],
             "largest Δ final acc": [
                 f"{_signed_pp(x)} ({s})" if _finite(x) else "–"
                 for x, s in zip(
@@ -347,9 +389,7 @@ def format_verdicts(groups: pd.DataFrame) -> pd.DataFrame:
             "seed range": [pp(x) for x in groups["seed_range"]],
             "pooled std": [pp(x) for x in groups["pooled_std"]],
             "fewest seeds": groups["seeds"].astype(str),
-            "spread (a description)": groups["verdict"],
             "margin": [pp(x) for x in groups["margin"]],
-            "paired TOST": groups["tost"],
             "seeds needed": [_seeds(x) for x in groups["seeds_needed"]],
         }
     )
@@ -401,6 +441,12 @@ def provenance_lines(runs: pd.DataFrame) -> list[str]:
                 "numbers (official pixels) they carry an unmeasured offset."
             )
     return lines
+
+
+def _short_digests(s: str) -> str:
+    """A full sha256 (64 hex digits, as an arrays dataset's data_source holds) shown by its
+    first 12, as git shows a commit; the run rows keep the whole."""
+    return re.sub(r"\b(sha256:[0-9a-f]{12})[0-9a-f]{52}\b", r"\1", s)
 
 
 def _counts(counts: Mapping[str, int]) -> str:

@@ -131,12 +131,13 @@ def _cpu_count() -> int:
 
 
 def _require_submitit() -> Any:
-    """submitit, an optional extra (`pip install 'harness[slurm]'`), imported when used."""
+    """submitit, an optional extra (`pip install -e '.[slurm]'` in a clone), imported when used."""
     try:
         import submitit
     except ImportError:
         raise UserError(
-            "--executor needs submitit: pip install 'harness[slurm]' (or pip install submitit)"
+            "--executor needs submitit: pip install -e '.[slurm]' in the harness clone "
+            "(or pip install submitit)"
         ) from None
     return submitit
 

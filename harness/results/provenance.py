@@ -80,7 +80,8 @@ def device_name(device: Any) -> str:
     if device.type == "cuda":
         return str(torch.cuda.get_device_name(device))
     if device.type == "cpu":
-        return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        return f"{cpu_name()} ({threads} thread{'' if threads == 1 else 's'})"
     return str(device)
 
 
