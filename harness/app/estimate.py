@@ -1,7 +1,8 @@
 """`harness plan --estimate`: the device-seconds each cell will take, from measured step times.
 
 For each cell: the images it trains on, its optimizer steps, and the seconds they take on a
-device whose `harness bench` rows are at hand (results/bench by default): per phase, updates
+device whose `harness bench` rows are at hand (`bench_folder`: the user's runs/bench, else
+the project's results/bench): per phase, updates
 x t(B), t the bench's median step time at that batch size where B was measured, otherwise the
 least-squares line t(B) = a + b B through the device's measured sizes (a: the per-step cost
 that does not grow with the batch, kernel launches above all; b: seconds per image once the
@@ -26,6 +27,7 @@ from typing import Any
 
 from harness.config.suite import DATASET_SIZES, Cell
 from harness.errors import UserError
+from harness.results.paths import default_folder
 
 # The models `harness bench` times, by name: (registry name, parameters).
 BENCH_MODELS: dict[str, tuple[str, dict[str, int]]] = {
@@ -92,6 +94,18 @@ def step_mode(cell: Cell) -> str:
     if not execution.compile:
         return "eager"
     return "captured" if execution.graphs else "compile"
+
+
+COMMITTED_BENCH = Path("results/bench")  # the project's measured devices, tracked by git
+
+
+def bench_folder(given: Path | None) -> Path:
+    """The folder `--bench` names; by default the user's own rows (runs/bench, where `harness
+    bench` writes) where there are any, else the project's committed ones."""
+    if given is not None:
+        return given
+    mine = default_folder("bench")
+    return mine if any(mine.glob("*.parquet")) else COMMITTED_BENCH
 
 
 def load_rows(folder: Path) -> Any:
@@ -213,11 +227,12 @@ def estimate(
 
 
 def print_estimate(
-    cells: Sequence[Cell], bench: Path, device_name: str | None, workers: int
+    cells: Sequence[Cell], bench: Path | None, device_name: str | None, workers: int
 ) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    bench = bench_folder(bench)
     device, estimates, totals = estimate(cells, bench, device_name, workers)
     table = Table(title=f"estimate on {device} (bench rows in {bench})", title_justify="left")
     for name in ("cell", "label", "mode", "images", "steps", "device-s", "min"):

@@ -53,6 +53,7 @@ from harness.fsio import atomic_path, check_folders, remove, shown
 from harness.models.factory import FactoryError, build_factory_model, load_factory
 from harness.models.registry import input_size
 from harness.results import lock, store
+from harness.results.paths import default_folder
 from harness.results.provenance import environment, source_version
 from harness.train.checkpoint import Progress
 from harness.train.loop import train_cell
@@ -411,7 +412,7 @@ def run_suite(
     order: str = "suite",
     memory_fraction: float | None = None,
 ) -> RunSummary:
-    """Train the selected cells of `suite` into `results` (default results/<suite name>).
+    """Train the selected cells of `suite` into `results` (default `results.paths.default_folder`).
 
     `stop_after` (seconds from now): each cell pauses at the last epoch boundary that fits
     (after at least one epoch); no cell but the first starts once the time is up. A paused
@@ -424,7 +425,7 @@ def run_suite(
     """
     check_stop_after(stop_after)
     deadline = None if stop_after is None else time.monotonic() + stop_after
-    results = results or Path("results") / suite.name
+    results = results or default_folder(suite.name)
     cells = order_cells(select_some(suite, only), order)
     execution = jobs.execution(suite.spec.execution, cells, max_micro_batch, compile_model)
     replica = None

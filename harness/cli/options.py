@@ -24,7 +24,8 @@ OnlyOption = Annotated[
 ResultsOption = Annotated[
     Path | None,
     typer.Option(
-        help="The suite's results folder: runs/ and curves/ go in it (default: results/<suite>)."
+        help="The suite's results folder: runs/ and curves/ go in it (default: runs/<suite>, or "
+        "$HARNESS_RESULTS/<suite>; the committed runs are under results/)."
     ),
 ]
 FormatOption = Annotated[

@@ -19,8 +19,9 @@ def report(
         list[Path] | None,
         typer.Argument(
             help="Results folders (each what `run --results` wrote) or folders holding them "
-            "(default: results/, every suite folder under it), or a suite YAML file: only the "
-            "cells it defines now, from results/<suite name> unless folders are given too.",
+            "(default: runs/, every suite folder of your own runs; the project's are under "
+            "results/), or a suite YAML file: only the cells it defines now, from runs/<suite "
+            "name> unless folders are given too.",
         ),
     ] = None,
     overrides: SetOption = None,
