@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, SUITES, run_cli
 
 TINY = """\
 name: tiny
@@ -80,3 +80,40 @@ def test_harness_results_moves_the_default_root(tmp_path):
     root = tmp_path / "mine"
     status = _ok(run_cli("status", str(suite), env={"HARNESS_RESULTS": str(root)}))
     assert str(root / "tiny") in status.stderr, status.stderr
+
+
+# --- 40.9: CLI polish -------------------------------------------------------------------------
+
+
+def test_version_prints_the_package_version():
+    from harness.version import __version__
+
+    result = _ok(run_cli("--version"))
+    assert result.stdout.strip() == f"harness {__version__}"
+
+
+@pytest.mark.parametrize("command", ["plan", "run", "status", "check"])
+def test_usage_names_the_suite_argument_suite(command):
+    result = _ok(run_cli(command, "--help", env={"COLUMNS": "100"}))
+    usage = next(line for line in result.stdout.splitlines() if "Usage:" in line)
+    assert usage.rstrip().endswith("SUITE") or " SUITE " in usage, usage
+    assert "{" not in usage, usage
+
+
+def test_help_text_is_wrapped_by_the_terminal_not_by_the_docstring():
+    # The docstring breaks "each cell" / "is trained" across source lines; a wide terminal
+    # shows the sentence whole.
+    result = _ok(run_cli("run", "--help", env={"COLUMNS": "200"}))
+    assert "each cell is trained data-parallel by the N processes" in result.stdout
+    narrow = _ok(run_cli("report", "--help", env={"COLUMNS": "200"}))
+    assert "shown apart, with a warning. `harness report SUITE` shows only" in narrow.stdout
+
+
+def test_a_misspelt_top_level_key_is_named_not_only_the_missing_one(tmp_path):
+    suite = tmp_path / "typo.yaml"
+    suite.write_text((SUITES / "smoke.yaml").read_text().replace("\nexperiments:", "\nexperiment:"))
+    result = run_cli("plan", str(suite))
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert "unknown key 'experiment'" in line and "did you mean 'experiments'" in line, line

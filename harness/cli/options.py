@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-SuiteArg = Annotated[Path, typer.Argument(help="A suite YAML file, e.g. suites/cifar.yaml.")]
+SuiteArg = Annotated[
+    Path, typer.Argument(metavar="SUITE", help="A suite YAML file, e.g. suites/cifar.yaml.")
+]
 SetOption = Annotated[
     list[str] | None,
     typer.Option(

@@ -18,6 +18,7 @@ def report(
     dirs: Annotated[
         list[Path] | None,
         typer.Argument(
+            metavar="FOLDER|SUITE",
             help="Results folders (each what `run --results` wrote) or folders holding them "
             "(default: runs/, every suite folder of your own runs; the project's are under "
             "results/), or a suite YAML file: only the cells it defines now, from runs/<suite "
