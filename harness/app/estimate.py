@@ -229,46 +229,61 @@ def estimate(
 def print_estimate(
     cells: Sequence[Cell], bench: Path | None, device_name: str | None, workers: int
 ) -> None:
+    """The table of the cells with an estimate and its totals; each distinct reason there is
+    none once, with the cells it holds for; "no estimate" where no cell has one."""
     from rich.console import Console
     from rich.table import Table
 
     bench = bench_folder(bench)
     device, estimates, totals = estimate(cells, bench, device_name, workers)
-    table = Table(title=f"estimate on {device} (bench rows in {bench})", title_justify="left")
-    for name in ("cell", "label", "mode", "images", "steps", "device-s", "min"):
-        table.add_column(name, justify="left" if name in ("cell", "label", "mode") else "right")
-    missing = []
+    console = Console()
+    known = [e for e in estimates if isinstance(e, CellEstimate)]
+    missing: dict[str, list[str]] = {}
     for item in estimates:
-        if isinstance(item, CellEstimate):
+        if not isinstance(item, CellEstimate):
+            missing.setdefault(item[1], []).append(item[0].cell_id)
+    if known:
+        table = Table(title=f"estimate on {device} (bench rows in {bench})", title_justify="left")
+        for name in ("cell", "label", "mode", "images", "steps", "device-s", "min"):
+            table.add_column(name, justify="left" if name in ("cell", "label", "mode") else "right")
+        for item in known:
             c = item.cell
             table.add_row(
                 c.cell_id, c.label, step_mode(c), f"{item.images:.3g}", str(item.steps),
                 f"{item.seconds:.0f}", f"{item.seconds / 60:.1f}",
             )  # fmt: skip
-        else:
-            cell, why = item
-            table.add_row(cell.cell_id, cell.label, step_mode(cell), "-", "-", "-", "-")
-            missing.append(f"{cell.cell_id}: {why}")
-    serial, best = totals["serial_s"], totals["best_s"]
-    k = int(totals["workers"])
-    table.caption = (
-        f"one worker: {serial:.0f} s ({serial / 60:.1f} min)"
-        + (
-            f"; {k} workers on the device: {best:.0f}-{serial:.0f} s ({best / 60:.1f}-"
-            f"{serial / 60:.1f} min: launch gaps overlapped perfectly .. workers taking turns)"
-            if k > 1
-            else ""
+        serial, best = totals["serial_s"], totals["best_s"]
+        k = int(totals["workers"])
+        some = f" ({len(known)} of {len(estimates)} cells)" if missing else ""
+        table.caption = (
+            f"one worker: {serial:.0f} s ({serial / 60:.1f} min){some}"
+            + (
+                f"; {k} workers on the device: {best:.0f}-{serial:.0f} s ({best / 60:.1f}-"
+                f"{serial / 60:.1f} min: launch gaps overlapped perfectly .. workers taking turns)"
+                if k > 1
+                else ""
+            )
+            + ". Step time per batch from the bench rows (exact where measured, else a + b B); "
+            "evaluation n_test x b / 3 per epoch; warm-up and compile time not included"
+            + (
+                "; an adaptive cell is estimated at its upper bound (its batch never grows)"
+                if any(c.adaptive is not None for c in cells)
+                else ""
+            )
         )
-        + ". Step time per batch from the bench rows (exact where measured, else a + b B); "
-        "evaluation n_test x b / 3 per epoch; warm-up and compile time not included"
-        + (
-            "; an adaptive cell is estimated at its upper bound (its batch never grows)"
-            if any(c.adaptive is not None for c in cells)
-            else ""
+        table.caption_justify = "left"
+        console.print(table)
+    else:
+        console.print(
+            f"no estimate on {device} (bench rows in {bench}) for any of the {len(estimates)} "
+            "cells",
+            highlight=False,
         )
-    )
-    table.caption_justify = "left"
-    console = Console()
-    console.print(table)
-    for line in missing:
-        console.print(line)
+    for why, ids in missing.items():
+        which = ids[0] if len(ids) == 1 else f"{len(ids)} cells ({_few(ids)})"
+        console.print(f"no estimate for {which}: {why}", highlight=False)
+
+
+def _few(ids: list[str], shown: int = 3) -> str:
+    more = f", ... {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
