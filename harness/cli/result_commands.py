@@ -55,7 +55,7 @@ def check(
         Path | None,
         typer.Option(
             help="Where to run the suite; finished rows there are reused "
-            "(default: a fresh temporary folder)."
+            "(default: a new folder under runs/check/, kept and named at the end)."
         ),
     ] = None,
     only: OnlyOption = None,
