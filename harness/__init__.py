@@ -23,6 +23,7 @@ from harness.core.schedule import (
     scaled_batch_size,
     updates_per_epoch,
 )
+from harness.errors import UserError, exit_on_user_error
 from harness.version import __version__
 
 if TYPE_CHECKING:
@@ -37,9 +38,11 @@ __all__ = [
     "PlanBatchSampler",
     "PlanLR",
     "ScheduleError",
+    "UserError",
     "__version__",
     "at_epoch",
     "at_step",
+    "exit_on_user_error",
     "ghost_bn",
     "micro_batches",
     "noise_scale",

@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperCommand
 
 from harness.cli import result_commands, suite_commands, tool_commands
-from harness.errors import UserError, show_user_error
+from harness.errors import exit_on_user_error
 from harness.version import __version__
 
 app = typer.Typer(
@@ -104,8 +104,5 @@ _default_showwarning = warnings.showwarning
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     warnings.showwarning = _show_warning
-    try:
+    with exit_on_user_error():  # one line (under torchrun, rank 0's), exit 2
         app()
-    except UserError as exc:
-        show_user_error(exc)  # under torchrun, once (rank 0)
-        sys.exit(2)
