@@ -117,3 +117,129 @@ def test_a_misspelt_top_level_key_is_named_not_only_the_missing_one(tmp_path):
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line
     assert "unknown key 'experiment'" in line and "did you mean 'experiments'" in line, line
+
+
+# --- 40.6: plan says each thing once ----------------------------------------------------------
+
+
+def test_plan_prints_the_legend_once_and_one_table_per_recipe_for_its_seeds():
+    result = _ok(run_cli("plan", str(SUITES / "cifar.yaml"), env={"COLUMNS": "200"}))
+    out = " ".join(result.stdout.split())
+    assert out.count("Appendix A") == 1, out
+    # 40 cells, two seeds each: 20 tables, each naming both seeds' cells.
+    assert out.count("seeds 0, 1: cells ") == 20, out
+    assert out.count("updates in 200 epochs") == 20
+
+
+def test_plan_estimate_without_fitting_rows_says_no_estimate_and_the_fix_once(tmp_path):
+    import pandas as pd
+
+    # Bench rows of a small_cnn only: no cifar.yaml cell (WRN-16-4) has an estimate.
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    rows = pd.concat(pd.read_parquet(f) for f in (REPO / "results" / "bench").glob("*.parquet"))
+    rows[rows["model"] == "small_cnn"].to_parquet(bench / "rows.parquet")
+    args = ("plan", str(SUITES / "cifar.yaml"), "--estimate", "--bench", str(bench))
+    out = _ok(run_cli(*args, env={"COLUMNS": "300"})).stdout
+    assert "one worker: 0 s" not in out
+    assert "no estimate on" in out and "for any of the 40 cells" in out, out
+    assert out.count("harness bench --model wrn16_4") == 1, out
+
+
+# --- 40.7: check compares the recipes before it trains ----------------------------------------
+
+
+def test_check_stops_before_training_on_a_changed_recipe_and_shows_what_it_compared(tmp_path):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY + "check: {final_test_acc: 0.5, final_train_loss: 1.0}\n")
+    baseline = tmp_path / "baseline"
+    _ok(run_cli("run", str(suite), "--results", str(baseline), "--device", "cpu"))
+
+    same = _ok(run_cli("check", str(suite), "--baseline", str(baseline), "--device", "cpu",
+                       cwd=tmp_path, env={"HARNESS_RESULTS": ""}))  # fmt: skip
+    # What was compared, with a tolerance, per cell; the exact ones counted; the run's folder.
+    assert same.stdout.count("final_test_acc") == 2 and "exact comparisons" in same.stdout
+    (folder,) = (tmp_path / "runs" / "check").iterdir()
+    assert f"this run's rows: runs/check/{folder.name}" in same.stdout, same.stdout
+    assert len(list((folder / "runs").glob("*.parquet"))) == 2
+
+    changed = run_cli("check", str(suite), "--baseline", str(baseline), "--device", "cpu",
+                      "--set", "optimizers.momentum.lr=0.2", cwd=tmp_path)  # fmt: skip
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    assert "stopped before training" in changed.stdout
+    assert changed.stdout.count("recipe changed |") == 2, changed.stdout
+    assert "optimizer.lr 0.1" in changed.stdout and "optimizer.lr 0.2" in changed.stdout
+    assert "train " not in changed.stderr  # no cell started
+    assert len(list((tmp_path / "runs" / "check").iterdir())) == 1  # no new run folder
+
+
+# --- 40.10: examples treat a user's mistake as the CLI does -----------------------------------
+
+
+def test_own_loop_example_with_a_batch_above_the_training_set_is_one_line(cifar_root):
+    import os
+    import sys
+
+    args = ["--epochs", "3", "--milestones", "1", "2", "--train-size", "2000"]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "own_loop.py"), *args],
+        cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "HARNESS_DATA": str(cifar_root)},
+    )  # fmt: skip
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line, result.stderr
+    assert line.startswith("error: b_max:") and "set b_max <= 2000" in line, line
+
+
+def test_exit_on_user_error_is_one_line_and_status_2_for_any_script(tmp_path):
+    import sys
+
+    script = tmp_path / "mine.py"
+    script.write_text(
+        "import harness\n"
+        "with harness.exit_on_user_error():\n"
+        "    harness.BaseSchedule(epochs=10, milestones=(20,))\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(REPO), "PATH": ""})  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+# --- 40.2: a suite of days says so before it trains -------------------------------------------
+
+
+def test_a_suite_of_days_on_this_device_says_so_in_one_line_before_training(tmp_path):
+    import os
+    import signal
+    import sys
+
+    # The paper's CIFAR-10 suite on a CPU: weeks. The line comes before any data loads; the
+    # run is stopped once it has been said (it would go on training).
+    args = [sys.executable, "-m", "harness", "run", str(SUITES / "cifar.yaml"), "--device", "cpu",
+            "--results", str(tmp_path / "out"), "--data", str(tmp_path / "no-data")]  # fmt: skip
+    proc = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
+    )  # fmt: skip
+    seen = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if "take about" in line or line.startswith("error:"):
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    (line,) = [s for s in seen if "take about" in s]
+    assert line.startswith("warning: 40 cells to train here take about") and "days" in line
+    assert "suites/smoke.yaml" in line and "--estimate" in line
+
+
+def test_a_short_suite_says_nothing_of_its_duration(tmp_path):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY)
+    run = _ok(run_cli("run", str(suite), "--device", "cpu", "--results", str(tmp_path / "r")))
+    assert "take about" not in run.stderr and "2 trained" in run.stderr

@@ -32,6 +32,7 @@ import torch
 
 from harness.app import jobs
 from harness.app.console import RunConsole
+from harness.app.duration import long_suite_line
 from harness.config.schema import IMAGE_FOLDERS
 from harness.config.suite import Cell, Suite, select_some
 from harness.core.epoch import EpochRecord
@@ -456,6 +457,11 @@ def run_suite(
     env.update(world_size=1, devices=str(torch_device))
     if replica is not None:
         env.update(world_size=replica.world, devices=replica.devices())
+    if main:  # days of training ahead: one line before the first cell, then on
+        todo = [c for c in cells if c.cell_id not in done]
+        long_line = long_suite_line(todo, torch_device, str(env["device_name"]))
+        if long_line:
+            say.line(long_line)
     with StopSignals().installed(keep=keep_signals) as signals:
         vote = StopVote(signals, replica)
         for group in data_groups(suite, cells):
