@@ -243,3 +243,105 @@ def test_a_short_suite_says_nothing_of_its_duration(tmp_path):
     suite.write_text(TINY)
     run = _ok(run_cli("run", str(suite), "--device", "cpu", "--results", str(tmp_path / "r")))
     assert "take about" not in run.stderr and "2 trained" in run.stderr
+
+
+# --- 40.3: progress inside an epoch, with an ETA, on a terminal only --------------------------
+
+
+def _epoch_record(cell, epoch: int):
+    from harness.core.epoch import EpochRecord
+
+    phase = cell.plan.phases[0]
+    return EpochRecord(
+        cell_id=cell.cell_id, epoch=epoch, updates=4 * epoch, lr=phase.lr,
+        batch_size=phase.batch_size, momentum=phase.momentum, noise_scale=phase.noise_scale,
+        train_loss=1.0, test_loss=1.0, test_acc=0.5, epoch_time_s=1.0, eval_time_s=0.1,
+        images_per_s=100.0,
+    )  # fmt: skip
+
+
+def _drive(console, tmp_path):
+    """A run's console through two cells: steps ticked, an epoch ended, each cell stopped."""
+    from harness.app.console import RunConsole
+    from harness.app.jobs import train_job
+    from harness.config.suite import load_suite
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY)
+    cells = load_suite(suite).cells
+    say = RunConsole(console=console)
+    say.plan_suite(cells)
+    for cell in cells:
+        say.start(cell, resumed=False)
+        for _ in range(3):
+            say.tick()
+        say.epoch(train_job(cell), _epoch_record(cell, 1))
+        say.tick()
+        say.stop()
+    return say, cells
+
+
+def test_progress_on_a_terminal_shows_the_cell_and_the_suite_with_an_eta(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    monkeypatch.delenv("CI", raising=False)
+    out = io.StringIO()
+    say, cells = _drive(Console(file=out, force_terminal=True, width=160), tmp_path)
+    text = out.getvalue()
+    assert say.live
+    assert f"train {cells[0].cell_id}" in text and "suite" in text and "eta" in text, text
+    # Images, counted per cell: its first epoch (4 steps of 32) and one step of the second
+    # epoch's batch (32 when the lr decays, 64 when the batch grows instead).
+    assert say.suite_done == (128 + 32) + (128 + 64)
+
+
+def test_progress_without_a_terminal_is_the_epoch_lines_only(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    monkeypatch.delenv("CI", raising=False)
+    out = io.StringIO()
+    say, _ = _drive(Console(file=out, force_terminal=False, width=160), tmp_path)
+    lines = out.getvalue().splitlines()
+    assert not say.live
+    assert [line.split()[0] for line in lines] == ["train", "epoch", "train", "epoch"], lines
+    assert "\x1b" not in out.getvalue() and "eta" not in out.getvalue()
+
+
+def test_run_on_a_terminal_draws_progress_and_a_piped_run_stays_plain(tmp_path):
+    import os
+    import pty
+    import sys
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY)
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env.update(PYTHONPATH=str(REPO), COLUMNS="160")
+    piped = _ok(run_cli("run", str(suite), "--device", "cpu", "--results",
+                        str(tmp_path / "piped"), env={"COLUMNS": "160"}))  # fmt: skip
+    assert "\x1b[" not in piped.stderr and "eta" not in piped.stderr
+    assert piped.stderr.count("  epoch ") == 4  # two cells, two epochs: as before
+
+    leader, follower = pty.openpty()
+    args = [sys.executable, "-m", "harness", "run", str(suite), "--device", "cpu",
+            "--results", str(tmp_path / "tty")]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait()
+    os.close(leader)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "eta" in text and "suite" in text, text
+    assert "2 trained" in text

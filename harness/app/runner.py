@@ -457,8 +457,9 @@ def run_suite(
     env.update(world_size=1, devices=str(torch_device))
     if replica is not None:
         env.update(world_size=replica.world, devices=replica.devices())
+    todo = [c for c in cells if c.cell_id not in done]
+    say.plan_suite(todo)
     if main:  # days of training ahead: one line before the first cell, then on
-        todo = [c for c in cells if c.cell_id not in done]
         long_line = long_suite_line(todo, torch_device, str(env["device_name"]))
         if long_line:
             say.line(long_line)
@@ -485,6 +486,19 @@ def run_suite(
     if (signals.requested or vote.stopped) and (summary.paused or summary.not_started):
         summary.signal = signals.name if signals.requested else "a signal to another process"
     return summary
+
+
+def _ticking(vote: Any, say: RunConsole) -> Any:
+    """The stop vote, asked after every step, telling a live console of the step first; the
+    vote itself where nothing is drawn (a log: no per-step cost)."""
+    if vote is None or not say.live:
+        return vote
+
+    def stop() -> bool:
+        say.tick()
+        return bool(vote())
+
+    return stop
 
 
 def _run_cells(
@@ -644,7 +658,7 @@ def _run_cell(
             on_epoch=say.epoch,
             deadline=deadline,
             replica=replica,
-            stop=vote,
+            stop=_ticking(vote, say),
         )
         progress, final, peak = result.progress, result.final, result.peak_memory_bytes
         curves = progress.curves
