@@ -164,4 +164,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with harness.exit_on_user_error():  # a bad value: one line and exit 2, as the CLI does
+        main()

@@ -24,6 +24,7 @@ from harness.core.schedule import (
     scaled_batch_size,
     updates_per_epoch,
 )
+from harness.errors import UserError, exit_on_user_error
 from harness.version import __version__
 
 if TYPE_CHECKING:
@@ -38,9 +39,11 @@ __all__ = [
     "PlanBatchSampler",
     "PlanLR",
     "ScheduleError",
+    "UserError",
     "__version__",
     "at_epoch",
     "at_step",
+    "exit_on_user_error",
     "ghost_bn",
     "micro_batches",
     "noise_scale",

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 
 EXIT_FAILED = 1  # a cell failed (its row says why)
 EXIT_USER_ERROR = 2
@@ -23,6 +24,23 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 class UserError(Exception):
     """Bad input: the message names the file/field and says how to fix it."""
+
+
+@contextlib.contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """What the CLI does with a user's mistake, for any script: a `UserError` (a schedule's
+    `ScheduleError` included) raised inside becomes one line on stderr and exit status 2;
+    anything else keeps its traceback.
+
+        if __name__ == "__main__":
+            with harness.exit_on_user_error():
+                main()
+    """
+    try:
+        yield
+    except UserError as exc:
+        show_user_error(exc)
+        sys.exit(EXIT_USER_ERROR)
 
 
 def show_user_error(exc: UserError) -> None:

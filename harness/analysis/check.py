@@ -78,25 +78,41 @@ class CheckResult:
         return f"{line} ({detail})" if detail else line
 
     def table(self, fmt: str = "github") -> str:
-        """Every row that is not ok (what moved and by how much), then the summary line."""
+        """Every row that is not ok (what moved and by how much), then the summary line; when
+        all is ok, the comparisons with a tolerance (what was compared, and how close), the
+        count of the exact ones, then the summary line."""
         bad = self.rows[self.rows["verdict"] != "ok"]
         lead = "".join(f"FAILED: {line}\n" for line in self.failures)
         lead += "".join(f"note: {line}\n" for line in self.notes)
         if bad.empty:
-            return lead + self.summary() + "\n"
-        shown = pd.DataFrame(
-            {
-                "cell": bad["cell_id"],
-                "label": bad["label"],
-                "metric": bad["metric"],
-                "baseline": [_show(v) for v in bad["baseline"]],
-                "current": [_show(v) for v in bad["current"]],
-                "delta": [_show(v, signed=True) for v in bad["delta"]],
-                "tolerance": [_show(v) for v in bad["tolerance"]],
-                "verdict": bad["verdict"],
-            }
-        )
-        return lead + render(shown, fmt).rstrip("\n") + "\n\n" + self.summary() + "\n"
+            tolerance = pd.to_numeric(self.rows["tolerance"], errors="coerce")
+            ranged = self.rows[tolerance.fillna(0) > 0]
+            exact = len(self.rows) - len(ranged)
+            if ranged.empty:
+                return lead + self.summary() + "\n"
+            return (
+                lead
+                + _shown(ranged, fmt).rstrip("\n")
+                + f"\n\nand {exact} exact comparisons (updates, plan, status, what training "
+                "applied), all equal\n\n" + self.summary() + "\n"
+            )
+        return lead + _shown(bad, fmt).rstrip("\n") + "\n\n" + self.summary() + "\n"
+
+
+def _shown(bad: pd.DataFrame, fmt: str) -> str:
+    shown = pd.DataFrame(
+        {
+            "cell": bad["cell_id"],
+            "label": bad["label"],
+            "metric": bad["metric"],
+            "baseline": [_show(v) for v in bad["baseline"]],
+            "current": [_show(v) for v in bad["current"]],
+            "delta": [_show(v, signed=True) for v in bad["delta"]],
+            "tolerance": [_show(v) for v in bad["tolerance"]],
+            "verdict": bad["verdict"],
+        }
+    )
+    return render(shown, fmt)
 
 
 def merge(results: Sequence[CheckResult]) -> CheckResult:
@@ -147,23 +163,9 @@ def compare(
             )
     base = {str(r["cell_id"]): r for r in latest_per_cell(baseline_runs).to_dict("records")}
     cur = {str(r["cell_id"]): r for r in latest_per_cell(current_runs).to_dict("records")}
-    rows: list[dict[str, Any]] = []
     checked = 0
     matched_labels = {_labels(cur[i]) for i in cur if i in base}
-    unmatched_base: dict[tuple[str, ...], list[Mapping[Any, Any]]] = {}
-    for cell_id, b in base.items():
-        if cell_id not in cur:
-            unmatched_base.setdefault(_labels(b), []).append(b)
-    changed: set[tuple[str, ...]] = set()
-    for cell_id, new in cur.items():
-        olds = unmatched_base.get(_labels(new)) if cell_id not in base else None
-        if olds:
-            changed.add(_labels(new))
-            diffs = differences(
-                [recipe_config(_newest(olds).get("config")), recipe_config(new.get("config"))]
-            )
-            before, after = tag(diffs, 0), tag(diffs, 1)
-            rows.append(_row(cell_id, _label(new), "recipe", before, after, None, None, CHANGED))
+    rows, changed = _changed_recipes(base, cur)
     stale = 0
     for cell_id, b in base.items():
         label = _label(b)
@@ -205,11 +207,7 @@ def compare(
     ok = bool((frame["verdict"] == "ok").all())
     notes = []
     if changed:
-        notes.append(
-            f"{len(changed)} cell(s) of this suite have no baseline row of their recipe, only "
-            "rows of another under the same labels (recipe changed); if the change is "
-            "intended, regenerate the baseline (docs/gate.md)"
-        )
+        notes.append(CHANGED_NOTE.format(n=len(changed)))
     if stale:
         notes.append(
             f"the baseline also holds {stale} row(s) of other recipes under this suite's "
@@ -220,6 +218,47 @@ def compare(
 
 
 CHANGED = "recipe changed"
+CHANGED_NOTE = (
+    "{n} cell(s) of this suite have no baseline row of their recipe, only rows of another "
+    "under the same labels (recipe changed); if the change is intended, regenerate the "
+    "baseline (docs/gate.md)"
+)
+
+
+def _changed_recipes(
+    base: Mapping[str, Mapping[Any, Any]], cur: Mapping[str, Mapping[Any, Any]]
+) -> tuple[list[dict[str, Any]], set[tuple[str, ...]]]:
+    """A "recipe changed" row for each current cell without a baseline row of its own id but
+    with one of another recipe under its labels (the fields that differ named); the labels."""
+    unmatched_base: dict[tuple[str, ...], list[Mapping[Any, Any]]] = {}
+    for cell_id, b in base.items():
+        if cell_id not in cur:
+            unmatched_base.setdefault(_labels(b), []).append(b)
+    rows: list[dict[str, Any]] = []
+    changed: set[tuple[str, ...]] = set()
+    for cell_id, new in cur.items():
+        olds = unmatched_base.get(_labels(new)) if cell_id not in base else None
+        if olds:
+            changed.add(_labels(new))
+            diffs = differences(
+                [recipe_config(_newest(olds).get("config")), recipe_config(new.get("config"))]
+            )
+            before, after = tag(diffs, 0), tag(diffs, 1)
+            rows.append(_row(cell_id, _label(new), "recipe", before, after, None, None, CHANGED))
+    return rows, changed
+
+
+def compare_recipes(baseline_runs: pd.DataFrame, planned: pd.DataFrame) -> CheckResult:
+    """Before anything trains: the cells about to run (`planned`: cell_id, the labels and the
+    resolved `config`, as their rows will hold them) whose recipe differs from the baseline's
+    under the same labels. Not ok if any does: training them could only end in "recipe
+    changed", so the check stops before it."""
+    base = {str(r["cell_id"]): r for r in latest_per_cell(baseline_runs).to_dict("records")}
+    cur = {str(r["cell_id"]): r for r in planned.to_dict("records")}
+    rows, changed = _changed_recipes(base, cur)
+    frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    notes = (CHANGED_NOTE.format(n=len(changed)),) if changed else ()
+    return CheckResult(ok=not rows, rows=frame, cells=len(base), checked=len(cur), notes=notes)
 
 
 def _newest(rows: Sequence[Mapping[Any, Any]]) -> Mapping[Any, Any]:

@@ -28,6 +28,7 @@ from harness.data.cifar10 import load_cifar10, resolve_data_root, synthetic_cifa
 from harness.data.device import DeviceData
 from harness.errors import UserError
 from harness.fsio import atomic_path
+from harness.results.paths import default_folder
 from harness.results.provenance import environment
 from harness.train.bench import BenchSetup, bench_harness, bench_reference
 
@@ -71,7 +72,7 @@ def run_bench(
     compile_model: bool,
     steps: int,
     repeats: int,
-    out: Path,
+    out: Path | None,
     data: str,
     data_root: Path | None,
     max_micro_batch: int | None,
@@ -185,6 +186,7 @@ def run_bench(
     print_table(rows)
     frame = pd.DataFrame(rows)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)  # a factory string holds ':' and '/'
+    out = out or default_folder("bench")  # the user's own; the project's are in results/bench
     path = out / f"bench-{safe}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.parquet"
     try:
         with atomic_path(path, inside=out) as tmp:  # a shared folder: no link followed

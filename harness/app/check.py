@@ -1,16 +1,19 @@
-"""`harness check`: run a suite into a scratch folder and compare it with a baseline folder.
+"""`harness check`: run a suite into a folder of its own and compare it with a baseline folder.
 
 The command's order of events: the format checked before any training, `--seeds` as one
-`--set experiments.N.seeds=[...]` per experiment, the baseline checked, the suite run
-(`app.runner.run_suite`, finished rows in --results reused), the rows narrowed to the selected
-cells (and other recipes under their labels, named as a changed recipe), then the tiers of
-`analysis.check` merged into one table. The comparisons themselves are `analysis.check`'s;
-docs/gate.md says what each tier holds.
+`--set experiments.N.seeds=[...]` per experiment, the baseline checked and narrowed to the
+selected cells (and other recipes under their labels), the recipes compared (a changed one
+stops the check before anything trains), the suite run (`app.runner.run_suite`, into a new
+folder under runs/check/ kept and named at the end, or --results, whose finished rows are
+reused), then the tiers of `analysis.check` merged into one table. The comparisons
+themselves are `analysis.check`'s; docs/gate.md says what each tier holds.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +21,7 @@ import pandas as pd
 from harness.analysis.check import (
     compare,
     compare_applied,
+    compare_recipes,
     compare_seed_means,
     environment_warnings,
     labels_of,
@@ -25,8 +29,9 @@ from harness.analysis.check import (
 )
 from harness.analysis.render import check_format
 from harness.app.runner import run_suite
-from harness.config.suite import load_suite, select_some
+from harness.config.suite import Cell, load_suite, select_some
 from harness.errors import UserError
+from harness.results.paths import default_folder
 from harness.results.store import read_curves, read_runs
 
 
@@ -65,12 +70,6 @@ def check_suite(
             "--results: must differ from --baseline, or the check compares a folder with itself"
         )
     ids = {c.cell_id for c in cells}
-    with tempfile.TemporaryDirectory(prefix="harness-check-") as scratch:
-        folder = results if results is not None else Path(scratch)
-        run_suite(loaded, results=folder, only=only, device=device, data=data)
-        current = read_runs(folder)
-        current_curves = read_curves(folder)
-    current = current[current["cell_id"].isin(ids)]
     if only is not None or seeds is not None:
         # The selected cells' rows, and rows of other recipes under their labels: those are
         # named as a changed recipe, not dropped unseen.
@@ -82,6 +81,21 @@ def check_suite(
             [tuple(k) in names for k in keys.itertuples(index=False)], index=keys.index
         )
         base_runs = base_runs[base_runs["cell_id"].isin(ids) | named]
+    # A changed recipe is known from the suite alone: say so before training anything.
+    early = compare_recipes(base_runs, planned_rows(cells))
+    if not early.ok:
+        print(early.table(fmt), end="")
+        print(
+            f"stopped before training: the baseline {baseline} holds other recipes under these "
+            f"cells' labels; regenerate it with `harness run {suite} --results {baseline} "
+            "--force` if the change is intended"
+        )
+        return False
+    folder = results if results is not None else fresh_folder(loaded.name)
+    run_suite(loaded, results=folder, only=only, device=device, data=data)
+    current = read_runs(folder)
+    current_curves = read_curves(folder)
+    current = current[current["cell_id"].isin(ids)]
     rule = loaded.spec.check
     labels = labels_of(current)
     regenerate = f"harness run {suite} --results {baseline} --force"
@@ -97,7 +111,35 @@ def check_suite(
         print(line)
     outcome = merge(tiers)
     print(outcome.table(fmt), end="")
+    print(f"this run's rows: {folder} (`harness report {folder}`)")
     return outcome.ok
+
+
+def planned_rows(cells: Sequence[Cell]) -> pd.DataFrame:
+    """The cells about to run as their run rows will name them: id, labels, resolved config."""
+    return pd.DataFrame(
+        [
+            {
+                "cell_id": c.cell_id,
+                "experiment": c.experiment,
+                "optimizer": c.optimizer_name,
+                "schedule": c.schedule_name,
+                "model": c.model_name,
+                "seed": c.seed,
+                "config": json.dumps(c.resolved_config(), sort_keys=True),
+            }
+            for c in cells
+        ],
+        columns=["cell_id", "experiment", "optimizer", "schedule", "model", "seed", "config"],
+    )
+
+
+def fresh_folder(name: str) -> Path:
+    """A new folder for one check's run, kept (its path is printed) under the user's results
+    root, which git ignores: runs/check/<suite>-XXXX."""
+    parent = default_folder("check")
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
 
 
 def seed_overrides(suite: Path, seeds: str, overrides: list[str]) -> list[str]:

@@ -16,12 +16,12 @@ same task. Slurm signals every process of the task: submitit's own catches SIGUS
 ``--executor local`` uses submitit's LocalExecutor (subprocesses on this machine): what the
 tests run, and a way to try a cluster setup without a cluster; it runs at most one task per
 CPU (and ``array_parallelism``), each a lane of cells one after another with its share of
-the threads, logs in ``results/<suite>/slurm/logs/``. Where the tasks are goes to
-``results/<suite>/slurm/jobs.json`` (cell id → task id and log paths), which `harness status`
+the threads, logs in ``<results>/slurm/logs/``. Where the tasks are goes to
+``<results>/slurm/jobs.json`` (cell id → task id and log paths), which `harness status`
 reads.
 
 submitit pickles the task (a small frozen object of strings: suite path, overrides, cell id,
-folders) into ``results/<suite>/slurm/`` and the task process unpickles it: that folder is this
+folders) into ``<results>/slurm/`` and the task process unpickles it: that folder is this
 harness's own output, written by the user's own submission; never point it at files from
 elsewhere. Results come back as Parquet rows, never through submitit's pickled results.
 """
@@ -47,6 +47,7 @@ from harness.config.schema import ClusterSpec
 from harness.config.suite import Suite, select_some
 from harness.errors import UserError
 from harness.fsio import atomic_path
+from harness.results.paths import default_folder
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ def status_command(
     args = ["harness", "status", str(suite.path)]
     for item in overrides:
         args += ["--set", item]
-    if results != Path("results") / suite.name:
+    if results != default_folder(suite.name):
         args += ["--results", str(results)]
     if only is not None:
         args += ["--only", only]

@@ -1,7 +1,8 @@
 """`harness plan --estimate`: the device-seconds each cell will take, from measured step times.
 
 For each cell: the images it trains on, its optimizer steps, and the seconds they take on a
-device whose `harness bench` rows are at hand (results/bench by default): per phase, updates
+device whose `harness bench` rows are at hand (`bench_folder`: the user's runs/bench, else
+the project's results/bench): per phase, updates
 x t(B), t the bench's median step time at that batch size where B was measured, otherwise the
 least-squares line t(B) = a + b B through the device's measured sizes (a: the per-step cost
 that does not grow with the batch, kernel launches above all; b: seconds per image once the
@@ -26,6 +27,7 @@ from typing import Any
 
 from harness.config.suite import DATASET_SIZES, Cell
 from harness.errors import UserError
+from harness.results.paths import default_folder
 
 # The models `harness bench` times, by name: (registry name, parameters).
 BENCH_MODELS: dict[str, tuple[str, dict[str, int]]] = {
@@ -92,6 +94,18 @@ def step_mode(cell: Cell) -> str:
     if not execution.compile:
         return "eager"
     return "captured" if execution.graphs else "compile"
+
+
+COMMITTED_BENCH = Path("results/bench")  # the project's measured devices, tracked by git
+
+
+def bench_folder(given: Path | None) -> Path:
+    """The folder `--bench` names; by default the user's own rows (runs/bench, where `harness
+    bench` writes) where there are any, else the project's committed ones."""
+    if given is not None:
+        return given
+    mine = default_folder("bench")
+    return mine if any(mine.glob("*.parquet")) else COMMITTED_BENCH
 
 
 def load_rows(folder: Path) -> Any:
@@ -213,47 +227,63 @@ def estimate(
 
 
 def print_estimate(
-    cells: Sequence[Cell], bench: Path, device_name: str | None, workers: int
+    cells: Sequence[Cell], bench: Path | None, device_name: str | None, workers: int
 ) -> None:
+    """The table of the cells with an estimate and its totals; each distinct reason there is
+    none once, with the cells it holds for; "no estimate" where no cell has one."""
     from rich.console import Console
     from rich.table import Table
 
+    bench = bench_folder(bench)
     device, estimates, totals = estimate(cells, bench, device_name, workers)
-    table = Table(title=f"estimate on {device} (bench rows in {bench})", title_justify="left")
-    for name in ("cell", "label", "mode", "images", "steps", "device-s", "min"):
-        table.add_column(name, justify="left" if name in ("cell", "label", "mode") else "right")
-    missing = []
+    console = Console()
+    known = [e for e in estimates if isinstance(e, CellEstimate)]
+    missing: dict[str, list[str]] = {}
     for item in estimates:
-        if isinstance(item, CellEstimate):
+        if not isinstance(item, CellEstimate):
+            missing.setdefault(item[1], []).append(item[0].cell_id)
+    if known:
+        table = Table(title=f"estimate on {device} (bench rows in {bench})", title_justify="left")
+        for name in ("cell", "label", "mode", "images", "steps", "device-s", "min"):
+            table.add_column(name, justify="left" if name in ("cell", "label", "mode") else "right")
+        for item in known:
             c = item.cell
             table.add_row(
                 c.cell_id, c.label, step_mode(c), f"{item.images:.3g}", str(item.steps),
                 f"{item.seconds:.0f}", f"{item.seconds / 60:.1f}",
             )  # fmt: skip
-        else:
-            cell, why = item
-            table.add_row(cell.cell_id, cell.label, step_mode(cell), "-", "-", "-", "-")
-            missing.append(f"{cell.cell_id}: {why}")
-    serial, best = totals["serial_s"], totals["best_s"]
-    k = int(totals["workers"])
-    table.caption = (
-        f"one worker: {serial:.0f} s ({serial / 60:.1f} min)"
-        + (
-            f"; {k} workers on the device: {best:.0f}-{serial:.0f} s ({best / 60:.1f}-"
-            f"{serial / 60:.1f} min: launch gaps overlapped perfectly .. workers taking turns)"
-            if k > 1
-            else ""
+        serial, best = totals["serial_s"], totals["best_s"]
+        k = int(totals["workers"])
+        some = f" ({len(known)} of {len(estimates)} cells)" if missing else ""
+        table.caption = (
+            f"one worker: {serial:.0f} s ({serial / 60:.1f} min){some}"
+            + (
+                f"; {k} workers on the device: {best:.0f}-{serial:.0f} s ({best / 60:.1f}-"
+                f"{serial / 60:.1f} min: launch gaps overlapped perfectly .. workers taking turns)"
+                if k > 1
+                else ""
+            )
+            + ". Step time per batch from the bench rows (exact where measured, else a + b B); "
+            "evaluation n_test x b / 3 per epoch; warm-up and compile time not included"
+            + (
+                "; an adaptive cell is estimated at its upper bound (its batch never grows)"
+                if any(c.adaptive is not None for c in cells)
+                else ""
+            )
         )
-        + ". Step time per batch from the bench rows (exact where measured, else a + b B); "
-        "evaluation n_test x b / 3 per epoch; warm-up and compile time not included"
-        + (
-            "; an adaptive cell is estimated at its upper bound (its batch never grows)"
-            if any(c.adaptive is not None for c in cells)
-            else ""
+        table.caption_justify = "left"
+        console.print(table)
+    else:
+        console.print(
+            f"no estimate on {device} (bench rows in {bench}) for any of the {len(estimates)} "
+            "cells",
+            highlight=False,
         )
-    )
-    table.caption_justify = "left"
-    console = Console()
-    console.print(table)
-    for line in missing:
-        console.print(line)
+    for why, ids in missing.items():
+        which = ids[0] if len(ids) == 1 else f"{len(ids)} cells ({_few(ids)})"
+        console.print(f"no estimate for {which}: {why}", highlight=False)
+
+
+def _few(ids: list[str], shown: int = 3) -> str:
+    more = f", ... {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more

@@ -9,6 +9,7 @@ or `app.fanout` / `app.cluster`, and the exit status of the whole (0 done, 1 a c
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from harness.app.recipes import stale_recipes_line
 from harness.app.runner import check_stop_after, order_cells, run_suite
 from harness.config.suite import Suite, load_suite
 from harness.errors import EXIT_PAUSED, UserError
+from harness.results.paths import default_folder
 from harness.train.replica import launched_by_torchrun, shutdown
 
 
@@ -45,7 +47,7 @@ def run_command(
     check_stop_after(stop_after)  # here too: a fan-out's workers would each refuse it
     order_cells((), order)  # a bad --order, before anything starts
     loaded = load_suite(suite, overrides=overrides or ())
-    folder = results or Path("results") / loaded.name
+    folder = results or default_folder(loaded.name)
     if int(os.environ.get("RANK", "0")) == 0:
         line = stale_recipes_line(loaded, folder)
         if line:
@@ -88,7 +90,7 @@ def run_command(
     try:
         summary = run_suite(
             loaded,
-            results=results,
+            results=folder,
             only=only,
             device=device,
             data=data,
@@ -104,6 +106,8 @@ def run_command(
         shutdown()
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the job
         print(f"{loaded.name}: {summary.line()}", file=sys.stderr)
+        if summary.signal is None and not summary.paused and (summary.ran or summary.skipped):
+            print(f"next: {shlex.join(['harness', 'report', str(folder)])}", file=sys.stderr)
     if summary.failed:
         return 1
     if summary.signal is not None:
@@ -162,7 +166,7 @@ def scale_out(
     if force:
         raise UserError(
             "--force with --executor/--devices/--workers: workers would retrain each other's "
-            "cells; delete the cells' rows (results/<suite>/runs/<cell>.parquet) instead"
+            f"cells; delete the cells' rows ({results}/runs/<cell>.parquet) instead"
         )
     if device is not None:
         raise UserError("--device with --devices/--workers/--executor: name devices in --devices")

@@ -72,19 +72,27 @@ def plan_json(suite: Suite, cells: Sequence[Cell]) -> dict[str, Any]:
     return {"suite": suite.name, "path": str(suite.path), "cells": [cell_json(c) for c in cells]}
 
 
+LEGEND = (
+    "epochs lost: B / (N (1 - m)), the paper's Appendix A estimate of the epochs the momentum "
+    "accumulation takes to grow in after each change"
+)
+
+
+def _stem(cell: Cell) -> str:
+    """The cell's label less its seed: cells that differ only by seed share one plan."""
+    suffix = f"/seed{cell.seed}"
+    return cell.label.removesuffix(suffix)
+
+
 def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = None) -> None:
+    """One table per distinct plan (the seeds of one recipe share it, named in its title),
+    and the legend once."""
     console = console or Console()
     console.print(f"[bold]{suite.name}[/bold]: {len(cells)} cells ({suite.path})")
+    groups: dict[tuple[Any, ...], list[Cell]] = {}
     for cell in cells:
-        title = f"{cell.cell_id}  {cell.label}"
-        if cell.aliases:
-            title += f"  (also {', '.join(cell.aliases)})"
-        table = Table(title=title, title_justify="left", show_edge=False)
-        names = ("epochs", "lr", "batch", "momentum", "noise scale g", "updates", "epochs lost")
-        for name in names:
-            table.add_column(name, justify="right")
-        for p, lost in zip(cell.plan.phases, cell.plan.epochs_lost(), strict=True):
-            table.add_row(
+        rows = tuple(
+            (
                 f"{p.start_epoch}-{p.end_epoch}",
                 f"{p.lr:.4g}",
                 str(p.batch_size),
@@ -93,13 +101,37 @@ def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = No
                 str(p.updates),
                 f"{lost:.3g}",
             )
+            for p, lost in zip(cell.plan.phases, cell.plan.epochs_lost(), strict=True)
+        )
         paper = f"; paper: {cell.paper.updates}" if cell.paper and cell.paper.updates else ""
         counted = f"{cell.plan.updates} updates in {cell.plan.epochs} epochs{paper}"
         if cell.adaptive is not None:
             counted = adaptive_caption(cell)
-        table.caption = (
-            f"{counted}; epochs lost: B / (N (1 - m)), the paper's Appendix A estimate of the "
-            "epochs the momentum accumulation takes to grow in after each change"
-        )
+        groups.setdefault((_stem(cell), rows, counted), []).append(cell)
+    for (stem, rows, counted), members in groups.items():
+        # The title as a line of its own: a table's title wraps at the table's width.
+        console.print(_title(stem, members), highlight=False, markup=False)
+        table = Table(show_edge=False)
+        names = ("epochs", "lr", "batch", "momentum", "noise scale g", "updates", "epochs lost")
+        for name in names:
+            table.add_column(name, justify="right")
+        for row in rows:
+            table.add_row(*row)
+        table.caption = counted
         table.caption_justify = "left"
         console.print(table)
+    console.print(LEGEND, highlight=False)
+
+
+def _title(stem: str, members: list[Cell]) -> str:
+    if len(members) == 1:
+        cell = members[0]
+        title = f"{cell.cell_id}  {cell.label}"
+        if cell.aliases:
+            title += f"  (also {', '.join(cell.aliases)})"
+        return title
+    seeds = ", ".join(str(c.seed) for c in members)
+    ids = ", ".join(c.cell_id for c in members)
+    aliases = [a for c in members for a in c.aliases]
+    also = f"  (also {', '.join(aliases)})" if aliases else ""
+    return f"{stem}  seeds {seeds}: cells {ids}{also}"

@@ -1,8 +1,9 @@
 """`harness report`: which folders and cells the report covers, and where it is written.
 
-The arguments may mix suite files (only the cells they define now, from results/<suite name>
-unless folders are given too) and results folders (or folders holding them; by default every
-suite folder under results/). The document itself is `analysis.report.build_report`'s; it is
+The arguments may mix suite files (only the cells they define now, from the suite's default
+folder, runs/<suite name>, unless folders are given too) and results folders (or folders
+holding them; by default every suite folder under runs/: the user's own runs, never the
+project's committed results/). The document itself is `analysis.report.build_report`'s; it is
 written atomically with its figures beside it, or goes to stdout.
 """
 
@@ -16,6 +17,7 @@ from harness.analysis.report import build_report
 from harness.config.suite import load_suite
 from harness.errors import UserError
 from harness.fsio import atomic_path, containing
+from harness.results.paths import default_folder, results_root
 from harness.results.store import report_folders, suite_folders
 
 
@@ -44,16 +46,18 @@ def report_command(
             for s in loaded
             if s.spec.report.preregistration is not None
         }
-        folders = folders or [Path("results") / s.name for s in loaded]
+        folders = folders or [default_folder(s.name) for s in loaded]
     elif overrides:
         raise UserError(
             "--set: needs a suite file to apply to, e.g. harness report SUITE --set ..."
         )
-    folders = report_folders(folders) if folders else suite_folders(Path("results"))
+    # Bare: the user's own runs only; the committed evidence is read when named (results/...).
+    folders = report_folders(folders) if folders else suite_folders(results_root())
     if not folders:
         raise UserError(
-            f"no results folders under {Path('results').resolve()}; `harness run SUITE` writes "
-            "results/<suite>/, or pass a folder, e.g. `harness report results/smoke`"
+            f"no results folders under {results_root().resolve()}; `harness run SUITE` writes "
+            f"{results_root()}/<suite>/, or pass a folder, e.g. `harness report results/smoke` "
+            "(the project's committed runs)"
         )
     if figures is None and out is not None and fmt != "csv":
         figures = out.parent / "figures"

@@ -32,6 +32,7 @@ import torch
 
 from harness.app import jobs
 from harness.app.console import RunConsole
+from harness.app.duration import long_suite_line
 from harness.config.schema import IMAGE_FOLDERS
 from harness.config.suite import Cell, Suite, select_some
 from harness.core.epoch import EpochRecord
@@ -53,6 +54,7 @@ from harness.fsio import atomic_path, check_folders, remove, shown
 from harness.models.factory import FactoryError, build_factory_model, load_factory
 from harness.models.registry import input_size
 from harness.results import lock, store
+from harness.results.paths import default_folder
 from harness.results.provenance import environment, source_version
 from harness.train.checkpoint import Progress
 from harness.train.loop import train_cell
@@ -411,7 +413,7 @@ def run_suite(
     order: str = "suite",
     memory_fraction: float | None = None,
 ) -> RunSummary:
-    """Train the selected cells of `suite` into `results` (default results/<suite name>).
+    """Train the selected cells of `suite` into `results` (default `results.paths.default_folder`).
 
     `stop_after` (seconds from now): each cell pauses at the last epoch boundary that fits
     (after at least one epoch); no cell but the first starts once the time is up. A paused
@@ -424,7 +426,7 @@ def run_suite(
     """
     check_stop_after(stop_after)
     deadline = None if stop_after is None else time.monotonic() + stop_after
-    results = results or Path("results") / suite.name
+    results = results or default_folder(suite.name)
     cells = order_cells(select_some(suite, only), order)
     execution = jobs.execution(suite.spec.execution, cells, max_micro_batch, compile_model)
     replica = None
@@ -455,6 +457,12 @@ def run_suite(
     env.update(world_size=1, devices=str(torch_device))
     if replica is not None:
         env.update(world_size=replica.world, devices=replica.devices())
+    todo = [c for c in cells if c.cell_id not in done]
+    say.plan_suite(todo)
+    if main:  # days of training ahead: one line before the first cell, then on
+        long_line = long_suite_line(todo, torch_device, str(env["device_name"]))
+        if long_line:
+            say.line(long_line)
     with StopSignals().installed(keep=keep_signals) as signals:
         vote = StopVote(signals, replica)
         for group in data_groups(suite, cells):
@@ -478,6 +486,19 @@ def run_suite(
     if (signals.requested or vote.stopped) and (summary.paused or summary.not_started):
         summary.signal = signals.name if signals.requested else "a signal to another process"
     return summary
+
+
+def _ticking(vote: Any, say: RunConsole) -> Any:
+    """The stop vote, asked after every step, telling a live console of the step first; the
+    vote itself where nothing is drawn (a log: no per-step cost)."""
+    if vote is None or not say.live:
+        return vote
+
+    def stop() -> bool:
+        say.tick()
+        return bool(vote())
+
+    return stop
 
 
 def _run_cells(
@@ -637,7 +658,7 @@ def _run_cell(
             on_epoch=say.epoch,
             deadline=deadline,
             replica=replica,
-            stop=vote,
+            stop=_ticking(vote, say),
         )
         progress, final, peak = result.progress, result.final, result.peak_memory_bytes
         curves = progress.curves

@@ -7,7 +7,7 @@ A cell is, in this order of evidence:
   the log holding the traceback or the Slurm task's output);
 * **paused**: a checkpoint and no row (stopped by --stop-after, killed or preempted: the next
   run resumes it);
-* **queued**: submitted to a cluster (results/<suite>/slurm/jobs.json) and not started;
+* **queued**: submitted to a cluster (<results>/slurm/jobs.json) and not started;
 * **pending**: nothing yet.
 
 Reading touches nothing: no lock is taken, no damaged file moved (a damaged run file reads as
@@ -29,9 +29,10 @@ from tabulate import tabulate
 
 from harness.config.suite import Cell, load_suite, select_some
 from harness.results import lock, store
+from harness.results.paths import default_folder
 
 STATES = ("done", "diverged", "failed", "running", "paused", "queued", "pending")
-JOBS_FILE = "jobs.json"  # under results/<suite>/slurm/: cell id -> task id and log paths
+JOBS_FILE = "jobs.json"  # under <results>/slurm/: cell id -> task id and log paths
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def print_status(
     """`harness status`: one line per cell (a note first when there is no results folder)."""
     loaded = load_suite(suite, overrides=overrides)
     cells = select_some(loaded, only)
-    folder = results or Path("results") / loaded.name
+    folder = results or default_folder(loaded.name)
     if not folder.is_dir():
         print(
             f"note: {folder}: no such results folder yet, so every cell is pending; "

@@ -9,15 +9,19 @@ are imported only by the commands that need them, so `harness plan` answers at o
 
 from __future__ import annotations
 
+import inspect
+import re
 import sys
 import warnings
-from typing import TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
+from typer.core import TyperCommand
 
 from harness import allocator
 from harness.cli import result_commands, suite_commands, tool_commands
-from harness.errors import UserError, show_user_error
+from harness.errors import exit_on_user_error
+from harness.version import __version__
 
 app = typer.Typer(
     add_completion=False,
@@ -27,6 +31,38 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Fetch datasets.")
 app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"harness {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = None,
+) -> None:
+    """Test 'Don't Decay the Learning Rate, Increase the Batch Size' on your hardware."""
+
+
+class _Command(TyperCommand):
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        # typer writes a required argument as {SUITE}; the usual form, and our docs', is SUITE.
+        return [re.sub(r"^\{(.*)\}", r"\1", p) for p in super().collect_usage_pieces(ctx)]
+
+
+def help_text(doc: str | None) -> str:
+    """A docstring as help: its paragraphs (blank-line separated) each one line, so the
+    terminal wraps them at its own width, not where the source's lines were broken."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
 
 # In this order in `harness --help`.
 for command in (
@@ -39,9 +75,13 @@ for command in (
     tool_commands.convert,
     tool_commands.bench,
 ):
-    app.command()(command)
-data_app.command("cifar10")(tool_commands.data_cifar10)
-data_app.command("cifar100")(tool_commands.data_cifar100)
+    app.command(cls=_Command, help=help_text(command.__doc__))(command)
+data_app.command("cifar10", help=help_text(tool_commands.data_cifar10.__doc__))(
+    tool_commands.data_cifar10
+)
+data_app.command("cifar100", help=help_text(tool_commands.data_cifar100.__doc__))(
+    tool_commands.data_cifar100
+)
 
 
 def _show_warning(
@@ -65,9 +105,6 @@ _default_showwarning = warnings.showwarning
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     warnings.showwarning = _show_warning
-    try:
+    with exit_on_user_error():  # one line (under torchrun, rank 0's), exit 2
         allocator.tune_once()  # before any tensor: large buffers reused, not re-mapped
         app()
-    except UserError as exc:
-        show_user_error(exc)  # under torchrun, once (rank 0)
-        sys.exit(2)

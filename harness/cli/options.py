@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-SuiteArg = Annotated[Path, typer.Argument(help="A suite YAML file, e.g. suites/cifar.yaml.")]
+SuiteArg = Annotated[
+    Path, typer.Argument(metavar="SUITE", help="A suite YAML file, e.g. suites/cifar.yaml.")
+]
 SetOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -24,7 +26,8 @@ OnlyOption = Annotated[
 ResultsOption = Annotated[
     Path | None,
     typer.Option(
-        help="The suite's results folder: runs/ and curves/ go in it (default: results/<suite>)."
+        help="The suite's results folder: runs/ and curves/ go in it (default: runs/<suite>, or "
+        "$HARNESS_RESULTS/<suite>; the committed runs are under results/)."
     ),
 ]
 FormatOption = Annotated[

@@ -18,9 +18,11 @@ def report(
     dirs: Annotated[
         list[Path] | None,
         typer.Argument(
+            metavar="FOLDER|SUITE",
             help="Results folders (each what `run --results` wrote) or folders holding them "
-            "(default: results/, every suite folder under it), or a suite YAML file: only the "
-            "cells it defines now, from results/<suite name> unless folders are given too.",
+            "(default: runs/, every suite folder of your own runs; the project's are under "
+            "results/), or a suite YAML file: only the cells it defines now, from runs/<suite "
+            "name> unless folders are given too.",
         ),
     ] = None,
     overrides: SetOption = None,
@@ -53,7 +55,7 @@ def check(
         Path | None,
         typer.Option(
             help="Where to run the suite; finished rows there are reused "
-            "(default: a fresh temporary folder)."
+            "(default: a new folder under runs/check/, kept and named at the end)."
         ),
     ] = None,
     only: OnlyOption = None,

@@ -30,9 +30,13 @@ def plan(
         ),
     ] = False,
     bench: Annotated[
-        Path,
-        typer.Option(help="Folder of bench rows.", rich_help_panel="Estimate"),
-    ] = Path("results/bench"),
+        Path | None,
+        typer.Option(
+            help="Folder of bench rows (default: runs/bench, your own `harness bench` rows, if "
+            "it holds any, else the project's results/bench).",
+            rich_help_panel="Estimate",
+        ),
+    ] = None,
     device_name: Annotated[
         str | None,
         typer.Option(

@@ -102,7 +102,9 @@ def bench(
     ] = None,
     steps: Annotated[int, typer.Option(help="Timed steps per repeat.")] = 10,
     repeats: Annotated[int, typer.Option(help="Timed repeats; the median is reported.")] = 3,
-    out: Annotated[Path, typer.Option(help="Folder for the Parquet rows.")] = Path("results/bench"),
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the Parquet rows (default: runs/bench).")
+    ] = None,
     data: Annotated[
         str, typer.Option(help="synthetic (no download) or cifar10 (real images).")
     ] = "cifar10",

@@ -8,6 +8,7 @@ Validation reports a path into the document (pydantic's `loc`, a `FieldError`'s 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from harness.config.schema import MODEL_TAGS, FieldError, SuiteSpec
 from harness.config.yamlfile import Document
 from harness.core.rules import ScheduleError
 from harness.errors import UserError
+
+# extra_forbidden from a pydantic model, unexpected_keyword_argument from a dataclass
+UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,10 @@ class Locator:
         root: type[BaseModel] = SuiteSpec,
     ) -> UserError:
         """The first error of `exc`, raised validating `root` at `prefix` of the document."""
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # An unknown key is most often a misspelt one that is then also "missing"
+        # (`experiment:` for `experiments:`): name it first, whatever pydantic's order.
+        err = next((e for e in errors if e["type"] in UNKNOWN_KEY), errors[0])
         loc, tag = _drop_union_tag(tuple(err["loc"]), root)
         where = (*prefix, *loc)
         kind = err["type"]
@@ -65,11 +72,15 @@ class Locator:
             return self.error(inner, str(cause))
         if isinstance(cause, ScheduleError):  # a core dataclass's own check (core.execution)
             return self.error((*where, cause.field), cause.message)
-        # extra_forbidden from a pydantic model, unexpected_keyword_argument from a dataclass
-        if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        if kind in UNKNOWN_KEY:
             model = MODEL_TAGS[tag] if tag else _model_at(root, loc[:-1])
-            allowed = ", ".join(_fields(model)) if model else "see the suite documentation"
-            return self.error(where, f"unknown key '{where[-1]}'; allowed keys here: {allowed}")
+            fields = _fields(model) if model else []
+            allowed = ", ".join(fields) or "see the suite documentation"
+            close = difflib.get_close_matches(str(where[-1]), fields, n=1)
+            meant = f" (did you mean '{close[0]}'?)" if close else ""
+            return self.error(
+                where, f"unknown key '{where[-1]}'{meant}; allowed keys here: {allowed}"
+            )
         if kind == "missing":
             return self.error(where, "required field is missing; add it")
         message = err["msg"].removeprefix("Value error, ")

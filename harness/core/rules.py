@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
+from harness.errors import UserError
+
 Shape = Literal["step", "cosine"]
 Realization = Literal["lr", "batch", "hybrid", "adaptive"]
 Warmup = Literal["lr", "batch"]
@@ -45,8 +47,11 @@ class BaseFields(Protocol):
     def min_multiplier(self) -> float: ...
 
 
-class ScheduleError(ValueError):
-    """A schedule rule is broken; `field` names the argument, the message says how to fix it."""
+class ScheduleError(UserError, ValueError):
+    """A schedule rule is broken; `field` names the argument, the message says how to fix it.
+
+    A user's mistake by definition (the values came from them), so a `UserError`: a script
+    under `harness.exit_on_user_error()` shows it as the CLI does, one line and exit 2."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)

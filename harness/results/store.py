@@ -1,6 +1,6 @@
 """Results on disk: Parquet rows, one file per cell, written atomically, read defensively.
 
-Layout of a results folder (default ``results/<suite>``)::
+Layout of a results folder (default ``runs/<suite>``, `harness.results.paths`)::
 
     runs/<cell_id>.parquet      one row per finished cell   pandas.read_parquet(DIR / "runs")
     curves/<cell_id>.parquet    one row per cell and epoch  pandas.read_parquet(DIR / "curves")
