@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from harness.config.suite import Cell
 from harness.core.epoch import EpochRecord
+from harness.errors import printable
 from harness.train.spec import TrainJob
 
 
@@ -30,7 +31,8 @@ class RunConsole:
         self.epochs = 0
 
     def line(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+        # printable: a line may carry a name or an error read from someone else's rows.
+        self.console.print(printable(text), highlight=False, markup=False, soft_wrap=True)
         self.console.file.flush()
 
     def start(self, cell: Cell, resumed: bool) -> None:
@@ -40,7 +42,9 @@ class RunConsole:
             self.line(f"{verb} {cell.cell_id} {cell.label} ({cell.plan.updates} updates)")
             return
         self.progress = Progress(
-            TextColumn(f"{verb} {cell.cell_id} {cell.label}"),
+            # The label as the task's description, not in the format string: a name holding
+            # "{x}" or "[red]" is shown as written (no str.format, no markup).
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"),
@@ -48,7 +52,9 @@ class RunConsole:
             transient=True,
         )
         self.progress.start()
-        self.task = self.progress.add_task("cell", total=cell.plan.epochs, status="")
+        self.task = self.progress.add_task(
+            printable(f"{verb} {cell.cell_id} {cell.label}"), total=cell.plan.epochs, status=""
+        )
 
     def epoch(self, job: TrainJob, row: EpochRecord) -> None:
         status = (

@@ -7,8 +7,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from harness.config.suite import Cell, Suite
+from harness.errors import printable
+from harness.fsio import shown
 
 
 def cell_json(cell: Cell) -> dict[str, Any]:
@@ -74,12 +77,14 @@ def plan_json(suite: Suite, cells: Sequence[Cell]) -> dict[str, Any]:
 
 def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = None) -> None:
     console = console or Console()
-    console.print(f"[bold]{suite.name}[/bold]: {len(cells)} cells ({suite.path})")
+    # Text, never markup: a name or path holding "[/]" or "[red]" is shown as written.
+    where = f": {len(cells)} cells ({shown(suite.path)})"
+    console.print(Text.assemble((suite.name, "bold"), where))
     for cell in cells:
         title = f"{cell.cell_id}  {cell.label}"
         if cell.aliases:
             title += f"  (also {', '.join(cell.aliases)})"
-        table = Table(title=title, title_justify="left", show_edge=False)
+        table = Table(title=Text(printable(title)), title_justify="left", show_edge=False)
         names = ("epochs", "lr", "batch", "momentum", "noise scale g", "updates", "epochs lost")
         for name in names:
             table.add_column(name, justify="right")
@@ -97,9 +102,9 @@ def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = No
         counted = f"{cell.plan.updates} updates in {cell.plan.epochs} epochs{paper}"
         if cell.adaptive is not None:
             counted = adaptive_caption(cell)
-        table.caption = (
-            f"{counted}; epochs lost: B / (N (1 - m)), the paper's Appendix A estimate of the "
-            "epochs the momentum accumulation takes to grow in after each change"
+        table.caption = Text(
+            printable(counted) + "; epochs lost: B / (N (1 - m)), the paper's Appendix A "
+            "estimate of the epochs the momentum accumulation takes to grow in after each change"
         )
         table.caption_justify = "left"
         console.print(table)

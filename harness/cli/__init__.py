@@ -16,7 +16,7 @@ from typing import TextIO
 import typer
 
 from harness.cli import result_commands, suite_commands, tool_commands
-from harness.errors import UserError, show_user_error
+from harness.errors import UserError, printable, show_user_error
 
 app = typer.Typer(
     add_completion=False,
@@ -53,7 +53,7 @@ def _show_warning(
 ) -> None:
     """Our own warnings (a damaged file skipped, say) as one line; others as Python shows them."""
     if category.__module__.startswith("harness"):
-        print(f"warning: {message}", file=sys.stderr)
+        print(f"warning: {printable(message)}", file=sys.stderr)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 

@@ -16,6 +16,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -40,6 +41,7 @@ from harness.core.schedule import (
     Shape,
 )
 from harness.core.shapes import wrn_blocks
+from harness.errors import printable
 
 # (train examples, test examples, classes) of the datasets the harness knows by name.
 DATASET_SIZES = {
@@ -50,7 +52,22 @@ DATASET_SIZES = {
 IMAGE_FOLDERS = ("imagenet", "imagefolder")  # datasets read from a class-per-folder tree
 MAX_SEED = 2**63 - 1  # seeds feed 64-bit generators
 SUITE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # the name is a results folder
-EXPERIMENT_NAME_MAX = 100
+NAME_MAX = 100  # characters of an experiment, optimizer, schedule or model name
+
+
+def _name(v: str) -> str:
+    """The one check of every name a suite gives (experiments, and the keys of optimizers,
+    schedules and models): names reach terminals, reports and figures as they are, so they are
+    printable text (no ESC, BEL, NUL, newline, U+202E or other control or format character)."""
+    use = f"use 1-{NAME_MAX} printable characters (names are shown on terminals and in reports)"
+    if not 1 <= len(v) <= NAME_MAX:
+        raise ValueError(f"a name of {len(v)} characters; {use}")
+    if not v.isprintable():
+        raise ValueError(f"'{printable(v)}' holds control or format characters; {use}")
+    return v
+
+
+Name = Annotated[str, AfterValidator(_name)]
 
 Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
 BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH_SIZE)]
@@ -418,7 +435,7 @@ class SweepSpec(Strict):
 class ExperimentSpec(Strict):
     """A grid: cells = optimizers × schedules × models × seeds."""
 
-    name: str
+    name: Name  # names the report's figure files (harness.analysis.figures) and headings
     optimizers: tuple[str, ...]
     schedules: tuple[str, ...]
     models: tuple[str, ...] | None = None  # None: every model of the suite
@@ -426,17 +443,6 @@ class ExperimentSpec(Strict):
     training: dict[str, Any] = Field(default_factory=dict)  # overrides of `training:`
     paper: dict[str, PaperFigure] = Field(default_factory=dict)  # "optimizer/schedule" keys
     sweep: SweepSpec | None = None  # a batch-size sweep: constant schedules, one target
-
-    @field_validator("name")
-    @classmethod
-    def _bounded_name(cls, v: str) -> str:
-        # It names figure files (harness.analysis.figures) and report headings.
-        if not 1 <= len(v) <= EXPERIMENT_NAME_MAX or not v.isprintable():
-            raise ValueError(
-                f"experiment name of {len(v)} characters; use 1-{EXPERIMENT_NAME_MAX} "
-                "printable characters (it names the report's figure files)"
-            )
-        return v
 
     @model_validator(mode="after")
     def _paper_keys(self) -> ExperimentSpec:
@@ -486,10 +492,10 @@ class SuiteSpec(Strict):
     name: str
     description: str = ""
     dataset: DatasetSpec
-    models: dict[str, ModelSpec]
-    optimizers: dict[str, OptimizerSpec]
+    models: dict[Name, ModelSpec]
+    optimizers: dict[Name, OptimizerSpec]
     schedule: ScheduleSpec = ScheduleSpec()
-    schedules: dict[str, ScheduleSpec]
+    schedules: dict[Name, ScheduleSpec]
     training: TrainingSpec = TrainingSpec()
     execution: Execution = Execution()  # a core dataclass: pydantic validates its fields
     cluster: ClusterSpec = ClusterSpec()
