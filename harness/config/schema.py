@@ -12,7 +12,10 @@ or `seeds: [100000000000000000000]` must be refused, not planned for hours or cr
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import types
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -92,6 +95,56 @@ class FieldError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, data: Any) -> Any:
+        # pydantic's lax mode reads true as 1 and false as 0 in an int or float field, so
+        # `batch_size: true` (or --set schedule.batch_size=true) trained with B = 1.
+        if isinstance(data, dict):
+            for name, value in data.items():
+                info = cls.model_fields.get(name) if isinstance(name, str) else None
+                where = None if info is None else _bool_for_a_number(info.annotation, value)
+                if where is not None:
+                    raise FieldError(
+                        (name, *where), "true/false where a number belongs; write the number"
+                    )
+        return data
+
+
+def _bool_for_a_number(annotation: Any, value: Any) -> tuple[Any, ...] | None:
+    """The path in `value` to a bool that stands where `annotation` takes an int or a float,
+    or None. Nested models check their own fields; a dataclass's (Execution) are checked here."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _bool_for_a_number(args[0], value)
+    if origin in (typing.Union, types.UnionType):
+        if isinstance(value, bool) and any(_unwrapped(a) is bool for a in args):
+            return None
+        hits = (_bool_for_a_number(a, value) for a in args if a is not type(None))
+        return next((h for h in hits if h is not None), None)
+    if annotation in (int, float):
+        return () if isinstance(value, bool) else None
+    items: list[tuple[Any, Any, Any]] = []  # (key, annotation, value)
+    if origin in (tuple, list) and isinstance(value, list | tuple):
+        each = args[:1] * len(value) if origin is list or args[-1:] == (Ellipsis,) else args
+        items = [(i, a, v) for i, (a, v) in enumerate(zip(each, value, strict=False))]
+    elif origin is dict and isinstance(value, dict):
+        items = [(k, args[1], v) for k, v in value.items()]
+    elif dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+        hints = typing.get_type_hints(annotation)
+        items = [(k, hints[k], v) for k, v in value.items() if k in hints]
+    for key, inner, item in items:
+        hit = _bool_for_a_number(inner, item)
+        if hit is not None:
+            return (key, *hit)
+    return None
+
+
+def _unwrapped(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
 
 
 class DatasetSpec(Strict):
