@@ -1,8 +1,11 @@
 """The one exception type for mistakes a user can fix, the CLI's exit statuses, and how the
-CLI shows such a mistake.
+CLI shows such a mistake and any text it did not write itself.
 
 The CLI prints a ``UserError`` as one line and exits with status 2; anything else is a bug and
-keeps its traceback.
+keeps its traceback. `printable` is the one rendering of untrusted text (a name from a results
+row, a file name, an error message) for a terminal or a report: one line of printable
+characters, so that a shared folder cannot move the cursor, retitle or recolour the viewer's
+terminal, or reorder what it shows.
 """
 
 import contextlib
@@ -20,6 +23,20 @@ EXIT_USER_ERROR = 2
 # before the run could catch it.
 EXIT_PAUSED = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def printable(text: object, lines: bool = False) -> str:
+    """`text` as one line of printable characters: every character `str.isprintable` refuses
+    (C0/C1 controls such as ESC, BEL, NUL, newline; the bidi and other format controls such as
+    U+202E; separators but the space; unassigned code points) becomes its Python escape
+    (``\\x1b``, ``\\n``, ``\\u202e``), visible and inert. `lines`: a document of several
+    lines, each made printable, its newlines kept."""
+    text = str(text)
+    if lines:
+        return "\n".join(printable(line) for line in text.split("\n"))
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class UserError(Exception):
@@ -51,12 +68,15 @@ def show_user_error(exc: UserError) -> None:
     ($TORCHELASTIC_ERROR_FILE), so that torchrun's own failure summary shows the line instead
     of a pointer to its documentation.
     """
-    line = f"error: {exc}"
+    line = f"error: {printable(exc)}"
+    # Every process but a torchrun job's ranks 1..WORLD_SIZE-1 prints: one whose RANK or
+    # WORLD_SIZE makes no sense (harness.train.replica.launch_env says why) is not one of them.
     try:
         rank = int(os.environ.get("RANK", "0"))
+        quiet = 0 < rank < int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        rank = 0
-    if rank == 0:
+        quiet = False
+    if not quiet:
         print(line, file=sys.stderr)
     error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if error_file:

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.errors import UserError, printable
 
 
 def umask() -> int:
@@ -58,8 +58,9 @@ class LinkRefused(UserError):
 
 def shown(path: Path | str) -> str:
     """`path` as text that any terminal can print: bytes that are not UTF-8 in a file name
-    (kept by Python as surrogates) become ``\\xNN`` escapes instead of a UnicodeEncodeError."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    (kept by Python as surrogates) become ``\\xNN`` escapes instead of a UnicodeEncodeError,
+    and control characters escapes too (`harness.errors.printable`)."""
+    return printable(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
 def printable_name(path: Path) -> bool:

@@ -197,7 +197,7 @@ def test_a_long_experiment_name_is_one_line_and_figure_names_fit(tmp_path: Path)
     proc = run_cli("plan", str(path))
     _no_traceback(proc)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "experiment name of 300 characters; use 1-100" in proc.stderr
+    assert "a name of 300 characters; use 1-100" in proc.stderr
     assert "long.yaml:13: experiments.0.name:" in proc.stderr  # the file, line and field
     # Rows on disk may carry any name: the figure's file name still fits (and stays distinct).
     a = figure_path(tmp_path, "s" * 300, "e" * 300 + "a", "accuracy")

@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import re
 import textwrap
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from harness.analysis.sweep import fits_table, sweep_table
+from harness.errors import printable
 from harness.fsio import atomic_path, containing
 
 if TYPE_CHECKING:
@@ -58,8 +61,38 @@ def safe_name(name: str) -> str:
     return f"{safe[: _NAME_MAX - 11]}-{digest}"
 
 
-def figure_path(out_dir: Path, suite: str, experiment: str, kind: str) -> Path:
-    return out_dir / f"{safe_name(suite)}-{safe_name(experiment)}-{kind}.png"
+def figure_stems(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The file-name stem of each (suite, experiment)'s figures, distinct among `pairs`.
+
+    A stem is the two names made filesystem-safe, ``<suite>-<experiment>``. Where stems of
+    different pairs meet ("x y" and "x/y" are both ``x_y``; "Grid" and "grid" on a
+    case-insensitive disk; suite "a-b" with "c" and "a" with "b-c"), each of those gets a short
+    hash of its own names, so that no experiment's figures overwrite another's.
+    """
+    stems = {pair: f"{safe_name(pair[0])}-{safe_name(pair[1])}" for pair in set(pairs)}
+    hashed: set[tuple[str, str]] = set()
+    while True:
+        seen = Counter(stem.lower() for stem in stems.values())
+        clash = [p for p, stem in stems.items() if seen[stem.lower()] > 1 and p not in hashed]
+        if not clash:
+            return stems
+        for pair in clash:
+            key = "\x00".join(pair).encode("utf-8", "surrogatepass")
+            stems[pair] += f"-{hashlib.sha256(key).hexdigest()[:8]}"
+            hashed.add(pair)
+
+
+def figure_path(
+    out_dir: Path,
+    suite: str,
+    experiment: str,
+    kind: str,
+    among: Iterable[tuple[str, str]] = (),
+) -> Path:
+    """Where the `kind` figure of (suite, experiment) goes, its stem distinct among the pairs
+    `among` (the others the same report draws)."""
+    pair = (suite, experiment)
+    return out_dir / f"{figure_stems([pair, *among])[pair]}-{kind}.png"
 
 
 def write_figures(
@@ -69,11 +102,20 @@ def write_figures(
 
     Returns the paths written, in suite, experiment, KINDS order (then noise, sweep). Existing
     files of the same names are overwritten; an experiment without curve rows gets no figures.
+    File names are distinct per experiment among every suite and experiment of `results`
+    (`figure_stems`), whichever `suites` are drawn.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     # Figures in a results folder follow its rule (no link written through, figures/ included).
     root = containing(out_dir, results.dirs) or out_dir
     views = results.views
+    sweep = sweep_table(results)
+    frames = [views, sweep] if not sweep.empty else [views]
+    stems = figure_stems(
+        (str(s), str(e))
+        for frame in frames
+        for s, e in frame[["suite", "experiment"]].itertuples(index=False)
+    )
     if suites is not None:
         views = views[views["suite"].isin(list(suites))]
     written: list[Path] = []
@@ -81,28 +123,36 @@ def write_figures(
         curves = _mean_curves(runs, results.curves)
         if curves.empty:
             continue
-        title = f"{suite} / {experiment}"
+        title = f"{_shown(suite)} / {_shown(experiment)}"
+        stem = stems[(str(suite), str(experiment))]
         draws = [("schedule", _schedule), ("loss", _loss), ("accuracy", _accuracy)]
         if curves["noise_b_simple_count"].gt(0).any():
             draws.append(("noise", _noise))
         for kind, draw in draws:
-            written.append(_save(draw(curves, title), root, out_dir, suite, experiment, kind))
-    sweep = sweep_table(results)
+            written.append(_save(draw(curves, title), root, out_dir / f"{stem}-{kind}.png"))
     if suites is not None and not sweep.empty:
         sweep = sweep[sweep["suite"].isin(list(suites))]
     if not sweep.empty:
         fits = fits_table(sweep)
         for (suite, experiment), points in sweep.groupby(["suite", "experiment"], sort=True):
             fit = fits[(fits["suite"] == suite) & (fits["experiment"] == experiment)]
-            fig = _sweep(points, fit, f"{suite} / {experiment}")
-            written.append(_save(fig, root, out_dir, suite, experiment, "sweep"))
+            fig = _sweep(points, fit, f"{_shown(suite)} / {_shown(experiment)}")
+            stem = stems[(str(suite), str(experiment))]
+            written.append(_save(fig, root, out_dir / f"{stem}-sweep.png"))
     return written
 
 
-def _save(
-    fig: Figure, root: Path, out_dir: Path, suite: object, experiment: object, kind: str
-) -> Path:
-    path = figure_path(out_dir, str(suite), str(experiment), kind)
+def _shown(name: object) -> str:
+    """A name (from rows anyone may have written) as figure text: printable (no newline or
+    control character); `_save` makes every text of a figure plain, never math."""
+    return printable(name)
+
+
+def _save(fig: Figure, root: Path, path: Path) -> Path:
+    # Every text as written: matplotlib would parse "$...$" in a name as math text, and a name
+    # such as "$\\frac{1}$" failed the report. No text here is meant as math.
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
     FigureCanvasAgg(fig)
     with atomic_path(path, inside=root) as tmp:  # a planted link is refused, never followed
         fig.savefig(tmp, dpi=DPI, format="png")
@@ -147,7 +197,7 @@ def _lines(curves: pd.DataFrame) -> dict[str, tuple[str, int]]:
     several_models = pairs["model"].nunique() > 1
     labels: dict[str, tuple[str, int]] = {}
     for i, (schedule, model) in enumerate(pairs.itertuples(index=False, name=None)):
-        label = f"{schedule} · {model}" if several_models else str(schedule)
+        label = f"{_shown(schedule)} · {_shown(model)}" if several_models else _shown(schedule)
         labels[f"{schedule}\x00{model}"] = (label, i)
     return labels
 
@@ -254,7 +304,7 @@ def _schedule(curves: pd.DataFrame, title: str) -> Figure:
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
             if r == 0:
-                ax.set_title(opt)
+                ax.set_title(_shown(opt))
     axes[0][0].legend(fontsize=8, title="schedule", title_fontsize=8)
     return fig
 
@@ -274,7 +324,7 @@ def _vs_epochs_and_updates(
                 _plain_log(ax)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
-            ax.set_title(f"{opt}: vs {xlabel}")
+            ax.set_title(f"{_shown(opt)}: vs {xlabel}")
             if x == "updates":
                 ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
             else:
@@ -353,7 +403,7 @@ def _noise(curves: pd.DataFrame, title: str) -> Figure:
         ax.set_yscale("log")
         _plain_log(ax)
         ax.set_ylabel("B_simple = tr(Σ)/|G|² (solid)\nbatch size B (dotted), examples")
-        ax.set_title(opt)
+        ax.set_title(_shown(opt))
         ax = axes[1][c]
         _plot(ax, sub, labels, "epoch", "noise_scale", step=True, band=False)
         ax.set_yscale("log")
@@ -371,10 +421,12 @@ def _sweep(points: pd.DataFrame, fits: pd.DataFrame, title: str) -> Figure:
     metric, target = points["metric"].iloc[0], points["target"].iloc[0]
     fig = Figure(figsize=(11.0, 4.4), layout="constrained")
     axes = fig.subplots(1, 2)
-    fig.suptitle(f"{title}\nto {metric} = {target:g}: steps and epochs vs batch size", fontsize=12)
+    fig.suptitle(
+        f"{title}\nto {_shown(metric)} = {target:g}: steps and epochs vs batch size", fontsize=12
+    )
     groups = list(points.groupby(["optimizer", "model", "seed"], sort=True))
     for i, ((opt, model, seed), group) in enumerate(groups):
-        label = f"{opt} · {model} · seed {seed}" if len(groups) > 1 else f"{opt} · {model}"
+        label = f"{_shown(opt)} · {_shown(model)}" + (f" · seed {seed}" if len(groups) > 1 else "")
         fit = fits[(fits["optimizer"] == opt) & (fits["model"] == model) & (fits["seed"] == seed)]
         color = f"C{i % 10}"
         reached = group[group["reached"]]

@@ -25,7 +25,7 @@ from tabulate import tabulate
 
 from harness.analysis.paper import CountCheck
 from harness.analysis.tables import provenance
-from harness.errors import UserError
+from harness.errors import UserError, printable
 
 FORMATS = ("markdown", "github", "latex", "html", "csv")
 _TABULATE_FORMATS = {"markdown": "pipe", "github": "github", "latex": "latex", "html": "html"}
@@ -35,20 +35,19 @@ def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
     """`df` as text: markdown (pipe), github, latex, html (tabulate) or csv (pandas).
 
     Values are shown as given (strings are not re-parsed as numbers); the index is dropped.
+    Every string cell is escaped for the format (`table_cell`): names come from rows that
+    anyone sharing a results folder may have written.
     """
     check_format(fmt)
     if fmt == "csv":
-        return df.to_csv(index=False)
+        return df.map(lambda v: csv_cell(v) if isinstance(v, str) else v).to_csv(index=False)
     # NaN would print as "nan"; None prints as the empty missing value.
     cells = df.astype(object).where(df.notna(), None)
-    rows = list(cells.itertuples(index=False, name=None))
-    headers = [str(c) for c in df.columns]
+    rows = [tuple(table_cell(v, fmt) for v in r) for r in cells.itertuples(index=False, name=None)]
+    headers = [str(table_cell(str(c), fmt)) for c in df.columns]
     tablefmt = _TABULATE_FORMATS[fmt]
     if fmt == "latex":
-        # Escaped here rather than by tabulate so that ±, Δ and × can become math.
-        rows = [tuple(latex_escape(str(v)) if v is not None else v for v in r) for r in rows]
-        headers = [latex_escape(h) for h in headers]
-        tablefmt = "latex_raw"
+        tablefmt = "latex_raw"  # escaped by table_cell, so that ±, Δ and × can become math
     return tabulate(
         rows,
         headers=headers,
@@ -95,8 +94,8 @@ class Doc:
         if self.fmt == "latex":
             return latex_escape(s)
         if self.fmt == "html":
-            return html.escape(s)
-        return s
+            return html.escape(printable(s))
+        return markdown_text(s)
 
     def heading(self, level: int, title: str) -> None:
         t = self.text(title)
@@ -106,7 +105,7 @@ class Doc:
         elif self.fmt == "html":
             self.parts.append(f"<h{level}>{t}</h{level}>")
         else:
-            self.parts.append(f"{'#' * level} {title}")
+            self.parts.append(f"{'#' * level} {t}")
 
     def para(self, s: str) -> None:
         t = self.text(s)
@@ -163,8 +162,57 @@ class Doc:
         return "\n\n".join(self.parts) + "\n"
 
 
+# The escaping of text the report did not write (names, hosts, errors from rows) per format;
+# each starts from `printable`, so no format passes a control character through.
+
+
+def table_cell(value: object, fmt: str) -> object:
+    """A table cell as a tabulate `fmt` shows it: strings escaped (None, missing, kept); csv
+    cells are `csv_cell`'s."""
+    if value is None:
+        return None
+    if fmt == "latex":
+        return latex_escape(str(value))
+    if not isinstance(value, str):
+        return value
+    if fmt in ("markdown", "github"):
+        return markdown_text(value, cell=True)
+    return printable(value)  # html: tabulate escapes & < > itself
+
+
+def markdown_text(s: str, cell: bool = False) -> str:
+    """`s` as markdown text: no raw HTML (``<script>``, ``<img onerror>``), no math (``$``,
+    which GitHub renders) and, in a table `cell`, no column break (``|``, escaped with its
+    backslash escapes)."""
+    s = printable(s)
+    if cell:
+        s = s.replace("\\", "\\\\").replace("|", "\\|")
+    return s.replace("$", "\\$").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula
+
+
+def csv_cell(s: str) -> str:
+    """`s` as a CSV cell a spreadsheet shows as text: one starting like a formula (``=``,
+    ``+``, ``-``, ``@``, tab, CR) gets a leading ``'``, as OWASP's CSV-injection advice says;
+    a plain number ("-0.25") is left as it is."""
+    if s.startswith(_FORMULA_START) and not _is_number(s):
+        s = "'" + s
+    return printable(s)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
 def latex_escape(s: str) -> str:
     """`s` as LaTeX text; ±, Δ and × become math so that tables keep their symbols."""
+    s = printable(s)
     out = []
     table = {
         "\\": r"\textbackslash{}",

@@ -8,10 +8,12 @@ different machines and commits can be put side by side later.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from harness.app.estimate import BENCH_MODELS
 from harness.app.runner import resolve_device
 from harness.core.execution import micro_batch_problem
 from harness.core.factory import FactoryRef, factory_problem
+from harness.core.rules import MAX_BATCH_SIZE
 from harness.data.cifar10 import load_cifar10, resolve_data_root, synthetic_cifar10
 from harness.data.device import DeviceData
 from harness.errors import UserError
@@ -60,7 +63,33 @@ def parse_batch_sizes(text: str) -> list[int]:
         raise UserError(f"--batch-sizes {text!r}: give integers separated by commas") from None
     if not sizes or any(b < 1 for b in sizes):
         raise UserError(f"--batch-sizes {text!r}: give positive integers, e.g. 128,512,5120")
+    big = [b for b in sizes if b > MAX_BATCH_SIZE]
+    if big:  # the bound a suite's batch sizes have
+        raise UserError(
+            f"--batch-sizes {text!r}: {big[0]} is over the largest batch size "
+            f"{MAX_BATCH_SIZE:,}; give smaller sizes"
+        )
     return sizes
+
+
+@contextlib.contextmanager
+def _fits_in_memory(batch: int, device: torch.device) -> Iterator[None]:
+    """A batch whose images or activations the device cannot hold ends the bench with one line
+    naming it (the CPU's allocator raises a RuntimeError, CUDA an OutOfMemoryError)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        text = str(exc)
+        if not isinstance(exc, torch.OutOfMemoryError) and not any(
+            words in text for words in ("can't allocate memory", "out of memory")
+        ):
+            raise
+        said = re.sub(r"^\[enforce fail[^\]]*\]\s*(err == 0\.\s*)?", "", text.strip())
+        raise UserError(
+            f"--batch-sizes: a batch of {batch} images does not fit in the memory of {device} "
+            f"({said.splitlines()[0][:200]}); give smaller sizes, or --max-micro-batch for the "
+            "step's activations"
+        ) from None
 
 
 def run_bench(
@@ -137,13 +166,14 @@ def run_bench(
             factory=factory,
         )
         measured = []
-        for mode in modes:
-            compiled, compile_mode = STEP_MODES[mode]
-            variant = replace(setup, compile=compiled, compile_mode=compile_mode)
-            measured.append((mode, bench_harness(variant, device_data)))
-        reference = bench_reference(
-            replace(setup), images, labels, device_data.mean, device_data.std, torch_device
-        )
+        with _fits_in_memory(batch, torch_device):
+            for mode in modes:
+                compiled, compile_mode = STEP_MODES[mode]
+                variant = replace(setup, compile=compiled, compile_mode=compile_mode)
+                measured.append((mode, bench_harness(variant, device_data)))
+            reference = bench_reference(
+                replace(setup), images, labels, device_data.mean, device_data.std, torch_device
+            )
         measured.append(("compile" if compile_model else "eager", reference))
         eager = next((m for mode, m in measured if mode == "eager" and m.impl == "harness"), None)
         for mode, m in measured:

@@ -30,7 +30,7 @@ from harness.analysis.check import (
 from harness.analysis.render import check_format
 from harness.app.runner import run_suite
 from harness.config.suite import Cell, load_suite, select_some
-from harness.errors import UserError
+from harness.errors import UserError, printable
 from harness.results.paths import default_folder
 from harness.results.store import read_curves, read_runs
 
@@ -107,11 +107,12 @@ def check_suite(
         if rule.seeds is None:
             raise UserError(f"{suite}: --seeds needs a check.seeds block (k and std per schedule)")
         tiers.append(compare_seed_means(base_runs, current, rule.seeds.k, rule.seeds.std))
+    # Labels and values come from the baseline's rows, which someone else may have written.
     for line in environment_warnings(base_runs, current):
-        print(line)
+        print(printable(line))
     outcome = merge(tiers)
-    print(outcome.table(fmt), end="")
-    print(f"this run's rows: {folder} (`harness report {folder}`)")
+    print(printable(outcome.table(fmt), lines=True), end="")
+    print(printable(f"this run's rows: {folder} (`harness report {folder}`)"))
     return outcome.ok
 
 

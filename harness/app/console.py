@@ -26,6 +26,7 @@ from rich.progress import (
 from harness.config.suite import Cell
 from harness.core.epoch import EpochRecord
 from harness.core.schedule import Plan
+from harness.errors import printable
 from harness.train.spec import TrainJob
 
 
@@ -66,7 +67,8 @@ class RunConsole:
         self.cell_done = 0
 
     def line(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+        # printable: a line may carry a name or an error read from someone else's rows.
+        self.console.print(printable(text), highlight=False, markup=False, soft_wrap=True)
         self.console.file.flush()
 
     def plan_suite(self, cells: Sequence[Cell]) -> None:
@@ -84,7 +86,9 @@ class RunConsole:
             self.line(f"{verb} {cell.cell_id} {cell.label} ({cell.plan.updates} updates)")
             return
         self.progress = Progress(
-            TextColumn("{task.description}"),
+            # The label as the task's description, not in the format string: a name holding
+            # "{x}" or "[red]" is shown as written (no str.format, no markup).
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             TaskProgressColumn(),
             TimeElapsedColumn(),
@@ -97,7 +101,7 @@ class RunConsole:
         self.progress.start()
         total = images_through(cell.plan, cell.plan.epochs)
         self.task = self.progress.add_task(
-            f"{verb} {cell.cell_id} {cell.label}", total=total, status="epoch 1"
+            printable(f"{verb} {cell.cell_id} {cell.label}"), total=total, status="epoch 1"
         )
         if self.suite_total > total:
             self.suite_task = self.progress.add_task(

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import heapq
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.config.suite import DATASET_SIZES, Cell
-from harness.errors import UserError
+from harness.errors import UserError, printable
 from harness.results.paths import default_folder
 
 # The models `harness bench` times, by name: (registry name, parameters).
@@ -34,6 +35,12 @@ BENCH_MODELS: dict[str, tuple[str, dict[str, int]]] = {
     "wrn16_4": ("wrn", {"depth": 16, "width": 4}),
     "small_cnn": ("small_cnn", {"width": 16}),
 }
+
+
+class BenchRowWarning(UserWarning):
+    """Bench rows left out of an estimate (shown by the CLI as one line)."""
+
+
 FORWARD_SHARE = 1 / 3  # an evaluation image's cost, as a share of a training image's
 ASSUMED_TEST_IMAGES = 10_000  # where the suite does not say and the dataset's count is unknown
 
@@ -117,12 +124,37 @@ def load_rows(folder: Path) -> Any:
             f"--bench {folder}: no bench rows there; run `harness bench --device cuda` on the "
             "device first, or point --bench at a folder of its rows"
         )
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frame = pd.concat([pd.read_parquet(f).assign(file=f.name) for f in files], ignore_index=True)
     if "mode" not in frame:  # rows from before --modes: the compile flag said it
         frame["mode"] = None
     compiled = frame["compile"].fillna(False).astype(bool)
     frame["mode"] = frame["mode"].fillna(compiled.map({True: "compile", False: "eager"}))
-    return frame[frame["impl"] == "harness"]
+    return _measured(frame[frame["impl"] == "harness"], folder)
+
+
+def _measured(rows: Any, folder: Path) -> Any:
+    """The rows that are measurements: a step time that is a positive, finite number of seconds
+    at a positive whole batch size. Others (NaN, -1, inf: a failed or forged bench) are left out
+    with a warning naming their files, never turned into "nan s" or "-28 s"."""
+    import numpy as np
+    import pandas as pd
+
+    step = pd.to_numeric(rows["step_time_s"], errors="coerce").to_numpy(dtype=float)
+    batch = pd.to_numeric(rows["batch_size"], errors="coerce").to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(step) & (step > 0) & np.isfinite(batch) & (batch >= 1)
+        good &= batch == np.round(batch)
+    if not good.all():
+        files = sorted(set(rows["file"][~good].astype(str)))
+        warnings.warn(
+            BenchRowWarning(
+                f"--bench {folder}: {int((~good).sum())} row(s) left out, their step time not a "
+                f"positive number of seconds (or batch size not a positive whole number): "
+                f"{', '.join(files[:3])}{' ...' if len(files) > 3 else ''}"
+            ),
+            stacklevel=3,
+        )
+    return rows[good]
 
 
 def pick_device(rows: Any, device_name: str | None, folder: Path) -> str:
@@ -205,14 +237,17 @@ def estimate(
         precision = cell.training.precision
         fitted = None if name is None else step_model(rows, device, name, precision, mode)
         if fitted is None:
-            what = name or cell.model_name
-            out.append(
-                (
-                    cell,
-                    f"no bench rows of {what} {precision} {mode} on {device}: run `harness "
-                    f"bench --model {name or '?'} --precision {precision} --modes {mode}` there",
+            if name is None:
+                why = (
+                    f"`harness bench` does not time model {cell.model_name} (it times "
+                    f"{', '.join(BENCH_MODELS)}, and a factory: model without kwargs)"
                 )
-            )
+            else:
+                why = (
+                    f"no bench rows of {name} {precision} {mode} on {device}: run `harness "
+                    f"bench --model {name} --precision {precision} --modes {mode}` there"
+                )
+            out.append((cell, why))
             continue
         est = estimate_cell(cell, fitted)
         out.append(est)
@@ -233,6 +268,10 @@ def print_estimate(
     none once, with the cells it holds for; "no estimate" where no cell has one."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    def plain(text: str) -> Text:  # never markup; the device name is the bench rows' text
+        return Text(printable(text))
 
     bench = bench_folder(bench)
     device, estimates, totals = estimate(cells, bench, device_name, workers)
@@ -243,13 +282,14 @@ def print_estimate(
         if not isinstance(item, CellEstimate):
             missing.setdefault(item[1], []).append(item[0].cell_id)
     if known:
-        table = Table(title=f"estimate on {device} (bench rows in {bench})", title_justify="left")
+        title = plain(f"estimate on {device} (bench rows in {bench})")
+        table = Table(title=title, title_justify="left")
         for name in ("cell", "label", "mode", "images", "steps", "device-s", "min"):
             table.add_column(name, justify="left" if name in ("cell", "label", "mode") else "right")
         for item in known:
             c = item.cell
             table.add_row(
-                c.cell_id, c.label, step_mode(c), f"{item.images:.3g}", str(item.steps),
+                c.cell_id, plain(c.label), step_mode(c), f"{item.images:.3g}", str(item.steps),
                 f"{item.seconds:.0f}", f"{item.seconds / 60:.1f}",
             )  # fmt: skip
         serial, best = totals["serial_s"], totals["best_s"]
@@ -275,13 +315,15 @@ def print_estimate(
         console.print(table)
     else:
         console.print(
-            f"no estimate on {device} (bench rows in {bench}) for any of the {len(estimates)} "
-            "cells",
+            plain(
+                f"no estimate on {device} (bench rows in {bench}) for any of the "
+                f"{len(estimates)} cells"
+            ),
             highlight=False,
         )
     for why, ids in missing.items():
         which = ids[0] if len(ids) == 1 else f"{len(ids)} cells ({_few(ids)})"
-        console.print(f"no estimate for {which}: {why}", highlight=False)
+        console.print(plain(f"no estimate for {which}: {why}"), highlight=False)
 
 
 def _few(ids: list[str], shown: int = 3) -> str:

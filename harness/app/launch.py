@@ -8,7 +8,6 @@ or `app.fanout` / `app.cluster`, and the exit status of the whole (0 done, 1 a c
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -17,9 +16,9 @@ from harness.app import cluster, fanout
 from harness.app.recipes import stale_recipes_line
 from harness.app.runner import check_stop_after, order_cells, run_suite
 from harness.config.suite import Suite, load_suite
-from harness.errors import EXIT_PAUSED, UserError
+from harness.errors import EXIT_PAUSED, UserError, printable
 from harness.results.paths import default_folder
-from harness.train.replica import launched_by_torchrun, shutdown
+from harness.train.replica import launch_env, launched_by_torchrun, shutdown
 
 
 def run_command(
@@ -48,10 +47,10 @@ def run_command(
     order_cells((), order)  # a bad --order, before anything starts
     loaded = load_suite(suite, overrides=overrides or ())
     folder = results or default_folder(loaded.name)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launch_env().rank == 0:
         line = stale_recipes_line(loaded, folder)
         if line:
-            print(line, file=sys.stderr)
+            print(printable(line), file=sys.stderr)  # names from the folder's rows
     fanning = executor is not None or devices is not None or workers is not None
     if per_device is not None and not fanning:
         raise UserError("--per-device K: give --devices (or --workers) to put K workers on each")
@@ -104,7 +103,7 @@ def run_command(
         )
     finally:
         shutdown()
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the job
+    if launch_env().rank == 0:  # under torchrun, rank 0 speaks for the job
         print(f"{loaded.name}: {summary.line()}", file=sys.stderr)
         if summary.signal is None and not summary.paused and (summary.ran or summary.skipped):
             print(f"next: {shlex.join(['harness', 'report', str(folder)])}", file=sys.stderr)

@@ -7,8 +7,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from harness.config.suite import Cell, Suite
+from harness.errors import printable
+from harness.fsio import shown
 
 
 def cell_json(cell: Cell) -> dict[str, Any]:
@@ -88,7 +91,9 @@ def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = No
     """One table per distinct plan (the seeds of one recipe share it, named in its title),
     and the legend once."""
     console = console or Console()
-    console.print(f"[bold]{suite.name}[/bold]: {len(cells)} cells ({suite.path})")
+    # Text, never markup: a name or path holding "[/]" or "[red]" is shown as written.
+    where = f": {len(cells)} cells ({shown(suite.path)})"
+    console.print(Text.assemble((suite.name, "bold"), where))
     groups: dict[tuple[Any, ...], list[Cell]] = {}
     for cell in cells:
         rows = tuple(
@@ -110,14 +115,14 @@ def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = No
         groups.setdefault((_stem(cell), rows, counted), []).append(cell)
     for (stem, rows, counted), members in groups.items():
         # The title as a line of its own: a table's title wraps at the table's width.
-        console.print(_title(stem, members), highlight=False, markup=False)
+        console.print(printable(_title(stem, members)), highlight=False, markup=False)
         table = Table(show_edge=False)
         names = ("epochs", "lr", "batch", "momentum", "noise scale g", "updates", "epochs lost")
         for name in names:
             table.add_column(name, justify="right")
         for row in rows:
             table.add_row(*row)
-        table.caption = counted
+        table.caption = Text(printable(counted))
         table.caption_justify = "left"
         console.print(table)
     console.print(LEGEND, highlight=False)

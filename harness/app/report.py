@@ -15,7 +15,7 @@ from pathlib import Path
 from harness.analysis.render import check_format
 from harness.analysis.report import build_report
 from harness.config.suite import load_suite
-from harness.errors import UserError
+from harness.errors import UserError, printable
 from harness.fsio import atomic_path, containing
 from harness.results.paths import default_folder, results_root
 from harness.results.store import report_folders, suite_folders
@@ -71,7 +71,7 @@ def report_command(
         preregistrations=preregistrations,
     )
     if out is None:
-        sys.stdout.write(text)
+        sys.stdout.write(printable(text, lines=True))  # each format escapes; a terminal, too
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, inside=containing(out, folders)) as tmp:  # no link in a results folder

@@ -59,7 +59,12 @@ from harness.results.provenance import environment, source_version
 from harness.train.checkpoint import Progress
 from harness.train.loop import train_cell
 from harness.train.preempt import StopSignals, StopVote
-from harness.train.replica import check_divisible, from_environment, launched_by_torchrun
+from harness.train.replica import (
+    check_divisible,
+    from_environment,
+    launch_env,
+    launched_by_torchrun,
+)
 
 FINISHED = ("ok", "diverged")  # statuses a re-run skips; a failed cell is tried again
 
@@ -432,7 +437,7 @@ def run_suite(
     replica = None
     torch_device = None
     if launched_by_torchrun():
-        _check_divisible(cells, suite, int(os.environ["WORLD_SIZE"]))
+        _check_divisible(cells, suite, launch_env().world)
         if device is not None and device not in ("cpu", "cuda"):
             raise UserError(f"--device {device}: under torchrun use cpu or cuda (one per rank)")
         replica = from_environment(device)

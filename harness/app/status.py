@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from harness.config.suite import Cell, load_suite, select_some
+from harness.errors import printable
 from harness.results import lock, store
 from harness.results.paths import default_folder
 
@@ -114,6 +115,8 @@ def print_status(
             file=sys.stderr,
         )
     states = suite_status(cells, folder)
-    rows = [(s.cell_id, s.label, s.state, s.detail) for s in states]
+    # A detail is read from the folder (a row's error, a claim's holder, a task's log path),
+    # which anyone sharing it may have written: printable, never raw, on a terminal.
+    rows = [(s.cell_id, s.label, s.state, printable(s.detail)) for s in states]
     print(tabulate(rows, headers=["cell", "label", "state", "detail"], tablefmt="simple"))
     print(f"{loaded.name}: {summary_line(states)}")

@@ -20,7 +20,7 @@ from typer.core import TyperCommand
 
 from harness import allocator
 from harness.cli import result_commands, suite_commands, tool_commands
-from harness.errors import exit_on_user_error
+from harness.errors import exit_on_user_error, printable
 from harness.version import __version__
 
 app = typer.Typer(
@@ -94,7 +94,7 @@ def _show_warning(
 ) -> None:
     """Our own warnings (a damaged file skipped, say) as one line; others as Python shows them."""
     if category.__module__.startswith("harness"):
-        print(f"warning: {message}", file=sys.stderr)
+        print(f"warning: {printable(message)}", file=sys.stderr)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 

@@ -12,10 +12,14 @@ or `seeds: [100000000000000000000]` must be refused, not planned for hours or cr
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import types
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -40,6 +44,7 @@ from harness.core.schedule import (
     Shape,
 )
 from harness.core.shapes import wrn_blocks
+from harness.errors import printable
 
 # (train examples, test examples, classes) of the datasets the harness knows by name.
 DATASET_SIZES = {
@@ -50,7 +55,22 @@ DATASET_SIZES = {
 IMAGE_FOLDERS = ("imagenet", "imagefolder")  # datasets read from a class-per-folder tree
 MAX_SEED = 2**63 - 1  # seeds feed 64-bit generators
 SUITE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # the name is a results folder
-EXPERIMENT_NAME_MAX = 100
+NAME_MAX = 100  # characters of an experiment, optimizer, schedule or model name
+
+
+def _name(v: str) -> str:
+    """The one check of every name a suite gives (experiments, and the keys of optimizers,
+    schedules and models): names reach terminals, reports and figures as they are, so they are
+    printable text (no ESC, BEL, NUL, newline, U+202E or other control or format character)."""
+    use = f"use 1-{NAME_MAX} printable characters (names are shown on terminals and in reports)"
+    if not 1 <= len(v) <= NAME_MAX:
+        raise ValueError(f"a name of {len(v)} characters; {use}")
+    if not v.isprintable():
+        raise ValueError(f"'{printable(v)}' holds control or format characters; {use}")
+    return v
+
+
+Name = Annotated[str, AfterValidator(_name)]
 
 Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
 BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH_SIZE)]
@@ -75,6 +95,56 @@ class FieldError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, data: Any) -> Any:
+        # pydantic's lax mode reads true as 1 and false as 0 in an int or float field, so
+        # `batch_size: true` (or --set schedule.batch_size=true) trained with B = 1.
+        if isinstance(data, dict):
+            for name, value in data.items():
+                info = cls.model_fields.get(name) if isinstance(name, str) else None
+                where = None if info is None else _bool_for_a_number(info.annotation, value)
+                if where is not None:
+                    raise FieldError(
+                        (name, *where), "true/false where a number belongs; write the number"
+                    )
+        return data
+
+
+def _bool_for_a_number(annotation: Any, value: Any) -> tuple[Any, ...] | None:
+    """The path in `value` to a bool that stands where `annotation` takes an int or a float,
+    or None. Nested models check their own fields; a dataclass's (Execution) are checked here."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _bool_for_a_number(args[0], value)
+    if origin in (typing.Union, types.UnionType):
+        if isinstance(value, bool) and any(_unwrapped(a) is bool for a in args):
+            return None
+        hits = (_bool_for_a_number(a, value) for a in args if a is not type(None))
+        return next((h for h in hits if h is not None), None)
+    if annotation in (int, float):
+        return () if isinstance(value, bool) else None
+    items: list[tuple[Any, Any, Any]] = []  # (key, annotation, value)
+    if origin in (tuple, list) and isinstance(value, list | tuple):
+        each = args[:1] * len(value) if origin is list or args[-1:] == (Ellipsis,) else args
+        items = [(i, a, v) for i, (a, v) in enumerate(zip(each, value, strict=False))]
+    elif origin is dict and isinstance(value, dict):
+        items = [(k, args[1], v) for k, v in value.items()]
+    elif dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+        hints = typing.get_type_hints(annotation)
+        items = [(k, hints[k], v) for k, v in value.items() if k in hints]
+    for key, inner, item in items:
+        hit = _bool_for_a_number(inner, item)
+        if hit is not None:
+            return (key, *hit)
+    return None
+
+
+def _unwrapped(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
 
 
 class DatasetSpec(Strict):
@@ -418,7 +488,7 @@ class SweepSpec(Strict):
 class ExperimentSpec(Strict):
     """A grid: cells = optimizers × schedules × models × seeds."""
 
-    name: str
+    name: Name  # names the report's figure files (harness.analysis.figures) and headings
     optimizers: tuple[str, ...]
     schedules: tuple[str, ...]
     models: tuple[str, ...] | None = None  # None: every model of the suite
@@ -426,17 +496,6 @@ class ExperimentSpec(Strict):
     training: dict[str, Any] = Field(default_factory=dict)  # overrides of `training:`
     paper: dict[str, PaperFigure] = Field(default_factory=dict)  # "optimizer/schedule" keys
     sweep: SweepSpec | None = None  # a batch-size sweep: constant schedules, one target
-
-    @field_validator("name")
-    @classmethod
-    def _bounded_name(cls, v: str) -> str:
-        # It names figure files (harness.analysis.figures) and report headings.
-        if not 1 <= len(v) <= EXPERIMENT_NAME_MAX or not v.isprintable():
-            raise ValueError(
-                f"experiment name of {len(v)} characters; use 1-{EXPERIMENT_NAME_MAX} "
-                "printable characters (it names the report's figure files)"
-            )
-        return v
 
     @model_validator(mode="after")
     def _paper_keys(self) -> ExperimentSpec:
@@ -563,10 +622,10 @@ class SuiteSpec(Strict):
     name: str
     description: str = ""
     dataset: DatasetSpec
-    models: dict[str, ModelSpec]
-    optimizers: dict[str, OptimizerSpec]
+    models: dict[Name, ModelSpec]
+    optimizers: dict[Name, OptimizerSpec]
     schedule: ScheduleSpec = ScheduleSpec()
-    schedules: dict[str, ScheduleSpec]
+    schedules: dict[Name, ScheduleSpec]
     training: TrainingSpec = TrainingSpec()
     execution: Execution = Execution()  # a core dataclass: pydantic validates its fields
     cluster: ClusterSpec = ClusterSpec()

@@ -42,19 +42,59 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from harness.data.source import Shard
+from harness.errors import UserError
 
 __all__ = [
+    "LaunchEnv",
     "Replica",
     "check_divisible",
     "from_environment",
+    "launch_env",
     "launched_by_torchrun",
     "shutdown",
 ]
 
 
+@dataclass(frozen=True)
+class LaunchEnv:
+    """This process's place as torchrun's variables give it (0 of 1 where they are unset)."""
+
+    rank: int  # RANK
+    world: int  # WORLD_SIZE
+    local: int  # LOCAL_RANK
+
+
+def launch_env() -> LaunchEnv:
+    """RANK, WORLD_SIZE and LOCAL_RANK, the one reading of them: each one set must be a whole
+    number (WORLD_SIZE at least 1, RANK below it), else a `UserError` naming it."""
+
+    def read(name: str, default: int, low: int) -> int:
+        text = os.environ.get(name)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise UserError(
+                f"{name}={text!r}: torchrun sets RANK, WORLD_SIZE and LOCAL_RANK to whole "
+                f"numbers ({name} at least {low}); unset them, or start the run with torchrun"
+            )
+        return value
+
+    env = LaunchEnv(read("RANK", 0, 0), read("WORLD_SIZE", 1, 1), read("LOCAL_RANK", 0, 0))
+    if "WORLD_SIZE" in os.environ and env.rank >= env.world:
+        raise UserError(
+            f"RANK={env.rank} with WORLD_SIZE={env.world}: a rank is 0..WORLD_SIZE-1; unset "
+            "them, or start the run with torchrun"
+        )
+    return env
+
+
 def launched_by_torchrun() -> bool:
     """True in a process that torchrun (or any launcher setting its variables) started."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+    return launch_env().world > 1 and "RANK" in os.environ
 
 
 @dataclass
@@ -172,9 +212,8 @@ def from_environment(device: str | None) -> Replica:
     ``device``: "cpu", "cuda" or None (CUDA when available): each process takes the GPU of
     its LOCAL_RANK.
     """
-    rank = int(os.environ["RANK"])
-    world = int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    env = launch_env()
+    rank, world, local = env.rank, env.world, env.local
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda:
         torch_device = torch.device("cuda", local)
