@@ -30,8 +30,15 @@ class RunConsole:
         self.epochs = 0
 
     def line(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
-        self.console.file.flush()
+        try:
+            self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+            self.console.file.flush()
+        except BrokenPipeError:
+            # Whoever read this output is gone (a killed `--workers` parent): pause, as on
+            # preemption, rather than die here with the epoch's work lost.
+            from harness.train.preempt import orphaned  # torch: imported where needed
+
+            orphaned()
 
     def start(self, cell: Cell, resumed: bool) -> None:
         verb = "resume" if resumed else "train"
