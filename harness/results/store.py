@@ -13,8 +13,11 @@ folder and renamed into place, so a reader never sees half a file. A file damage
 full disk, a bad copy) is skipped with a `DamagedFileWarning` naming it, never a traceback:
 one bad cell must not hide every other cell's results. `quarantine` moves such a file aside.
 So is a row file that is a symbolic link (never read: another user of a shared folder may
-have pointed it anywhere) or whose name is not valid text. Every write is confined to the
-results folder (`harness.fsio.atomic_path(..., inside=results)`): no link is written through.
+have pointed it anywhere), whose name is not valid text, or that is no row file of the cell
+it is named for (`read_rows`, the one rule run, status, report and check read rows by: a
+foreign or copied file is no cell's result). Every file is read through
+`harness.fsio.read_bytes` and every write is confined to the results folder
+(`harness.fsio.atomic_path(..., inside=results)`): no link is read or written through.
 
 The columns are the fields of `RunRecord` / `CurveRecord` (harness.results.record), plus
 ``schema_version`` in every row; ``read_runs`` / ``read_curves`` migrate older rows.
