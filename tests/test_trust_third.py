@@ -168,6 +168,17 @@ def test_a_fifo_as_a_checkpoint_fails_its_cell_instead_of_hanging_the_run(copy):
     assert "unreadable checkpoint (not a regular file" in run.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_among_bench_rows_is_one_line_not_a_hang(tmp_path, cli):
+    bench = tmp_path / "bench"
+    shutil.copytree(REPO / "results" / "bench", bench)
+    os.mkfifo(bench / "zz.parquet")
+    plan = cli("plan", "suites/smoke.yaml", "--estimate", "--bench", str(bench), timeout=300)
+    assert plan.returncode == 2, plan.stderr
+    (line,) = plan.stderr.strip().splitlines()
+    assert "zz.parquet is no readable bench file (not a regular file" in line, line
+
+
 # --- 39.4: a cell without curves is no pass ---------------------------------------------------
 
 
