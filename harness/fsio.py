@@ -18,12 +18,14 @@ device where a file should be is refused with one line naming it (`LinkRefused`)
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from harness.errors import UserError, printable
 
@@ -208,29 +210,71 @@ def open_lock(path: Path, *, inside: Path) -> int:
         os.close(folder)
 
 
-def read_small(path: Path, *, inside: Path, limit: int = 4096) -> str | None:
-    """The first `limit` bytes of a regular file in the results folder as text; None if it is
-    missing, a link, not a regular file or unreadable (never blocks on a FIFO)."""
-    try:
+class Refused(OSError):
+    """A file of a results folder that `read_bytes` will not read: a link, not a regular file
+    (a FIFO would block the reader, a device such as /dev/zero never ends) or larger than the
+    reader's limit. An OSError, so that every reader's handling of an unreadable file covers it;
+    its message is the reason, one line."""
+
+
+@contextlib.contextmanager
+def open_regular(path: Path, *, inside: Path | None, limit: int) -> Iterator[BinaryIO]:
+    """The regular file `path` opened for reading: the one way the harness opens a file of a
+    results folder (rows, checkpoints, claims, job lists); `read_bytes` reads it whole.
+
+    Opened without following a link (with `inside`, the results folder, neither in any folder
+    between it and `path`), without blocking (a FIFO), and checked to be a regular file of at
+    most `limit` bytes before a byte is read; `Refused` naming why otherwise,
+    FileNotFoundError if it is missing."""
+    path = Path(path)
+    if inside is not None:
         parts = _parts(path, inside)
-        folder = _open_folder(inside, parts[:-1], create=False)
-    except (OSError, UserError):
-        return None
+        try:
+            folder = _open_folder(inside, parts[:-1], create=False)
+        except LinkRefused as exc:
+            raise Refused(f"{shown(exc.path)} is a symbolic link or no folder") from None
+        name = parts[-1]
+    else:
+        folder = os.open(path.parent, _DIR_FLAGS)
+        name = path.name
+    flags = os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        flags = os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(parts[-1], flags, dir_fd=folder)
-    except OSError:
-        return None
+        try:
+            fd = os.open(name, flags, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a link
+                raise Refused(
+                    "a symbolic link, never read: the folder's files must be its own"
+                ) from None
+            raise
     finally:
         os.close(folder)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise Refused("not a regular file (a FIFO, folder or device)")
+        if info.st_size > limit:
+            raise Refused(f"{info.st_size} bytes, over the {limit} such a file may hold")
+        yield handle
+
+
+def read_bytes(path: Path, *, inside: Path | None, limit: int) -> bytes:
+    """The whole regular file `path`, at most `limit` bytes (`open_regular`); one that grows
+    past `limit` while it is read is `Refused` too."""
+    with open_regular(path, inside=inside, limit=limit) as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise Refused(f"grew past the {limit} bytes such a file may hold while it was read")
+    return data
+
+
+def read_small(path: Path, *, inside: Path, limit: int = 4096) -> str | None:
+    """A small regular file of the results folder as text (`read_bytes`); None if it is
+    missing, a link, not a regular file, larger than `limit` or unreadable."""
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, limit).decode("utf-8", "replace")
-    except OSError:
+        return read_bytes(path, inside=inside, limit=limit).decode("utf-8", "replace")
+    except (OSError, UserError, ValueError):
         return None
-    finally:
-        os.close(fd)
 
 
 def remove(path: Path, *, inside: Path) -> None:

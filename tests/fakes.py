@@ -28,15 +28,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from harness.app.console import RunConsole
 from harness.core.epoch import EpochRecord
 from harness.core.naming import cell_label
 from harness.core.schedule import BaseSchedule, Plan, realize
-from harness.results.record import CURVE_SCHEMA, RUN_SCHEMA, CurveRecord, RunRecord
-from harness.results.store import curves_dir, runs_dir, write_cell
+from harness.results.record import CurveRecord, RunRecord
+from harness.results.store import write_cell
 
 TRAIN_SIZE = 50_000
 START = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -251,14 +249,10 @@ def write_fake_results(
     rng_seed: int = 0,
     statuses: Mapping[str, str] | None = None,
     start: datetime = START,
-    one_file: bool = False,
 ) -> list[dict[str, Any]]:
     """Write one fake cell per distinct (optimizer, schedule, seed) under `root`.
 
     `statuses` maps a label "experiment/optimizer/schedule/seedN" to a non-ok status.
-    `one_file` writes every run row into one runs file and every curve row into one curves
-    file (the store reads any number of rows per file): for benchmarks, where thousands of
-    tiny files would measure the file system rather than the report.
     Returns the run rows written (`RunRecord` fields as dicts, `aliases` filled), in writing
     order.
     """
@@ -310,23 +304,11 @@ def write_fake_results(
                         start + timedelta(minutes=7 * len(rows)),
                     )
                     curves_of[cell_id] = curves
-    if one_file:
-        _write_bulk(root, list(rows.values()), [c for cs in curves_of.values() for c in cs])
-    else:
-        for cell_id, row in rows.items():
-            write_cell(root, row, curves_of[cell_id])
+    # One file per cell, as the runner writes them: the store reads nothing else (a row file
+    # holds the rows of the cell it is named for).
+    for cell_id, row in rows.items():
+        write_cell(root, row, curves_of[cell_id])
     return [asdict(row) for row in rows.values()]
-
-
-def _write_bulk(root: Path, runs: Sequence[RunRecord], curves: Sequence[CurveRecord]) -> None:
-    records: tuple[tuple[Path, Sequence[RunRecord | CurveRecord], pa.Schema], ...] = (
-        (runs_dir(root), runs, RUN_SCHEMA),
-        (curves_dir(root), curves, CURVE_SCHEMA),
-    )
-    for folder, rows, schema in records:
-        folder.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist([r.as_row() for r in rows], schema=schema)
-        pq.write_table(table, folder / "fake.parquet")
 
 
 def _run_row(

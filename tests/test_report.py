@@ -23,11 +23,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cifar")
-    # One file per table keeps the many build_report calls here fast; the per-cell layout
-    # is exercised by the other fixtures.
-    write_fake_results(
-        root, CIFAR_LIKE, statuses={"sec5.1/sgd/hybrid/seed1": "diverged"}, one_file=True
-    )
+    write_fake_results(root, CIFAR_LIKE, statuses={"sec5.1/sgd/hybrid/seed1": "diverged"})
     return root
 
 

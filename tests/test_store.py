@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from harness.fsio import new_file_mode
@@ -103,12 +104,25 @@ def test_quarantine_moves_a_file_aside_and_keeps_its_bytes(folder: tuple[Path, l
     assert cell_status(root, cells[0]) is None
 
 
-def test_older_rows_are_migrated(tmp_path: Path) -> None:
+def test_older_rows_are_migrated(folder: tuple[Path, list[str]]) -> None:
+    """A row written before the optional columns that came later reads with them null."""
+    root, cells = folder
+    path = run_file(root, cells[0])
+    later = ["sweep_metric", "sweep_target", "equivalence_margin", "model_source"]
+    pq.write_table(pq.read_table(path).drop_columns(later), path)
+    frame = read_runs(root)
+    assert list(frame.columns) == list(RUN_COLUMNS)
+    runs = frame.set_index("cell_id")
+    assert runs.loc[cells[0], ["sweep_metric", "model_source"]].isna().all()
+    assert math.isnan(runs.loc[cells[0], "sweep_target"])
+
+
+def test_a_row_missing_a_required_column_is_skipped_not_migrated(tmp_path: Path) -> None:
+    """A foreign row (no suite, experiment, seed ...) is no row of this harness (issue 39.1)."""
     (tmp_path / "runs").mkdir()
     pd.DataFrame({"cell_id": ["abc"], "status": ["ok"], "final_test_acc": [0.9]}).to_parquet(
         tmp_path / "runs" / "abc.parquet"
     )
-    runs = read_runs(tmp_path)
-    assert list(runs.columns) == list(RUN_COLUMNS)
-    assert runs["final_test_acc"].iloc[0] == 0.9
-    assert math.isnan(runs["best_test_acc"].iloc[0])
+    with pytest.warns(DamagedFileWarning, match="no suite in a row"):
+        assert read_runs(tmp_path).empty
+    assert cell_status(tmp_path, "abc") is None

@@ -309,6 +309,12 @@ def labels_of(runs: pd.DataFrame) -> dict[str, str]:
     return {str(r["cell_id"]): _label(r) for r in runs.to_dict("records")}
 
 
+def epochs_of(runs: pd.DataFrame) -> dict[str, int]:
+    """cell_id -> epochs its run row says it trained (the newest row where several)."""
+    newest = latest_per_cell(runs)
+    return {str(c): int(e) for c, e in zip(newest["cell_id"], newest["epochs"], strict=True)}
+
+
 def _missing(v: object) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
@@ -399,12 +405,19 @@ def compare_applied(
     current_curves: pd.DataFrame,
     labels: Mapping[str, str],
     regenerate: str,
+    trained: tuple[Mapping[str, int], Mapping[str, int]] | None = None,
 ) -> CheckResult:
-    """Tier 0 for every cell in `labels` (cell_id -> label) present in both curve frames.
+    """Tier 0 for every cell in `labels` (cell_id -> label).
 
     Per cell, one row per comparison: ok, or moved naming the first epoch that differs
     ("epoch 3") with both values. A baseline without the tier-0 columns (written before they
     existed) is one failure line saying to regenerate it with `regenerate`, not a crash.
+
+    A side without the cell's curves is a "missing" row, never a pass (a deleted or skipped
+    curves file would otherwise switch tier 0 off for the cell), as are curves of other epochs
+    than the baseline's. `trained` (epochs trained per cell id, from the baseline's and this
+    run's rows): a side whose row says it trained no epoch (failed before its first) has no
+    curves to miss, and a cell without a baseline row is the runs tier's ("extra").
     """
     failures: list[str] = []
     if _lacks_audit(baseline_curves, labels):
@@ -416,9 +429,15 @@ def compare_applied(
         return CheckResult(
             False, pd.DataFrame(rows, columns=ROW_COLUMNS), len(labels), 0, tuple(failures)
         )
+    base_trained, cur_trained = trained if trained is not None else ({}, {})
     for cell_id, label in labels.items():
         cur = _epochs(current_curves, cell_id)
+        base: pd.DataFrame | None = _epochs(baseline_curves, cell_id)
+        if trained is not None and cell_id not in base_trained:
+            base = None  # no baseline row: compare() names the cell as extra
         if cur.empty:
+            if cur_trained.get(cell_id, 1) > 0:
+                rows.append(_no_curves(cell_id, label, base, "current"))
             continue
         for applied, planned in PLAN_PAIRS:
             rows.append(
@@ -435,9 +454,16 @@ def compare_applied(
                     cur["applied_batch_size"][decided.index],
                 )
             )
-        base = _epochs(baseline_curves, cell_id)
-        if base.empty:
+        if base is None:
             continue
+        if base.empty:
+            if base_trained.get(cell_id, 1) > 0:
+                rows.append(_no_curves(cell_id, label, base, "baseline"))
+            continue
+        if list(base.index) != list(cur.index):
+            rows.append(
+                _row(cell_id, label, "curve epochs", _span(base), _span(cur), None, 0, "moved")
+            )
         both = pd.merge(base, cur, left_index=True, right_index=True, suffixes=("_b", "_c"))
         for column in BASELINE_EXACT:
             rows.append(
@@ -446,6 +472,23 @@ def compare_applied(
     frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
     ok = bool((frame["verdict"] == "ok").all())
     return CheckResult(ok=ok, rows=frame, cells=len(labels), checked=len(rows))
+
+
+def _no_curves(cell_id: str, label: str, base: pd.DataFrame | None, side: str) -> dict[str, Any]:
+    """The row of a cell whose `side` ("baseline" or "current") has no curve rows."""
+    missing = "no curves"
+    if side == "current":
+        held = "none" if base is None or base.empty else _span(base)
+        return _row(cell_id, label, "curves", held, missing, None, 0, "missing")
+    return _row(cell_id, label, "curves", missing, "present", None, 0, "missing")
+
+
+def _span(epochs: pd.DataFrame) -> str:
+    """The epochs a cell's curves hold, e.g. "epochs 1-20" (or "epochs 1,3,4")."""
+    index = [int(e) for e in epochs.index]
+    if index == list(range(index[0], index[0] + len(index))):
+        return f"epochs {index[0]}-{index[-1]}"
+    return "epochs " + ",".join(str(e) for e in index)
 
 
 def _decided_batches(epochs: pd.DataFrame) -> pd.Series | None:

@@ -24,6 +24,7 @@ from harness.analysis.check import (
     compare_recipes,
     compare_seed_means,
     environment_warnings,
+    epochs_of,
     labels_of,
     merge,
 )
@@ -100,7 +101,13 @@ def check_suite(
     labels = labels_of(current)
     regenerate = f"harness run {suite} --results {baseline} --force"
     tiers = [
-        compare_applied(read_curves(baseline), current_curves, labels, regenerate),
+        compare_applied(
+            read_curves(baseline),
+            current_curves,
+            labels,
+            regenerate,
+            trained=(epochs_of(base_runs), epochs_of(current)),
+        ),
         compare(base_runs, current, tolerances=rule.model_dump(exclude={"seeds"})),
     ]
     if seeds is not None:

@@ -67,9 +67,16 @@ class RunConsole:
         self.cell_done = 0
 
     def line(self, text: str) -> None:
-        # printable: a line may carry a name or an error read from someone else's rows.
-        self.console.print(printable(text), highlight=False, markup=False, soft_wrap=True)
-        self.console.file.flush()
+        try:
+            # printable: a line may carry a name or an error read from someone else's rows.
+            self.console.print(printable(text), highlight=False, markup=False, soft_wrap=True)
+            self.console.file.flush()
+        except BrokenPipeError:
+            # Whoever read this output is gone (a killed `--workers` parent): pause, as on
+            # preemption, rather than die here with the epoch's work lost.
+            from harness.train.preempt import orphaned  # torch: imported where needed
+
+            orphaned()
 
     def plan_suite(self, cells: Sequence[Cell]) -> None:
         """The cells this run is about to train: the suite bar's total."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from harness.config.suite import DATASET_SIZES, Cell
 from harness.errors import UserError, printable
+from harness.fsio import read_bytes, shown
 from harness.results.paths import default_folder
 
 # The models `harness bench` times, by name: (registry name, parameters).
@@ -124,7 +125,9 @@ def load_rows(folder: Path) -> Any:
             f"--bench {folder}: no bench rows there; run `harness bench --device cuda` on the "
             "device first, or point --bench at a folder of its rows"
         )
-    frame = pd.concat([pd.read_parquet(f).assign(file=f.name) for f in files], ignore_index=True)
+    frame = pd.concat(
+        [_bench_file(f, folder).assign(file=f.name) for f in files], ignore_index=True
+    )
     if "mode" not in frame:  # rows from before --modes: the compile flag said it
         frame["mode"] = None
     compiled = frame["compile"].fillna(False).astype(bool)
@@ -155,6 +158,28 @@ def _measured(rows: Any, folder: Path) -> Any:
             stacklevel=3,
         )
     return rows[good]
+
+
+MAX_BENCH_FILE_BYTES = 64 << 20
+
+
+def _bench_file(path: Path, folder: Path) -> Any:
+    """One file of bench rows, through the one reader of a results folder's files (no link,
+    FIFO, device or oversize file: harness.fsio.read_bytes)."""
+    import io
+
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        data = read_bytes(path, inside=folder, limit=MAX_BENCH_FILE_BYTES)
+        return pd.read_parquet(io.BytesIO(data))
+    except (OSError, pa.ArrowException) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"--bench {folder}: {shown(path)} is no readable bench file ({why}); remove it or "
+            "point --bench at a folder of `harness bench` rows"
+        ) from None
 
 
 def pick_device(rows: Any, device_name: str | None, folder: Path) -> str:

@@ -10,6 +10,11 @@ suite's state (harness.app.status) as cells end: one view of the suite, not K lo
 workers with ``cores / K`` threads each. ``--per-device K`` (or a device named K times) puts
 K workers on each device, each capped at 1/K of a GPU's memory (``--memory-fraction``).
 ``--force`` is refused: a worker would retrain the cells the others just finished.
+
+A worker whose parent dies (SIGKILL, a lost session) notices (`as_worker`: the parent's pid
+is in ``HARNESS_PARENT_PID``) and pauses its cell as on preemption, instead of dying at its
+next line into the closed pipe; a worker that dies is named by the parent with the cell it
+was training.
 """
 
 from __future__ import annotations
@@ -31,6 +36,18 @@ from harness.errors import EXIT_FAILED, EXIT_PAUSED, EXIT_USER_ERROR, STOP_SIGNA
 
 # The lines after which the suite's state is shown again: a cell ended (see runner).
 _CELL_END = ("ok ", "diverged ", "fail ", "pause ")
+_CELL_START = ("train ", "resume ")  # RunConsole.start: "train <cell id> <label> (...)"
+PARENT_ENV = "HARNESS_PARENT_PID"
+
+
+def as_worker() -> None:
+    """In a worker of `run_workers` (``HARNESS_PARENT_PID`` set): pause if the parent dies
+    (harness.train.preempt.watch_parent)."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit():
+        from harness.train.preempt import watch_parent
+
+        watch_parent(int(parent))
 
 
 MAX_PER_DEVICE = 64
@@ -114,14 +131,20 @@ def run_workers(
         states = status_module.suite_status(cells, results)
         say.line(f"{suite.name}: {status_module.summary_line(states)}")
 
+    training: dict[str, str] = {}  # worker tag -> "cell_id label" it is training now
+
     def relay(tag: str, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
             with lock:
                 say.line(f"[{tag}] {line.rstrip()}")
+                if line.startswith(_CELL_START):
+                    training[tag] = " ".join(line.split()[1:3])
                 if line.startswith(_CELL_END):
+                    training.pop(tag, None)
                     show_state()
 
     procs: list[tuple[subprocess.Popen[str], threading.Thread]] = []
+    tags: list[str] = []
     forwarded: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -138,6 +161,7 @@ def run_workers(
     try:
         for i, device in enumerate(devices):
             env = dict(os.environ, PYTHONUNBUFFERED="1", HARNESS_WORKER=str(i))
+            env[PARENT_ENV] = str(os.getpid())
             if device == "cpu":
                 env["OMP_NUM_THREADS"] = str(threads)
             cmd = [sys.executable, "-m", "harness", "run", *argv, "--device", device]
@@ -150,6 +174,7 @@ def run_workers(
             thread = threading.Thread(target=relay, args=(tag, proc.stdout), daemon=True)
             thread.start()
             procs.append((proc, thread))
+            tags.append(tag)
             if forwarded:  # a signal came while the workers were starting
                 proc.send_signal(forwarded[0])
         codes = []
@@ -164,6 +189,19 @@ def run_workers(
         for s, handler in previous.items():
             signal.signal(s, handler)
     show_state()
+    # A worker that died (a signal nobody forwarded, a crash) named with what it left unfinished.
+    for (proc, _), tag, code in zip(procs, tags, codes, strict=True):
+        cell = training.get(tag)
+        if code in (0, EXIT_USER_ERROR, EXIT_PAUSED) or (code == EXIT_FAILED and cell is None):
+            continue
+        if code < 0 and -code in forwarded:
+            continue
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
+        what = f"while training cell {cell}" if cell else "between cells"
+        say.line(
+            f"{suite.name}: worker {tag} (pid {proc.pid}) {how} {what}; rerun to resume"
+            + (" it from its last checkpoint" if cell else "")
+        )
     if EXIT_USER_ERROR in codes:
         return EXIT_USER_ERROR
     # A worker the signal reached before it could catch it had claimed no cell yet.

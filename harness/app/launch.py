@@ -43,6 +43,7 @@ def run_command(
     memory_fraction: float | None = None,
 ) -> int:
     """`harness run`: the exit status."""
+    fanout.as_worker()  # a `--workers` parent's worker pauses if the parent dies
     check_stop_after(stop_after)  # here too: a fan-out's workers would each refuse it
     order_cells((), order)  # a bad --order, before anything starts
     loaded = load_suite(suite, overrides=overrides or ())

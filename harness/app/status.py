@@ -23,12 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from harness.config.suite import Cell, load_suite, select_some
-from harness.errors import printable
+from harness.errors import UserError, printable
+from harness.fsio import read_bytes
 from harness.results import lock, store
 from harness.results.paths import default_folder
 
@@ -44,25 +43,19 @@ class CellState:
     detail: str = ""  # holder, error, log path, job id
 
 
+MAX_JOBS_BYTES = 64 << 20  # a job list of MAX_CELLS cells is a few MB
+
+
 def cluster_jobs(results: Path) -> dict[str, dict[str, str]]:
-    """The Slurm (or local) tasks `harness run --executor` submitted, by cell id."""
+    """The Slurm (or local) tasks `harness run --executor` submitted, by cell id; none if the
+    list is missing or unreadable (read through `harness.fsio.read_bytes`: a FIFO, a link to
+    /dev/zero or an oversize file there is never read)."""
     path = results / "slurm" / JOBS_FILE
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(read_bytes(path, inside=results, limit=MAX_JOBS_BYTES))
+    except (OSError, ValueError, UserError):
         return {}
     return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
-
-
-def _run_row(results: Path, cell_id: str) -> dict[str, object] | None:
-    path = store.run_file(results, cell_id)
-    if not path.exists() or store.unreadable(path) is not None:
-        return None  # a link or a FIFO there is never read
-    try:
-        rows = pq.read_table(path, columns=["status", "error"]).to_pylist()
-    except (pa.ArrowException, OSError):
-        return None
-    return rows[-1] if rows else None
 
 
 def cell_state(results: Path, cell: Cell, jobs: dict[str, dict[str, str]]) -> CellState:
@@ -75,7 +68,7 @@ def cell_state(results: Path, cell: Cell, jobs: dict[str, dict[str, str]]) -> Ce
     if who is not None:
         task = f", task {job['job_id']}" if job.get("job_id") else ""
         return state("running", f"by {who}{task}")
-    row = _run_row(results, cell.cell_id)
+    row = store.run_row(results, cell.cell_id)  # the runner's rule: a foreign file is none
     if row is not None and row["status"] in ("ok", "diverged"):
         return state("done" if row["status"] == "ok" else "diverged", str(row["error"] or ""))
     if row is not None and row["status"] == "failed":

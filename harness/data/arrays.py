@@ -11,6 +11,7 @@ of more is channels-last, anything else channels-first. Labels are integers in
 from __future__ import annotations
 
 import hashlib
+import math
 import zipfile
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def load_arrays(
         raise UserError(f"{where}: no such file; give the .npz holding {', '.join(KEYS)}")
     if not zipfile.is_zipfile(path):
         raise UserError(f"{where}: not an .npz (a zip of .npy arrays); write it with np.savez")
+    _check_headers(path, where)  # before a byte of array data is inflated
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in KEYS if k not in npz.files]
@@ -90,6 +92,63 @@ def load_arrays(
         test_y=test_y[:test_n],
         classes=[str(i) for i in range(classes)],
     )
+
+
+def _check_headers(path: Path, where: str) -> None:
+    """Each array's .npy header read, and its images' shape and dtype checked (`_images` on a
+    view of no memory), before its data is inflated: a small zip whose member inflates to
+    gigabytes of the wrong shape is refused from its header. A member whose size in the zip's
+    directory is not its header's shape (a forged size, data cut short) is refused too, so
+    what `np.load` then inflates is exactly what the header declared."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            for key in KEYS:
+                info = members.get(f"{key}.npy")
+                if info is None:
+                    continue  # np.load's own listing names the missing array
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read = {
+                        (1, 0): np.lib.format.read_array_header_1_0,
+                        (2, 0): np.lib.format.read_array_header_2_0,
+                    }.get(version)
+                    if read is None:
+                        raise ValueError(f"npy format version {version}")
+                    shape, _, dtype = read(member)
+                    header = member.tell()
+                if dtype.hasobject:
+                    return  # np.load refuses it (never unpickled) with its own line
+                size = header + math.prod(shape) * dtype.itemsize
+                if info.file_size != size:
+                    raise UserError(
+                        f"{where}: {key} declares {info.file_size} bytes in the zip but its "
+                        f"header {shape} {dtype} needs {size}; write the file again with np.savez"
+                    )
+                if key.endswith("_x"):
+                    _images(
+                        np.lib.stride_tricks.as_strided(
+                            np.zeros(1, dtype), shape, (0,) * len(shape)
+                        ),
+                        key,
+                        where,
+                    )
+                elif dtype.kind not in "iu" or len(shape) != 1:
+                    raise UserError(
+                        f"{where}: {key} is {dtype} of shape {shape}; labels are integers "
+                        "0..classes-1, one per image"
+                    )
+    except UserError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
+        raise UserError(f"{where}: not a readable .npz ({exc}); write it with np.savez") from None
 
 
 def arrays_source(path: Path) -> str:

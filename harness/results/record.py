@@ -142,7 +142,27 @@ def arrow_schema(record: type) -> pa.Schema:
     return pa.schema(fields)
 
 
+def required_columns(record: type) -> tuple[str, ...]:
+    """The columns every row of a record dataclass holds a value in: its fields that cannot be
+    None (a part that may be None, such as `EpochRecord.applied`, adds none)."""
+    hints = typing.get_type_hints(record)
+    found: list[str] = []
+    for f in dataclasses.fields(record):
+        hint = hints[f.name]
+        if type(None) in typing.get_args(hint):
+            continue
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            found += required_columns(hint)
+        else:
+            found.append(f.name)
+    return tuple(found)
+
+
 RUN_SCHEMA = arrow_schema(RunRecord)
 CURVE_SCHEMA = arrow_schema(CurveRecord)
 RUN_COLUMNS: dict[str, pa.DataType] = {f.name: f.type for f in RUN_SCHEMA}
 CURVE_COLUMNS: dict[str, pa.DataType] = {f.name: f.type for f in CURVE_SCHEMA}
+# What a row must hold to be a row at all (harness.results.store skips one that does not).
+RUN_REQUIRED = required_columns(RunRecord)
+CURVE_REQUIRED = required_columns(CurveRecord)
+STATUSES = ("ok", "diverged", "failed")  # RunRecord.status

@@ -13,8 +13,11 @@ folder and renamed into place, so a reader never sees half a file. A file damage
 full disk, a bad copy) is skipped with a `DamagedFileWarning` naming it, never a traceback:
 one bad cell must not hide every other cell's results. `quarantine` moves such a file aside.
 So is a row file that is a symbolic link (never read: another user of a shared folder may
-have pointed it anywhere) or whose name is not valid text. Every write is confined to the
-results folder (`harness.fsio.atomic_path(..., inside=results)`): no link is written through.
+have pointed it anywhere), whose name is not valid text, or that is no row file of the cell
+it is named for (`read_rows`, the one rule run, status, report and check read rows by: a
+foreign or copied file is no cell's result). Every file is read through
+`harness.fsio.read_bytes` and every write is confined to the results folder
+(`harness.fsio.atomic_path(..., inside=results)`): no link is read or written through.
 
 The columns are the fields of `RunRecord` / `CurveRecord` (harness.results.record), plus
 ``schema_version`` in every row; ``read_runs`` / ``read_curves`` migrate older rows.
@@ -31,14 +34,19 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harness.core.rules import MAX_EPOCHS
 from harness.errors import UserError
-from harness.fsio import atomic_path, printable_name, shown
+from harness.fsio import atomic_path, printable_name, read_bytes, shown
 from harness.results.record import (
+    CURVE_REQUIRED,
     CURVE_SCHEMA,
+    RUN_REQUIRED,
     RUN_SCHEMA,
     SCHEMA_VERSION,
+    STATUSES,
     CurveRecord,
     RunRecord,
 )
@@ -102,15 +110,22 @@ def stale_temporaries(results: Path, cell_id: str) -> list[Path]:
 
 def cell_status(results: Path, cell_id: str) -> str | None:
     """The status in a cell's run row; None if it has none yet or its run file is unreadable
-    (so that the runner trains it again rather than trusting a damaged file)."""
-    path = run_file(results, cell_id)
-    if not path.exists() or unreadable(path) is not None:
-        return None
+    or no row of this cell (`read_rows`), so that the runner trains it again rather than
+    trusting a damaged or foreign file."""
+    row = run_row(results, cell_id)
+    return None if row is None else str(row["status"])
+
+
+def run_row(results: Path, cell_id: str) -> dict[str, Any] | None:
+    """The cell's run row (`read_rows`: the one rule of what a row file is), None if it has
+    none or its file is skipped."""
     try:
-        column = pq.ParquetFile(path).read(columns=["status"]).column("status")
-    except (pa.ArrowException, OSError, KeyError):
+        table = read_rows(results, run_file(results, cell_id), RUN_SCHEMA)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    return str(column[0]) if len(column) else None
+    except (pa.ArrowException, OSError, Unfit):
+        return None
+    return table.to_pylist()[0]
 
 
 def quarantine(path: Path) -> Path:
@@ -183,6 +198,94 @@ def write_run(results: Path, run: RunRecord | Mapping[str, Any]) -> None:
         pq.write_table(_table([run_row], RUN_SCHEMA), tmp)
 
 
+# Bounds on what one row file may make the reader hold, checked before its rows are decoded: a
+# few KB of Parquet can declare millions of rows or a string repeated millions of times.
+MAX_ROW_FILE_BYTES = 64 << 20  # on disk; a curves file of MAX_EPOCHS epochs is a few MB
+MAX_ROW_BYTES = 256 << 20  # decoded (every value, strings expanded)
+MAX_VALUES = 1_000_000  # per column, list elements counted
+MAX_ROWS = {"runs": 1, "curves": MAX_EPOCHS}  # one run row per cell, one curve row per epoch
+
+
+class Unfit(ValueError):
+    """A row file that is no row file of this harness (`read_rows`); the message says why."""
+
+
+def read_rows(results: Path, path: Path, schema: pa.Schema) -> pa.Table:
+    """The rows of the file `path` of `results`' runs/ or curves/, in `schema` (`RUN_SCHEMA`
+    or `CURVE_SCHEMA`): the one rule of what a row file is, for run, status, report and check.
+
+    A row file is ``<cell_id>.parquet`` holding that cell's rows and nothing else: one run row,
+    or one curve row per epoch. It is read through `harness.fsio.read_bytes` (never through a
+    link, never a FIFO or device, at most `MAX_ROW_FILE_BYTES`); its Parquet metadata is
+    checked against `MAX_ROWS` and `MAX_VALUES` and its decoded size against `MAX_ROW_BYTES`
+    before any value is decoded. Every row must hold a value in each required column of its
+    record (`RUN_REQUIRED` / `CURVE_REQUIRED`) and the cell id its file is named for.
+    `Unfit` (or the reader's OSError, pyarrow's ArrowException) says why a file is not one.
+    """
+    if not printable_name(path):
+        raise Unfit("its file name is not valid UTF-8")
+    data = read_bytes(path, inside=results, limit=MAX_ROW_FILE_BYTES)
+    parquet = pq.ParquetFile(pa.BufferReader(data))
+    meta = parquet.metadata
+    kind = "runs" if schema.equals(RUN_SCHEMA) else "curves"
+    limit = MAX_ROWS[kind]
+    if meta.num_rows > limit or (kind == "runs" and meta.num_rows != limit):
+        rows = "one row" if kind == "runs" else f"at most {limit} rows (one per epoch)"
+        raise Unfit(f"{meta.num_rows} rows; a {kind} file holds {rows}")
+    strings = []
+    declared = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            declared += column.total_uncompressed_size
+            if column.num_values > MAX_VALUES:
+                raise Unfit(f"{column.num_values} values in {column.path_in_schema}")
+            if column.physical_type == "BYTE_ARRAY":
+                strings.append(column.path_in_schema)
+    if declared > MAX_ROW_BYTES:
+        raise Unfit(f"{declared} bytes of values, over {MAX_ROW_BYTES}")
+    # Strings stay dictionary-encoded until their expanded size is known to be bounded.
+    encoded = pq.ParquetFile(
+        pa.BufferReader(data), metadata=meta, read_dictionary=sorted(set(strings))
+    ).read()
+    size = sum(_decoded_bytes(chunk) for col in encoded.columns for chunk in col.chunks)
+    if size > MAX_ROW_BYTES:
+        raise Unfit(f"{size} bytes once decoded, over {MAX_ROW_BYTES}")
+    table = _migrate(encoded, schema)
+    _check_rows(table, path.stem, kind)
+    return table
+
+
+def _decoded_bytes(array: pa.Array) -> int:
+    """The bytes `array` takes with every dictionary expanded (bounded arithmetic: nothing is
+    expanded to count it)."""
+    if isinstance(array, pa.DictionaryArray):
+        lengths = pc.binary_length(array.dictionary).take(array.indices)
+        return int(pc.sum(lengths).as_py() or 0) + 8 * len(array)
+    if isinstance(array, pa.ListArray | pa.LargeListArray):
+        return _decoded_bytes(array.values) + 8 * (len(array) + 1)
+    return int(array.nbytes)
+
+
+def _check_rows(table: pa.Table, cell_id: str, kind: str) -> None:
+    required = RUN_REQUIRED if kind == "runs" else CURVE_REQUIRED
+    for name in required:
+        if table.column(name).null_count:
+            raise Unfit(f"no {name} in a row: not a row this harness wrote")
+    ids = set(table.column("cell_id").to_pylist())
+    if ids - {cell_id}:
+        other = sorted(str(i) for i in ids - {cell_id})[0]
+        raise Unfit(
+            f"holds rows of cell {shown(other)}, not of {shown(cell_id)} its name says "
+            "(a copied or renamed file)"
+        )
+    if kind == "runs":
+        status = table.column("status")[0].as_py()
+        if status not in STATUSES:
+            raise Unfit(f"status {status!r}, not one of {', '.join(STATUSES)}")
+
+
 def unreadable(path: Path) -> str | None:
     """Why a row file is skipped before it is opened: a link, not a regular file (a FIFO
     would block the reader), or a name that is not text; None if it may be read."""
@@ -199,17 +302,20 @@ def unreadable(path: Path) -> str | None:
     return None
 
 
-def _scan(folder: Path, schema: pa.Schema) -> Scan:
+def _scan(results: Path, folder: Path, schema: pa.Schema) -> Scan:
+    if folder.is_symlink():  # nothing in it is read (harness.fsio.read_bytes would refuse each)
+        reason = "a symbolic link, never read: the results folder's files must be its own"
+        return Scan(schema.empty_table().to_pandas(), (Skipped(folder, reason),))
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     tables, skipped = [], []
     for f in files:
-        why = unreadable(f)
+        why = unreadable(f)  # said without opening: a link, a FIFO, a name that is no text
         if why is not None:
             skipped.append(Skipped(f, why))
             continue
         try:
-            tables.append(_migrate(pq.ParquetFile(f).read(), schema))
-        except (pa.ArrowException, OSError) as err:
+            tables.append(read_rows(results, f, schema))
+        except (pa.ArrowException, OSError, Unfit) as err:
             lines = str(err).strip().splitlines()
             skipped.append(Skipped(f, lines[0] if lines else type(err).__name__))
     if not tables:
@@ -287,11 +393,13 @@ def report_folders(paths: Sequence[Path]) -> list[Path]:
 
 def scan_runs(results: Path | str) -> Scan:
     """Every readable run row under `results`, and the run files skipped as unreadable."""
-    return _scan(runs_dir(_folder(results)), RUN_SCHEMA)
+    folder = _folder(results)
+    return _scan(folder, runs_dir(folder), RUN_SCHEMA)
 
 
 def scan_curves(results: Path | str) -> Scan:
-    return _scan(curves_dir(_folder(results)), CURVE_SCHEMA)
+    folder = _folder(results)
+    return _scan(folder, curves_dir(folder), CURVE_SCHEMA)
 
 
 def read_runs(results: Path | str) -> pd.DataFrame:

@@ -34,10 +34,13 @@ from harness.core.adaptive import Decision
 from harness.core.epoch import EpochRecord
 from harness.core.schedule import Plan, updates_per_epoch
 from harness.errors import UserError
-from harness.fsio import atomic_path
+from harness.fsio import atomic_path, open_regular
 
 CHECKPOINT_VERSION = 3  # 3: `partial` (mid-epoch); 2 is read as a checkpoint without one
 _READABLE = (2, 3)
+# A cap that only a forged file meets (a link to /dev/zero is refused before it): the largest
+# model's weights, optimizer state and progress are far below it.
+MAX_CHECKPOINT_BYTES = 64 << 30
 
 
 class CheckpointError(UserError):
@@ -165,10 +168,14 @@ def load_checkpoint(
     if not path.exists():
         return None
     try:
-        with warnings.catch_warnings():
+        # harness.fsio's one reader: no link, FIFO or device is opened (a FIFO would block).
+        with (
+            open_regular(path, inside=None, limit=MAX_CHECKPOINT_BYTES) as handle,
+            warnings.catch_warnings(),
+        ):
             # A crafted file's odd pickle protocol draws a torch warning before the refusal.
             warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location=device, weights_only=True)
+            state = torch.load(handle, map_location=device, weights_only=True)
     except Exception as exc:  # truncated, empty, not a zip, or a pickle naming a callable
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: unreadable checkpoint ({reason[:200]}); {cure}") from None

@@ -21,8 +21,10 @@ and no device sync; it is skipped in one process.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,8 @@ __all__ = [
     "PartialEpoch",
     "StopSignals",
     "StopVote",
+    "orphaned",
+    "watch_parent",
 ]
 
 
@@ -79,6 +83,43 @@ class StopSignals:
     @property
     def name(self) -> str:
         return signal.Signals(self.signal).name if self.signal is not None else "none"
+
+
+_orphaned = threading.Event()
+
+
+def orphaned() -> None:
+    """The process whose pipe carried this process's output is gone (a `--workers` parent
+    killed): pause as on preemption instead of dying at the next line written.
+
+    The output goes to /dev/null from now on (file descriptors 1 and 2, so that no later write
+    fails with a broken pipe), and the process sends itself SIGTERM: `StopSignals` turns it
+    into a pause after the step in progress (a mid-epoch checkpoint, the claim released) and
+    no further cell starts. Before any cell (no handler yet) SIGTERM ends the process, which
+    has nothing to checkpoint. Safe to call from any thread, and more than once."""
+    if _orphaned.is_set():
+        return
+    _orphaned.set()
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def watch_parent(parent: int, every_s: float = 0.2) -> None:
+    """Call `orphaned` once the process `parent` is no longer this one's parent (it died and
+    this process was handed to init or a subreaper): a daemon thread polling `os.getppid`,
+    which is portable and, unlike a parent-death signal, sees a parent that died before the
+    watch began."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        orphaned()
+
+    threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
 
 
 class StopVote:

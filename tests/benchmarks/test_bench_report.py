@@ -1,9 +1,10 @@
 """Speed of `build_report` (markdown, no figures) over ~3000 cells with 20 epochs each.
 
 Run with ``pytest tests/benchmarks --benchmark-only``. The fake folder holds its 3024 run rows
-and 60480 curve rows in one Parquet file per table, so this measures the report (load,
-alias expansion, summary, equivalence, rendering), not the file system's cost of opening
-6000 per-cell files.
+and 60480 curve rows in one Parquet file per cell and table, as the runner writes them (the
+store reads no other layout: a row file holds the rows of the cell it is named for), so this
+measures the report (load, alias expansion, summary, equivalence, rendering) including the
+cost of opening 6000 per-cell files.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def big_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
         FakeExperiment(f"exp{i:02d}", OPTIMIZERS, SCHEDULES, seeds=(3 * i, 3 * i + 1, 3 * i + 2))
         for i in range(EXPERIMENTS)
     ]
-    rows = write_fake_results(root, experiments, epochs=20, one_file=True)
+    rows = write_fake_results(root, experiments, epochs=20)
     assert len(rows) == EXPERIMENTS * len(OPTIMIZERS) * len(SCHEDULES) * 3
     return root
 
