@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.segment import Segment, Segments
 from rich.table import Table
 
 from harness.config.suite import Cell, Suite
@@ -73,18 +74,20 @@ def plan_json(suite: Suite, cells: Sequence[Cell]) -> dict[str, Any]:
 
 
 def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = None) -> None:
+    """One rich table per cell. Cells of one recipe but the seed have the same phases and
+    caption: the table under the title is drawn once per distinct (rows, caption) and reused,
+    only each title drawn per cell, so a 10,000-cell grid of 12 recipes draws 12 tables
+    instead of 10,000 (issue 46: 97 % of `plan`'s 25 s there, 2.5 ms a table). The text is
+    the same as one whole table per cell (tests/test_plan_render.py)."""
     console = console or Console()
     console.print(f"[bold]{suite.name}[/bold]: {len(cells)} cells ({suite.path})")
+    drawn: dict[tuple[object, ...], tuple[list[Segment], int]] = {}
     for cell in cells:
         title = f"{cell.cell_id}  {cell.label}"
         if cell.aliases:
             title += f"  (also {', '.join(cell.aliases)})"
-        table = Table(title=title, title_justify="left", show_edge=False)
-        names = ("epochs", "lr", "batch", "momentum", "noise scale g", "updates", "epochs lost")
-        for name in names:
-            table.add_column(name, justify="right")
-        for p, lost in zip(cell.plan.phases, cell.plan.epochs_lost(), strict=True):
-            table.add_row(
+        rows = tuple(
+            (
                 f"{p.start_epoch}-{p.end_epoch}",
                 f"{p.lr:.4g}",
                 str(p.batch_size),
@@ -93,13 +96,37 @@ def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = No
                 str(p.updates),
                 f"{lost:.3g}",
             )
+            for p, lost in zip(cell.plan.phases, cell.plan.epochs_lost(), strict=True)
+        )
         paper = f"; paper: {cell.paper.updates}" if cell.paper and cell.paper.updates else ""
         counted = f"{cell.plan.updates} updates in {cell.plan.epochs} epochs{paper}"
         if cell.adaptive is not None:
             counted = adaptive_caption(cell)
-        table.caption = (
+        caption = (
             f"{counted}; epochs lost: B / (N (1 - m)), the paper's Appendix A estimate of the "
             "epochs the momentum accumulation takes to grow in after each change"
         )
-        table.caption_justify = "left"
-        console.print(table)
+        key = (rows, caption)
+        if key not in drawn:
+            body = list(console.render(_phase_table(rows, caption), console.options))
+            width = max(
+                (Segment.get_line_length(line) for line in Segment.split_lines(body)), default=0
+            )
+            drawn[key] = (body, width)
+        body, width = drawn[key]
+        # The title as rich.table.Table draws it: markup read, left-justified at the table's width.
+        options = console.options.update(width=width, highlight=False, height=None, justify="left")
+        text = console.render_str(title, style="table.title", highlight=False)
+        console.print(Segments([*console.render(text, options), *body]))
+
+
+def _phase_table(rows: Sequence[Sequence[str]], caption: str) -> Table:
+    table = Table(show_edge=False)
+    names = ("epochs", "lr", "batch", "momentum", "noise scale g", "updates", "epochs lost")
+    for name in names:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    table.caption = caption
+    table.caption_justify = "left"
+    return table
