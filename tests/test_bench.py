@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -148,3 +149,50 @@ def test_the_reference_loop_gives_your_model_back_its_own_batch_norms(tmp_path):
         nn.BatchNorm1d,
     ]
     assert model(torch.randn(8, 3, 8, 8)).shape == (8, 10)
+
+
+def test_interleave_times_one_repeat_of_each_implementation_per_round() -> None:
+    """Round by round (a b a b a b), never back to back (a a a b b b): a load change falls on
+    both; each ratio is taken within a round and reported as its min, median and max."""
+    from harness.train.bench import Prepared, interleave, ratios
+
+    log: list[str] = []
+
+    def prepared(name: str) -> Prepared:
+        return Prepared(name, lambda: log.append(name), 8, 8, 0.0, None, None, steps=2)
+
+    a, b = interleave([prepared("a"), prepared("b")], torch.device("cpu"), repeats=3)
+    assert log == ["a", "a", "b", "b"] * 3
+    assert len(a.step_times_s) == len(b.step_times_s) == 3
+    # The per-round ratios of known times: rounds where b was slower by 2, 4 and 1.
+    a = replace(a, step_times_s=[1.0, 1.0, 1.0])
+    b = replace(b, step_times_s=[2.0, 4.0, 1.0])
+    assert ratios(a, b) == (1.0, 2.0, 4.0)
+
+
+def test_bench_without_ghost_derives_one_per_batch_size(cli, tmp_path):
+    """The default ghost 128 does not divide B = 32 or 48: without --ghost the bench uses the
+    largest divisor of both, and says so in each row."""
+    out = tmp_path / "bench"
+    result = cli(
+        "bench", "--device", "cpu", "--model", "small_cnn", "--batch-sizes", "32,48",
+        "--steps", "1", "--repeats", "2", "--data", "synthetic", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = pd.read_parquet(next(out.glob("*.parquet")))
+    assert dict(zip(rows["batch_size"], rows["ghost_size"], strict=True)) == {32: 32, 48: 16}
+    harness = rows[rows["impl"] == "harness"]
+    assert rows["interleaved"].all()
+    assert (harness["ratio_to_reference_min"] <= harness["ratio_to_reference"]).all()
+    assert (harness["ratio_to_reference"] <= harness["ratio_to_reference_max"]).all()
+    assert "harness/ref median (min-max)" in result.stdout
+
+
+def test_bench_with_a_ghost_that_does_not_divide_is_one_line(cli, tmp_path):
+    result = cli(
+        "bench", "--device", "cpu", "--model", "small_cnn", "--batch-sizes", "32",
+        "--ghost", "128", "--data", "synthetic", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "32 is not a multiple of the ghost size 128; leave --ghost out" in result.stderr
+    assert "Traceback" not in result.stderr

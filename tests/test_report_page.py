@@ -143,7 +143,7 @@ def test_the_markdown_report_reads_verdicts_first_and_drops_empty_columns() -> N
 
 
 def test_a_paper_suite_keeps_the_paper_columns(tmp_path: Path) -> None:
-    write_fake_results(tmp_path, CIFAR_LIKE, one_file=True)
+    write_fake_results(tmp_path, CIFAR_LIKE)
     text = build_report([tmp_path])
     summary = text.split("### Summary", 1)[1].split("\n\n")[1].splitlines()[0]
     assert "paper acc" in summary and "updates vs paper" in summary

@@ -33,8 +33,16 @@ from harness.errors import UserError
 from harness.fsio import atomic_path
 from harness.results.paths import default_folder
 from harness.results.provenance import environment
-from harness.train.bench import BenchSetup, bench_harness, bench_reference
+from harness.train.bench import (
+    BenchSetup,
+    Measurement,
+    interleave,
+    prepare_harness,
+    prepare_reference,
+    ratios,
+)
 
+DEFAULT_GHOST = 128  # without --ghost: this, or its largest divisor that divides the batch
 SYNTHETIC_TRAIN = 2048  # images in the synthetic bench set (random batches are drawn from it)
 # The harness step's variants, each measured beside the plain loop in one process: eager, the
 # inductor-compiled step, and the captured step (compile mode reduce-overhead: CUDA graphs).
@@ -105,13 +113,14 @@ def run_bench(
     data: str,
     data_root: Path | None,
     max_micro_batch: int | None,
-    ghost: int,
+    ghost: int | None,
     workers: int | None,
     modes: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure every batch size (the harness step in each of `modes`, then the reference),
-    print a table, write the rows. `compile_model` compiles the reference too and is the mode
-    "compile" of the harness step; `modes` (default eager) may not be given with it."""
+    """Measure every batch size (the harness step in each of `modes` and the reference, timed
+    round by round: `harness.train.bench.interleave`), print a table, write the rows.
+    `compile_model` compiles the reference too and is the mode "compile" of the harness step;
+    `modes` (default eager) may not be given with it. `ghost` None: `ghost_for` each batch."""
     if compile_model and modes is not None:
         raise UserError("--compile with --modes: give --modes compile (or captured) instead")
     modes = ["compile"] if compile_model else (modes or ["eager"])
@@ -130,8 +139,17 @@ def run_bench(
         raise UserError(f"--data {data!r}: choose synthetic or cifar10")
     if steps < 1 or repeats < 1:
         raise UserError("--steps and --repeats: must be at least 1")
+    if ghost is not None and ghost < 1:
+        raise UserError(f"--ghost {ghost}: give a positive integer, e.g. 128")
+    for batch in batch_sizes:
+        if ghost is not None and batch % ghost:
+            raise UserError(
+                f"--batch-sizes: {batch} is not a multiple of the ghost size {ghost}; "
+                "leave --ghost out to derive one per batch size"
+            )
+    ghosts = {batch: ghost_for(batch, ghost) for batch in batch_sizes}
     if max_micro_batch is not None:
-        why = micro_batch_problem(max_micro_batch, [ghost])
+        why = micro_batch_problem(max_micro_batch, sorted(set(ghosts.values())))
         if why is not None:
             raise UserError(f"--max-micro-batch {max_micro_batch}: {why}")
     torch_device = resolve_device(device)
@@ -150,13 +168,11 @@ def run_bench(
     stamp = dt.datetime.now(dt.timezone.utc)
     rows: list[dict[str, Any]] = []
     for batch in batch_sizes:
-        if batch % ghost:
-            raise UserError(f"--batch-sizes: {batch} is not a multiple of the ghost size {ghost}")
         setup = BenchSetup(
             model=name,
             model_params=params,
             batch_size=batch,
-            ghost_size=ghost,
+            ghost_size=ghosts[batch],
             precision=precision,
             compile=compile_model,
             max_micro_batch=max_micro_batch,
@@ -165,20 +181,27 @@ def run_bench(
             workers=workers,
             factory=factory,
         )
-        measured = []
+        prepared = []
         with _fits_in_memory(batch, torch_device):
             for mode in modes:
                 compiled, compile_mode = STEP_MODES[mode]
                 variant = replace(setup, compile=compiled, compile_mode=compile_mode)
-                measured.append((mode, bench_harness(variant, device_data)))
-            reference = bench_reference(
-                replace(setup), images, labels, device_data.mean, device_data.std, torch_device
+                prepared.append(prepare_harness(variant, device_data))
+            prepared.append(
+                prepare_reference(
+                    setup, images, labels, device_data.mean, device_data.std, torch_device
+                )
             )
+            timed = interleave(prepared, torch_device, repeats)
+        reference = timed[-1]
+        measured = [*zip(modes, timed[:-1], strict=True)]
         measured.append(("compile" if compile_model else "eager", reference))
         eager = next((m for mode, m in measured if mode == "eager" and m.impl == "harness"), None)
         for mode, m in measured:
             low, high = m.images_per_s_range
             harness_row = m.impl == "harness"
+            to_ref = ratios(m, reference)
+            to_eager = _ratios_or_none(m, eager if harness_row else None)
             rows.append(
                 {
                     "measured_at": stamp,
@@ -187,7 +210,7 @@ def run_bench(
                     "model": model,
                     "batch_size": batch,
                     "micro_batch": m.micro_batch,
-                    "ghost_size": ghost,
+                    "ghost_size": ghosts[batch],
                     "precision": precision,
                     "compile": STEP_MODES[mode][0],
                     "compile_mode": STEP_MODES[mode][1],
@@ -202,13 +225,15 @@ def run_bench(
                     "peak_memory_bytes": m.peak_memory_bytes,
                     "syncs_per_step": m.syncs_per_step,
                     "cudagraph_skips": m.cudagraph_skips,
-                    "ratio_to_reference": m.images_per_s / reference.images_per_s,
+                    # Medians of the per-round ratios (interleaved), with their min and max.
+                    "ratio_to_reference": to_ref[1],
+                    "ratio_to_reference_min": to_ref[0],
+                    "ratio_to_reference_max": to_ref[2],
                     # The same process's eager harness step: what compiling / capturing buys.
-                    "ratio_to_eager": (
-                        m.images_per_s / eager.images_per_s
-                        if harness_row and eager is not None
-                        else None
-                    ),
+                    "ratio_to_eager": to_eager[1],
+                    "ratio_to_eager_min": to_eager[0],
+                    "ratio_to_eager_max": to_eager[2],
+                    "interleaved": True,
                     "reference_workers": workers,
                     **env,
                 }
@@ -225,6 +250,24 @@ def run_bench(
         raise UserError(f"{out}: cannot write bench rows ({exc.strerror or exc})") from None
     print(f"wrote {path}")
     return rows
+
+
+def ghost_for(batch: int, ghost: int | None) -> int:
+    """The ghost size a bench of `batch` uses: `ghost` when given, else `DEFAULT_GHOST` or,
+    where that does not divide the batch, their greatest common divisor (32 at B = 32)."""
+    return ghost if ghost is not None else math.gcd(batch, DEFAULT_GHOST)
+
+
+def _ratios_or_none(
+    m: Measurement, other: Measurement | None
+) -> tuple[float | None, float | None, float | None]:
+    return (None, None, None) if other is None else ratios(m, other)
+
+
+def _ratio(r: dict[str, Any], name: str) -> str:
+    if r[name] is None:
+        return "-"
+    return f"{r[name]:.2f} ({r[name + '_min']:.2f}-{r[name + '_max']:.2f})"
 
 
 def _num(value: Any, fmt: str) -> str:
@@ -244,8 +287,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             else f"{r['impl']} {r['mode']}",
             f"{r['images_per_s']:.0f} ({r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f})",
             _num(r["step_time_s"] * 1000, ".1f"),
-            _num(r["ratio_to_reference"], ".2f") if r["impl"] == "harness" else "",
-            _num(r["ratio_to_eager"], ".2f") if r["impl"] == "harness" else "",
+            _ratio(r, "ratio_to_reference") if r["impl"] == "harness" else "",
+            _ratio(r, "ratio_to_eager") if r["impl"] == "harness" else "",
             _num(r["warmup_s"], ".1f"),
             _num(r["peak_memory_bytes"] and r["peak_memory_bytes"] / 2**20, ".0f"),
             _num(r["syncs_per_step"], ".0f"),
@@ -259,8 +302,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         "impl",
         "images/s median (min-max)",
         "step ms",
-        "harness/ref",
-        "/eager",
+        "harness/ref median (min-max)",
+        "/eager median (min-max)",
         "warm-up+compile s",
         "peak MiB",
         "syncs/step",

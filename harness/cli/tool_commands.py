@@ -101,7 +101,13 @@ def bench(
         ),
     ] = None,
     steps: Annotated[int, typer.Option(help="Timed steps per repeat.")] = 10,
-    repeats: Annotated[int, typer.Option(help="Timed repeats; the median is reported.")] = 3,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            help="Timed rounds, each one repeat of every implementation in turn; the median "
+            "and the min-max are reported, of images/s and of each ratio."
+        ),
+    ] = 3,
     out: Annotated[
         Path | None, typer.Option(help="Folder for the Parquet rows (default: runs/bench).")
     ] = None,
@@ -112,7 +118,13 @@ def bench(
     max_micro_batch: Annotated[
         int | None, typer.Option(help="Largest micro-batch of the harness step.")
     ] = None,
-    ghost: Annotated[int, typer.Option(help="Ghost batch size.")] = 128,
+    ghost: Annotated[
+        int | None,
+        typer.Option(
+            help="Ghost batch size (default: 128, or for a batch size it does not divide the "
+            "largest divisor of both: 32 at B = 32, 16 at B = 48)."
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="DataLoader workers of the reference (default: auto).")
     ] = None,

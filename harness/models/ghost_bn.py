@@ -5,10 +5,16 @@ depend on how many slices share the batch (Smith et al. 2018, section 5.1; Hoffe
 That is what lets a step of B examples run as micro-batches whose gradients are averaged: each
 micro-batch is a whole number of ghost slices.
 
-Speed: the S ghost slices of a micro-batch are normalized by *one* native ``F.batch_norm``
-call, with the slices laid side by side as extra channels ((S·g, C, H, W) → (g, S·C, H, W)),
-so a layer costs one batch-norm kernel (plus a layout copy in and out when S > 1) instead of a
-dozen elementwise ops; with S = 1 it is exactly ``nn.BatchNorm2d``'s kernel, with no copy.
+Speed: on the CPU, each of the S ghost slices of a micro-batch is a contiguous block of the
+input (dim 0 is outermost in NCHW and in channels-last storage), so each is normalized by one
+native ``F.batch_norm`` call on a view and the S outputs are joined by one ``torch.cat`` (whose
+backward is views; the input's gradient is joined by one cat too): S kernels and one copy each
+way. Before (issue 46) the slices were laid side by side as extra channels, (S·g, C, H, W) →
+(g, S·C, H, W), for one kernel, with a layout transpose in and out each way: 5.9 % of a
+small_cnn step at B = 128 / ghost 32 and a `copy_` 12.7 % at B = 512 / ghost 128. That
+one-kernel path is kept where the two are not known to agree bit for bit (CUDA, some
+channels-last shapes: `_per_slice_is_exact`). With S = 1 both are exactly ``nn.BatchNorm2d``'s
+kernel, with no copy.
 
 Running statistics (used at evaluation) -- default: **once-per-step EMA**; precise BN is an
 option (`training.bn_stats: precise`). Inside `accumulate_running_stats(model)` each forward
@@ -129,43 +135,82 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         return x.to(dtype)
 
     def _ghost_forward(self, x: Tensor) -> Tensor:
-        n = x.shape[0]
-        g = min(self.ghost_size, n)
-        full = (n // g) * g
         with torch.autocast(device_type=x.device.type, enabled=False):
             xc = self._compute_input(x)
-            if full == n:
-                y, means, unbiased_vars = self._normalize_slices(xc, g)
+            if _per_slice_is_exact(xc, self.ghost_size):
+                y, means, unbiased_vars = self._per_slice(xc)
             else:
-                # Two pieces: the full slices in one call, the remainder as one more slice,
-                # written into one buffer shaped like x. (torch.cat would not do: a one-example
-                # remainder has an ambiguous layout and makes it drop channels-last.)
-                y_full, m_full, v_full = self._normalize_slices(xc[:full], g)
-                y_rest, m_rest, v_rest = self._normalize_slices(xc[full:], n - full)
-                y = torch.empty_like(xc, dtype=y_full.dtype)
-                y[:full] = y_full
-                y[full:] = y_rest
-                means = torch.cat([m_full, m_rest])
-                unbiased_vars = torch.cat([v_full, v_rest])
+                y, means, unbiased_vars = self._one_kernel(xc)
         if self.training and self.track_running_stats:
             self._accumulate(means, unbiased_vars)
             if not self.defer_running_stats:
                 self.commit_running_stats()
         return y.to(x.dtype)
 
-    def _normalize_slices(self, x: Tensor, g: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Normalize ``x`` (a multiple of ``g`` examples) per slice of ``g``, in one kernel.
+    def _per_slice(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalize ``x`` per ghost slice, one kernel per slice (the module docstring).
 
         Returns the output (N, C, H, W) in x's dtype and layout and, per slice, the mean and
         unbiased variance as (S, C) float tensors detached from the graph.
         """
         n, c = x.shape[:2]
+        slices = x.split(self.ghost_size)  # views: contiguous blocks of x in either layout
+        s = len(slices)
+        full = s if n % self.ghost_size == 0 else s - 1  # slices of ghost_size examples
+        stat_dtype = torch.promote_types(x.dtype, torch.float32)
+        # With momentum 1 and zero-filled running buffers, batch_norm leaves in them exactly
+        # each channel's batch mean and *unbiased* variance: the slice's moments, for free.
+        # Each slice writes its own row.
+        mean = torch.zeros(s, c, device=x.device, dtype=stat_dtype)
+        var = torch.zeros(s, c, device=x.device, dtype=stat_dtype)
+        if s == 1:
+            y = F.batch_norm(x, mean[0], var[0], self.weight, self.bias, True, 1.0, self.eps)
+            return y, mean, var
+        # The full slices take one weight (bias) row each, from one `repeat` (whose backward
+        # sums their gradients over the (S, C) view), and a remainder the weight itself: the
+        # gradients are summed in the one-kernel version's order, so to its bits.
+        weights = _rows(self.weight, full)
+        biases = _rows(self.bias, full)
+        outs = [
+            F.batch_norm(xk, mean[k], var[k], weights[k], biases[k], True, 1.0, self.eps)
+            for k, xk in enumerate(slices[:full])
+        ]
+        if full < s:
+            last = slices[-1]
+            outs.append(
+                F.batch_norm(last, mean[-1], var[-1], self.weight, self.bias, True, 1.0, self.eps)
+            )
+        y = torch.cat(outs)
+        if _is_channels_last(x) and not y.is_contiguous(memory_format=torch.channels_last):
+            # One-example slices have an ambiguous layout, and cat may then pick NCHW.
+            y = y.contiguous(memory_format=torch.channels_last)
+        return y, mean, var
+
+    def _one_kernel(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`_per_slice`'s result from the full slices laid side by side as channels, (S·g, C,
+        H, W) → (g, S·C, H, W), in one kernel, and a remainder in another, written into one
+        buffer shaped like x: a layout copy in and out each way (see `_per_slice_is_exact`)."""
+        n = x.shape[0]
+        g = min(self.ghost_size, n)
+        full = (n // g) * g
+        if full == n:
+            return self._side_by_side(x, g)
+        # torch.cat would not do: a one-example remainder has an ambiguous layout and makes
+        # it drop channels-last.
+        y_full, m_full, v_full = self._side_by_side(x[:full], g)
+        y_rest, m_rest, v_rest = self._side_by_side(x[full:], n - full)
+        y = torch.empty_like(x, dtype=y_full.dtype)
+        y[:full] = y_full
+        y[full:] = y_rest
+        return y, torch.cat([m_full, m_rest]), torch.cat([v_full, v_rest])
+
+    def _side_by_side(self, x: Tensor, g: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalize ``x`` (a multiple of ``g`` examples) per slice of ``g``, in one kernel."""
+        n, c = x.shape[:2]
         s = n // g
         channels_last = s > 1 and _is_channels_last(x)
         xg = _slices_as_channels(x, s, channels_last)
         stat_dtype = torch.promote_types(x.dtype, torch.float32)
-        # With momentum 1 and zero-filled running buffers, batch_norm leaves in them exactly
-        # each channel's batch mean and *unbiased* variance: the slices' moments, for free.
         mean = torch.zeros(s * c, device=x.device, dtype=stat_dtype)
         var = torch.zeros(s * c, device=x.device, dtype=stat_dtype)
         weight = self.weight if self.weight is None or s == 1 else self.weight.repeat(s)
@@ -209,6 +254,33 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
 
 def _is_channels_last(x: Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _per_slice_is_exact(x: Tensor, ghost: int) -> bool:
+    """Whether `_per_slice` is known to give `_one_kernel`'s bits (outputs, moments, every
+    gradient), so it may replace it: on the CPU, NCHW always; channels-last only with whole
+    slices and rows of channels that fill 64-byte vectors (C = 16k in float32, 8k in float64).
+
+    Otherwise the one-kernel path stays until a decision (issue 46): on CUDA nobody has
+    compared the two yet (cuDNN kernels; and there a launch per slice may cost more than the
+    copies); in channels-last, the input's gradient moved by 1-2 ulp with C = 3, 4, 5, 12 in
+    float32 (vectorized tails), and with a remainder slice every gradient of the layer moved
+    (autograd hands the old assembly's kernels an NCHW output gradient): up to 3.6e-7 in the
+    input's and 6.9e-5 in the weight's on a 72-example float32 test.
+    tests/test_ghost_bn_copies.py checks the cases taken here bit for bit.
+    """
+    if x.device.type != "cpu":
+        return False
+    if not _is_channels_last(x) or x.shape[0] <= ghost:
+        return True
+    return x.shape[0] % ghost == 0 and (x.shape[1] * x.element_size()) % 64 == 0
+
+
+def _rows(t: Tensor | None, s: int) -> Sequence[Tensor | None]:
+    """`t` (C,) as S rows (views of one repeated tensor; `t` itself when S = 1), or S Nones."""
+    if t is None or s == 1:
+        return [t] * s
+    return t.repeat(s).view(s, -1).unbind(0)
 
 
 def _slices_as_channels(x: Tensor, s: int, channels_last: bool) -> Tensor:

@@ -12,13 +12,19 @@ Honest timing (DESIGN.md, principle 6): every shape runs untimed first (the firs
 any compilation, is reported apart as `warmup_s`); the device is synchronized before every
 clock read; each measurement is `repeats` timed runs of `steps` steps, reported as the median
 with the min-max spread. Host syncs per step are counted in one untimed eager step.
+
+Interleaved (`interleave`): the implementations compared are all built and warmed first, then
+timed round by round (one repeat of each per round), so a change in the machine's load falls on
+all of them alike; a ratio is taken within each round, and reported as its min, median and max
+over the rounds (`ratios`). Timed back to back, one neighbour's burst could move a ratio from
+1.1 to 0.3 (issue 46).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,16 +124,69 @@ def _peak(device: torch.device) -> int | None:
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
 
-def _time_steps(step: Callable[[], Any], device: torch.device, setup: BenchSetup) -> list[float]:
-    times = []
-    for _ in range(setup.repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(setup.steps):
-            step()
-        synchronize(device)
-        times.append((time.perf_counter() - start) / setup.steps)
-    return times
+@dataclass(frozen=True)
+class Prepared:
+    """An implementation built and warmed, ready to be timed: what `Measurement` needs but
+    the times."""
+
+    impl: str
+    step: Callable[[], Any]
+    micro_batch: int
+    images_per_step: int
+    warmup_s: float
+    syncs_per_step: float | None
+    cudagraph_skips: int | None
+    steps: int
+
+
+def _time_once(prepared: Prepared, device: torch.device) -> float:
+    """Seconds per step of one timed repeat of `prepared.steps` steps."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(prepared.steps):
+        prepared.step()
+    synchronize(device)
+    return (time.perf_counter() - start) / prepared.steps
+
+
+def interleave(
+    prepared: Sequence[Prepared], device: torch.device, repeats: int
+) -> list[Measurement]:
+    """Time every implementation `repeats` times, round by round: round r runs one repeat of
+    each, in the order given. Each `Measurement` keeps its times in round order, so that
+    `ratios` can pair them; its peak memory is the largest of its repeats'."""
+    times: list[list[float]] = [[] for _ in prepared]
+    peaks: list[int | None] = [None for _ in prepared]
+    for _ in range(repeats):
+        for i, p in enumerate(prepared):
+            _reset_peak(device)
+            times[i].append(_time_once(p, device))
+            peak = _peak(device)
+            if peak is not None:
+                peaks[i] = max(peak, peaks[i] or 0)
+    return [
+        Measurement(
+            p.impl,
+            p.micro_batch,
+            t,
+            p.images_per_step,
+            p.warmup_s,
+            peak,
+            p.syncs_per_step,
+            p.cudagraph_skips,
+        )
+        for p, t, peak in zip(prepared, times, peaks, strict=True)
+    ]
+
+
+def ratios(a: Measurement, b: Measurement) -> tuple[float, float, float]:
+    """Min, median and max over the rounds of a's images/s over b's, each round's ratio from
+    that round's repeats of the two (`interleave`)."""
+    per_round = [
+        (a.images_per_step / ta) / (b.images_per_step / tb)
+        for ta, tb in zip(a.step_times_s, b.step_times_s, strict=True)
+    ]
+    return min(per_round), statistics.median(per_round), max(per_round)
 
 
 def _build(setup: BenchSetup, device: torch.device) -> nn.Module:
@@ -146,7 +205,12 @@ def _build(setup: BenchSetup, device: torch.device) -> nn.Module:
 
 
 def bench_harness(setup: BenchSetup, data: DeviceData) -> Measurement:
-    """Images/s of the harness's own `train_step` at `setup.batch_size`."""
+    """Images/s of the harness's own `train_step` at `setup.batch_size`, timed alone."""
+    return interleave([prepare_harness(setup, data)], data.device, setup.repeats)[0]
+
+
+def prepare_harness(setup: BenchSetup, data: DeviceData) -> Prepared:
+    """The harness's own `train_step` at `setup.batch_size`, built and warmed."""
     device = data.device
     execution = Execution(
         max_micro_batch=setup.max_micro_batch,
@@ -192,11 +256,8 @@ def bench_harness(setup: BenchSetup, data: DeviceData) -> Measurement:
     synchronize(device)
     warmup_s = time.perf_counter() - start
     syncs = None if setup.compile else count_syncs(step)
-    times = _time_steps(step, device, setup)
     skips = _cudagraph_skips() - skips_before if setup.compile else None
-    return Measurement(
-        "harness", micro, times, setup.batch_size, warmup_s, _peak(device), syncs, skips
-    )
+    return Prepared("harness", step, micro, setup.batch_size, warmup_s, syncs, skips, setup.steps)
 
 
 def _cudagraph_skips() -> int:
@@ -277,7 +338,21 @@ def bench_reference(
     std: torch.Tensor,
     device: torch.device,
 ) -> Measurement:
-    """Images/s of a plain PyTorch loop (DataLoader, nn.BatchNorm2d, torch.optim.SGD)."""
+    """Images/s of a plain PyTorch loop (DataLoader, nn.BatchNorm2d, torch.optim.SGD), timed
+    alone."""
+    prepared = prepare_reference(setup, images, labels, mean, std, device)
+    return interleave([prepared], device, setup.repeats)[0]
+
+
+def prepare_reference(
+    setup: BenchSetup,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device: torch.device,
+) -> Prepared:
+    """A plain PyTorch loop (DataLoader, nn.BatchNorm2d, torch.optim.SGD), built and warmed."""
     base = reference_model(setup, device)
     model: nn.Module = base
     if setup.compile:
@@ -325,9 +400,8 @@ def bench_reference(
     step()
     synchronize(device)
     warmup_s = time.perf_counter() - start
-    times = _time_steps(step, device, setup)
-    return Measurement(
-        "reference", setup.batch_size, times, setup.batch_size, warmup_s, _peak(device), None
+    return Prepared(
+        "reference", step, setup.batch_size, setup.batch_size, warmup_s, None, None, setup.steps
     )
 
 

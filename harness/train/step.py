@@ -157,7 +157,7 @@ def _zero_grads_in_place(optimizer: torch.optim.Optimizer) -> None:
         torch._foreach_zero_(grads)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(
     model: torch.nn.Module,
     data: DataSource,
@@ -173,6 +173,13 @@ def evaluate(
     training loss the paper plots, not the mean of augmented train-mode minibatch losses):
     its first `images` images (None: all), the same ones at every call.
     With a `replica`, each process evaluates every N-th batch and the sums are all-reduced.
+
+    Under `torch.inference_mode`, not `no_grad`: no tensor made here needs autograd's
+    version counters or view tracking, and none outlives the call but as a plain value (the
+    audit's float64 losses, read by functional ops only). Same kernels, same numbers
+    (tests/test_eval_mode.py). The batch size (`execution.eval_batch_size`) stays the
+    caller's: a smaller one would need smaller transient activations but sum the loss in
+    another order, and may pick other convolution kernels, so it is a suite's choice.
     """
     shard = None if replica is None else replica.shard()
     rank, world = (0, 1) if shard is None else (shard.rank, shard.world)
