@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.cifar10 import Cifar10
+from harness.data.labels import LabelError, class_labels
 from harness.errors import UserError
 
 KEYS = ("train_x", "train_y", "test_x", "test_y")
@@ -130,18 +131,21 @@ def _images(x: np.ndarray, key: str, where: str) -> np.ndarray:
 
 
 def _labels(y: np.ndarray, key: str, n: int, classes: int, where: str) -> np.ndarray:
-    if y.dtype.kind not in "iu":
-        raise UserError(f"{where}: {key} is {y.dtype}; labels must be integers 0..classes-1")
-    if y.shape != (n,):
-        raise UserError(f"{where}: {key} has shape {y.shape}; give one label per image ({n},)")
-    low, high = int(y.min()), int(y.max())
-    if low < 0 or high >= classes:
+    try:
+        return class_labels(y, n, classes)
+    except LabelError as exc:
+        if exc.low is None or exc.high is None:  # not integer labels at all
+            raise UserError(
+                f"{where}: {key} holds {exc.reason}; labels must be integers 0..classes-1, "
+                "one per image"
+            ) from None
+        hint = ""
+        if exc.low >= 0 and exc.high < 2**31:  # a plausible class count: say how to set it
+            hint = f" (set classes: {max(exc.high + 1, 2)} if the labels are right)"
         raise UserError(
             f"dataset.classes: {classes}, but {key} of {where.removeprefix('dataset.path: ')} "
-            f"holds labels {low}..{high}; labels run 0..classes-1 (set classes: {max(high + 1, 2)}"
-            " if the labels are right)"
-        )
-    return y.astype(np.int64)
+            f"holds {exc.reason}; labels run 0..classes-1{hint}"
+        ) from None
 
 
 def _shape(x: np.ndarray) -> str:
