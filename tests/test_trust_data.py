@@ -92,3 +92,102 @@ def test_arrays_labels_that_are_not_integers_are_one_line(tmp_path):
     suite = _tiny_suite(tmp_path, dataset)
     result = run_cli("run", str(suite), "--results", str(tmp_path / "r"), "--device", "cpu")
     one_line_error(result, "dataset.path", "train_y", "floats", "integers 0..classes-1")
+
+
+# --- 39.11: an `arrays` .npz is checked from its headers, before training -------------------
+
+
+def _arrays_suite(tmp_path: Path, path: Path) -> Path:
+    dataset = f"{{name: arrays, path: {json.dumps(str(path))}, classes: 3, train_size: 32}}"
+    return _tiny_suite(tmp_path, dataset)
+
+
+def _run_arrays(tmp_path: Path, path: Path):
+    suite = _arrays_suite(tmp_path, path)
+    return run_cli("run", str(suite), "--results", str(tmp_path / "r"), "--device", "cpu")
+
+
+def _save_arrays(path: Path, channels: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(32, 32, 32, channels), dtype=np.uint8)
+    y = np.arange(32) % 3
+    np.savez(path, train_x=x, train_y=y, test_x=x, test_y=y)
+    return path
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_arrays_of_other_channels_than_the_model_takes_are_refused_before_training(
+    tmp_path, channels
+):
+    result = _run_arrays(tmp_path, _save_arrays(tmp_path / "d.npz", channels))
+    line = one_line_error(result, "dataset.path", f"{channels} channel(s)", "'small'", "takes 3")
+    assert "(N, H, W, 3)" in line
+    assert not (tmp_path / "r" / "runs").exists()
+
+
+def _npy(shape: tuple[int, ...], data: bytes, dtype: str = "|u1") -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + data
+
+
+def _npz(path: Path, members: dict[str, bytes]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(f"{name}.npy", blob)
+    return path
+
+
+def _members_of(path: Path) -> dict[str, bytes]:
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return {n.removesuffix(".npy"): zf.read(n) for n in zf.namelist()}
+
+
+def test_a_header_declaring_more_than_the_member_holds_is_one_line(tmp_path):
+    members = _members_of(_save_arrays(tmp_path / "ok.npz"))
+    # 10**7 images of 32x32x3 declared (30 GB), 3 KB there: was a 30 GB allocation attempt.
+    members["train_x"] = _npy((10**7, 32, 32, 3), bytes(3072))
+    result = _run_arrays(tmp_path, _npz(tmp_path / "big.npz", members))
+    one_line_error(result, "dataset.path", "train_x", "(10000000, 32, 32, 3)", "holds 3,072 bytes")
+
+
+def test_data_shorter_than_declared_is_not_called_pickled_data(tmp_path):
+    members = _members_of(_save_arrays(tmp_path / "ok.npz"))
+    members["test_x"] = members["test_x"][:-100]
+    result = _run_arrays(tmp_path, _npz(tmp_path / "short.npz", members))
+    line = one_line_error(result, "dataset.path", "test_x", "cut-short")
+    assert "pickled" not in line
+
+
+def _patch_member_headers(path: Path, offset_local: int, offset_central: int, value: bytes):
+    """Overwrite a field of every local and central zip header (a forged member)."""
+    blob = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", offset_local), (b"PK\x01\x02", offset_central)):
+        start = blob.find(signature)
+        while start != -1:
+            blob[start + offset : start + offset + len(value)] = value
+            start = blob.find(signature, start + 4)
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize(
+    ("local", "central", "value", "says"),
+    [
+        (6, 8, b"\x01\x00", "encrypted"),  # general purpose flag bit 0
+        (8, 10, b"\x63\x00", "zip method 99"),  # AES / an unknown compression method
+    ],
+)
+def test_an_encrypted_or_unknown_compression_member_is_one_line(
+    tmp_path, local, central, value, says
+):
+    path = _save_arrays(tmp_path / "d.npz")
+    _patch_member_headers(path, local, central, value)
+    result = _run_arrays(tmp_path, path)
+    one_line_error(result, "dataset.path", "train_x", says)
