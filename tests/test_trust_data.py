@@ -5,6 +5,7 @@ adaptive gate that fooled the harness or stopped it with a traceback, through th
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -191,3 +192,70 @@ def test_an_encrypted_or_unknown_compression_member_is_one_line(
     _patch_member_headers(path, local, central, value)
     result = _run_arrays(tmp_path, path)
     one_line_error(result, "dataset.path", "train_x", says)
+
+
+# --- 39.12: image folders: a link loop or a non-UTF-8 name is skipped and counted -------------
+
+IMAGENET_SUITE = """\
+name: folder
+dataset: {{name: imagenet, train_size: {n}, test_size: 6, image_size: 32}}
+models:
+  resnet: {{name: resnet50, width: 4, max_blocks: 1}}
+optimizers:
+  momentum: {{kind: momentum, lr: 0.1, momentum: 0.9}}
+schedule: {{epochs: 1, milestones: [], batch_size: 8}}
+schedules:
+  constant: {{realization: lr}}
+training: {{ghost_batch_size: 4}}
+execution: {{eval_batch_size: 6, loader_workers: 0}}
+experiments:
+  - {{name: tiny, optimizers: [momentum], schedules: [constant], seeds: [0]}}
+"""
+
+
+def _image_folder(root: Path, per_class: int = 8) -> Path:
+    from PIL import Image
+
+    classes = ("n01440764", "n01443537", "n01484850")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", 2)):
+        for wnid in classes:
+            folder = root / "imagenet" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", quality=90)
+    return root
+
+
+def test_a_link_loop_and_a_non_utf8_name_are_skipped_and_counted(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    train = data / "imagenet" / "train" / "n01443537"
+    os.symlink("loop.jpg", train / "loop.jpg")  # follows itself: ELOOP (errno 40)
+    with open(os.fsencode(train) + b"/bad\xff.jpg", "wb") as f:  # not UTF-8: was a traceback
+        f.write((train / "n01443537_0.JPEG").read_bytes())
+    suite = tmp_path / "suite.yaml"
+    results = tmp_path / "results"
+    args = ("--results", str(results), "--device", "cpu", "--data", str(data))
+
+    suite.write_text(IMAGENET_SUITE.format(n=26))  # every file counted: two are not images
+    refused = run_cli("run", str(suite), *args)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert "24 readable images" in refused.stderr and "dataset.train_size=24" in refused.stderr
+    assert "skipped 2 of 26" in refused.stderr, refused.stderr
+    assert "loop.jpg" in refused.stderr and "symbolic links" in refused.stderr
+    assert "bad\\xff.jpg" in refused.stderr and "not UTF-8" in refused.stderr
+
+
+def test_a_class_folder_named_in_other_bytes_than_utf8_is_one_line(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    folder = os.fsencode(data / "imagenet" / "train") + b"/n0\xff"
+    os.mkdir(folder)
+    image = data / "imagenet" / "train" / "n01440764" / "n01440764_0.JPEG"
+    with open(folder + b"/x.jpg", "wb") as f:  # was a UnicodeEncodeError traceback
+        f.write(image.read_bytes())
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(IMAGENET_SUITE.format(n=24))
+    result = run_cli("run", str(suite), "--results", str(tmp_path / "r"), "--data", str(data))
+    one_line_error(result, "n0\\xff", "not UTF-8", "rename it")
