@@ -124,12 +124,12 @@ def scan_split(
             )
         pairs = []
         for wnid in subfolders:
-            names, bad = _image_files(folder / wnid)
+            names, unusable = _image_files(folder / wnid)
             pairs += [(f"{wnid}/{name}", index[wnid]) for name in names]
-            skipped += [(f"{wnid}/{name}", why) for name, why in bad]
+            skipped += [(f"{wnid}/{name}", why) for name, why in unusable]
     else:
-        pairs, unlabelled, bad = _flat_with_labels(root, folder, index)
-        skipped += [(name, "no label in the labels file") for name in unlabelled] + bad
+        pairs, unlabelled, unusable = _flat_with_labels(root, folder, index)
+        skipped += [(name, "no label in the labels file") for name in unlabelled] + unusable
     if check != "none":
         bad = _unreadable(folder, [p for p, _ in pairs], check, threads, max_pixels)
         if bad:
