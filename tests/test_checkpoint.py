@@ -167,7 +167,8 @@ def test_check_progress_accepts_what_the_plan_passes_through_and_names_the_rest(
 
     assert check_progress(Progress(), plan) is None
     assert check_progress(progress(), plan) is None
-    assert check_progress(progress(partial={"epoch": 1, "step": 3}), plan) is None
+    audit = {"sums": torch.zeros(3, dtype=torch.int64), "position": 48, "batch": 16, "micro": 8}
+    assert check_progress(progress(partial={"epoch": 1, "step": 3, "audit": audit}), plan) is None
     done = progress(epoch=2, updates=8, curves=_rows(plan, 2))
     assert check_progress(done, plan) is None  # trained, row not written yet: resumable
     bad = {
@@ -183,6 +184,19 @@ def test_check_progress_accepts_what_the_plan_passes_through_and_names_the_rest(
         "an unfinished epoch 0 after 1": progress(partial={"epoch": 0, "step": 1}),
         "an unfinished epoch 2 after 2": progress(
             epoch=2, updates=8, curves=_rows(plan, 2), partial={"epoch": 2, "step": 1}
+        ),
+        "its audit counters are missing, at step 3": progress(partial={"epoch": 1, "step": 3}),
+        "audit position -1000000000 after 3 steps of 16 (48)": progress(
+            partial={"epoch": 1, "step": 3, "audit": {**audit, "position": -(10**9)}}
+        ),
+        "audit batch 32": progress(
+            partial={"epoch": 1, "step": 3, "audit": {**audit, "batch": 32}}
+        ),
+        "audit micro-batch 0": progress(
+            partial={"epoch": 1, "step": 3, "audit": {**audit, "micro": 0}}
+        ),
+        "three residues": progress(
+            partial={"epoch": 1, "step": 3, "audit": {**audit, "sums": torch.full((3,), -1)}}
         ),
     }
     for why, given in bad.items():

@@ -90,7 +90,7 @@ def test_cifar100_loads_its_hundred_fine_labels_and_refuses_bad_ones(tmp_path: P
     assert load_cifar100(root / "cifar-100-python").train_x.shape[0] == 400  # the folder itself
     assert cifar100_source(root) == "unverified"  # not the official test file
     bad = _write_cifar100(tmp_path / "bad", bad_label=True)
-    with pytest.raises(UserError, match=r"labels outside 0\.\.99"):
+    with pytest.raises(UserError, match=r"fine_labels.*outside 0\.\.99"):
         load_cifar100(bad)
     with pytest.raises(UserError, match="harness data cifar100"):
         load_cifar100(tmp_path / "nowhere")

@@ -34,7 +34,9 @@ import pandas as pd
 from harness.analysis.recipes import describe, differences, recipe_config, tag
 from harness.analysis.render import render
 from harness.analysis.tables import latest_per_cell
+from harness.core.adaptive import AdaptiveSchedule, Decision
 from harness.core.naming import cell_label
+from harness.core.rules import ScheduleError
 from harness.errors import UserError
 from harness.results.record import AUDIT_COLUMNS
 
@@ -132,8 +134,14 @@ def compare(
     baseline_runs: pd.DataFrame,
     current_runs: pd.DataFrame,
     tolerances: Mapping[str, float | None],
+    apart: Mapping[str, int] | None = None,
 ) -> CheckResult:
     """Compare `current_runs` with `baseline_runs`, cell by cell (matched on cell_id).
+
+    `apart`: adaptive cells whose decisions differ from the baseline's (cell_id -> the
+    0-based epoch of the first that differs, `first_apart`): their updates and plan follow
+    those decisions, which tier 0 checks against the rule and the baseline's B_simple, so
+    here their updates must equal their own plan's, exactly, not the baseline's.
 
     For each baseline cell: `updates`, `planned_updates` and `plan` (JSON, compared as parsed
     JSON so only content counts) must be equal; every metric whose tolerance is not None
@@ -179,7 +187,14 @@ def compare(
             rows.append(_row(cell_id, label, "cell", "present", "absent", None, None, "missing"))
             continue
         delta: object
-        for name in EXACT:
+        if apart is not None and cell_id in apart:
+            checked += 1
+            same = _equal(c["updates"], c["planned_updates"])
+            metric = f"updates vs own plan (decisions apart from epoch {apart[cell_id]})"
+            rows.append(
+                _row(cell_id, label, metric, c["planned_updates"], c["updates"], None, 0, _v(same))
+            )
+        for name in EXACT if apart is None or cell_id not in apart else ():
             checked += 1
             bv, cv = b[name], c[name]
             if name == "plan":
@@ -213,6 +228,14 @@ def compare(
             f"the baseline also holds {stale} row(s) of other recipes under this suite's "
             "labels; not compared (a cell's baseline is the row of its own recipe)"
         )
+    for cell_id, epoch in sorted((apart or {}).items()):
+        if cell_id in base and cell_id in cur:
+            notes.append(
+                f"{_label(cur[cell_id])}: its adaptive decisions differ from the baseline's from "
+                f"epoch {epoch + 1} (B_simple within {B_SIMPLE_RTOL:.0%}, see tier 0); its "
+                "updates and plan are checked against its own decisions and the rule, the "
+                "baseline's exact columns before that epoch only (docs/gate.md)"
+            )
     cells = len(base) - stale
     return CheckResult(ok=ok, rows=frame, cells=cells, checked=checked, notes=tuple(notes))
 
@@ -400,12 +423,46 @@ BASELINE_EXACT = (
 )
 
 
+# An adaptive cell's B_simple at each decision, against the baseline's: relative. B_simple is
+# a ratio of two float sums over a whole epoch; another thread count or CPU sums them in
+# another order, and the difference grows as training goes on. Not measured on two machines
+# yet (docs/gate.md, "Adaptive cells"): wide enough for float noise, far below a changed
+# meter (a factor in tr(Σ) or |G|² moves it by tens of per cent or more).
+B_SIMPLE_RTOL = 0.05
+
+
+def decisions_of(curves: pd.DataFrame, cell_id: str) -> list[Decision]:
+    """An adaptive cell's recorded decisions, from its curve rows (a row of epoch e + 1 holds
+    the decision made before 0-based epoch e)."""
+    epochs = _epochs(curves, cell_id)
+    if "decision_batch_size" not in epochs.columns:
+        return []
+    made = epochs[epochs["decision_batch_size"].notna()]
+    return [
+        Decision(int(e) - 1, float(b), int(n))
+        for e, b, n in zip(made.index, made["decision_b_simple"], made["decision_batch_size"])
+    ]
+
+
+def first_apart(baseline: Sequence[Decision], current: Sequence[Decision]) -> int | None:
+    """The 0-based epoch of the first decision whose batch differs between two runs of one
+    adaptive cell (None if they decide alike): from there on the two train different plans."""
+    for b, c in zip(baseline, current, strict=False):
+        if b.epoch != c.epoch or b.batch_size != c.batch_size:
+            return min(b.epoch, c.epoch)
+    if len(baseline) != len(current):
+        longer = baseline if len(baseline) > len(current) else current
+        return longer[min(len(baseline), len(current))].epoch
+    return None
+
+
 def compare_applied(
     baseline_curves: pd.DataFrame,
     current_curves: pd.DataFrame,
     labels: Mapping[str, str],
     regenerate: str,
     trained: tuple[Mapping[str, int], Mapping[str, int]] | None = None,
+    rules: Mapping[str, AdaptiveSchedule] | None = None,
 ) -> CheckResult:
     """Tier 0 for every cell in `labels` (cell_id -> label).
 
@@ -418,6 +475,13 @@ def compare_applied(
     than the baseline's. `trained` (epochs trained per cell id, from the baseline's and this
     run's rows): a side whose row says it trained no epoch (failed before its first) has no
     curves to miss, and a cell without a baseline row is the runs tier's ("extra").
+
+    `rules`: each adaptive cell's rule (cell_id -> `AdaptiveSchedule`). For those, exactly:
+    the decisions of this run and of the baseline are the rule's for their own recorded
+    B_simple (a changed rule fails on the baseline's), and the plan columns are the rule's
+    plan of this run's decisions; within `B_SIMPLE_RTOL`: each decision's B_simple against
+    the baseline's, up to the first decision whose batch differs. Past that epoch the two
+    runs train different plans, so the baseline-exact columns are compared before it only.
     """
     failures: list[str] = []
     if _lacks_audit(baseline_curves, labels):
@@ -454,12 +518,24 @@ def compare_applied(
                     cur["applied_batch_size"][decided.index],
                 )
             )
+        rule = (rules or {}).get(cell_id)
+        apart = None
+        if rule is not None:
+            mine = decisions_of(current_curves, cell_id)
+            rows += _adaptive_rows(cell_id, label, rule, cur, mine, "this run's")
+            if base is not None and not base.empty:
+                theirs = decisions_of(baseline_curves, cell_id)
+                rows += _adaptive_rows(cell_id, label, rule, None, theirs, "baseline's")
+                apart = first_apart(theirs, mine)
+                rows.append(_b_simple_row(cell_id, label, theirs, mine, apart))
         if base is None:
             continue
         if base.empty:
             if base_trained.get(cell_id, 1) > 0:
                 rows.append(_no_curves(cell_id, label, base, "baseline"))
             continue
+        if apart is not None:  # epochs up to the decision's (rows 1..apart) trained alike
+            base, cur = base[base.index <= apart], cur[cur.index <= apart]
         if list(base.index) != list(cur.index):
             rows.append(
                 _row(cell_id, label, "curve epochs", _span(base), _span(cur), None, 0, "moved")
@@ -489,6 +565,71 @@ def _span(epochs: pd.DataFrame) -> str:
     if index == list(range(index[0], index[0] + len(index))):
         return f"epochs {index[0]}-{index[-1]}"
     return "epochs " + ",".join(str(e) for e in index)
+
+
+def _adaptive_rows(
+    cell_id: str,
+    label: str,
+    rule: AdaptiveSchedule,
+    epochs: pd.DataFrame | None,
+    decisions: Sequence[Decision],
+    whose: str,
+) -> list[dict[str, Any]]:
+    """Exact: `decisions` are the rule's for their recorded B_simple; with `epochs` (this
+    run's curves), its plan columns are the rule's plan of those decisions."""
+    metric = f"{whose} decisions vs rule"
+    try:
+        rule.check(decisions)
+    except ScheduleError as exc:
+        return [_row(cell_id, label, metric, exc.message, None, None, 0, "moved")]
+    previous = rule.batch_size
+    for d in decisions:  # rule.check_rule, with the numbers for the table
+        want = rule.decide(d.epoch, d.b_simple, previous).batch_size
+        if d.batch_size != want:
+            recorded, given = f"B {d.batch_size} (epoch {d.epoch + 1})", f"rule's B {want}"
+            why = f"B_simple {d.b_simple:.6g}"
+            return [_row(cell_id, label, metric, recorded, given, why, 0, "moved")]
+        previous = d.batch_size
+    rows = [_row(cell_id, label, metric, None, None, None, 0, "ok")]
+    if epochs is not None:
+        plan = rule.plan(decisions)
+        index = epochs.index
+        for column in ("batch_size", "lr"):
+            planned = pd.Series(
+                [getattr(plan.phase_at(int(e) - 1), column) for e in index], index=index
+            )
+            rows.append(
+                _first_mismatch(cell_id, label, f"{column} vs rule", planned, epochs[column])
+            )
+    return rows
+
+
+def _b_simple_row(
+    cell_id: str,
+    label: str,
+    baseline: Sequence[Decision],
+    current: Sequence[Decision],
+    apart: int | None,
+) -> dict[str, Any]:
+    """The largest relative move of a decision's B_simple from the baseline's, over the
+    decisions up to the first whose batch differs; moved beyond `B_SIMPLE_RTOL`."""
+    worst: tuple[float, Decision, Decision] | None = None
+    for b, c in zip(baseline, current, strict=False):
+        if apart is not None and b.epoch > apart:
+            break
+        if math.isnan(b.b_simple) and math.isnan(c.b_simple):
+            continue
+        scale = max(abs(b.b_simple), 1e-300)
+        move = abs(c.b_simple - b.b_simple) / scale if math.isfinite(c.b_simple) else math.inf
+        move = math.inf if math.isnan(move) else move
+        if worst is None or move > worst[0]:
+            worst = (move, b, c)
+    if worst is None:
+        return _row(cell_id, label, "decision_b_simple", None, None, None, B_SIMPLE_RTOL, "ok")
+    move, b, c = worst
+    verdict = _v(move <= B_SIMPLE_RTOL + _SLACK)
+    metric = f"decision_b_simple (epoch {b.epoch}, relative)"
+    return _row(cell_id, label, metric, b.b_simple, c.b_simple, move, B_SIMPLE_RTOL, verdict)
 
 
 def _decided_batches(epochs: pd.DataFrame) -> pd.Series | None:

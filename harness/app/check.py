@@ -19,18 +19,23 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis.check import (
+    B_SIMPLE_RTOL,
     compare,
     compare_applied,
     compare_recipes,
     compare_seed_means,
+    decisions_of,
     environment_warnings,
     epochs_of,
+    first_apart,
     labels_of,
     merge,
 )
 from harness.analysis.render import check_format
+from harness.app.jobs import train_job
 from harness.app.runner import run_suite
 from harness.config.suite import Cell, load_suite, select_some
+from harness.core.adaptive import AdaptiveSchedule
 from harness.errors import UserError, printable
 from harness.results.paths import default_folder
 from harness.results.store import read_curves, read_runs
@@ -100,16 +105,28 @@ def check_suite(
     rule = loaded.spec.check
     labels = labels_of(current)
     regenerate = f"harness run {suite} --results {baseline} --force"
+    base_curves = read_curves(baseline)
+    rules = adaptive_rules(cells)
+    apart = {}
+    for cell_id in rules:
+        epoch = first_apart(
+            decisions_of(base_curves, cell_id), decisions_of(current_curves, cell_id)
+        )
+        if epoch is not None:
+            apart[cell_id] = epoch
     tiers = [
         compare_applied(
-            read_curves(baseline),
+            base_curves,
             current_curves,
             labels,
             regenerate,
             trained=(epochs_of(base_runs), epochs_of(current)),
+            rules=rules,
         ),
-        compare(base_runs, current, tolerances=rule.model_dump(exclude={"seeds"})),
+        compare(base_runs, current, tolerances=rule.model_dump(exclude={"seeds"}), apart=apart),
     ]
+    if rules:
+        print(ADAPTIVE_NOTE)
     if seeds is not None:
         if rule.seeds is None:
             raise UserError(f"{suite}: --seeds needs a check.seeds block (k and std per schedule)")
@@ -148,6 +165,25 @@ def fresh_folder(name: str) -> Path:
     parent = default_folder("check")
     parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+
+
+ADAPTIVE_NOTE = (
+    "note: adaptive cells: exact: each decision is the rule's for its recorded B_simple (this "
+    "run's and the baseline's), the applied batch and plan follow the decisions, and until "
+    "the decisions differ everything else equals the baseline's; within "
+    f"{B_SIMPLE_RTOL:.0%} (relative): each decision's B_simple against the baseline's "
+    "(docs/gate.md, 'Adaptive cells')"
+)
+
+
+def adaptive_rules(cells: Sequence[Cell]) -> dict[str, AdaptiveSchedule]:
+    """cell_id -> the rule of each adaptive cell among `cells`."""
+    rules = {}
+    for cell in cells:
+        adaptive = train_job(cell).adaptive
+        if adaptive is not None:
+            rules[cell.cell_id] = adaptive
+    return rules
 
 
 def seed_overrides(suite: Path, seeds: str, overrides: list[str]) -> list[str]:

@@ -52,7 +52,7 @@ from harness.data.image_loader import open_image_folder
 from harness.errors import UserError
 from harness.fsio import atomic_path, check_folders, remove, shown
 from harness.models.factory import FactoryError, build_factory_model, load_factory
-from harness.models.registry import input_size
+from harness.models.registry import input_channels, input_size
 from harness.results import lock, store
 from harness.results.paths import default_folder
 from harness.results.provenance import environment, source_version
@@ -226,6 +226,7 @@ def load_data(
             train_size=ds.train_size,
             test_size=ds.test_size,
             channels=channels,
+            takes=_channels_taken(suite.cells if cells is None else cells),
         )
         source = arrays_source(path)
         if ds.mean is not None and ds.std is not None:
@@ -242,6 +243,16 @@ def load_data(
         arrays, device, channels_last=channels_last, augment=ds.augment, stats=stats
     )
     return data, source
+
+
+def _channels_taken(cells: tuple[Cell, ...]) -> tuple[int, str] | None:
+    """The image channels the cells' models take, and the first model that says so (a model
+    from the user's own code says nothing until built; then the first step would tell)."""
+    for cell in cells:
+        channels = input_channels(cell.model.name)
+        if channels is not None:
+            return channels, f"{cell.model_name!r} ({cell.model.name})"
+    return None
 
 
 def imagenet_root(suite: Suite, data_root: Path | None) -> Path:

@@ -194,6 +194,21 @@ class AdaptiveSchedule:
                 )
             previous, last = d.batch_size, d.epoch
 
+    def check_rule(self, decisions: Sequence[Decision]) -> None:
+        """`ScheduleError("decisions", ...)` unless each decision's batch is the one this rule
+        gives for the decision's own recorded B_simple after the batch before it: the rule
+        re-derived, exactly (a float B_simple gives one batch wherever it is re-derived)."""
+        previous = self.batch_size
+        for d in decisions:
+            want = self.decide(d.epoch, d.b_simple, previous).batch_size
+            if d.batch_size != want:
+                raise ScheduleError(
+                    "decisions",
+                    f"batch {d.batch_size!r} at epoch {d.epoch}, where the rule gives {want} "
+                    f"for its recorded B_simple {d.b_simple:.6g} after batch {previous}",
+                )
+            previous = d.batch_size
+
     def plan(self, decisions: Sequence[Decision] = ()) -> Plan:
         """The plan `decisions` give (the batch after the last one kept to the end)."""
         base, epochs = self.base, []

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.cifar10 import Cifar10
+from harness.data.labels import LabelError, class_labels
 from harness.errors import UserError
 
 KEYS = ("train_x", "train_y", "test_x", "test_y")
@@ -31,34 +32,34 @@ def load_arrays(
     train_size: int,
     test_size: int | None = None,
     channels: int | None = None,
+    takes: tuple[int, str] | None = None,
 ) -> Cifar10:
     """The first `train_size` training and `test_size` test examples of the .npz at `path`.
 
-    `channels`: the number the suite's mean/std give, if it gives them.
+    `channels`: the number the suite's mean/std give, if it gives them. `takes`: the channels
+    the suite's models take and which model that is, if known. Each member's .npy header is
+    read and checked (dtype, declared shape against the bytes the member holds, channels)
+    before any array data is read.
     """
     where = f"dataset.path: {path}"
     if not path.is_file():
         raise UserError(f"{where}: no such file; give the .npz holding {', '.join(KEYS)}")
     if not zipfile.is_zipfile(path):
         raise UserError(f"{where}: not an .npz (a zip of .npy arrays); write it with np.savez")
-    _check_headers(path, where)  # before a byte of array data is inflated
+    shapes = _headers(path, where)
+    for key in ("train_x", "test_x"):
+        c = _layout(shapes[key], key, where)[1]
+        if takes is not None and c != takes[0]:
+            raise UserError(
+                f"{where}: {key} images have {c} channel(s), but model {takes[1]} takes "
+                f"{takes[0]}; give (N, {takes[0]}, H, W) or (N, H, W, {takes[0]}) images"
+            )
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in KEYS if k not in npz.files]
-            if missing:
-                raise UserError(
-                    f"{where}: no array {missing[0]!r} (it holds {', '.join(npz.files) or 'none'});"
-                    f" save it with np.savez(path, {'=..., '.join(KEYS)}=...)"
-                )
             arrays = {k: npz[k] for k in KEYS}
-    except UserError:
-        raise
-    except ValueError:  # an object array: refused, never unpickled
-        raise UserError(
-            f"{where}: holds an object array (pickled data), which is never loaded; save "
-            "plain numeric arrays (uint8 images, integer labels)"
-        ) from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except ValueError as exc:  # object arrays are refused above, by their header
+        raise UserError(f"{where}: not a readable .npz ({exc}); write it with np.savez") from None
+    except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as exc:
         raise UserError(f"{where}: not a readable .npz ({exc}); write it with np.savez") from None
     train_x = _images(arrays["train_x"], "train_x", where)
     test_x = _images(arrays["test_x"], "test_x", where)
@@ -94,61 +95,64 @@ def load_arrays(
     )
 
 
-def _check_headers(path: Path, where: str) -> None:
-    """Each array's .npy header read, and its images' shape and dtype checked (`_images` on a
-    view of no memory), before its data is inflated: a small zip whose member inflates to
-    gigabytes of the wrong shape is refused from its header. A member whose size in the zip's
-    directory is not its header's shape (a forged size, data cut short) is refused too, so
-    what `np.load` then inflates is exactly what the header declared."""
+def _headers(path: Path, where: str) -> dict[str, tuple[int, ...]]:
+    """Each array's declared shape, from its .npy header, read without its data; one line for
+    a missing, encrypted, unreadably compressed, object or cut-short member."""
+    cure = "write it with np.savez"
     try:
-        with zipfile.ZipFile(path) as archive:
-            members = {info.filename: info for info in archive.infolist()}
-            for key in KEYS:
-                info = members.get(f"{key}.npy")
-                if info is None:
-                    continue  # np.load's own listing names the missing array
-                with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    read = {
-                        (1, 0): np.lib.format.read_array_header_1_0,
-                        (2, 0): np.lib.format.read_array_header_2_0,
-                    }.get(version)
-                    if read is None:
-                        raise ValueError(f"npy format version {version}")
-                    shape, _, dtype = read(member)
-                    header = member.tell()
-                if dtype.hasobject:
-                    return  # np.load refuses it (never unpickled) with its own line
-                size = header + math.prod(shape) * dtype.itemsize
-                if info.file_size != size:
-                    raise UserError(
-                        f"{where}: {key} declares {info.file_size} bytes in the zip but its "
-                        f"header {shape} {dtype} needs {size}; write the file again with np.savez"
-                    )
-                if key.endswith("_x"):
-                    _images(
-                        np.lib.stride_tricks.as_strided(
-                            np.zeros(1, dtype), shape, (0,) * len(shape)
-                        ),
-                        key,
-                        where,
-                    )
-                elif dtype.kind not in "iu" or len(shape) != 1:
-                    raise UserError(
-                        f"{where}: {key} is {dtype} of shape {shape}; labels are integers "
-                        "0..classes-1, one per image"
-                    )
+        with zipfile.ZipFile(path) as zf:
+            members = {n.removesuffix(".npy"): n for n in zf.namelist() if n.endswith(".npy")}
+            missing = [k for k in KEYS if k not in members]
+            if missing:
+                raise UserError(
+                    f"{where}: no array {missing[0]!r} (it holds "
+                    f"{', '.join(members) or 'none'}); save it with "
+                    f"np.savez(path, {'=..., '.join(KEYS)}=...)"
+                )
+            return {k: _header(zf, zf.getinfo(members[k]), k, where) for k in KEYS}
     except UserError:
         raise
-    except (
-        OSError,
-        ValueError,
-        zipfile.BadZipFile,
-        EOFError,
-        RuntimeError,
-        NotImplementedError,
-    ) as exc:
-        raise UserError(f"{where}: not a readable .npz ({exc}); write it with np.savez") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"{where}: not a readable .npz ({exc}); {cure}") from None
+
+
+def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: str) -> tuple[int, ...]:
+    if info.flag_bits & 0x1:  # zip's "encrypted" flag: reading it would ask for a password
+        raise UserError(
+            f"{where}: {key} is encrypted; write the arrays with np.savez (no password)"
+        )
+    try:
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read(f)
+            offset = f.tell()
+    except NotImplementedError:  # zipfile's word for a compression method it cannot read
+        raise UserError(
+            f"{where}: {key} is compressed with zip method {info.compress_type}, which Python "
+            "cannot read; write it with np.savez or np.savez_compressed"
+        ) from None
+    except (ValueError, OSError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise UserError(f"{where}: {key} is not a readable .npy array ({why})") from None
+    if dtype.hasobject:  # refused, never unpickled
+        raise UserError(
+            f"{where}: {key} is an object array (pickled data), which is never loaded; save "
+            "plain numeric arrays (uint8 images, integer labels)"
+        )
+    need = math.prod(shape) * dtype.itemsize
+    have = info.file_size - offset
+    if need != have:
+        raise UserError(
+            f"{where}: {key} declares {dtype} of shape {tuple(shape)} ({need:,} bytes), but "
+            f"holds {have:,} bytes of data: a cut-short or damaged file; write it again "
+            "with np.savez"
+        )
+    return tuple(shape)
 
 
 def arrays_source(path: Path) -> str:
@@ -160,22 +164,19 @@ def arrays_source(path: Path) -> str:
     return f"arrays {path.resolve()} sha256:{digest.hexdigest()}"
 
 
-def _images(x: np.ndarray, key: str, where: str) -> np.ndarray:
-    if x.dtype != np.uint8:
+def _layout(shape: tuple[int, ...], key: str, where: str) -> tuple[int, int, int, int]:
+    """(N, C, H, W) of an image array's shape: channels-last when its last axis is 1, 3 or 4
+    and its second is not; the checks every image array passes."""
+    if len(shape) != 4:
         raise UserError(
-            f"{where}: {key} is {x.dtype}; images must be uint8 (0..255), e.g. "
-            f"(x * 255).round().astype(np.uint8)"
+            f"{where}: {key} has shape {shape}; images are 4-D, (N, C, H, W) or (N, H, W, C)"
         )
-    if x.ndim != 4:
-        raise UserError(
-            f"{where}: {key} has shape {x.shape}; images are 4-D, (N, C, H, W) or (N, H, W, C)"
-        )
-    if x.shape[-1] in _CHANNELS and x.shape[1] not in _CHANNELS:
-        x = x.transpose(0, 3, 1, 2)
-    n, c, h, w = x.shape
+    if shape[-1] in _CHANNELS and shape[1] not in _CHANNELS:
+        shape = (shape[0], shape[3], shape[1], shape[2])
+    n, c, h, w = shape
     if c not in _CHANNELS:
         raise UserError(
-            f"{where}: {key} has shape {x.shape}: no axis of 1, 3 or 4 channels at 1 or 3"
+            f"{where}: {key} has shape {shape}: no axis of 1, 3 or 4 channels at 1 or 3"
         )
     if h != w:
         raise UserError(
@@ -185,22 +186,37 @@ def _images(x: np.ndarray, key: str, where: str) -> np.ndarray:
         raise UserError(f"{where}: {key} images are {h}x{w}; give at least 8x8 pixels")
     if n == 0:
         raise UserError(f"{where}: {key} holds no images")
+    return n, c, h, w
+
+
+def _images(x: np.ndarray, key: str, where: str) -> np.ndarray:
+    if x.dtype != np.uint8:
+        raise UserError(
+            f"{where}: {key} is {x.dtype}; images must be uint8 (0..255), e.g. "
+            f"(x * 255).round().astype(np.uint8)"
+        )
+    _layout(x.shape, key, where)
+    if x.shape[-1] in _CHANNELS and x.shape[1] not in _CHANNELS:
+        x = x.transpose(0, 3, 1, 2)
     return x
 
 
 def _labels(y: np.ndarray, key: str, n: int, classes: int, where: str) -> np.ndarray:
-    if y.dtype.kind not in "iu":
-        raise UserError(f"{where}: {key} is {y.dtype}; labels must be integers 0..classes-1")
-    if y.shape != (n,):
-        raise UserError(f"{where}: {key} has shape {y.shape}; give one label per image ({n},)")
-    low, high = int(y.min()), int(y.max())
-    if low < 0 or high >= classes:
+    try:
+        return class_labels(y, n, classes)
+    except LabelError as exc:
+        if exc.low is None or exc.high is None:  # not integer labels at all
+            raise UserError(
+                f"{where}: {key} holds {exc.reason}; labels must be integers 0..classes-1, "
+                "one per image"
+            ) from None
+        hint = ""
+        if exc.low >= 0 and exc.high < 2**31:  # a plausible class count: say how to set it
+            hint = f" (set classes: {max(exc.high + 1, 2)} if the labels are right)"
         raise UserError(
             f"dataset.classes: {classes}, but {key} of {where.removeprefix('dataset.path: ')} "
-            f"holds labels {low}..{high}; labels run 0..classes-1 (set classes: {max(high + 1, 2)}"
-            " if the labels are right)"
-        )
-    return y.astype(np.int64)
+            f"holds {exc.reason}; labels run 0..classes-1{hint}"
+        ) from None
 
 
 def _shape(x: np.ndarray) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.data.labels import LabelError, class_labels
 from harness.data.safe_pickle import read_batch
 from harness.errors import UserError
 
@@ -64,14 +65,18 @@ def _read_images(
     data, labels = batch.get("data"), batch.get(label_key)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
         raise UserError(f"{path}: not a {what} batch file ('data' is not a uint8 matrix)")
-    if data.shape[1] != int(np.prod(IMAGE_SHAPE)) or labels is None or len(labels) != len(data):
+    if data.shape[1] != int(np.prod(IMAGE_SHAPE)) or labels is None:
         raise UserError(
-            f"{path}: not a {what} batch file ('data' has shape {data.shape}, "
-            f"{'no' if labels is None else len(labels)} '{label_key}')"
+            f"{path}: not a {what} batch file ('data' has shape {data.shape}"
+            f"{', no ' + repr(label_key) if labels is None else ''})"
         )
-    y = np.asarray(labels, dtype=np.int64)
-    if y.size and (y.min() < 0 or y.max() >= classes):
-        raise UserError(f"{path}: labels outside 0..{classes - 1}")
+    try:
+        y = class_labels(labels, len(data), classes)
+    except LabelError as exc:
+        raise UserError(
+            f"{path}: '{label_key}' holds {exc.reason}; a {what} batch file's labels are "
+            f"integers 0..{classes - 1}, one per image ({hint})"
+        ) from None
     return data.reshape(-1, *IMAGE_SHAPE), y
 
 

@@ -35,9 +35,7 @@ def random_crop_flip(
     device = padded.device
     b = indices.shape[0]
     _, c, h, w = padded.shape
-    dy = torch.randint(0, h - crop + 1, (b, 1), generator=generator, device=device)
-    dx = torch.randint(0, w - crop + 1, (b, 1), generator=generator, device=device)
-    flip = torch.randint(0, 2, (b, 1), generator=generator, device=device).bool()
+    dy, dx, flip = _draw_crop_flip(b, h, w, crop, generator, device)
     ar = torch.arange(crop, device=device)
     rows = dy + ar
     cols = torch.where(flip, dx + (crop - 1) - ar, dx + ar)
@@ -49,6 +47,17 @@ def random_crop_flip(
         + cols.view(b, 1, 1, crop)
     )
     return padded.view(-1)[offsets]
+
+
+def _draw_crop_flip(
+    b: int, h: int, w: int, crop: int, generator: torch.Generator, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The augmentation's draws for a batch of ``b``: row and column offsets, flip flags; the
+    only draws from ``generator`` (so replaying them moves it as a step does)."""
+    dy = torch.randint(0, h - crop + 1, (b, 1), generator=generator, device=device)
+    dx = torch.randint(0, w - crop + 1, (b, 1), generator=generator, device=device)
+    flip = torch.randint(0, 2, (b, 1), generator=generator, device=device).bool()
+    return dy, dx, flip
 
 
 def _channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,18 +189,37 @@ class DeviceData:
         generator from ``augment_seed`` drawn step by step; step s takes
         permutation[s·B : (s+1)·B] (a short last step when ``steps`` exceeds N // B). Every
         process of a data-parallel job draws the whole step (cheap, and the same everywhere)
-        and keeps its ``shard``."""
+        and keeps its ``shard``.
+
+        A cursor's epoch starts at ``cursor.step`` with the generator where this device's
+        draws of the steps before it leave it: re-derived from ``augment_seed`` by drawing
+        them again (without the images), never set from a saved state. A saved generator
+        state is the device type's own (a CPU's is 5056 bytes, a GPU's 16) and would tie a
+        paused cell to the device type that paused it; the seed and step resume it on any
+        device, with the same draws wherever the device is the same."""
         order = torch.Generator().manual_seed(order_seed)
         permutation = torch.randperm(self.n_train, generator=order).to(self.device)
         augment = torch.Generator(device=self.device).manual_seed(augment_seed)
         start = 0
         if cursor is not None:
-            if cursor.augment_state is not None:
-                augment.set_state(cursor.augment_state)
             start, cursor.generator = cursor.step, augment
+            self._skip_draws(
+                augment,
+                [len(permutation[s * batch_size : (s + 1) * batch_size]) for s in range(start)],
+            )
         for step in range(start, steps):
             indices = permutation[step * batch_size : (step + 1) * batch_size]
             yield self.step_batch(indices, augment, micro, shard)
+
+    def _skip_draws(self, generator: torch.Generator, sizes: list[int]) -> None:
+        """Move ``generator`` past the augmentation draws of steps of ``sizes`` examples, as
+        `train_images` would (nothing is drawn without augmentation)."""
+        if not self.augment:
+            return
+        _, _, h, w = self.train_padded.shape
+        crop = w - 2 * PAD
+        for b in sizes:
+            _draw_crop_flip(b, h, w, crop, generator, self.device)
 
     def step_batch(
         self, indices: Tensor, generator: torch.Generator, micro: int, shard: Shard | None = None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,14 +122,14 @@ def scan_split(
                 f"{folder / unknown[0]}: class folder not among the {len(classes)} classes of "
                 f"{root / 'train'} ({len(unknown)} such folders)"
             )
-        pairs = [
-            (f"{wnid}/{name}", index[wnid])
-            for wnid in subfolders
-            for name in _image_files(folder / wnid)
-        ]
+        pairs = []
+        for wnid in subfolders:
+            names, unusable = _image_files(folder / wnid)
+            pairs += [(f"{wnid}/{name}", index[wnid]) for name in names]
+            skipped += [(f"{wnid}/{name}", why) for name, why in unusable]
     else:
-        pairs, unlabelled = _flat_with_labels(root, folder, index)
-        skipped += [(name, "no label in the labels file") for name in unlabelled]
+        pairs, unlabelled, unusable = _flat_with_labels(root, folder, index)
+        skipped += [(name, "no label in the labels file") for name in unlabelled] + unusable
     if check != "none":
         bad = _unreadable(folder, [p for p, _ in pairs], check, threads, max_pixels)
         if bad:
@@ -151,23 +151,69 @@ def scan_split(
 
 
 def _subfolders(folder: Path) -> list[str]:
+    """The class folders: sub-folders not starting with "."; a name that is not UTF-8 is
+    refused (it is a class, and dropping it would renumber the labels)."""
+    names = []
     with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+        for e in it:
+            if e.name.startswith(".") or not _is(e.is_dir):
+                continue
+            if _not_utf8(e.name):
+                raise UserError(
+                    f"{folder / printable(e.name)}: a class folder whose name is not UTF-8; "
+                    "rename it"
+                )
+            names.append(e.name)
+    return sorted(names)
 
 
-def _image_files(folder: Path) -> list[str]:
+def _image_files(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """The image files of `folder` (sorted), and those that cannot be used, with why: a link
+    that cannot be followed (a loop, ELOOP) or a name that is not UTF-8 (the dataset holds
+    paths as UTF-8). Both are counted as skipped, as an unreadable image is."""
+    names: list[str] = []
+    bad: list[tuple[str, str]] = []
     with os.scandir(folder) as it:
-        return sorted(
-            e.name
-            for e in it
-            if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
-        )
+        for e in it:
+            if os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
+                continue
+            if _not_utf8(e.name):
+                bad.append((printable(e.name), "file name is not UTF-8"))
+                continue
+            try:
+                if e.is_file():
+                    names.append(e.name)
+            except OSError as exc:  # a self-referencing link: ELOOP
+                bad.append((e.name, exc.strerror or type(exc).__name__))
+    return sorted(names), sorted(bad)
+
+
+def _is(test: Callable[[], bool]) -> bool:
+    """`DirEntry.is_dir()`'s answer; False where following the entry fails (a link loop)."""
+    try:
+        return test()
+    except OSError:
+        return False
+
+
+def _not_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.scandir gave undecodable bytes as surrogates
+        return True
+    return False
+
+
+def printable(name: str) -> str:
+    """A file name as text that any terminal and log can take: undecodable bytes as \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _flat_with_labels(
     root: Path, folder: Path, index: dict[str, int]
-) -> tuple[list[tuple[str, int]], list[str]]:
-    """A flat val/ folder: (file, label) pairs from its labels file, and files with no label."""
+) -> tuple[list[tuple[str, int]], list[str], list[tuple[str, str]]]:
+    """A flat val/ folder: (file, label) pairs from its labels file, files with no label, and
+    files that cannot be used (`_image_files`)."""
     label_file = next(
         (d / name for d in (folder, root) for name in VAL_LABEL_FILES if (d / name).is_file()),
         None,
@@ -180,7 +226,8 @@ def _flat_with_labels(
     by_stem = _read_labels(label_file)
     pairs: list[tuple[str, int]] = []
     unlabelled: list[str] = []
-    for name in _image_files(folder):
+    names, bad = _image_files(folder)
+    for name in names:
         wnid = by_stem.get(name) or by_stem.get(os.path.splitext(name)[0])
         if wnid is None:
             unlabelled.append(name)
@@ -188,7 +235,7 @@ def _flat_with_labels(
         if wnid not in index:
             raise UserError(f"{label_file}: {name} has class {wnid!r}, not a known class")
         pairs.append((name, index[wnid]))
-    return pairs, unlabelled
+    return pairs, unlabelled, bad
 
 
 def _read_labels(path: Path) -> dict[str, str]:

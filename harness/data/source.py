@@ -82,14 +82,14 @@ class StepBatch:
 class EpochCursor:
     """Where an epoch's draw starts, and (once it runs) the generator that draws it.
 
-    A source that can resume an epoch mid-way (`DeviceData`) starts at step ``step`` with its
-    augmentation generator set to ``augment_state``, and puts that generator in
-    ``generator``: read between two steps, its state is where the next step's draw begins
-    (harness.train.preempt). The order needs no state: it is a pure function of its seed.
+    A source that can resume an epoch mid-way (`DeviceData`) starts at step ``step``, its
+    augmentation generator moved past the draws of the steps before (re-derived from the
+    epoch's seed, so on any device), and puts that generator in ``generator``: read between
+    two steps, its state is where the next step's draw begins (harness.train.preempt). The
+    order needs no state: it is a pure function of its seed.
     """
 
     step: int = 0
-    augment_state: Tensor | None = None
     generator: torch.Generator | None = None
 
 

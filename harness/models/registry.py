@@ -31,6 +31,7 @@ class ModelFactory:
     optional: tuple[str, ...] = ()
     description: str = ""
     flags: tuple[str, ...] = ()
+    channels: int = 3  # the image channels its first layer takes (every registered one: RGB)
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -73,6 +74,13 @@ def input_size(name: str) -> int | None:
     factory = MODELS.get(name)
     size = getattr(factory.build, "input_size", None) if factory is not None else None
     return size if isinstance(size, int) else None
+
+
+def input_channels(name: str) -> int | None:
+    """The image channels model ``name`` takes, if it is a registered one (a model from the
+    user's own code says nothing before it is built)."""
+    factory = MODELS.get(name)
+    return None if factory is None else factory.channels
 
 
 def build_model(

@@ -177,6 +177,32 @@ class StepProbe:
         }
 
 
+def state_problem(state: object, steps: int, batch: int) -> str | None:
+    """Why `state` cannot be `AuditedData.state()` after `steps` whole steps of `batch`
+    examples (a mid-epoch checkpoint's, harness.train.checkpoint.check_progress); None if it
+    can. Its position is the examples drawn (the steps before a pause are whole), its batch
+    the step's, its micro-batch at most that, its three sums residues modulo P: a counter
+    deleted or edited would end the epoch "ok" with wrong tier-0 checksums."""
+    if not isinstance(state, dict) or not {"sums", "position", "batch", "micro"} <= state.keys():
+        return "its audit counters are missing"
+    position, drawn, micro = state["position"], state["batch"], state["micro"]
+    if position != steps * batch or type(position) is not int:
+        return f"audit position {position!r} after {steps} steps of {batch} ({steps * batch})"
+    if drawn != batch or type(drawn) is not int:
+        return f"audit batch {drawn!r} in an epoch of batch {batch}"
+    if type(micro) is not int or not 1 <= micro <= batch:
+        return f"audit micro-batch {micro!r}, not in 1..{batch}"
+    sums = state["sums"]
+    if (
+        not isinstance(sums, Tensor)
+        or sums.shape != (3,)
+        or sums.dtype != torch.int64
+        or not bool(((sums >= 0) & (sums < _P)).all())
+    ):
+        return "audit checksums that are not three residues modulo 2**31 - 1"
+    return None
+
+
 class AuditedData(DeviceData):
     """`DeviceData` sharing another's tensors, that checksums every training batch it hands out.
 

@@ -13,7 +13,12 @@ A checkpoint holds tensors and plain containers only and is read with
 and a pickle that names a callable would otherwise run it on resume. Anything unreadable,
 truncated, foreign or crafted becomes one `CheckpointError` naming the file and the cure.
 Tensors are loaded onto the training device, so a checkpoint made on a GPU resumes on a CPU
-and the other way round.
+and the other way round, mid-epoch too: the augmentation generator of an unfinished epoch is
+re-derived from its seed and step on the resuming device (harness.data.device), never set
+from the saved state, which only the device type that wrote it could take. An adaptive
+cell's decisions are checked against its rule and the B_simple its curves measured
+(harness.train.loop), an unfinished epoch's tier-0 counters against its step
+(`harness.train.audit.state_problem`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from harness.core.epoch import EpochRecord
 from harness.core.schedule import Plan, updates_per_epoch
 from harness.errors import UserError
 from harness.fsio import atomic_path, open_regular
+from harness.train.audit import state_problem
 
 CHECKPOINT_VERSION = 3  # 3: `partial` (mid-epoch); 2 is read as a checkpoint without one
 _READABLE = (2, 3)
@@ -238,6 +244,9 @@ def check_progress(progress: Progress, plan: Plan) -> str | None:
         steps = updates_per_epoch(plan.train_size, plan.phase_at(epoch).batch_size, plan.drop_last)
         if not isinstance(part.get("step"), int) or not 0 < part["step"] < steps:
             return f"step {part.get('step')!r} of epoch {epoch + 1}, which has {steps} steps"
+        why = state_problem(part.get("audit"), part["step"], plan.phase_at(epoch).batch_size)
+        if why is not None:
+            return f"{why}, at step {part['step']} of epoch {epoch + 1}"
     return None
 
 

@@ -72,7 +72,7 @@ def train_epoch(
     losses = torch.zeros((), device=device, dtype=torch.float64)
     cursor = None
     if resume is not None or stop is not None:
-        cursor = EpochCursor() if resume is None else EpochCursor(resume.step, resume.augment_state)
+        cursor = EpochCursor(0 if resume is None else resume.step)
     if resume is not None and (replica is None or replica.is_main):
         losses += resume.loss_sum * world  # the job's so far, in this job's units (see below)
     if isinstance(data, DeviceData) and cursor is not None:

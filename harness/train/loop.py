@@ -125,7 +125,36 @@ def _plan_of(job: TrainJob, progress: Progress) -> Plan:
         made = [d.epoch for d in progress.decisions]
         if made != want:
             raise ValueError(f"decisions at epochs {made}, where {started} epochs call for {want}")
+        # Each decision is the rule's for the B_simple the curves before it measured: an
+        # edited batch or B_simple would train a plan the rule never chose.
+        since = 0
+        for d in progress.decisions:
+            measured = _b_simple_since(progress.curves, since, d.epoch)
+            if not _same_float(d.b_simple, measured):
+                raise ValueError(
+                    f"the decision at epoch {d.epoch} records B_simple {d.b_simple!r}, where "
+                    f"the curves before it measured {measured!r}"
+                )
+            since = d.epoch
+        job.adaptive.check_rule(progress.decisions)
     return job.plan_for(progress.decisions)
+
+
+def _b_simple_since(curves: list[EpochRecord], since: int, until: int) -> float:
+    """B_simple pooled from the noise readings of epochs (since, until] (1-based epochs, as
+    the curve rows count them): what a decision at 0-based epoch `until` reads."""
+    readings = [
+        (r.noise.noise_trace, r.noise.noise_grad_sq)
+        for r in curves
+        if since < r.epoch <= until and r.noise is not None
+    ]
+    return pooled_b_simple(readings)
+
+
+def _same_float(a: object, b: float) -> bool:
+    if not isinstance(a, float | int) or isinstance(a, bool):
+        return False
+    return (math.isnan(a) and math.isnan(b)) or a == b
 
 
 @contextlib.contextmanager
@@ -296,12 +325,7 @@ def _decide(run: _Run, epoch: int) -> None:
     if epoch not in rule.decision_epochs() or any(d.epoch == epoch for d in progress.decisions):
         return
     since = progress.decisions[-1].epoch if progress.decisions else 0
-    readings = [
-        (r.noise.noise_trace, r.noise.noise_grad_sq)
-        for r in progress.curves
-        if r.epoch > since and r.noise is not None
-    ]
-    b_simple = pooled_b_simple(readings)
+    b_simple = _b_simple_since(progress.curves, since, epoch)
     if run.replica is not None:
         b_simple = run.replica.broadcast_float(b_simple)
     previous = run.plan.phase_at(epoch - 1).batch_size

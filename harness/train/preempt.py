@@ -155,7 +155,10 @@ class PartialEpoch:
 
     `loss_sum`: the steps' mean losses summed so far (the whole job's, as one process would
     have it, so a cell resumes with any number of processes); `augment_state`: the
-    augmentation generator's state after the last step drawn; `audit` / `meter`: the tier-0
+    augmentation generator's state after the last step drawn, still written for older
+    harnesses, which set their generator from it, but never read (it is a device type's own
+    format; the resumed epoch re-derives the generator from its seed and step, see
+    `harness.data.device.DeviceData.epoch_batches`); `audit` / `meter`: the tier-0
     checksums and the noise meter's sums so far (their `state()`); `train_s`: training
     seconds of the epoch so far.
     """
@@ -181,14 +184,11 @@ class PartialEpoch:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> PartialEpoch:
-        augment = state.get("augment_state")
         return cls(
             epoch=int(state["epoch"]),
             step=int(state["step"]),
             loss_sum=float(state["loss_sum"]),
             train_s=float(state.get("train_s", 0.0)),
-            # A generator's state is a CPU byte tensor whatever its device.
-            augment_state=None if augment is None else augment.cpu(),
             audit=dict(state.get("audit") or {}),
             meter=state.get("meter"),
         )
