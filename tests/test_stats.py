@@ -340,3 +340,17 @@ def test_epochs_lost_has_a_row_per_plan_where_seeds_planned_differently():
     shown = format_epochs_lost(lost)["schedule"].tolist()
     assert "adaptive (seed 1)" in shown and "increasing_batch" in shown
     assert "decaying_lr" in shown  # both seeds' one plan, no seed named
+
+
+def test_equal_paired_differences_are_a_rounding_not_a_zero_width_interval():
+    """cifar-cpu's momentum: increasing batch minus decaying lr is -0.50 pp on both seeds (2000
+    test images: accuracies are multiples of 0.05 pp). sd(d) = 0 would make the interval a
+    point and the verdict 'different'; the floor 1 / (n_test sqrt 6) keeps it 'not shown'."""
+    from harness.analysis.tables import equivalence_table, load_results
+
+    eq = equivalence_table(load_results([REPO / "results" / "cifar-cpu"]))
+    row = eq[(eq["optimizer"] == "momentum") & (eq["schedule"] == "increasing_batch")].iloc[0]
+    assert row["pairs"] == 2 and row["final_acc_gap"] == pytest.approx(-0.005)
+    half = sps.t.ppf(0.95, 1) / (2000 * math.sqrt(6)) / math.sqrt(2)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-0.005 - half, -0.005 + half))
+    assert row["tost"] == NOT_SHOWN

@@ -73,7 +73,11 @@ TOST_RULE = (
     f"{100 * DEFAULT_MARGIN:g} pp where unstated). Seeds needed: the fewest pairs with which "
     f"this test would show equivalence with {POWER:.0%} power if the true difference were 0 "
     "and the true sd(d) the measured one: n ≥ (t(0.95, n − 1) + t(0.9, n − 1))² sd² / "
-    "margin². (Before 2026-12-07 this test was unpaired, with the group's pooled seed std.)"
+    "margin². sd(d) is at least 1 / (n_test √6), the sd of the rounding of two accuracies "
+    "on n_test test images (equal differences are a rounding, not a certainty). (Before "
+    "2026-12-07 this test was unpaired, with the group's pooled seed std; the rounding floor "
+    "was added the same day, after cifar-cpu's two momentum pairs, -0.50 and -0.50 pp, gave a "
+    "zero-width interval and 'different'.)"
 )
 
 

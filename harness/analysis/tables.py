@@ -17,6 +17,7 @@ expansion and grouping keys, and splitting them would pass those between modules
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
@@ -303,11 +304,28 @@ def _pairs(v: pd.DataFrame, compared: pd.DataFrame) -> pd.DataFrame:
         .merge(ref, on=[*GROUP, "reference", "seed"])
     )
     d = d.assign(_d=d["final_test_acc"] - d["_ref"])
-    return (
+    out = (
         d.groupby([*GROUP, "schedule"], dropna=False, sort=False)
         .agg(pairs=("_d", "size"), d_mean=("_d", "mean"), d_sd=("_d", "std"))
         .reset_index()
     )
+    # An accuracy on n test images is a multiple of 1/n, so two pairs can differ by the same
+    # amount by rounding alone (cifar-cpu's momentum: -0.50 and -0.50 pp on 2000 images, sd 0,
+    # a zero-width interval). sd(d) is floored at the rounding's own sd, 1 / (n sqrt 6): two
+    # independent roundings of width 1/n.
+    test_size = v.drop_duplicates(GROUP).set_index(GROUP)["config"].map(_test_size)
+    floor = (1.0 / (test_size * math.sqrt(6.0))).rename("_floor").reset_index()
+    out = out.merge(floor, on=GROUP, how="left")
+    out["d_sd"] = np.fmax(out["d_sd"], out["_floor"].where(out["pairs"] >= 2))
+    return out.drop(columns=["_floor"])
+
+
+def _test_size(config: object) -> float:
+    try:
+        size = json.loads(str(config))["dataset"]["test_size"]
+    except (KeyError, TypeError, ValueError):
+        return math.nan
+    return float(size) if isinstance(size, int | float) and size > 0 else math.nan
 
 
 def equivalence_table(results: Results) -> pd.DataFrame:
