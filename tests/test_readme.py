@@ -90,11 +90,12 @@ def test_the_quick_start_uses_the_smoke_suite_and_its_plan_runs(tmp_path):
 
     quick = _bash_blocks()[2]
     commands = [line.split("#")[0].strip() for line in quick.splitlines()]
-    assert "harness run suites/smoke.yaml --device cpu" in commands
-    assert "harness report suites/smoke.yaml" in commands
-    plan = run_cli("plan", "suites/smoke.yaml")
+    assert "S='experiments.0.seeds=[0,1,2]'" in commands
+    assert 'harness run suites/smoke.yaml --device cpu --set "$S"' in commands
+    assert 'harness report suites/smoke.yaml --set "$S"' in commands
+    plan = run_cli("plan", "suites/smoke.yaml", "--set", "experiments.0.seeds=[0,1,2]")
     assert plan.returncode == 0, plan.stderr
-    assert "increasing_batch" in plan.stdout
+    assert "increasing_batch" in plan.stdout and "seeds 0, 1, 2" in plan.stdout
 
 
 def test_the_readmes_suite_is_valid_and_about_20_lines(tmp_path):
