@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from harness.app.runner import run_suite
+from harness.app.runopts import RunOptions
 from harness.app.status import suite_status
 from harness.config.suite import load_suite
 from harness.errors import UserError
@@ -191,7 +192,7 @@ def test_local_executor_runs_each_cell_as_a_task_and_a_requeued_task_resumes(
     loaded = load_suite(suite)
     cell = next(c for c in loaded.cells if c.label.startswith("fan/momentum/batch"))
     run_suite(loaded, results=results, device="cpu", only=cell.cell_id, stop_after=0)
-    task = CellTask(str(suite), (), cell.cell_id, str(results), None, 0)
+    task = CellTask(RunOptions(suite, results).for_cell(cell.cell_id), 0)
     requeued = task.checkpoint()
     assert requeued.function == task
     assert requeued.function() == 0
@@ -203,7 +204,8 @@ def test_local_executor_runs_each_cell_as_a_task_and_a_requeued_task_resumes(
 def test_local_lanes_cap_the_tasks_at_once_at_the_cpus_and_split_the_threads() -> None:
     from harness.app.cluster import CellTask, local_lanes
 
-    tasks = [CellTask("/s.yaml", (), f"c{i}", "/r", None, None) for i in range(5)]
+    base = RunOptions(Path("/s.yaml"), Path("/r"))
+    tasks = [CellTask(base.for_cell(f"c{i}"), None) for i in range(5)]
     lanes = local_lanes(tasks, parallelism=64, cpus=2)
     assert len(lanes) == 2 and [lane.threads for lane in lanes] == [1, 1]
     assert sorted(t.cell_id for lane in lanes for t in lane.tasks) == [f"c{i}" for i in range(5)]
@@ -218,16 +220,20 @@ def test_a_cluster_task_runs_the_single_cell_command_under_torchrun_for_several_
 ) -> None:
     from harness.app.cluster import CellTask, cluster_settings
 
-    task = CellTask("/s/fan.yaml", ("training.weight_decay=0",), "abc123", "/r", "/d", 4)
-    cmd = task.command()
+    run = RunOptions(
+        Path("/s/fan.yaml"), Path("/r"), ("training.weight_decay=0",), data=Path("/d")
+    ).for_cell("abc123")
+    cmd = CellTask(run, 4).command()
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert cmd[5:] == [
-        "-m", "harness", "run", "/s/fan.yaml", "--only", "abc123", "--results", "/r",
-        "--set", "training.weight_decay=0", "--data", "/d", "--device", "cuda",
+        "-m", "harness", "run", "/s/fan.yaml", "--results", "/r", "--order", "suite",
+        "--set", "training.weight_decay=0", "--only", "abc123", "--data", "/d",
+        "--device", "cuda",
     ]  # fmt: skip
-    one = CellTask("/s/fan.yaml", (), "abc123", "/r", None, 1).command()
+    bare = RunOptions(Path("/s/fan.yaml"), Path("/r")).for_cell("abc123")
+    one = CellTask(bare, 1).command()
     assert one[1:3] == ["-m", "harness"] and one[-2:] == ["--device", "cuda"]
-    assert "--device" not in CellTask("/s/fan.yaml", (), "abc123", "/r", None, None).command()
+    assert "--device" not in CellTask(bare, None).command()
 
     # The suite's cluster: block, with the command line's flags on top.
     path = tmp_path / "cluster.yaml"

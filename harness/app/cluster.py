@@ -20,8 +20,8 @@ the threads, logs in ``<results>/slurm/logs/``. Where the tasks are goes to
 ``<results>/slurm/jobs.json`` (cell id → task id and log paths), which `harness status`
 reads.
 
-submitit pickles the task (a small frozen object of strings: suite path, overrides, cell id,
-folders) into ``<results>/slurm/`` and the task process unpickles it: that folder is this
+submitit pickles the task (a small frozen object: the run's options for its cell, paths,
+overrides, cell id) into ``<results>/slurm/`` and the task process unpickles it: that folder is this
 harness's own output, written by the user's own submission; never point it at files from
 elsewhere. Results come back as Parquet rows, never through submitit's pickled results.
 """
@@ -43,6 +43,7 @@ from pydantic import ValidationError
 
 from harness.app import status as status_module
 from harness.app.console import RunConsole
+from harness.app.runopts import RunOptions
 from harness.config.schema import ClusterSpec
 from harness.config.suite import Suite, select_some
 from harness.errors import UserError
@@ -52,21 +53,18 @@ from harness.results.paths import default_folder
 
 @dataclass(frozen=True)
 class CellTask:
-    """One cell as a cluster task: `harness run SUITE --only CELL` in the task's process."""
+    """One cell as a cluster task: `harness run SUITE --only CELL` in the task's process, with
+    every option of the submitting `harness run` (`RunOptions.to_argv`)."""
 
-    suite: str  # absolute path of the suite file
-    overrides: tuple[str, ...]
-    cell_id: str
-    results: str
-    data: str | None
+    run: RunOptions  # for this cell: absolute paths, `only` the cell id
     gpus: int | None  # None: the task's machine decides (CUDA if it has one)
 
+    @property
+    def cell_id(self) -> str:
+        return str(self.run.only)
+
     def command(self) -> list[str]:
-        args = ["run", self.suite, "--only", self.cell_id, "--results", self.results]
-        for item in self.overrides:
-            args += ["--set", item]
-        if self.data is not None:
-            args += ["--data", self.data]
+        args = ["run", *self.run.to_argv()]
         if self.gpus is not None:
             args += ["--device", "cuda" if self.gpus > 0 else "cpu"]
         if self.gpus is not None and self.gpus > 1:
@@ -162,7 +160,7 @@ def submit(
     settings: ClusterSpec,
     results: Path,
     only: str | None,
-    data: Path | None,
+    options: RunOptions,
     wait: bool,
     poll_s: float = 2.0,
 ) -> int:
@@ -211,11 +209,7 @@ def submit(
     executor.update_parameters(**params)
     tasks = [
         CellTask(
-            suite=str(Path(suite.path).resolve()),
-            overrides=overrides,
-            cell_id=cell.cell_id,
-            results=str(results.resolve()),
-            data=None if data is None else str(data.resolve()),
+            run=options.for_cell(cell.cell_id),
             gpus=settings.gpus_per_job if executor_kind == "slurm" else None,
         )
         for cell in todo

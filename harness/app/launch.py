@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.app import cluster, fanout
 from harness.app.recipes import stale_recipes_line
 from harness.app.runner import check_stop_after, order_cells, run_suite
+from harness.app.runopts import RunOptions
 from harness.config.suite import Suite, load_suite
 from harness.errors import EXIT_PAUSED, UserError, printable
 from harness.results.paths import default_folder
@@ -69,20 +70,19 @@ def run_command(
             devices=devices,
             workers=workers,
             cluster_flags=cluster_flags,
-            worker_args=worker_args(
-                suite,
-                overrides,
-                folder,
-                only,
-                data,
-                max_micro_batch,
-                compile_model,
-                stop_after,
-                order,
+            options=RunOptions(
+                suite=suite,
+                results=folder,
+                overrides=tuple(overrides or ()),
+                only=only,
+                data=data,
+                max_micro_batch=max_micro_batch,
+                compile_model=compile_model,
+                stop_after=stop_after,
+                order=order,
             ),
             per_device=per_device,
             only=only,
-            data=data,
             wait=wait,
             device=device,
             force=force,
@@ -115,34 +115,6 @@ def run_command(
     return 0
 
 
-def worker_args(
-    suite: Path,
-    overrides: list[str] | None,
-    results: Path,
-    only: str | None,
-    data: Path | None,
-    max_micro_batch: int | None,
-    compile_model: bool | None,
-    stop_after: float | None,
-    order: str = "suite",
-) -> list[str]:
-    """The `harness run` options a fan-out worker gets (all but --device and the fan-out's)."""
-    args = [str(suite), "--results", str(results), "--order", order]
-    for item in overrides or ():
-        args += ["--set", item]
-    for flag, value in (
-        ("--only", only),
-        ("--data", data),
-        ("--max-micro-batch", max_micro_batch),
-        ("--stop-after", stop_after),
-    ):
-        if value is not None:
-            args += [flag, str(value)]
-    if compile_model is not None:
-        args.append("--compile" if compile_model else "--no-compile")
-    return args
-
-
 def scale_out(
     loaded: Suite,
     overrides: tuple[str, ...],
@@ -152,9 +124,8 @@ def scale_out(
     devices: str | None,
     workers: int | None,
     cluster_flags: dict[str, int | str | None],
-    worker_args: list[str],
+    options: RunOptions,
     only: str | None,
-    data: Path | None,
     wait: bool,
     device: str | None,
     force: bool,
@@ -183,8 +154,8 @@ def scale_out(
             settings=settings,
             results=results,
             only=only,
-            data=data,
+            options=options,
             wait=wait,
         )
     names = fanout.worker_devices(devices, workers, per_device)
-    return fanout.run_workers(loaded, worker_args, names, results, only)
+    return fanout.run_workers(loaded, options.to_argv(), names, results, only)
