@@ -18,7 +18,7 @@ from typing import Annotated, Any, TextIO
 import typer
 from typer.core import TyperCommand
 
-from harness import allocator
+from harness.allocator import tune_once
 from harness.cli import result_commands, suite_commands, tool_commands
 from harness.errors import exit_on_user_error, printable
 from harness.version import __version__
@@ -106,5 +106,5 @@ def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     warnings.showwarning = _show_warning
     with exit_on_user_error():  # one line (under torchrun, rank 0's), exit 2
-        allocator.tune_once()  # before any tensor: large buffers reused, not re-mapped
+        tune_once()  # before any tensor: large buffers reused, not re-mapped
         app()

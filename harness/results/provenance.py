@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import allocator
+from harness.allocator import state as allocator_state
 from harness.version import __version__
 
 _SOURCE = Path(__file__).resolve().parents[2]  # the checkout holding harness/
@@ -96,5 +96,5 @@ def environment(device: Any) -> dict[str, Any]:
         "python_version": sys.version.split()[0],
         "torch_version": torch.__version__,
         "harness_version": __version__,
-        "allocator": allocator.state(),
+        "allocator": allocator_state(),
     }
