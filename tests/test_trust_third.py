@@ -124,6 +124,42 @@ def test_a_foreign_row_file_is_skipped_with_a_warning_by_run_report_and_check(co
     assert "0 trained, 2 already finished" in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "why"),
+    [
+        ("aliases", ["x"], "alias 'x' is not experiment/optimizer/schedule/seedN"),
+        ("updates", -5, "updates -5: a count is never negative"),
+        ("final_test_acc", float("inf"), "final_test_acc inf: an accuracy is a fraction"),
+    ],
+)
+def test_a_real_row_with_an_impossible_value_is_skipped_not_fatal_or_shown(
+    copy, cli, column, value, why
+):
+    """The second hostile pass: a real row given an alias that is no label stopped the whole
+    report (exit 2, no file named); one with -5 updates or an infinite accuracy was shown."""
+    _, results, _ = copy
+    (first,) = sorted((results / "runs").glob("*.parquet"))[:1]
+    row = pq.read_table(first).to_pylist()[0]
+    row["cell_id"] = "zzz"
+    row[column] = value
+    pq.write_table(
+        pa.Table.from_pylist([row], schema=pq.read_schema(first)), first.parent / "zzz.parquet"
+    )
+    report = cli("report", str(results), "--format", "csv")
+    _no_traceback(report)
+    assert report.returncode == 0, report.stderr
+    assert "zzz.parquet" in report.stderr and why in report.stderr
+
+
+def test_a_master_port_that_is_no_port_is_one_line(copy, cli):
+    suite, results, _ = copy
+    env = {**ENV, "RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "abc"}
+    run = cli("run", str(suite), "--results", str(results), "--device", "cpu", env=env)
+    _no_traceback(run)
+    assert run.returncode == 2 and "MASTER_PORT='abc'" in run.stderr
+    assert run.stderr.strip().count("\n") == 0
+
+
 # --- 39.2: every file of a results folder through one reader ----------------------------------
 
 

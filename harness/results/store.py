@@ -26,6 +26,7 @@ The columns are the fields of `RunRecord` / `CurveRecord` (harness.results.recor
 from __future__ import annotations
 
 import datetime as dt
+import math
 import stat
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harness.core.naming import parse_label
 from harness.core.rules import MAX_EPOCHS
 from harness.errors import UserError
 from harness.fsio import atomic_path, printable_name, read_bytes, shown
@@ -284,6 +286,19 @@ def _check_rows(table: pa.Table, cell_id: str, kind: str) -> None:
         status = table.column("status")[0].as_py()
         if status not in STATUSES:
             raise Unfit(f"status {status!r}, not one of {', '.join(STATUSES)}")
+        for label in table.column("aliases")[0].as_py() or ():
+            try:
+                parse_label(str(label))
+            except ValueError:
+                raise Unfit(f"alias {label!r} is not experiment/optimizer/schedule/seedN") from None
+        for name in ("epochs", "planned_epochs", "updates", "planned_updates"):
+            count = table.column(name)[0].as_py()
+            if count is not None and count < 0:
+                raise Unfit(f"{name} {count}: a count is never negative")
+        for name in ("final_test_acc", "best_test_acc"):
+            acc = table.column(name)[0].as_py()
+            if acc is not None and not math.isnan(acc) and not 0.0 <= acc <= 1.0:
+                raise Unfit(f"{name} {acc}: an accuracy is a fraction in 0..1 (or NaN)")
 
 
 def unreadable(path: Path) -> str | None:

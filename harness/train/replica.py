@@ -89,6 +89,12 @@ def launch_env() -> LaunchEnv:
             f"RANK={env.rank} with WORLD_SIZE={env.world}: a rank is 0..WORLD_SIZE-1; unset "
             "them, or start the run with torchrun"
         )
+    port = os.environ.get("MASTER_PORT")
+    if env.world > 1 and port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise UserError(
+            f"MASTER_PORT={port!r}: the rendezvous port is a whole number 1-65535; unset it, "
+            "or start the run with torchrun"
+        )
     return env
 
 
