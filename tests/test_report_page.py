@@ -125,14 +125,21 @@ def test_the_markdown_report_reads_verdicts_first_and_drops_empty_columns() -> N
         text.index("### Summary"),
         text.index("### Per schedule"),
         text.index("## How to read this report"),
-        text.index("Verdict rule:"),
-        text.index("Equivalence test (TOST):"),
+        text.index("Equivalence test (paired TOST):"),
+        text.index("Seed-spread description:"),
     ]
     assert order == sorted(order)
     # The verdict is a front column of its table.
     verdicts = text.split("### Verdicts", 1)[1].split("\n\n")[1].splitlines()[0]
     headers = [c.strip() for c in verdicts.strip("|").split("|")]
-    assert headers[:6] == ["experiment", "optimizer", "model", "vs", "verdict", "TOST"]
+    assert headers[:6] == [
+        "experiment",
+        "optimizer",
+        "model",
+        "vs",
+        "paired TOST",
+        "spread (a description)",
+    ]
     # The smoke suite is not the paper's: no paper columns, and no word about them.
     summary = text.split("### Summary", 1)[1].split("\n\n")[1].splitlines()[0]
     for column in ("paper updates", "updates vs paper", "paper acc", "paper runs", "Δ vs paper"):
