@@ -19,6 +19,7 @@ from harness.app.runopts import RunOptions
 from harness.config.suite import Suite, load_suite
 from harness.errors import EXIT_PAUSED, UserError, printable
 from harness.results.paths import default_folder
+from harness.train.preempt import ignore_stop_signals
 from harness.train.replica import launch_env, launched_by_torchrun, shutdown
 
 
@@ -104,6 +105,7 @@ def run_command(
         )
     finally:
         shutdown()
+    ignore_stop_signals()  # recorded in the summary already; none may kill the exit now
     if launch_env().rank == 0:  # under torchrun, rank 0 speaks for the job
         print(f"{loaded.name}: {summary.line()}", file=sys.stderr)
         if summary.signal is None and not summary.paused and (summary.ran or summary.skipped):

@@ -85,6 +85,16 @@ class StopSignals:
         return signal.Signals(self.signal).name if self.signal is not None else "none"
 
 
+def ignore_stop_signals() -> None:
+    """The work is done: a stop signal from now on is ignored rather than recorded. At exit
+    CPython puts its default action back for every signal with a Python handler, so a SIGTERM
+    landing while the interpreter shuts down would kill a run that finished (exit -15, seen
+    under load in tests/test_preempt.py); an ignored signal stays ignored."""
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
 _orphaned = threading.Event()
 
 
