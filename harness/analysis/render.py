@@ -133,7 +133,7 @@ class Doc:
         )
         out: list[str] = []
         for line in lines:
-            if out and _MARKDOWN_BLOCK.match(line.strip()):
+            if out and (out[-1].strip() == "-" or _MARKDOWN_BLOCK.match(line.strip())):
                 out[-1] += " " + line.strip()
             else:
                 out.append(line)
@@ -149,7 +149,10 @@ class Doc:
         elif self.fmt == "html":
             self.parts.append("<ul>\n" + "\n".join(f"<li>{i}</li>" for i in items) + "\n</ul>")
         else:
-            self.parts.append("\n".join(self._wrap(f"- {i}", indent="  ") for i in items))
+            # Raw items are markup (a figure's link): wrapping would break them.
+            self.parts.append(
+                "\n".join(f"- {i}" if raw else self._wrap(f"- {i}", indent="  ") for i in items)
+            )
 
     def table(self, df: pd.DataFrame) -> None:
         text = render(df, self.fmt).rstrip("\n")

@@ -93,7 +93,7 @@ def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = No
     console = console or Console()
     # Text, never markup: a name or path holding "[/]" or "[red]" is shown as written.
     where = f": {len(cells)} cells ({shown(suite.path)})"
-    console.print(Text.assemble((suite.name, "bold"), where))
+    console.print(Text.assemble((suite.name, "bold"), where), soft_wrap=True)
     groups: dict[tuple[Any, ...], list[Cell]] = {}
     for cell in cells:
         rows = tuple(
@@ -115,7 +115,8 @@ def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = No
         groups.setdefault((_stem(cell), rows, counted), []).append(cell)
     for (stem, rows, counted), members in groups.items():
         # The title as a line of its own: a table's title wraps at the table's width.
-        console.print(printable(_title(stem, members)), highlight=False, markup=False)
+        title = printable(_title(stem, members))
+        console.print(title, highlight=False, markup=False, soft_wrap=True)
         table = Table(show_edge=False)
         names = ("epochs", "lr", "batch", "momentum", "noise scale g", "updates", "epochs lost")
         for name in names:
