@@ -24,16 +24,13 @@ by their steps, and their ratio (never a mean of ratios); "pooled" averages the 
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from harness.analysis.tables import Results
+from harness.analysis.tables import Results, dataset_size
 
 HIGHER_IS_BETTER = {"test_acc"}
 SWEEP_RULE = (
@@ -109,15 +106,6 @@ def _measured_noise(cell_curves: pd.DataFrame, through_epoch: float) -> tuple[fl
     return float(np.average(trace[keep], weights=w)), float(np.average(grad[keep], weights=w))
 
 
-def _train_size(run: Mapping[Hashable, Any]) -> float:
-    """N of a run row: its resolved config's dataset.train_size (NaN where it is not known)."""
-    try:
-        size = json.loads(str(run["config"]))["dataset"]["train_size"]
-    except (KeyError, TypeError, ValueError):
-        return math.nan
-    return float(size) if isinstance(size, int | float) and size > 0 else math.nan
-
-
 def sweep_table(results: Results) -> pd.DataFrame:
     """One row per sweep cell: B, lr, steps and epochs to the target, measured B_simple."""
     runs = results.runs
@@ -142,7 +130,8 @@ def sweep_table(results: Results) -> pd.DataFrame:
         # McCandlish's E counts examples processed, E = S B / N: with drop_last an epoch of
         # the harness is floor(N/B) steps, fewer images than N (at B = 1024 of 5000, 4880),
         # so the epoch number at the crossing overstates E (until 2026-12-07 it was fitted).
-        epochs = steps * batch / _train_size(run) if math.isfinite(steps) else math.nan
+        n = dataset_size(run["config"], "train_size")
+        epochs = steps * batch / n if math.isfinite(steps) else math.nan
         trace, grad = _measured_noise(curves, through)
         rows.append(
             {

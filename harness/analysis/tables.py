@@ -313,16 +313,19 @@ def _pairs(v: pd.DataFrame, compared: pd.DataFrame) -> pd.DataFrame:
     # amount by rounding alone (cifar-cpu's momentum: -0.50 and -0.50 pp on 2000 images, sd 0,
     # a zero-width interval). sd(d) is floored at the rounding's own sd, 1 / (n sqrt 6): two
     # independent roundings of width 1/n.
-    test_size = v.drop_duplicates(GROUP).set_index(GROUP)["config"].map(_test_size)
+    configs = v.drop_duplicates(GROUP).set_index(GROUP)["config"]
+    test_size = configs.map(lambda c: dataset_size(c, "test_size"))
     floor = (1.0 / (test_size * math.sqrt(6.0))).rename("_floor").reset_index()
     out = out.merge(floor, on=GROUP, how="left")
     out["d_sd"] = np.fmax(out["d_sd"], out["_floor"].where(out["pairs"] >= 2))
     return out.drop(columns=["_floor"])
 
 
-def _test_size(config: object) -> float:
+def dataset_size(config: object, key: str) -> float:
+    """`dataset.<key>` (train_size, test_size) of a run row's resolved config JSON; NaN where
+    the row does not say."""
     try:
-        size = json.loads(str(config))["dataset"]["test_size"]
+        size = json.loads(str(config))["dataset"][key]
     except (KeyError, TypeError, ValueError):
         return math.nan
     return float(size) if isinstance(size, int | float) and size > 0 else math.nan
