@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.analysis.recipes import describe, differences, recipe_config, recipe_key
+from harness.core.naming import config_id
 from harness.results.store import write_cell
 from tests.conftest import REPO, run_cli
 
@@ -221,7 +222,7 @@ def test_a_sweep_with_two_recipes_under_one_label_is_not_fitted(tmp_path: Path) 
     run = pq.read_table(source).to_pylist()[0]
     config = json.loads(run["config"])
     config["optimizer"]["lr"] = 0.5 * config["optimizer"]["lr"]
-    new_id = "0ddba11c0ffe"
+    new_id = config_id(config)  # the edited recipe is another cell
     later = run["finished_at"] + timedelta(hours=1)  # rerun after the edit
     run.update(cell_id=new_id, config=json.dumps(config, sort_keys=True), finished_at=later)
     curves = pq.read_table(folder / "curves" / source.name).to_pylist()

@@ -140,15 +140,12 @@ def test_a_real_row_with_an_impossible_value_is_skipped_not_fatal_or_shown(
     _, results, _ = copy
     (first,) = sorted((results / "runs").glob("*.parquet"))[:1]
     row = pq.read_table(first).to_pylist()[0]
-    row["cell_id"] = "zzz"
     row[column] = value
-    pq.write_table(
-        pa.Table.from_pylist([row], schema=pq.read_schema(first)), first.parent / "zzz.parquet"
-    )
+    pq.write_table(pa.Table.from_pylist([row], schema=pq.read_schema(first)), first)
     report = cli("report", str(results), "--format", "csv")
     _no_traceback(report)
     assert report.returncode == 0, report.stderr
-    assert "zzz.parquet" in report.stderr and why in report.stderr
+    assert first.name in report.stderr and why in report.stderr
 
 
 def test_a_master_port_that_is_no_port_is_one_line(copy, cli):
@@ -256,6 +253,30 @@ def test_a_copied_row_file_is_not_the_cell_its_name_says(copy, cli):
     assert f"ok    {second}" in run.stderr  # trained, not "finished" forever
     rows = pq.read_table(store.run_file(results, second)).to_pylist()
     assert [r["cell_id"] for r in rows] == [second]
+
+
+def test_a_copied_row_whose_ids_were_edited_to_another_cell_is_not_that_cell(copy, cli):
+    """The second hostile pass: the copy above with `cell_id` edited to the name's, in the run
+    row and every curve row, made the other cell "done". The id is the hash of the config
+    stored beside it (`harness.core.naming.config_id`), so such a row is no row of it."""
+    suite, results, (first, second) = copy
+    for folder in ("runs", "curves"):
+        table = pq.read_table(results / folder / f"{first}.parquet")
+        i = table.schema.get_field_index("cell_id")
+        table = table.set_column(i, "cell_id", pa.array([second] * table.num_rows, pa.string()))
+        pq.write_table(table, results / folder / f"{second}.parquet")
+    status = cli("status", str(suite), "--results", str(results))
+    assert status.returncode == 0, status.stderr
+    states = {line.split()[0]: line.split()[2] for line in status.stdout.splitlines()[2:-1]}
+    assert states == {first: "done", second: "pending"}, status.stdout
+    why = f"{second}.parquet: not a readable results file (its config hashes to cell {first}"
+    report = cli("report", str(results), "--format", "csv")
+    assert report.returncode == 0, report.stderr
+    assert why in report.stderr
+    assert report.stdout.count("decaying") + report.stdout.count("increasing") == 1
+    run = cli("run", str(suite), "--results", str(results), "--device", "cpu", env=ENV)
+    assert run.returncode == 0, run.stderr
+    assert f"ok    {second}" in run.stderr  # trained, not "finished" forever
 
 
 # --- 39.7: what a planted file may make the reader hold ---------------------------------------

@@ -11,6 +11,8 @@ import base64
 import html
 from pathlib import Path
 
+from harness.errors import printable
+
 # Plain CSS, no fonts or scripts fetched: the page renders the same offline.
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
@@ -34,12 +36,13 @@ figcaption { font-size: .8rem; color: #57606a; }
 
 
 def page(title: str, body: str) -> str:
-    """`body` (escaped HTML) as a whole document titled `title` (plain text)."""
+    """`body` (escaped HTML) as a whole document titled `title` (plain text, shown printable:
+    a suite name from someone else's rows never puts a control character in the page)."""
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(title)}</title>\n<style>\n{STYLE}\n</style>\n</head>\n"
+        f"<title>{html.escape(printable(title))}</title>\n<style>\n{STYLE}\n</style>\n</head>\n"
         f"<body>\n{body}</body>\n</html>\n"
     )
 

@@ -15,9 +15,7 @@ format is `schema.py`, the schedule rules are `harness.core.recipe`, and every m
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -51,7 +49,7 @@ from harness.config.schema import (
 from harness.config.yamlfile import read_suite_file
 from harness.core.adaptive import AdaptiveSchedule, Decision, plan_after
 from harness.core.execution import micro_batch_problem
-from harness.core.naming import cell_label
+from harness.core.naming import cell_label, config_id
 from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.core.schedule import Plan, ScheduleError
 from harness.errors import UserError
@@ -127,8 +125,7 @@ class Cell:
 
     @functools.cached_property
     def cell_id(self) -> str:  # cached: a frozen cell's configuration never changes
-        blob = json.dumps(self.resolved_config(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return config_id(self.resolved_config())
 
 
 # How a cell id stays the same as the suite schema grows. Each part of the id hashes the fields

@@ -6,7 +6,9 @@ the last three parts never do, so a label splits from the right.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import hashlib
+import json
+from typing import Any, NamedTuple
 
 
 class Label(NamedTuple):
@@ -16,6 +18,15 @@ class Label(NamedTuple):
     optimizer: str
     schedule: str
     seed: int
+
+
+def config_id(config: dict[str, Any]) -> str:
+    """A cell's id: the first 12 hex digits of the SHA-256 of its resolved configuration as
+    canonical JSON (sorted keys, no spaces). The one rule: `Cell.cell_id` makes ids by it and
+    `harness.results.store.read_rows` checks every run row's stored config against it, so a
+    row whose id was edited to another cell's is no row of that cell."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def cell_label(experiment: str, optimizer: str, schedule: str, seed: int) -> str:

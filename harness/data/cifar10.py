@@ -151,7 +151,7 @@ def cifar10_source(root: Path) -> str:
     """Which copy of CIFAR-10 is under ``root``: recorded in every run row.
 
     "official" when test_batch has the official md5; "jpeg-derived" for the lossy copy that
-    ../shared/data/cifar10/jpeg/unpack.py rebuilds (it leaves a SHA256SUMS file beside the
+    a JPEG pack's unpack.py rebuilds (.ci/run uses one; it leaves a SHA256SUMS file beside the
     batches); otherwise "unverified" (pixels not known to be the official ones).
     """
     folder = _batches_folder(root)

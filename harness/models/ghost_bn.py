@@ -21,9 +21,9 @@ option (`training.bn_stats: precise`). Inside `accumulate_running_stats(model)` 
 only *adds* its slices' moments to a per-layer sum; on leaving the block (the train step does
 so after its last micro-batch) every layer updates its running averages once, from the mean
 over all of the step's slices. So the running statistics are a function of the optimizer steps
-alone, never of ``max_micro_batch`` (an execution setting), as DESIGN.md requires; and they
-cost nothing at evaluation. With a few steps an epoch (B = 16000 on CIFAR-10: 3) the average
-lags the weights. `precise_running_stats` (driven by harness.train.step.precise_bn_stats
+alone, never of ``max_micro_batch`` (an execution setting), as docs/ARCHITECTURE.md's
+"Semantics every layer shares" requires; and they cost nothing at evaluation. With a few steps
+an epoch (B = 16000 on CIFAR-10: 3) the average lags the weights. `precise_running_stats` (driven by harness.train.step.precise_bn_stats
 before each evaluation, as pycls's precise BN) instead *replaces* the running statistics by
 the mean over the ghost slices of a fixed set of unaugmented training images (the first
 `bn_stats_images`) of each slice's mean and unbiased variance: a function of the weights

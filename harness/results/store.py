@@ -26,6 +26,7 @@ The columns are the fields of `RunRecord` / `CurveRecord` (harness.results.recor
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import stat
 import warnings
@@ -38,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harness.core.naming import parse_label
+from harness.core.naming import config_id, parse_label
 from harness.core.rules import MAX_EPOCHS
 from harness.errors import UserError
 from harness.fsio import atomic_path, printable_name, read_bytes, shown
@@ -283,6 +284,17 @@ def _check_rows(table: pa.Table, cell_id: str, kind: str) -> None:
             "(a copied or renamed file)"
         )
     if kind == "runs":
+        # The id is the hash of the configuration stored beside it (`config_id`): a row whose
+        # id was edited to another cell's (with its file renamed to match) is no row of it.
+        try:
+            made = config_id(json.loads(table.column("config")[0].as_py()))
+        except (TypeError, ValueError, RecursionError):
+            raise Unfit("its config is not the JSON of a cell's configuration") from None
+        if made != cell_id:
+            raise Unfit(
+                f"its config hashes to cell {made}, not to {shown(cell_id)} its id says "
+                "(an edited row)"
+            )
         status = table.column("status")[0].as_py()
         if status not in STATUSES:
             raise Unfit(f"status {status!r}, not one of {', '.join(STATUSES)}")

@@ -8,7 +8,7 @@ What `harness bench` measures (the app layer adds provenance and writes the rows
   over the same uint8 images with per-image random crop + flip on the CPU, the same
   architecture with ``nn.BatchNorm2d``, ``torch.optim.SGD``, one forward per step.
 
-Honest timing (DESIGN.md, principle 6): every shape runs untimed first (the first call, with
+Honest timing (docs/ARCHITECTURE.md, "Rules that keep it so"): every shape runs untimed first (the first call, with
 any compilation, is reported apart as `warmup_s`); the device is synchronized before every
 clock read; each measurement is `repeats` timed runs of `steps` steps, reported as the median
 with the min-max spread. Host syncs per step are counted in one untimed eager step.

@@ -3,6 +3,7 @@ and report at: 4 optimizers × 3 schedules × 833 seeds, 20 epochs, one row file
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,14 @@ def write_big_results(suite: Path, results: Path) -> int:
     fake_of = {(r["optimizer"], r["schedule"], r["seed"]): r for r in runs}
     for cell in loaded.cells:
         fake = fake_of[(cell.optimizer_name, cell.schedule_name, cell.seed)]
-        run = {**fake, "cell_id": cell.cell_id, "suite": loaded.name, "aliases": []}
+        config = json.dumps(cell.resolved_config(), sort_keys=True)  # the id's own config
+        run = {
+            **fake,
+            "cell_id": cell.cell_id,
+            "suite": loaded.name,
+            "aliases": [],
+            "config": config,
+        }
         rows = [
             {**c, "cell_id": cell.cell_id, "suite": loaded.name} for c in curves[fake["cell_id"]]
         ]
