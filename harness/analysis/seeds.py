@@ -3,8 +3,9 @@
 The paper's first claim is that decaying lr, hybrid and increasing batch reach the same test
 accuracy. A gap between two schedules means nothing without the spread between seeds of one
 schedule (docs/report.md reads the verdicts). This module owns both halves: the per-schedule
-statistics over cells that differ only by seed (n, mean, min, max, std of the final test accuracy, as fractions), and the
-verdict that sets a schedule's gap against that spread, with its rule in `VERDICT_RULE`.
+statistics over cells that differ only by seed (n, mean, min, max, std of the final test
+accuracy, as fractions), and the verdict that sets a schedule's gap against that spread, with
+its rule in `VERDICT_RULE`.
 
 The yardstick is the largest seed range (max − min) among the schedules of one group (suite,
 experiment, optimizer, model), reference included. Under the paper's claim every schedule of a

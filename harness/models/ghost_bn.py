@@ -18,19 +18,19 @@ kernel, with no copy.
 
 Running statistics (used at evaluation) -- default: **once-per-step EMA**; precise BN is an
 option (`training.bn_stats: precise`). Inside `accumulate_running_stats(model)` each forward
-only *adds* its slices' moments to a per-layer sum; on leaving the block (the train step does
-so after its last micro-batch) every layer updates its running averages once, from the mean
-over all of the step's slices. So the running statistics are a function of the optimizer steps
-alone, never of ``max_micro_batch`` (an execution setting), as docs/ARCHITECTURE.md's
-"Semantics every layer shares" requires; and they cost nothing at evaluation. With a few steps
-an epoch (B = 16000 on CIFAR-10: 3) the average lags the weights. `precise_running_stats` (driven by harness.train.step.precise_bn_stats
-before each evaluation, as pycls's precise BN) instead *replaces* the running statistics by
-the mean over the ghost slices of a fixed set of unaugmented training images (the first
-`bn_stats_images`) of each slice's mean and unbiased variance: a function of the weights
-alone. It is not the default because the paper does not say it recomputes statistics and it
-adds forward passes to every evaluation. Measured on suites/smoke.yaml's largest-batch cell
-(increasing_batch, B up to 512, 9 steps in its last epoch; 1000 test images): see the
-comment at its `training:` block.
+only *adds* its slices' moments to a per-layer sum; on leaving the block (the train step does so
+after its last micro-batch) every layer updates its running averages once, from the mean over
+all of the step's slices. So the running statistics are a function of the optimizer steps alone,
+never of ``max_micro_batch`` (an execution setting), as docs/ARCHITECTURE.md's "Semantics every
+layer shares" requires; and they cost nothing at evaluation. With a few steps an epoch (B =
+16000 on CIFAR-10: 3) the average lags the weights. `precise_running_stats` (driven by
+harness.train.step.precise_bn_stats before each evaluation, as pycls's precise BN) instead
+*replaces* the running statistics by the mean over the ghost slices of a fixed set of
+unaugmented training images (the first `bn_stats_images`) of each slice's mean and unbiased
+variance: a function of the weights alone. It is not the default because the paper does not say
+it recomputes statistics and it adds forward passes to every evaluation. Measured on
+suites/smoke.yaml's largest-batch cell (increasing_batch, B up to 512, 9 steps in its last
+epoch; 1000 test images): see the comment at its `training:` block.
 Outside that block (a user's own loop, or these modules on their own) each training forward
 updates the running statistics at once, as ``nn.BatchNorm2d`` does.
 """

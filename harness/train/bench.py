@@ -8,10 +8,11 @@ What `harness bench` measures (the app layer adds provenance and writes the rows
   over the same uint8 images with per-image random crop + flip on the CPU, the same
   architecture with ``nn.BatchNorm2d``, ``torch.optim.SGD``, one forward per step.
 
-Honest timing (docs/ARCHITECTURE.md, "Rules that keep it so"): every shape runs untimed first (the first call, with
-any compilation, is reported apart as `warmup_s`); the device is synchronized before every
-clock read; each measurement is `repeats` timed runs of `steps` steps, reported as the median
-with the min-max spread. Host syncs per step are counted in one untimed eager step.
+Honest timing (docs/ARCHITECTURE.md, "Rules that keep it so"): every shape runs untimed first
+(the first call, with any compilation, is reported apart as `warmup_s`); the device is
+synchronized before every clock read; each measurement is `repeats` timed runs of `steps` steps,
+reported as the median with the min-max spread. Host syncs per step are counted in one untimed
+eager step.
 
 Interleaved (`interleave`): the implementations compared are all built and warmed first, then
 timed round by round (one repeat of each per round), so a change in the machine's load falls on
