@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 # The limits are re-exported: the config layer reads them from here.
 from harness.core.rules import MAX_BATCH_SIZE as MAX_BATCH_SIZE
@@ -114,8 +114,9 @@ class Phase:
         return self.end_epoch - self.start_epoch
 
     def as_dict(self) -> dict[str, float | int]:
-        """The phase as plain numbers (the JSON form `harness plan` prints)."""
-        return asdict(self)
+        """The phase as plain numbers (the JSON form `harness plan` prints). Its fields are
+        numbers, so no deep copy (`dataclasses.asdict` was a quarter of `plan --json`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
