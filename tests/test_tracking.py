@@ -139,6 +139,7 @@ def test_tensorboard_sees_every_epoch(tracked: Path) -> None:
     assert math.isclose(final[-1].value, run["final_test_acc"], rel_tol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # MLflow 3 on its local file store
 def test_mlflow_holds_the_curves(tracked: Path) -> None:
     if "mlflow" not in INSTALLED:
         pytest.skip("the mlflow extra is not installed")
