@@ -292,6 +292,33 @@ def remove(path: Path, *, inside: Path) -> None:
         os.close(folder)
 
 
+def make_folder(path: Path, *, inside: Path) -> None:
+    """The folder `path` of the results folder `inside` made (with those between), none of
+    them a link (`LinkRefused` naming the first that is): for a writer of its own, such as a
+    tracker's library, that is handed a folder rather than a file."""
+    os.close(_open_folder(inside, _parts(path, inside), create=True))
+
+
+def open_new(path: Path, *, inside: Path) -> BinaryIO:
+    """A new file `path` of the results folder `inside`, open for appending: a file that grows
+    while a run goes (a tracker's event log), which `atomic_path` cannot write. Created with
+    ``O_EXCL | O_NOFOLLOW`` in folders opened without following a link, so it is never an
+    existing file, a link or anything a link points to (`LinkRefused`, or FileExistsError for
+    a name taken). The caller closes it."""
+    parts = _parts(path, inside)
+    folder = _open_folder(inside, parts[:-1], create=True)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(parts[-1], flags, 0o666, dir_fd=folder)  # less the umask
+        except FileExistsError:
+            _regular_or_absent(folder, parts[-1], path)  # a link or a folder: say so
+            raise
+    finally:
+        os.close(folder)
+    return os.fdopen(fd, "ab")
+
+
 def check_folders(inside: Path, names: Iterable[str]) -> None:
     """`LinkRefused` naming the first of the results folder's subfolders `names` that is a
     link (or not a folder); missing ones are fine (they are made when written)."""

@@ -36,6 +36,7 @@ EVERYTHING = RunOptions(
     compile_model=False,
     stop_after=12.5,
     order="most-updates",
+    track=("tensorboard", "mlflow"),
 )
 
 
@@ -49,7 +50,7 @@ def _expected(options: RunOptions) -> dict[str, object]:
     out: dict[str, object] = {}
     for field in dataclasses.fields(options):
         value = getattr(options, field.name)
-        value = list(value) if field.name == "overrides" else value
+        value = list(value) if field.name in ("overrides", "track") else value
         out[PARAMETER.get(field.name, field.name)] = value
     return out
 
@@ -77,6 +78,7 @@ def test_defaults_pass_as_defaults() -> None:
     params = _parsed(bare.to_argv())
     assert params["compile_model"] is None and params["stop_after"] is None
     assert params["max_micro_batch"] is None and params["overrides"] in (None, [], ())
+    assert params["track"] in (None, [], ())
 
 
 def test_every_run_option_is_passed_on_or_named_as_the_parents() -> None:

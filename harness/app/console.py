@@ -144,6 +144,10 @@ class RunConsole:
         if self.suite_task is not None:
             self.progress.update(self.suite_task, completed=self.suite_done + self.cell_done)
 
+    def finished(self, cell: Cell, record: Any) -> None:
+        """The cell's rows are written (`record`: its run row): nothing more to draw here;
+        `harness.app.tracking.TrackedConsole` sends it to the trackers as the summary."""
+
     def stop(self) -> None:
         self.suite_done += self.cell_done
         if self.progress is not None:

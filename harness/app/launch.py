@@ -16,6 +16,7 @@ from harness.app import cluster, fanout
 from harness.app.recipes import stale_recipes_line
 from harness.app.runner import check_stop_after, order_cells, run_suite
 from harness.app.runopts import RunOptions
+from harness.app.tracking import TrackedConsole, suite_trackers
 from harness.config.suite import Suite, load_suite
 from harness.errors import EXIT_PAUSED, UserError, printable
 from harness.results.paths import default_folder
@@ -43,12 +44,14 @@ def run_command(
     order: str = "suite",
     per_device: int | None = None,
     memory_fraction: float | None = None,
+    track: tuple[str, ...] = (),
 ) -> int:
-    """`harness run`: the exit status."""
+    """`harness run`: the exit status. `track`: --track's trackers (app.tracking)."""
     fanout.as_worker()  # a `--workers` parent's worker pauses if the parent dies
     check_stop_after(stop_after)  # here too: a fan-out's workers would each refuse it
     order_cells((), order)  # a bad --order, before anything starts
     loaded = load_suite(suite, overrides=overrides or ())
+    trackers = suite_trackers(loaded, track)  # a missing extra: one line, before any work
     folder = results or default_folder(loaded.name)
     if launch_env().rank == 0:
         line = stale_recipes_line(loaded, folder)
@@ -81,6 +84,7 @@ def run_command(
                 compile_model=compile_model,
                 stop_after=stop_after,
                 order=order,
+                track=tuple(track),
             ),
             per_device=per_device,
             only=only,
@@ -88,6 +92,10 @@ def run_command(
             device=device,
             force=force,
         )
+    console = None
+    if trackers and launch_env().rank == 0:  # under torchrun, rank 0 alone writes
+        project = loaded.spec.tracking.project or loaded.name
+        console = TrackedConsole(trackers, project, folder)
     try:
         summary = run_suite(
             loaded,
@@ -102,8 +110,11 @@ def run_command(
             keep_signals=True,  # a signal after the last cell must not kill the exit
             order=order,
             memory_fraction=memory_fraction,
+            console=console,
         )
     finally:
+        if console is not None:
+            console.close()  # a paused cell's tracker runs, left resumable
         shutdown()
     ignore_stop_signals()  # recorded in the summary already; none may kill the exit now
     if launch_env().rank == 0:  # under torchrun, rank 0 speaks for the job

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from harness.analysis.render import check_format
 from harness.analysis.report import build_report
+from harness.app.trackers import require
+from harness.app.tracking import export
 from harness.config.suite import load_suite
 from harness.errors import UserError, printable
 from harness.fsio import atomic_path, containing
@@ -27,9 +29,14 @@ def report_command(
     fmt: str,
     out: Path | None,
     figures: Path | None,
+    track: tuple[str, ...] = (),
+    track_dir: Path | None = None,
 ) -> None:
-    """`harness report`: the report on stdout, or in `out` (and its figures)."""
+    """`harness report`: the report on stdout, or in `out` (and its figures). `track`: the
+    rows also sent to these trackers (`app.tracking.export`; local stores under `track_dir`,
+    default each results folder's logs/)."""
     check_format(fmt)
+    require(track)  # a missing extra: one line, before anything is read
     given = list(dirs or [])
     suites = [p for p in given if p.suffix in (".yaml", ".yml")]
     for path in suites:
@@ -59,6 +66,9 @@ def report_command(
             f"{results_root()}/<suite>/, or pass a folder, e.g. `harness report results/smoke` "
             "(the project's committed runs)"
         )
+    if track:
+        count = export(folders, track, logs=track_dir, cells=cells, say=_warn)
+        print(f"exported {count} cell(s) to {', '.join(track)}", file=sys.stderr)
     if figures is None and out is not None and fmt != "csv":
         figures = out.parent / "figures"
     text = build_report(
@@ -77,3 +87,7 @@ def report_command(
     with atomic_path(out, inside=containing(out, folders)) as tmp:  # no link in a results folder
         tmp.write_text(text)
     print(f"wrote {out}" + (f" and figures in {figures}" if figures else ""), file=sys.stderr)
+
+
+def _warn(line: str) -> None:
+    print(printable(line), file=sys.stderr)

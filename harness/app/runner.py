@@ -700,6 +700,7 @@ def _run_cell(
         return
     record = jobs.run_record(cell, progress, final, peak, env)
     record = _write_rows(cell, results, record, jobs.curve_records(cell, curves))
+    say.finished(cell, record)  # the rows are written: a tracker's summary (app.tracking)
     if record.status == "failed" and progress.status != "failed":
         progress.status, progress.error = "failed", record.error
     if progress.status == "failed":

@@ -27,6 +27,7 @@ class RunOptions:
     compile_model: bool | None = None
     stop_after: float | None = None
     order: str = "suite"
+    track: tuple[str, ...] = ()  # --track: each worker streams its cells (the suite's own too)
 
     def to_argv(self) -> list[str]:
         """`harness run` arguments (after "run"), --device and the scale-out's own left out."""
@@ -41,6 +42,8 @@ class RunOptions:
         ):
             if value is not None:
                 args += [flag, str(value)]
+        for name in self.track:
+            args += ["--track", name]
         if self.compile_model is not None:
             args.append("--compile" if self.compile_model else "--no-compile")
         return args

@@ -34,6 +34,20 @@ def report(
         Path | None,
         typer.Option(help="Write PNG figures here (default with --out: figures/ beside it)."),
     ] = None,
+    track: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also export the rows to tensorboard, wandb or mlflow (repeatable): one "
+            "tracker run per cell, its curves by epoch, its run row as summary.",
+        ),
+    ] = None,
+    track_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --track: where local tracker stores go (tb/, wandb/, mlruns/; default: "
+            "each results folder's logs/).",
+        ),
+    ] = None,
 ) -> None:
     """Tables beside the paper's accuracies and update counts, the equivalence table, figures.
 
@@ -43,7 +57,7 @@ def report(
     """
     from harness.app.report import report_command
 
-    report_command(dirs, overrides, fmt, out, figures)
+    report_command(dirs, overrides, fmt, out, figures, tuple(track or ()), track_dir)
 
 
 def check(

@@ -126,6 +126,15 @@ def run(
             rich_help_panel="Scale out",
         ),
     ] = None,
+    track: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Stream each cell's curves while it trains to tensorboard (RESULTS/logs/tb/), "
+            "wandb (offline, RESULTS/logs/wandb/) or mlflow (RESULTS/logs/mlruns/, or "
+            "$MLFLOW_TRACKING_URI); repeatable; adds to the suite's tracking.track. Each is "
+            "an extra: pip install 'batchsize-harness[tensorboard]'.",
+        ),
+    ] = None,
     executor: Annotated[
         str | None,
         typer.Option(
@@ -183,6 +192,7 @@ def run(
         order=order,
         per_device=per_device,
         memory_fraction=memory_fraction,
+        track=tuple(track or ()),
     )
     if code:
         raise typer.Exit(code)

@@ -35,7 +35,14 @@ from pydantic import (
 
 from harness.core.execution import Execution
 from harness.core.factory import RESERVED_KWARGS, factory_problem
-from harness.core.kinds import MOMENTUM_KINDS, BnStats, DatasetName, OptimizerKind, Precision
+from harness.core.kinds import (
+    MOMENTUM_KINDS,
+    BnStats,
+    DatasetName,
+    OptimizerKind,
+    Precision,
+    TrackerName,
+)
 from harness.core.schedule import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
@@ -444,6 +451,28 @@ class ClusterSpec(Strict):
     setup: tuple[str, ...] = ()  # shell lines run before each task (module load, venv ...)
 
 
+class TrackingSpec(Strict):
+    """Where `harness run` streams each cell's curves while it trains (harness.app.trackers):
+    TensorBoard, Weights & Biases, MLflow. Outside the cell id, like `execution`; `--track
+    NAME` adds to `track`. `project`: the W&B project and MLflow experiment (default: the
+    suite's name)."""
+
+    track: tuple[TrackerName, ...] = ()
+    project: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    @field_validator("track")
+    @classmethod
+    def _once(cls, v: tuple[TrackerName, ...]) -> tuple[TrackerName, ...]:
+        return tuple(dict.fromkeys(v))  # a tracker named twice streams once
+
+    @field_validator("project")
+    @classmethod
+    def _printable_project(cls, v: str | None) -> str | None:
+        if v is not None and not v.isprintable():
+            raise ValueError("use printable characters")
+        return v
+
+
 class PaperFigure(Strict):
     """What the paper reports for a cell, in its own words where it gives no exact number.
 
@@ -629,6 +658,7 @@ class SuiteSpec(Strict):
     training: TrainingSpec = TrainingSpec()
     execution: Execution = Execution()  # a core dataclass: pydantic validates its fields
     cluster: ClusterSpec = ClusterSpec()
+    tracking: TrackingSpec = TrackingSpec()
     experiments: tuple[ExperimentSpec, ...]
     check: CheckSpec = CheckSpec()
     report: ReportSpec = ReportSpec()

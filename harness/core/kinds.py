@@ -15,6 +15,11 @@ OptimizerKind = Literal["sgd", "momentum", "nesterov", "adam", "adamw"]
 OPTIMIZER_KINDS: tuple[OptimizerKind, ...] = get_args(OptimizerKind)
 MOMENTUM_KINDS: tuple[OptimizerKind, ...] = ("momentum", "nesterov")  # a schedule may set m
 
+# Where `harness run --track NAME` streams each cell's curves as it trains (harness.app.trackers;
+# its registry has one entry per name, tests/test_tracking.py checks)
+TrackerName = Literal["tensorboard", "wandb", "mlflow"]
+TRACKERS: tuple[TrackerName, ...] = get_args(TrackerName)
+
 # bf16: autocast; fp64: model and inputs in float64 (the exactness fingerprint)
 Precision = Literal["fp32", "bf16", "fp64"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
