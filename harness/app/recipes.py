@@ -16,7 +16,7 @@ from harness.analysis.tables import expand_aliases
 from harness.config.suite import Suite
 from harness.core.naming import parse_label
 from harness.errors import UserError
-from harness.results.store import scan_runs
+from harness.results.store import runs_dir, scan_runs
 
 
 def suite_recipes(suite: Suite) -> dict[tuple[str, str, str, str, str], dict[str, Any]]:
@@ -41,7 +41,7 @@ def stale_recipes_line(suite: Suite, folder: Path) -> str | None:
 
     Silent in a fan-out worker (its parent said it) and where the folder cannot be read yet:
     the runner reports that itself."""
-    if os.environ.get("HARNESS_WORKER") or not (folder / "runs").is_dir():
+    if os.environ.get("HARNESS_WORKER") or not runs_dir(folder).is_dir():
         return None
     try:
         runs, _ = scan_runs(folder)  # damaged files: the runner moves them aside and says so

@@ -72,7 +72,7 @@ def cell_state(results: Path, cell: Cell, jobs: dict[str, dict[str, str]]) -> Ce
     if row is not None and row["status"] in ("ok", "diverged"):
         return state("done" if row["status"] == "ok" else "diverged", str(row["error"] or ""))
     if row is not None and row["status"] == "failed":
-        log = results / "logs" / f"{cell.cell_id}.log"
+        log = store.log_file(results, cell.cell_id)
         logs = [str(log)] if log.exists() else []
         logs += [job[k] for k in ("stderr", "stdout") if job.get(k) and Path(job[k]).exists()]
         where = f" (log: {', '.join(logs)})" if logs else ""

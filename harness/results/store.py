@@ -6,6 +6,11 @@ Layout of a results folder (default ``runs/<suite>``, `harness.results.paths`)::
     curves/<cell_id>.parquet    one row per cell and epoch  pandas.read_parquet(DIR / "curves")
     checkpoints/<cell_id>.pt    resume state of an unfinished cell (deleted when it finishes)
     checkpoints/<cell_id>.lock  who is training the cell (see harness.results.lock)
+    logs/<cell_id>.log          the traceback of a cell that failed with a bug
+    slurm/                      jobs.json and submitit's logs (harness.app.cluster)
+
+The functions below (`run_file`, `curve_file`, `checkpoint_path`, `log_file`, `SUBFOLDERS`)
+are the one spelling of these paths; no other module joins them by hand.
 
 One file per cell means concurrent runners on one folder never write the same file, and two
 results folders merge by copying files. Every file is written to a temporary name in the same
@@ -76,6 +81,9 @@ class Scan(NamedTuple):
     skipped: tuple[Skipped, ...]
 
 
+SUBFOLDERS = ("runs", "curves", "checkpoints", "logs")  # what a run writes into
+
+
 def runs_dir(results: Path) -> Path:
     return results / "runs"
 
@@ -93,7 +101,15 @@ def curve_file(results: Path, cell_id: str) -> Path:
 
 
 def checkpoint_path(results: Path, cell_id: str) -> Path:
-    return results / "checkpoints" / f"{cell_id}.pt"
+    return checkpoints_dir(results) / f"{cell_id}.pt"
+
+
+def checkpoints_dir(results: Path) -> Path:
+    return results / "checkpoints"
+
+
+def log_file(results: Path, cell_id: str) -> Path:
+    return results / "logs" / f"{cell_id}.log"
 
 
 def stale_temporaries(results: Path, cell_id: str) -> list[Path]:
