@@ -296,7 +296,7 @@ def _paused_checkpoint(suite_path: Path, results: Path, steps: int) -> Path:
     import torch
 
     from harness.app import jobs
-    from harness.app.runner import load_data
+    from harness.app.data_loading import load_data
     from harness.config.suite import load_suite
     from harness.results import store
     from harness.train.loop import train_cell

@@ -181,7 +181,7 @@ def submit(
         return 0
     # A model from the user's code is imported and built here, once, before anything is
     # queued: a bad one is this command's one-line error, not a failed row per task hours later.
-    from harness.app.runner import check_factories
+    from harness.app.user_models import check_factories
 
     check_factories(suite, tuple(todo), say)
     folder = results / "slurm"
