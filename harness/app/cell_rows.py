@@ -1,5 +1,5 @@
 """A cell's rows as the runner writes them, and what a failure leaves: a failed run row with
-one line saying why, and a bug's traceback in the cell's log (`harness.results.store` names
+one line saying why, and a bug's traceback in the cell's log (`harness.results.paths` names
 the paths)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from harness.app import jobs
 from harness.config.suite import Cell
 from harness.errors import UserError
 from harness.fsio import LinkRefused, atomic_path, remove
-from harness.results import store
+from harness.results import paths, store
 from harness.results.record import CurveRecord, RunRecord
 from harness.train.checkpoint import Progress
 
@@ -38,7 +38,7 @@ def write_rows(
         try:
             store.write_cell(results, record, curves)
         except LinkRefused as exc:
-            if exc.path != store.curve_file(results, cell.cell_id):
+            if exc.path != paths.curve_file(results, cell.cell_id):
                 raise  # runs/ or curves/ itself: the whole folder, not this cell
             record = dataclasses.replace(record, status="failed", error=str(exc))
             store.write_run(results, record)
@@ -55,7 +55,7 @@ def failure_line(cell: Cell, exc: Exception, results: Path) -> str:
     message = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, UserError):
         return message
-    log = store.log_file(results, cell.cell_id)
+    log = paths.log_file(results, cell.cell_id)
     try:
         with atomic_path(log, inside=results) as tmp:
             tmp.write_text("".join(traceback.format_exception(exc)))

@@ -16,7 +16,8 @@ from harness.analysis.tables import expand_aliases
 from harness.config.suite import Suite
 from harness.core.naming import parse_label
 from harness.errors import UserError
-from harness.results.store import runs_dir, scan_runs
+from harness.results.paths import runs_dir
+from harness.results.store import scan_runs
 
 
 def suite_recipes(suite: Suite) -> dict[tuple[str, str, str, str, str], dict[str, Any]]:

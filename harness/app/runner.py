@@ -44,7 +44,7 @@ from harness.core.schedule import updates_per_epoch
 from harness.data.source import DataSource
 from harness.errors import UserError
 from harness.fsio import check_folders, remove, shown
-from harness.results import lock, store
+from harness.results import lock, paths, store
 from harness.results.paths import default_folder
 from harness.results.provenance import environment
 from harness.train.checkpoint import Progress
@@ -116,7 +116,7 @@ def _check_writable(results: Path) -> None:
         results.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=results, prefix=".harness-probe-"):
             pass
-        check_folders(results, store.SUBFOLDERS)
+        check_folders(results, paths.SUBFOLDERS)
     except OSError as exc:
         raise UserError(
             f"{results}: the results folder is not writable ({exc.strerror or exc}); "
@@ -129,7 +129,7 @@ def _finished(results: Path, say: RunConsole) -> set[str]:
     its cell counts as not finished and trains again."""
     if not results.is_dir():
         return set()
-    check_folders(results, store.SUBFOLDERS)  # a linked runs/: nothing in it is moved aside
+    check_folders(results, paths.SUBFOLDERS)  # a linked runs/: nothing in it is moved aside
     runs, skipped = store.scan_runs(results)
     for path, reason in skipped:
         aside = store.quarantine(path)
@@ -352,7 +352,7 @@ def _run_cell(
     vote: StopVote | None = None,
 ) -> None:
     main = replica is None or replica.is_main
-    checkpoint = store.checkpoint_path(results, cell.cell_id)
+    checkpoint = paths.checkpoint_path(results, cell.cell_id)
     if force and main:
         remove(checkpoint, inside=results)
     if replica is not None:

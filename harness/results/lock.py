@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from harness.fsio import atomic_path, open_lock, read_small, remove
-from harness.results.store import checkpoints_dir
+from harness.results.paths import checkpoints_dir
 
 
 def lock_path(results: Path, cell_id: str) -> Path:

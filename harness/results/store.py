@@ -1,16 +1,6 @@
 """Results on disk: Parquet rows, one file per cell, written atomically, read defensively.
 
-Layout of a results folder (default ``runs/<suite>``, `harness.results.paths`)::
-
-    runs/<cell_id>.parquet      one row per finished cell   pandas.read_parquet(DIR / "runs")
-    curves/<cell_id>.parquet    one row per cell and epoch  pandas.read_parquet(DIR / "curves")
-    checkpoints/<cell_id>.pt    resume state of an unfinished cell (deleted when it finishes)
-    checkpoints/<cell_id>.lock  who is training the cell (see harness.results.lock)
-    logs/<cell_id>.log          the traceback of a cell that failed with a bug
-    slurm/                      jobs.json and submitit's logs (harness.app.cluster)
-
-The functions below (`run_file`, `curve_file`, `checkpoint_path`, `log_file`, `SUBFOLDERS`)
-are the one spelling of these paths; no other module joins them by hand.
+The layout of a results folder is `harness.results.paths`'s.
 
 One file per cell means concurrent runners on one folder never write the same file, and two
 results folders merge by copying files. Every file is written to a temporary name in the same
@@ -47,6 +37,7 @@ from harness.core.naming import parse_label
 from harness.core.rules import MAX_EPOCHS
 from harness.errors import UserError
 from harness.fsio import atomic_path, printable_name, read_bytes, shown
+from harness.results.paths import curve_file, curves_dir, run_file, runs_dir
 from harness.results.record import (
     CURVE_REQUIRED,
     CURVE_SCHEMA,
@@ -79,37 +70,6 @@ class Scan(NamedTuple):
 
     frame: pd.DataFrame
     skipped: tuple[Skipped, ...]
-
-
-SUBFOLDERS = ("runs", "curves", "checkpoints", "logs")  # what a run writes into
-
-
-def runs_dir(results: Path) -> Path:
-    return results / "runs"
-
-
-def curves_dir(results: Path) -> Path:
-    return results / "curves"
-
-
-def run_file(results: Path, cell_id: str) -> Path:
-    return runs_dir(results) / f"{cell_id}.parquet"
-
-
-def curve_file(results: Path, cell_id: str) -> Path:
-    return curves_dir(results) / f"{cell_id}.parquet"
-
-
-def checkpoint_path(results: Path, cell_id: str) -> Path:
-    return checkpoints_dir(results) / f"{cell_id}.pt"
-
-
-def checkpoints_dir(results: Path) -> Path:
-    return results / "checkpoints"
-
-
-def log_file(results: Path, cell_id: str) -> Path:
-    return results / "logs" / f"{cell_id}.log"
 
 
 def stale_temporaries(results: Path, cell_id: str) -> list[Path]:
