@@ -20,8 +20,8 @@ from typing import Literal, Protocol, get_args
 Storage = Literal["device", "stream"]
 STORAGES: tuple[Storage, ...] = get_args(Storage)
 
-# The fields of a suite's `dataset:` beyond name, train_size, test_size and augment, which
-# every kind takes; a kind takes some of these (`DatasetKind.takes`).
+# The keys of a suite's `dataset:` that only some kinds take (`DatasetKind.takes`); name,
+# train_size, test_size and augment every kind takes.
 DatasetField = Literal["path", "image_size", "classes", "mean", "std"]
 DATASET_FIELDS: tuple[DatasetField, ...] = get_args(DatasetField)
 
@@ -41,7 +41,7 @@ class DatasetKind:
 
     name: str
     title: str  # in messages: "CIFAR-10"
-    about: str  # one line, for lists of kinds
+    about: str  # what it is, in one line
     storage: Storage = "device"
     train_size: int | None = None
     test_size: int | None = None
