@@ -37,7 +37,7 @@ from harness.core.naming import parse_label
 from harness.core.rules import MAX_EPOCHS
 from harness.errors import UserError
 from harness.fsio import atomic_path, printable_name, read_bytes, shown
-from harness.results.paths import curve_file, curves_dir, run_file, runs_dir
+from harness.results.paths import checkpoints_dir, curve_file, curves_dir, run_file, runs_dir
 from harness.results.record import (
     CURVE_REQUIRED,
     CURVE_SCHEMA,
@@ -80,7 +80,7 @@ def stale_temporaries(results: Path, cell_id: str) -> list[Path]:
     claim knows every such file is a dead writer's and may remove it.
     """
     names = [f"{cell_id}.pt", f"{cell_id}.lock"]
-    found = [p for n in names for p in (results / "checkpoints").glob(f".{n}.*.tmp")]
+    found = [p for n in names for p in checkpoints_dir(results).glob(f".{n}.*.tmp")]
     for folder in (runs_dir(results), curves_dir(results)):
         found += folder.glob(f".{cell_id}.parquet.*.tmp")
     return sorted(found)
@@ -340,7 +340,7 @@ def missing_folder(path: Path) -> str:
     """Why `path` is no results folder, and the command that writes one there."""
     hint = f"`harness run SUITE --results {path}` writes one (runs/, curves/ in {path} itself)"
     parent = path.parent
-    if (parent / "runs").is_dir():
+    if runs_dir(parent).is_dir():
         # `--results DIR` is the suite's folder itself, not a root of suite folders.
         hint = f"{parent} is the results folder (`harness run SUITE --results {parent}` wrote it)"
     return f"{path}: no such results folder; {hint}"
@@ -369,7 +369,7 @@ def report_folders(paths: Sequence[Path]) -> list[Path]:
     """
     folders: list[Path] = []
     for path in paths:
-        if (path / "runs").is_dir():
+        if runs_dir(path).is_dir():
             folders.append(path)
             continue
         if not path.is_dir():
