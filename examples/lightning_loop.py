@@ -30,7 +30,8 @@ from own_loop import small_cnn, tensors  # the model and normalization of the pl
 from torch.utils.data import DataLoader, TensorDataset
 
 import harness
-from harness.data.cifar10 import load_cifar10, resolve_data_root
+from harness.data.cifar10 import load_cifar10
+from harness.data.request import resolve_data_root
 from harness.lightning import PlanCallback
 
 

@@ -37,7 +37,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 
 import harness
-from harness.data.cifar10 import load_cifar10, resolve_data_root
+from harness.data.cifar10 import load_cifar10
+from harness.data.request import resolve_data_root
 
 
 def parse_args() -> argparse.Namespace:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from harness.app import jobs
-from harness.app.runner import load_data
+from harness.app.data_loading import load_data
 from harness.config.suite import load_suite
 from harness.train.loop import train_cell
 from harness.train.replica import from_environment, launched_by_torchrun, shutdown

@@ -232,3 +232,21 @@ def test_the_circle_check_catches_a_type_checking_loop(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     assert _circles(_import_graph(fake)) == [["harness.core.a", "harness.core.b"]]
+
+
+def test_the_results_folders_layout_is_spelled_once():
+    """Where a cell's files go in a results folder is `harness.results.paths`'s alone
+    (run_file, curve_file, checkpoint_path, log_file, slurm_dir, jobs_file): a module that
+    joined `results / "logs"` itself would drift when the layout moves."""
+    import re
+
+    joined = re.compile(r'/ "(runs|curves|checkpoints|logs|slurm)"|"jobs\.json"')
+    layout = PACKAGE / "results" / "paths.py"
+    wrong = [
+        f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
+        for path in _modules()
+        if path != layout
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if joined.search(line) and not line.lstrip().startswith("#")
+    ]
+    assert not wrong, "results paths spelled outside results/paths.py:\n" + "\n".join(wrong)

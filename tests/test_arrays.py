@@ -128,7 +128,7 @@ def _suite(tmp_path: Path, dataset: str) -> Path:
         ("{name: arrays, classes: 3, train_size: 64}", "dataset.path"),
         ("{name: arrays, path: d.npz, classes: 3}", "dataset.train_size"),
         ("{name: arrays, path: d.npz, classes: 3, train_size: 64, mean: [0.5]}", "dataset.std"),
-        ("{name: cifar10, classes: 3}", "dataset"),
+        ("{name: cifar10, classes: 3}", "dataset.classes"),  # the field cifar10 does not take
     ],
 )
 def test_an_arrays_dataset_without_what_it_needs_names_the_field(tmp_path, dataset, field):

@@ -18,7 +18,7 @@ from harness.core.epoch import EpochRecord
 from harness.core.execution import Execution
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData
-from harness.results import store
+from harness.results import paths
 from harness.train.checkpoint import CheckpointError, Progress, load_checkpoint, save_checkpoint
 from harness.train.loop import build
 from harness.train.optim import build_optimizer
@@ -114,7 +114,7 @@ def test_a_bad_checkpoint_fails_its_cell_and_the_suite_goes_on(suite, tmp_path):
     cell trains, nothing executes; after moving the file away the cell trains."""
     victim, other = suite.cells
     marker = tmp_path / "pwned"
-    planted = store.checkpoint_path(tmp_path / "results", victim.cell_id)
+    planted = paths.checkpoint_path(tmp_path / "results", victim.cell_id)
     _crafted(planted, marker)
     summary = run_suite(suite, results=tmp_path / "results", device="cpu")
     assert summary.failed == [victim.cell_id] and summary.ran == [other.cell_id]

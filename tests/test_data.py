@@ -18,11 +18,11 @@ from harness.data.cifar10 import (
     Cifar10,
     cifar10_source,
     load_cifar10,
-    resolve_data_root,
     synthetic_cifar10,
 )
 from harness.data.device import DeviceData, random_crop_flip
 from harness.data.download import download_cifar10
+from harness.data.request import resolve_data_root
 from harness.data.safe_pickle import read_batch
 from harness.errors import UserError
 

@@ -120,7 +120,7 @@ def test_models_of_different_crop_sides_each_train_at_their_own(
 ) -> None:
     """No dataset.image_size: ResNet-50 crops to 224 px and Inception-ResNet-V2 to 299 in one
     run (the folder opened once per side), as Goyal et al.'s baseline beside the paper's."""
-    from harness.app.runner import data_groups
+    from harness.app.data_loading import data_groups
 
     text = textwrap.dedent(SUITE.format(n=3 * TRAIN_PER_CLASS, workers=0))
     text = text.replace(", image_size: 75}", "}").replace(

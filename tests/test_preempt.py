@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.results import store
+from harness.results import paths
 from tests.conftest import REPO, run_cli
 
 # 3 epochs of 32 steps in float64 (deterministic on the CPU), the noise meter on: every
@@ -154,7 +154,7 @@ def test_signals_pause_mid_epoch_and_the_reruns_equal_an_unbroken_run(unbroken, 
         assert code == 3, out
         assert f"({sig.name}; rerun to continue)" in out and "Traceback" not in out
         pauses += re.findall(r"pause .*: epoch (\d)/3( \+ step (\d+) of 32)?", out)
-        state = torch.load(store.checkpoint_path(results, _cell(results)), weights_only=True)
+        state = torch.load(paths.checkpoint_path(results, _cell(results)), weights_only=True)
         assert state["progress"]["status"] == "ok"  # the pause is the run's, not the cell's
         status = run_cli("status", str(suite), "--results", str(results), env=ENV)
         assert "paused" in status.stdout + status.stderr
@@ -173,7 +173,7 @@ def _paused_after_one_epoch(suite: Path, results: Path) -> Path:
     """A real epoch-1 checkpoint (--stop-after 0 pauses at the first epoch boundary)."""
     paused = _run(str(suite), "--results", str(results), "--stop-after", "0")
     assert paused.returncode == 0 and "pause" in paused.stderr, paused.stderr
-    return store.checkpoint_path(results, _cell(results))
+    return paths.checkpoint_path(results, _cell(results))
 
 
 # More cases, in-process: tests/test_checkpoint.py (check_progress).
@@ -215,10 +215,10 @@ def test_stale_temporaries_of_a_claimed_cell_are_removed(unbroken, tmp_path):
     stale = [
         checkpoint.parent / f".{cell}.pt.k1ll3d.tmp",
         checkpoint.parent / f".{cell}.lock.x9y8z7.tmp",
-        store.runs_dir(results) / f".{cell}.parquet.abc123.tmp",
-        store.curves_dir(results) / f".{cell}.parquet.def456.tmp",
+        paths.runs_dir(results) / f".{cell}.parquet.abc123.tmp",
+        paths.curves_dir(results) / f".{cell}.parquet.def456.tmp",
     ]
-    other = store.runs_dir(results) / ".0123456789ab.parquet.abc123.tmp"  # not this cell's
+    other = paths.runs_dir(results) / ".0123456789ab.parquet.abc123.tmp"  # not this cell's
     for path in [*stale, other]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half a file")
@@ -270,7 +270,7 @@ def test_sigterm_to_torchrun_pauses_both_processes_at_one_step(unbroken, tmp_pat
     run.proc.send_signal(signal.SIGTERM)
     _, out = run.finish()
     assert out.count("(SIGTERM); rerun to resume") == 1, out  # rank 0 speaks for the job
-    state = torch.load(store.checkpoint_path(results, _cell(results)), weights_only=True)
+    state = torch.load(paths.checkpoint_path(results, _cell(results)), weights_only=True)
     assert state["progress"]["epoch"] >= 1
     final = _run(str(suite), "--results", str(results))
     assert final.returncode == 0, final.stderr

@@ -389,7 +389,8 @@ def test_provenance_flags_a_copy_that_is_not_official() -> None:
 
 
 def test_a_damaged_file_is_skipped_warned_about_and_listed(tmp_path: Path) -> None:
-    from harness.results.store import DamagedFileWarning, run_file
+    from harness.results.paths import run_file
+    from harness.results.store import DamagedFileWarning
 
     experiments = [FakeExperiment("e", ("momentum",), ("decaying_lr", "hybrid"), seeds=(0,))]
     rows = write_fake_results(tmp_path, experiments, epochs=4, milestones=(2,))

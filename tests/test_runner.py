@@ -15,7 +15,7 @@ import torch
 from harness.app.runner import run_suite
 from harness.config.suite import load_suite
 from harness.errors import UserError
-from harness.results import lock, store
+from harness.results import lock, paths, store
 from tests.conftest import SUITES
 from tests.fakes import FailingConsole, other_runner_holding
 
@@ -95,14 +95,14 @@ def test_out_of_memory_fails_the_cell_names_the_cure_and_resumes(suite, tmp_path
     row = pd.read_parquet(tmp_path / "runs").iloc[0]
     assert row["status"] == "failed" and row["epochs"] == 1
     assert cell_id in row["error"] and "max_micro_batch" in row["error"]
-    assert store.checkpoint_path(tmp_path, cell_id).exists()
+    assert paths.checkpoint_path(tmp_path, cell_id).exists()
 
     retried = run_suite(suite, results=tmp_path, device="cpu", only="grid/momentum/decaying")
     assert retried.ran == [cell_id]  # a failed cell is not finished
     row = pd.read_parquet(tmp_path / "runs").iloc[0]
     assert row["status"] == "ok" and row["epochs"] == 3
     assert row["updates"] == row["planned_updates"]
-    assert not store.checkpoint_path(tmp_path, cell_id).exists()
+    assert not paths.checkpoint_path(tmp_path, cell_id).exists()
 
 
 @pytest.mark.parametrize(
@@ -206,7 +206,7 @@ def test_a_failed_cell_makes_the_command_exit_1_with_a_summary(tmp_path, cli):
     suite.write_text(textwrap.dedent(SUITE))
     cell = next(c for c in load_suite(suite).cells if c.experiment == "grid")
     results = tmp_path / "results"
-    bad = store.checkpoint_path(results, cell.cell_id)
+    bad = paths.checkpoint_path(results, cell.cell_id)
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"")
     out = cli("run", str(suite), "--results", str(results), "--device", "cpu")
@@ -236,7 +236,7 @@ def test_a_paused_cell_writes_no_row_and_resumes(suite, tmp_path):
     first = run_suite(suite, results=results, device="cpu", only="grid/*decaying*", stop_after=0.0)
     assert len(first.paused) == 1 and not first.ran
     assert store.read_runs(results).empty
-    assert store.checkpoint_path(results, first.paused[0]).exists()
+    assert paths.checkpoint_path(results, first.paused[0]).exists()
     second = run_suite(suite, results=results, device="cpu", only="grid/*decaying*")
     assert second.ran == first.paused
     curves = pd.read_parquet(results / "curves")
@@ -248,7 +248,7 @@ def test_a_damaged_run_file_is_moved_aside_and_its_cell_trains_again(suite, tmp_
     skips it with a one-line warning instead of a pyarrow traceback."""
     cell = next(c for c in suite.cells if c.label == "grid/momentum/decaying/seed0")
     run_suite(suite, results=tmp_path, device="cpu", only="grid")
-    damaged = store.run_file(tmp_path, cell.cell_id)
+    damaged = paths.run_file(tmp_path, cell.cell_id)
     damaged.write_bytes(damaged.read_bytes()[:40])
 
     report = cli("report", str(tmp_path), "--format", "csv")

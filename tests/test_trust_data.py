@@ -296,16 +296,16 @@ def _paused_checkpoint(suite_path: Path, results: Path, steps: int) -> Path:
     import torch
 
     from harness.app import jobs
-    from harness.app.runner import load_data
+    from harness.app.data_loading import load_data
     from harness.config.suite import load_suite
-    from harness.results import store
+    from harness.results import paths
     from harness.train.loop import train_cell
 
     suite = load_suite(suite_path)
     cell = suite.cells[0]
     execution = jobs.execution(suite.spec.execution, suite.cells)
     data, _ = load_data(suite, None, torch.device("cpu"), execution.channels_last, suite.cells)
-    checkpoint = store.checkpoint_path(results, cell.cell_id)
+    checkpoint = paths.checkpoint_path(results, cell.cell_id)
     checkpoint.parent.mkdir(parents=True)
     count = {"n": 0}
 

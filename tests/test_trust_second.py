@@ -207,7 +207,7 @@ def test_a_full_disk_at_a_checkpoint_fails_the_cell_with_that_line(suite, tmp_pa
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_traceback_log_that_cannot_be_written_is_not_left_behind(suite, tmp_path):
-    from harness.app.runner import _failure
+    from harness.app.cell_rows import failure_line as _failure
 
     cell = load_suite(suite).cells[0]
     logs = tmp_path / "logs"

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from harness.results import store
+from harness.results import paths
 from tests.conftest import REPO, run_cli
 
 SUITE = """\
@@ -188,9 +188,9 @@ def test_a_fifo_or_a_device_as_the_job_list_neither_hangs_nor_grows_status_or_wo
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_a_fifo_as_a_checkpoint_fails_its_cell_instead_of_hanging_the_run(copy):
     suite, results, cells = copy
-    store.run_file(results, cells[0]).unlink()
-    store.curve_file(results, cells[0]).unlink()
-    checkpoint = store.checkpoint_path(results, cells[0])
+    paths.run_file(results, cells[0]).unlink()
+    paths.curve_file(results, cells[0]).unlink()
+    checkpoint = paths.checkpoint_path(results, cells[0])
     checkpoint.parent.mkdir(exist_ok=True)
     os.mkfifo(checkpoint)
     run = run_cli("run", str(suite), "--results", str(results), "--device", "cpu", env=ENV,
@@ -221,7 +221,7 @@ def test_check_fails_when_either_side_of_a_cell_has_no_curves(copy, cli, tmp_pat
     current = tmp_path / "current"
     shutil.copytree(baseline, current)
     # Before the fix, tier 0 skipped the cell silently: "0 regressions", exit 0.
-    store.curve_file(baseline if side == "baseline" else current, cells[0]).unlink()
+    paths.curve_file(baseline if side == "baseline" else current, cells[0]).unlink()
     check = cli("check", str(suite), "--baseline", str(baseline), "--results", str(current))
     _no_traceback(check)
     assert check.returncode == 1, check.stdout + check.stderr
@@ -251,7 +251,7 @@ def test_a_copied_row_file_is_not_the_cell_its_name_says(copy, cli):
     assert run.returncode == 0, run.stderr
     assert f"{second}.parquet: unreadable (holds rows of cell {first}" in run.stderr
     assert f"ok    {second}" in run.stderr  # trained, not "finished" forever
-    rows = pq.read_table(store.run_file(results, second)).to_pylist()
+    rows = pq.read_table(paths.run_file(results, second)).to_pylist()
     assert [r["cell_id"] for r in rows] == [second]
 
 
@@ -310,7 +310,7 @@ def test_a_string_repeated_a_million_times_is_refused_before_it_is_expanded(copy
     of Parquet that would decode to a gigabyte."""
     _, results, cells = copy
     zeros = pa.array(np.zeros(90_000, dtype=np.int32))
-    path = store.curve_file(results, cells[0])
+    path = paths.curve_file(results, cells[0])
     table = pq.read_table(path)
     rows = table.take(pa.array(np.zeros(90_000, dtype=np.int64)))
     suite_column = pa.DictionaryArray.from_arrays(zeros, pa.array(["x" * 4000]))

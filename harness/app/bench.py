@@ -22,13 +22,16 @@ import pandas as pd
 import torch
 from tabulate import tabulate
 
+from harness.app.device_policy import resolve_device
 from harness.app.estimate import BENCH_MODELS
-from harness.app.runner import resolve_device
+from harness.config.schema import DatasetSpec
+from harness.core.datasets import DATASETS
 from harness.core.execution import micro_batch_problem
 from harness.core.factory import FactoryRef, factory_problem
 from harness.core.rules import MAX_BATCH_SIZE
-from harness.data.cifar10 import load_cifar10, resolve_data_root, synthetic_cifar10
+from harness.data import registry
 from harness.data.device import DeviceData
+from harness.data.request import LoadRequest
 from harness.errors import UserError
 from harness.fsio import atomic_path
 from harness.results.paths import default_folder
@@ -51,6 +54,12 @@ STEP_MODES: dict[str, tuple[bool, str]] = {
     "compile": (True, "default"),
     "captured": (True, "reduce-overhead"),
 }
+
+
+def bench_datasets() -> list[str]:
+    """The dataset kinds `--data` may name: those held on the device that need nothing but
+    their sizes (no file of the user's)."""
+    return [kind.name for kind in DATASETS.values() if kind.storage == "device" and kind.sized_only]
 
 
 def parse_modes(text: str) -> list[str]:
@@ -135,8 +144,8 @@ def run_bench(
         factory = FactoryRef.of(model, {}, str(Path.cwd()))
     if precision not in ("fp32", "bf16"):
         raise UserError(f"--precision {precision!r}: choose fp32 or bf16")
-    if data not in ("synthetic", "cifar10"):
-        raise UserError(f"--data {data!r}: choose synthetic or cifar10")
+    if data not in bench_datasets():
+        raise UserError(f"--data {data!r}: choose one of {', '.join(bench_datasets())}")
     if steps < 1 or repeats < 1:
         raise UserError("--steps and --repeats: must be at least 1")
     if ghost is not None and ghost < 1:
@@ -153,10 +162,10 @@ def run_bench(
         if why is not None:
             raise UserError(f"--max-micro-batch {max_micro_batch}: {why}")
     torch_device = resolve_device(device)
-    if data == "synthetic":
-        arrays = synthetic_cifar10(SYNTHETIC_TRAIN, 16, seed=0)
-    else:
-        arrays = load_cifar10(resolve_data_root(data_root), train_size=None, test_size=16)
+    # All of a dataset's training images (a synthetic one: SYNTHETIC_TRAIN), 16 test images.
+    sized = DATASETS[data].train_size is not None
+    spec = DatasetSpec(name=data, train_size=None if sized else SYNTHETIC_TRAIN, test_size=16)
+    arrays = registry.read(LoadRequest(spec, data_root, torch_device)).arrays
     device_data = DeviceData.from_arrays(arrays, torch_device)
     images = torch.from_numpy(arrays.train_x)
     labels = torch.from_numpy(arrays.train_y.astype("int64"))

@@ -48,6 +48,7 @@ from harness.config.schema import ClusterSpec
 from harness.config.suite import Suite, select_some
 from harness.errors import UserError
 from harness.fsio import atomic_path
+from harness.results import paths
 from harness.results.paths import default_folder
 
 
@@ -181,14 +182,14 @@ def submit(
         return 0
     # A model from the user's code is imported and built here, once, before anything is
     # queued: a bad one is this command's one-line error, not a failed row per task hours later.
-    from harness.app.runner import check_factories
+    from harness.app.user_models import check_factories
 
     check_factories(suite, tuple(todo), say)
-    folder = results / "slurm"
+    folder = paths.slurm_dir(results)
     folder.mkdir(parents=True, exist_ok=True)
     # One flat log folder, no `%j` template: submitit's task processes make the template
     # folder literally (an empty `slurm/%j` was left behind) besides the filled-in ones.
-    executor = lib.AutoExecutor(folder=folder / "logs", cluster=executor_kind)
+    executor = lib.AutoExecutor(folder=paths.slurm_logs(results), cluster=executor_kind)
     params: dict[str, Any] = {
         "name": f"harness-{suite.name}",
         "timeout_min": settings.time_min,
@@ -234,7 +235,7 @@ def submit(
             "stdout": str(job.paths.stdout),
             "stderr": str(job.paths.stderr),
         }
-    with atomic_path(folder / status_module.JOBS_FILE, inside=results) as tmp:
+    with atomic_path(paths.jobs_file(results), inside=results) as tmp:
         tmp.write_text(json.dumps(jobs, indent=2, sort_keys=True) + "\n")
     ids = ", ".join(str(j.job_id) for j in submitted)
     lanes_note = f" as {len(submitted)} task(s) at once" if executor_kind == "local" else ""

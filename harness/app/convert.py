@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config.yamlfile import MAX_SUITE_BYTES, parse_yaml, plain, read_regular
+from harness.core.datasets import DATASETS
 from harness.core.factory import factory_problem
 from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.core.schedule import Plan, Realization, ScheduleError, updates_per_epoch
@@ -31,9 +32,6 @@ from harness.fsio import atomic_path
 
 REALIZATIONS: tuple[Realization, ...] = ("lr", "hybrid", "batch")
 SCHEDULE_NAMES = {"lr": "decaying_lr", "hybrid": "hybrid", "batch": "increasing_batch"}
-# Datasets a converted suite can name; any other size is written as a synthetic dataset.
-KNOWN_SIZES = {"cifar10": 50_000, "imagenet": 1_281_167}
-DATASETS = ("cifar10", "imagenet", "synthetic")
 # The models a converted suite can name: the registry's (harness.models.registry.MODELS, kept
 # equal by a test; this module imports no torch), each with the parameters it is written with.
 MODEL_ENTRIES = {
@@ -45,6 +43,12 @@ MODEL_ENTRIES = {
 DEFAULT_GHOST = 128  # the paper's ghost batch size on CIFAR-10
 B_MAX_SHARE = 10  # Sec 5.2: B_max ~ N/10; beyond it the increasing batch stops paying
 G_DRIFT = 0.05  # a realization's g may differ from the lr realization's by this share
+
+
+def datasets() -> list[str]:
+    """The dataset kinds a converted suite can name: those a suite names with their sizes
+    alone (harness.core.datasets); any other size is written as a synthetic dataset."""
+    return [kind.name for kind in DATASETS.values() if kind.sized_only]
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class Recipe:
     batch_drops: int = 1
     ghost_batch_size: int | None = None
     drop_last: bool = True
-    dataset: Literal["cifar10", "imagenet", "synthetic"] | None = None
+    dataset: str | None = None  # one of `datasets()`
     model: str | None = None  # a registry name; needed to write a suite
 
     def request(self, realization: Realization, ghost: int, *, scaled: bool) -> ScheduleRequest:
@@ -121,12 +125,15 @@ class Recipe:
 
     @property
     def dataset_name(self) -> str:
-        """The suite's dataset: as given, else CIFAR-10 or ImageNet by size, else synthetic."""
+        """The suite's dataset: as given, else the first kind of exactly N training examples
+        (CIFAR-10, ImageNet), else a subset of CIFAR-10, else synthetic."""
         if self.dataset is not None:
             return self.dataset
-        if self.train_size == KNOWN_SIZES["imagenet"]:
-            return "imagenet"
-        return "cifar10" if self.train_size <= KNOWN_SIZES["cifar10"] else "synthetic"
+        for name in datasets():
+            if DATASETS[name].train_size == self.train_size:
+                return name
+        cifar10 = DATASETS["cifar10"].train_size
+        return "cifar10" if cifar10 and self.train_size <= cifar10 else "synthetic"
 
     @cached_property
     def outcomes(self) -> dict[str, Plan | str]:
@@ -261,8 +268,8 @@ def _coerce(key: str, value: Any) -> Any:
         return tuple(epochs)
     if key == "drop_last" and not isinstance(value, bool):
         raise UserError(f"drop_last: {value!r} must be true or false")
-    if key == "dataset" and value not in DATASETS:
-        raise UserError(f"dataset: {value!r} is not one of {', '.join(DATASETS)}; pick one")
+    if key == "dataset" and value not in datasets():
+        raise UserError(f"dataset: {value!r} is not one of {', '.join(datasets())}; pick one")
     if key == "model" and value not in MODEL_ENTRIES:
         if ":" in str(value) and factory_problem(str(value)) is None:
             return value  # the user's own model, "pkg.module:build" or "file.py:build"
@@ -408,9 +415,10 @@ def suite_yaml(r: Recipe, name: str) -> str:
             "(the paper's: wrn, as WRN-16-4, on CIFAR-10; inception_resnet_v2 on ImageNet)"
         )
     dataset = r.dataset_name
-    if dataset == "synthetic":
-        data = f"{{name: synthetic, train_size: {r.train_size}, test_size: 1000}}"
-    elif r.train_size == KNOWN_SIZES[dataset]:
+    full = DATASETS[dataset].train_size
+    if full is None:  # a kind of no fixed size (synthetic) is given both
+        data = f"{{name: {dataset}, train_size: {r.train_size}, test_size: 1000}}"
+    elif r.train_size == full:
         data = f"{{name: {dataset}}}"
     else:
         data = f"{{name: {dataset}, train_size: {r.train_size}}}  # its first examples"

@@ -24,7 +24,6 @@ from harness.app.estimate import (
     evaluated_images,
     load_rows,
 )
-from harness.config.schema import IMAGE_FOLDERS
 from harness.config.suite import Cell
 from harness.errors import UserError
 
@@ -105,8 +104,8 @@ def forward_flops(cell: Cell) -> float | None:
 
     job = train_job(cell)
     spec = cell.dataset
-    side = CIFAR_SIDE
-    if spec.name in IMAGE_FOLDERS:
+    side = spec.kind.image_side or CIFAR_SIDE  # an .npz says its side only when it loads
+    if spec.kind.crops:
         side = spec.image_size or input_size(cell.model.name) or 224
     images = max(1, job.ghost_batch_size)
     try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config.suite import DATASET_SIZES, Cell
+from harness.config.suite import Cell
 from harness.errors import UserError, printable
 from harness.fsio import read_bytes, shown
 from harness.results.paths import default_folder
@@ -220,8 +220,7 @@ def evaluated_images(cell: Cell) -> tuple[int, int]:
     ASSUMED_TEST_IMAGES for a folder or file counted only when it loads), plus the training-loss
     images when `eval_train_loss` is on."""
     plan, execution = cell.plan, cell.execution
-    known = DATASET_SIZES.get(cell.dataset.name)
-    test = cell.dataset.test_size or (known[1] if known else ASSUMED_TEST_IMAGES)
+    test = cell.dataset.test_size or cell.dataset.kind.test_size or ASSUMED_TEST_IMAGES
     limit = execution.train_loss_images
     train = plan.train_size if limit is None else min(limit, plan.train_size)
     every = max(1, cell.training.eval_every)

@@ -72,7 +72,7 @@ def worker_devices(
             raise UserError("--devices: give a comma-separated list, e.g. cuda:0,cuda:1")
         if workers is not None and workers != len(names):
             raise UserError(f"--workers {workers} and --devices {devices} disagree; give one")
-        from harness.app.runner import resolve_device
+        from harness.app.device_policy import resolve_device
 
         for name in dict.fromkeys(names):
             resolve_device(name, "--devices")  # here, once, rather than in every worker

@@ -16,6 +16,7 @@ from harness.analysis.tables import expand_aliases
 from harness.config.suite import Suite
 from harness.core.naming import parse_label
 from harness.errors import UserError
+from harness.results.paths import runs_dir
 from harness.results.store import scan_runs
 
 
@@ -41,7 +42,7 @@ def stale_recipes_line(suite: Suite, folder: Path) -> str | None:
 
     Silent in a fan-out worker (its parent said it) and where the folder cannot be read yet:
     the runner reports that itself."""
-    if os.environ.get("HARNESS_WORKER") or not (folder / "runs").is_dir():
+    if os.environ.get("HARNESS_WORKER") or not runs_dir(folder).is_dir():
         return None
     try:
         runs, _ = scan_runs(folder)  # damaged files: the runner moves them aside and says so

@@ -13,58 +13,44 @@ holds, so no cell is trained twice at once.
 Under torchrun (data parallelism, harness.train.replica) the processes go through the cells
 together: rank 0 alone scans, claims, prints and writes, and broadcasts each decision (train,
 skip, busy) so that every process trains the same cell at the same time.
+
+The loop leans on four neighbours: `device_policy` (which device, how much of it),
+`data_loading` (the suite's data for a group of cells), `user_models` (a suite's own models
+checked before training) and `cell_rows` (a cell's rows, a failure's row and log).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-import os
 import tempfile
 import time
-import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from harness.app import jobs
+from harness.app.cell_rows import NO_METRICS, failed_record, failure_line, write_rows
 from harness.app.console import RunConsole
+from harness.app.data_loading import data_groups, load_data
+from harness.app.device_policy import check_memory_fraction, place_run
 from harness.app.duration import long_suite_line
-from harness.config.schema import IMAGE_FOLDERS
+from harness.app.user_models import check_factories
 from harness.config.suite import Cell, Suite, select_some
 from harness.core.epoch import EpochRecord
+from harness.core.execution import Execution
 from harness.core.schedule import updates_per_epoch
-from harness.data.arrays import arrays_source, load_arrays
-from harness.data.cifar10 import (
-    cifar10_source,
-    cifar100_source,
-    load_cifar10,
-    load_cifar100,
-    resolve_data_root,
-    synthetic_cifar10,
-)
-from harness.data.device import DeviceData
-from harness.data.folder import FolderData
-from harness.data.image_loader import open_image_folder
+from harness.data.source import DataSource
 from harness.errors import UserError
-from harness.fsio import atomic_path, check_folders, remove, shown
-from harness.models.factory import FactoryError, build_factory_model, load_factory
-from harness.models.registry import input_channels, input_size
-from harness.results import lock, store
+from harness.fsio import check_folders, remove, shown
+from harness.results import lock, paths, store
 from harness.results.paths import default_folder
-from harness.results.provenance import environment, source_version
+from harness.results.provenance import environment
 from harness.train.checkpoint import Progress
 from harness.train.loop import train_cell
 from harness.train.preempt import StopSignals, StopVote
-from harness.train.replica import (
-    check_divisible,
-    from_environment,
-    launch_env,
-    launched_by_torchrun,
-)
+from harness.train.replica import Replica
 
 FINISHED = ("ok", "diverged")  # statuses a re-run skips; a failed cell is tried again
 
@@ -94,43 +80,6 @@ class RunSummary:
         return ", ".join(parts)
 
 
-def available_devices() -> list[str]:
-    """The devices a cell can train on here, by name: cpu, cuda:N for each GPU, mps."""
-    names = ["cpu"]
-    if torch.cuda.is_available():
-        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        names.append("mps")
-    return names
-
-
-def resolve_device(name: str | None, flag: str = "--device") -> Any:
-    """The torch device for --device NAME (None: cuda if available, else cpu); a `UserError`
-    naming what is available for anything training cannot use here (meta, xla, cuda:7).
-    `flag`: the option named in the error."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    here = f"available here: {', '.join(available_devices())}"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UserError(f"{flag} {name}: unknown; use cpu, cuda[:N] or mps ({here})") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"{flag} {name}: no CUDA device is visible here ({here})")
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise UserError(f"{flag} {name}: only {count} GPU(s) visible ({here})")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise UserError(f"{flag} {name}: MPS is not available here ({here})")
-    elif device.type != "cpu":
-        raise UserError(
-            f"{flag} {name}: not a device the harness trains on; use cpu, cuda[:N] or mps ({here})"
-        )
-    return device
-
-
 CELL_ORDERS = ("suite", "most-updates", "fewest-updates")
 
 
@@ -151,25 +100,6 @@ def order_cells(cells: tuple[Cell, ...], order: str) -> tuple[Cell, ...]:
     return tuple(sorted(cells, key=lambda c: sign * c.plan.updates))
 
 
-def check_memory_fraction(fraction: float | None, device: Any) -> None:
-    """--memory-fraction: a number in (0, 1], and only for a CUDA device; then the cap is set
-    (torch.cuda.set_per_process_memory_fraction: the caching allocator refuses more, and the
-    cell fails as out of memory instead of starving the device's other workers)."""
-    if fraction is None:
-        return
-    if not (math.isfinite(fraction) and 0 < fraction <= 1):
-        raise UserError(
-            f"--memory-fraction {fraction}: must be in (0, 1], the share of the GPU's memory "
-            "this process may take (e.g. 0.25 for one of four workers on a device)"
-        )
-    if device.type != "cuda":
-        raise UserError(
-            f"--memory-fraction {fraction}: caps a CUDA device's memory; this run is on "
-            f"{device.type}: drop the option"
-        )
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
-
-
 def check_stop_after(seconds: float | None) -> None:
     """--stop-after must be a finite, non-negative number of seconds (nan, inf, -1 refused)."""
     if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
@@ -179,207 +109,6 @@ def check_stop_after(seconds: float | None) -> None:
         )
 
 
-def data_groups(suite: Suite, cells: tuple[Cell, ...]) -> list[tuple[Cell, ...]]:
-    """The cells in groups that train on one loading of the data, in the order given.
-
-    One group but for an image folder without `dataset.image_size` whose models crop to
-    different sides (ResNet-50 at 224 px beside Inception-ResNet-V2 at 299): then one group
-    per side, each with the folder opened at its size, in the order of each size's first cell.
-    """
-    if suite.spec.dataset.name not in IMAGE_FOLDERS or suite.spec.dataset.image_size is not None:
-        return [cells]
-    groups: dict[int | None, list[Cell]] = {}
-    for cell in cells:
-        groups.setdefault(input_size(cell.model.name), []).append(cell)
-    return [tuple(group) for group in groups.values()]
-
-
-def load_data(
-    suite: Suite,
-    data_root: Path | None,
-    device: Any,
-    channels_last: bool,
-    cells: tuple[Cell, ...] | None = None,
-) -> tuple[Any, str]:
-    """The suite's dataset on `device`, and which copy of it that is (see cifar10_source).
-
-    `cells` (default: all the suite's): the cells it is for; an image folder without
-    `dataset.image_size` is cropped to their models' side (`data_groups` makes them agree).
-    """
-    if suite.spec.dataset.name in IMAGE_FOLDERS:
-        return _load_image_folder(
-            suite, data_root, device, channels_last, suite.cells if cells is None else cells
-        )
-    ds = suite.spec.dataset
-    stats = None
-    if ds.name == "synthetic":
-        assert ds.train_size is not None and ds.test_size is not None
-        arrays = synthetic_cifar10(ds.train_size, ds.test_size, seed=0)
-        source = "synthetic"
-    elif ds.name == "arrays":
-        assert ds.path is not None and ds.classes is not None and ds.train_size is not None
-        path = Path(ds.path).expanduser()
-        channels = None if ds.mean is None else len(ds.mean)
-        arrays = load_arrays(
-            path,
-            classes=ds.classes,
-            train_size=ds.train_size,
-            test_size=ds.test_size,
-            channels=channels,
-            takes=_channels_taken(suite.cells if cells is None else cells),
-        )
-        source = arrays_source(path)
-        if ds.mean is not None and ds.std is not None:
-            stats = (ds.mean, ds.std)
-    elif ds.name == "cifar100":
-        root = resolve_data_root(data_root)
-        arrays = load_cifar100(root, train_size=ds.train_size, test_size=ds.test_size)
-        source = cifar100_source(root)
-    else:
-        root = resolve_data_root(data_root)
-        arrays = load_cifar10(root, train_size=ds.train_size, test_size=ds.test_size)
-        source = cifar10_source(root)
-    data = DeviceData.from_arrays(
-        arrays, device, channels_last=channels_last, augment=ds.augment, stats=stats
-    )
-    return data, source
-
-
-def _channels_taken(cells: tuple[Cell, ...]) -> tuple[int, str] | None:
-    """The image channels the cells' models take, and the first model that says so (a model
-    from the user's own code says nothing until built; then the first step would tell)."""
-    for cell in cells:
-        channels = input_channels(cell.model.name)
-        if channels is not None:
-            return channels, f"{cell.model_name!r} ({cell.model.name})"
-    return None
-
-
-def imagenet_root(suite: Suite, data_root: Path | None) -> Path:
-    """`dataset.path`, else `imagenet/` under --data / $HARNESS_DATA (or that folder itself
-    when it holds train/ and val/); a missing folder is one line naming what is missing."""
-    ds = suite.spec.dataset
-    if ds.path is not None:
-        root = Path(ds.path).expanduser()
-        what = "ImageNet folder" if ds.name == "imagenet" else "image folder"
-        if not root.is_dir():
-            raise UserError(f"{suite.path}: dataset.path: no {what} at {root}")
-        if ds.name == "imagefolder" and not ((root / "train").is_dir() and (root / "val").is_dir()):
-            raise UserError(
-                f"{suite.path}: dataset.path: {root} holds no train/ and val/ folders; put "
-                "train/<class>/* and val/<class>/* images there"
-            )
-        return root
-    base = resolve_data_root(data_root)
-    if (base / "train").is_dir() and (base / "val").is_dir():
-        return base
-    if not (base / "imagenet").is_dir():
-        raise UserError(
-            f"no ImageNet folder at {base / 'imagenet'}: put imagenet/train/<wnid>/*.JPEG and "
-            "imagenet/val/ under --data (or $HARNESS_DATA), or set dataset.path"
-        )
-    return base / "imagenet"
-
-
-def _load_image_folder(
-    suite: Suite,
-    data_root: Path | None,
-    device: Any,
-    channels_last: bool,
-    cells: tuple[Cell, ...],
-) -> tuple[Any, str]:
-    """The ImageNet folder, scanned once, served by DataLoader workers (harness.data.folder).
-
-    N is the number of readable training images, and the plans were made for
-    `dataset.train_size`: if the two differ the run is refused, naming both and the cure,
-    rather than training a different number of updates than `harness plan` says.
-    """
-    ds = suite.spec.dataset
-    size = ds.image_size
-    if size is None:
-        sizes = {input_size(cell.model.name) for cell in cells}
-        if None in sizes:  # a model from your own code (factory:) states no input side
-            raise UserError(
-                f"{suite.path}: dataset.image_size: a model of this suite states no input size "
-                "(e.g. one from factory:); set image_size (e.g. 224)"
-            )
-        if len(sizes) != 1:
-            raise UserError(
-                f"{suite.path}: dataset.image_size: the suite's models crop to different sizes "
-                f"({', '.join(sorted(str(s) for s in sizes))} px); set one image_size"
-            )
-        size = sizes.pop()
-    assert size is not None
-    root = imagenet_root(suite, data_root)
-    folder = open_image_folder(
-        root,
-        size,
-        check=suite.spec.execution.image_check,
-        max_pixels=suite.spec.execution.max_image_pixels,
-    )
-    if ds.name == "imagefolder" and len(folder.classes) != ds.classes:
-        raise UserError(
-            f"{root / 'train'}: {len(folder.classes)} class folders, but dataset.classes is "
-            f"{ds.classes}; pass --set dataset.classes={len(folder.classes)}"
-        )
-    planned = ds.n_train
-    if folder.n_train != planned:
-        raise UserError(
-            f"{root / 'train'}: {folder.n_train} readable images, but the suite's schedules "
-            f"are planned for N = {planned} (dataset.train_size); pass --set "
-            f"dataset.train_size={folder.n_train} to plan for this folder, or restore the images"
-        )
-    if ds.test_size is not None and folder.n_val != ds.test_size:
-        raise UserError(
-            f"{root / 'val'}: {folder.n_val} readable images, but dataset.test_size is "
-            f"{ds.test_size}; pass --set dataset.test_size={folder.n_val}"
-        )
-    workers = suite.spec.execution.loader_workers
-    if workers is None:
-        workers = min(8, os.cpu_count() or 1)
-    data = FolderData(
-        folder, device, workers=workers, channels_last=channels_last, augment=ds.augment
-    )
-    return data, data.describe(root)
-
-
-def check_factories(
-    suite: Suite, cells: tuple[Cell, ...], say: RunConsole | None
-) -> dict[str, dict[str, Any]]:
-    """Each user's model (`factory:`) of `cells` imported and built once, before training:
-    a bad one is the whole run's error (`FILE:LINE: models.NAME.factory: ...`, exit 2), a good
-    one gets its note (what ghost batch norm changed) and its provenance for the rows."""
-    seen: dict[str, dict[str, Any]] = {}
-    for cell in cells:
-        ref = jobs.model_config(cell).factory
-        if ref is None or cell.model_name in seen:
-            continue
-        ghost = cell.training.ghost_batch_size
-        try:
-            _, source = load_factory(ref)
-            with torch.random.fork_rng(devices=[]):
-                _, conversion = build_factory_model(
-                    ref, num_classes=cell.dataset.num_classes, ghost_size=ghost
-                )
-        except FactoryError as exc:
-            raise suite.error(("models", cell.model_name, "factory"), str(exc)) from None
-        seen[cell.model_name] = source_version(source)
-        if say is not None:
-            say.line(f"model {cell.model_name}: {ref.target}: {conversion.note(ghost)}")
-    return seen
-
-
-def _check_divisible(cells: tuple[Cell, ...], suite: Suite, world: int) -> None:
-    for cell in cells:
-        batches = sorted({p.batch_size for p in cell.plan.phases})
-        why = check_divisible(batches, world, cell.training.ghost_batch_size)
-        if why is not None:
-            raise UserError(f"{suite.path}: cell {cell.cell_id} ({cell.label}): {why}")
-
-
-_SUBFOLDERS = ("runs", "curves", "checkpoints", "logs")
-
-
 def _check_writable(results: Path) -> None:
     """Fail before any data loads if rows could not be written (a whole-run error), or if a
     subfolder the rows go to is a link (harness.fsio: nothing is written through one)."""
@@ -387,7 +116,7 @@ def _check_writable(results: Path) -> None:
         results.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=results, prefix=".harness-probe-"):
             pass
-        check_folders(results, _SUBFOLDERS)
+        check_folders(results, paths.SUBFOLDERS)
     except OSError as exc:
         raise UserError(
             f"{results}: the results folder is not writable ({exc.strerror or exc}); "
@@ -400,7 +129,7 @@ def _finished(results: Path, say: RunConsole) -> set[str]:
     its cell counts as not finished and trains again."""
     if not results.is_dir():
         return set()
-    check_folders(results, _SUBFOLDERS)  # a linked runs/: nothing in it is moved aside
+    check_folders(results, paths.SUBFOLDERS)  # a linked runs/: nothing in it is moved aside
     runs, skipped = store.scan_runs(results)
     for path, reason in skipped:
         aside = store.quarantine(path)
@@ -445,16 +174,8 @@ def run_suite(
     results = results or default_folder(suite.name)
     cells = order_cells(select_some(suite, only), order)
     execution = jobs.execution(suite.spec.execution, cells, max_micro_batch, compile_model)
-    replica = None
-    torch_device = None
-    if launched_by_torchrun():
-        _check_divisible(cells, suite, launch_env().world)
-        if device is not None and device not in ("cpu", "cuda"):
-            raise UserError(f"--device {device}: under torchrun use cpu or cuda (one per rank)")
-        replica = from_environment(device)
-    else:
-        torch_device = resolve_device(device)  # before anything is scanned or loaded
-    check_memory_fraction(memory_fraction, torch_device if replica is None else replica.device)
+    torch_device, replica = place_run(device, suite, cells)  # before anything is read
+    check_memory_fraction(memory_fraction, torch_device)
     main = replica is None or replica.is_main
     say = RunConsole(quiet=not main) if console is None else console
     done = set() if force or not main else _finished(results, say)
@@ -465,7 +186,6 @@ def run_suite(
     if replica is None and all(c.cell_id in done for c in cells):
         summary.skipped = [c.cell_id for c in cells]
         return summary
-    torch_device = torch_device if replica is None else replica.device
     models = check_factories(suite, cells, say if main else None)
     if main:
         _check_writable(results)
@@ -504,7 +224,7 @@ def run_suite(
     return summary
 
 
-def _ticking(vote: Any, say: RunConsole) -> Any:
+def _ticking(vote: StopVote | None, say: RunConsole) -> Callable[[], bool] | None:
     """The stop vote, asked after every step, telling a live console of the step first; the
     vote itself where nothing is drawn (a log: no per-step cost)."""
     if vote is None or not say.live:
@@ -520,16 +240,16 @@ def _ticking(vote: Any, say: RunConsole) -> Any:
 def _run_cells(
     cells: tuple[Cell, ...],
     results: Path,
-    dataset: Any,
-    execution: Any,
+    dataset: DataSource,
+    execution: Execution,
     env: dict[str, Any],
     force: bool,
     say: RunConsole,
     summary: RunSummary,
     deadline: float | None,
-    replica: Any,
+    replica: Replica | None,
     done: set[str],
-    vote: Any,
+    vote: StopVote,
 ) -> None:
     main = replica is None or replica.is_main
     started = False
@@ -577,7 +297,6 @@ def _run_cells(
 
 
 _TRAIN, _SKIP, _LATE, _BUSY, _REFUSED = 1, 2, 3, 4, 5
-_NO_METRICS = ("final_test_acc", "best_test_acc", "final_test_loss", "final_train_loss")
 
 
 def _record_failure(
@@ -585,34 +304,9 @@ def _record_failure(
 ) -> None:
     """A cell that could not even be claimed (its lock file is a link, a folder, a device):
     a failed run row saying why, as for any failed cell."""
-    from harness.train.checkpoint import Progress
-
-    progress = Progress(status="failed", error=why)
-    record = jobs.run_record(cell, progress, dict.fromkeys(_NO_METRICS, math.nan), 0, env)
-    _write_rows(cell, results, record, [])
+    write_rows(cell, results, failed_record(cell, env, why), [])
     summary.failed.append(cell.cell_id)
     say.line(f"fail  {cell.cell_id} {cell.label}: {why}")
-
-
-def _write_rows(cell: Cell, results: Path, record: Any, curves: list[Any]) -> Any:
-    """Write the cell's rows; returns the record written. A curve file that is a link fails
-    the cell (its run row alone is written, saying why) rather than the suite."""
-    from harness.fsio import LinkRefused
-
-    try:
-        try:
-            store.write_cell(results, record, curves)
-        except LinkRefused as exc:
-            if exc.path != store.curve_file(results, cell.cell_id):
-                raise  # runs/ or curves/ itself: the whole folder, not this cell
-            record = dataclasses.replace(record, status="failed", error=str(exc))
-            store.write_run(results, record)
-    except OSError as exc:
-        raise UserError(
-            f"{results}: could not write the rows of cell {cell.cell_id} "
-            f"({exc.strerror or exc}); free space or pass --results DIR, then rerun"
-        ) from None
-    return record
 
 
 def _decide(
@@ -623,7 +317,7 @@ def _decide(
     started: bool,
     deadline: float | None,
     held: contextlib.ExitStack,
-    vote: Any = None,
+    vote: StopVote | None = None,
 ) -> int:
     """Whether this runner trains `cell` now; on _TRAIN its claim is held by `held`."""
     if cell.cell_id in done:
@@ -647,18 +341,18 @@ def _decide(
 def _run_cell(
     cell: Cell,
     results: Path,
-    dataset: Any,
-    execution: Any,
+    dataset: DataSource,
+    execution: Execution,
     env: dict[str, Any],
     force: bool,
     say: RunConsole,
     summary: RunSummary,
     deadline: float | None = None,
-    replica: Any = None,
-    vote: Any = None,
+    replica: Replica | None = None,
+    vote: StopVote | None = None,
 ) -> None:
     main = replica is None or replica.is_main
-    checkpoint = store.checkpoint_path(results, cell.cell_id)
+    checkpoint = paths.checkpoint_path(results, cell.cell_id)
     if force and main:
         remove(checkpoint, inside=results)
     if replica is not None:
@@ -679,8 +373,8 @@ def _run_cell(
         progress, final, peak = result.progress, result.final, result.peak_memory_bytes
         curves = progress.curves
     except Exception as exc:  # a cell's failure is the cell's: recorded, and the suite goes on
-        progress = Progress(status="failed", error=_failure(cell, exc, results))
-        final = dict.fromkeys(_NO_METRICS, math.nan)
+        progress = Progress(status="failed", error=failure_line(cell, exc, results))
+        final = dict.fromkeys(NO_METRICS, math.nan)
         peak = 0
     finally:
         say.stop()
@@ -699,7 +393,7 @@ def _run_cell(
         )
         return
     record = jobs.run_record(cell, progress, final, peak, env)
-    record = _write_rows(cell, results, record, jobs.curve_records(cell, curves))
+    record = write_rows(cell, results, record, jobs.curve_records(cell, curves))
     say.finished(cell, record)  # the rows are written: a tracker's summary (app.tracking)
     if record.status == "failed" and progress.status != "failed":
         progress.status, progress.error = "failed", record.error
@@ -715,7 +409,7 @@ def _run_cell(
         say.line(f"note  {cell.cell_id} {cell.label}: {progress.error}")
 
 
-def _where(progress: Any, cell: Cell) -> str:
+def _where(progress: Progress, cell: Cell) -> str:
     """How far a paused cell got: "2/3", or "2/3 + step 5 of 12" mid-epoch."""
     done = f"{progress.epoch}/{cell.plan.epochs}"
     if progress.partial is None:
@@ -724,24 +418,6 @@ def _where(progress: Any, cell: Cell) -> str:
     batch = plan.phase_at(progress.epoch).batch_size
     steps = updates_per_epoch(plan.train_size, batch, plan.drop_last)
     return f"{done} + step {progress.partial['step']} of {steps}"
-
-
-def _failure(cell: Cell, exc: Exception, results: Path) -> str:
-    """One line for the row; a bug's traceback goes to a log file beside the rows."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, UserError):
-        return message
-    log = results / "logs" / f"{cell.cell_id}.log"
-    try:
-        with atomic_path(log, inside=results) as tmp:
-            tmp.write_text("".join(traceback.format_exception(exc)))
-        where = f"; traceback in {log}"
-    except (OSError, UserError):  # no log beside the rows (a link there is never followed)
-        # A full disk: no log, rather than an empty one that seems to say nothing happened.
-        with contextlib.suppress(OSError, UserError):
-            remove(log, inside=results)
-        where = ""
-    return f"cell {cell.cell_id} ({cell.label}) failed: {type(exc).__name__}: {message}{where}"
 
 
 def _summary_line(cell: Cell, row: dict[str, Any]) -> str:

@@ -28,11 +28,10 @@ from tabulate import tabulate
 from harness.config.suite import Cell, load_suite, select_some
 from harness.errors import UserError, printable
 from harness.fsio import read_bytes
-from harness.results import lock, store
+from harness.results import lock, paths, store
 from harness.results.paths import default_folder
 
 STATES = ("done", "diverged", "failed", "running", "paused", "queued", "pending")
-JOBS_FILE = "jobs.json"  # under <results>/slurm/: cell id -> task id and log paths
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def cluster_jobs(results: Path) -> dict[str, dict[str, str]]:
     """The Slurm (or local) tasks `harness run --executor` submitted, by cell id; none if the
     list is missing or unreadable (read through `harness.fsio.read_bytes`: a FIFO, a link to
     /dev/zero or an oversize file there is never read)."""
-    path = results / "slurm" / JOBS_FILE
+    path = paths.jobs_file(results)
     try:
         data = json.loads(read_bytes(path, inside=results, limit=MAX_JOBS_BYTES))
     except (OSError, ValueError, UserError):
@@ -72,13 +71,13 @@ def cell_state(results: Path, cell: Cell, jobs: dict[str, dict[str, str]]) -> Ce
     if row is not None and row["status"] in ("ok", "diverged"):
         return state("done" if row["status"] == "ok" else "diverged", str(row["error"] or ""))
     if row is not None and row["status"] == "failed":
-        log = results / "logs" / f"{cell.cell_id}.log"
+        log = paths.log_file(results, cell.cell_id)
         logs = [str(log)] if log.exists() else []
         logs += [job[k] for k in ("stderr", "stdout") if job.get(k) and Path(job[k]).exists()]
         where = f" (log: {', '.join(logs)})" if logs else ""
         return state("failed", f"{row['error']}{where}")
-    if store.checkpoint_path(results, cell.cell_id).exists():
-        return state("paused", f"checkpoint {store.checkpoint_path(results, cell.cell_id)}")
+    if paths.checkpoint_path(results, cell.cell_id).exists():
+        return state("paused", f"checkpoint {paths.checkpoint_path(results, cell.cell_id)}")
     if job:
         return state("queued", f"task {job.get('job_id', '?')}")
     return state("pending")

@@ -20,6 +20,7 @@ from typer.core import TyperCommand
 
 from harness.allocator import tune_once
 from harness.cli import result_commands, suite_commands, tool_commands
+from harness.core.datasets import DATASETS
 from harness.errors import exit_on_user_error, printable
 from harness.version import __version__
 
@@ -76,12 +77,10 @@ for command in (
     tool_commands.bench,
 ):
     app.command(cls=_Command, help=help_text(command.__doc__))(command)
-data_app.command("cifar10", help=help_text(tool_commands.data_cifar10.__doc__))(
-    tool_commands.data_cifar10
-)
-data_app.command("cifar100", help=help_text(tool_commands.data_cifar100.__doc__))(
-    tool_commands.data_cifar100
-)
+for kind in DATASETS.values():  # `harness data NAME DEST`, for each kind that downloads
+    if kind.download is not None:
+        fetch = tool_commands.data_command(kind)
+        data_app.command(kind.name, help=help_text(fetch.__doc__))(fetch)
 
 
 def _show_warning(

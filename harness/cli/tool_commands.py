@@ -1,16 +1,18 @@
 """`harness convert`, `harness bench`, `harness data`: the commands that need no suite.
 
-Only the options live here; `app.convert`, `app.bench` and `data.download` do the work.
+Only the options live here; `app.convert`, `app.bench` and `data.registry` do the work.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from harness.cli.options import DataOption
+from harness.core.datasets import DatasetKind
 
 
 def convert(
@@ -112,7 +114,11 @@ def bench(
         Path | None, typer.Option(help="Folder for the Parquet rows (default: runs/bench).")
     ] = None,
     data: Annotated[
-        str, typer.Option(help="synthetic (no download) or cifar10 (real images).")
+        str,
+        typer.Option(
+            help="synthetic (no download), or cifar10 or cifar100 (real images): a dataset "
+            "held on the device that needs no file of yours."
+        ),
     ] = "cifar10",
     data_root: DataOption = None,
     max_micro_batch: Annotated[
@@ -151,21 +157,14 @@ def bench(
     )
 
 
-def data_cifar10(
-    dest: Annotated[Path, typer.Argument(help="Folder to put cifar-10-batches-py in.")],
-) -> None:
-    """Download the official CIFAR-10 python tarball, check its md5 and unpack it."""
-    from harness.data.download import download_cifar10
+def data_command(kind: DatasetKind) -> Callable[[Path], None]:
+    """`harness data NAME DEST` for a dataset kind that downloads (`DatasetKind.download`)."""
 
-    folder = download_cifar10(dest)
-    print(f"CIFAR-10 is in {folder}; pass --data {dest} or set HARNESS_DATA={dest}")
+    def fetch(dest: Path = typer.Argument(..., help=f"Folder to put {kind.download} in.")) -> None:
+        from harness.data.registry import download
 
+        folder = download(kind.name, dest)
+        print(f"{kind.title} is in {folder}; pass --data {dest} or set HARNESS_DATA={dest}")
 
-def data_cifar100(
-    dest: Annotated[Path, typer.Argument(help="Folder to put cifar-100-python in.")],
-) -> None:
-    """Download the official CIFAR-100 python tarball, check its md5 and unpack it."""
-    from harness.data.download import download_cifar100
-
-    folder = download_cifar100(dest)
-    print(f"CIFAR-100 is in {folder}; pass --data {dest} or set HARNESS_DATA={dest}")
+    fetch.__doc__ = f"Download the official {kind.title}, check its checksum and unpack it."
+    return fetch

@@ -33,16 +33,10 @@ from pydantic import (
     model_validator,
 )
 
+from harness.core.datasets import DATASET_FIELDS, DATASETS, DatasetKind, takers, unknown
 from harness.core.execution import Execution
 from harness.core.factory import RESERVED_KWARGS, factory_problem
-from harness.core.kinds import (
-    MOMENTUM_KINDS,
-    BnStats,
-    DatasetName,
-    OptimizerKind,
-    Precision,
-    TrackerName,
-)
+from harness.core.kinds import MOMENTUM_KINDS, BnStats, OptimizerKind, Precision, TrackerName
 from harness.core.schedule import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
@@ -53,13 +47,6 @@ from harness.core.schedule import (
 from harness.core.shapes import wrn_blocks
 from harness.errors import printable
 
-# (train examples, test examples, classes) of the datasets the harness knows by name.
-DATASET_SIZES = {
-    "cifar10": (50_000, 10_000, 10),
-    "cifar100": (50_000, 10_000, 100),
-    "imagenet": (1_281_167, 50_000, 1000),
-}
-IMAGE_FOLDERS = ("imagenet", "imagefolder")  # datasets read from a class-per-folder tree
 MAX_SEED = 2**63 - 1  # seeds feed 64-bit generators
 SUITE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # the name is a results folder
 NAME_MAX = 100  # characters of an experiment, optimizer, schedule or model name
@@ -154,8 +141,16 @@ def _unwrapped(annotation: Any) -> Any:
     return annotation
 
 
+def _dataset_names(schema: dict[str, Any]) -> None:
+    # The kinds registered when the schema is drawn (the reference page), in their order;
+    # `_known` checks a name against the registry as it is when the suite is read.
+    schema["enum"] = list(DATASETS)
+
+
 class DatasetSpec(Strict):
-    name: DatasetName
+    # The dataset kind (harness.core.datasets): its sizes, classes and which of the keys below
+    # it takes or needs.
+    name: Annotated[str, Field(json_schema_extra=_dataset_names)]
     train_size: Examples | None = None  # first n training examples
     test_size: Examples | None = None  # first n test examples
     # CIFAR-10: reflection pad 4 + random 32x32 crop + horizontal flip; ImageNet: random-resized
@@ -189,68 +184,49 @@ class DatasetSpec(Strict):
                 out.pop(key, None)
         return out
 
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(unknown(name))
+        return name
+
+    @property
+    def kind(self) -> DatasetKind:
+        return DATASETS[self.name]
+
     @model_validator(mode="after")
-    def _sizes(self) -> DatasetSpec:
-        if self.name not in (*IMAGE_FOLDERS, "arrays") and self.path is not None:
-            raise ValueError(
-                "path is for an image folder (imagenet, imagefolder) or an .npz (arrays)"
-            )
-        if self.name not in IMAGE_FOLDERS and self.image_size is not None:
-            raise ValueError("image_size is for an image folder (name: imagenet or imagefolder)")
-        own: dict[str, object] = {"mean": self.mean, "std": self.std}
-        if self.name != "imagefolder":
-            own["classes"] = self.classes
-        if self.name != "arrays" and any(v is not None for v in own.values()):
-            raise ValueError(
-                f"{', '.join(own)} {'are' if len(own) > 1 else 'is'} for your own arrays "
-                "(name: arrays)"
-            )
-        if self.name == "imagefolder":
-            if self.path is None:
-                raise FieldError(("path",), "name the folder that holds train/ and val/")
-            if self.classes is None:
-                raise FieldError(("classes",), "give the number of class folders under train/")
-            if self.train_size is None:
+    def _fields(self) -> DatasetSpec:
+        kind = self.kind
+        for field in DATASET_FIELDS:
+            if field not in kind.takes and getattr(self, field) is not None:
                 raise FieldError(
-                    ("train_size",),
-                    "the schedules are planned for N training images: give train_size (the "
-                    "number of images under train/; `harness run` names the folder's count "
-                    "if it differs)",
+                    (field,), f"only dataset {takers(field)} takes it; drop it for {self.name}"
                 )
-        if self.name == "arrays":
-            if self.path is None:
-                raise FieldError(("path",), "name the .npz file (train_x, train_y, test_x, test_y)")
-            if self.classes is None:
-                raise FieldError(("classes",), "give the number of classes (labels 0..classes-1)")
-            if self.train_size is None:
-                raise FieldError(
-                    ("train_size",),
-                    "the schedules are planned for N training images: give train_size (the "
-                    "first N of train_x; `harness run` names the file's count if it differs)",
-                )
-            if (self.mean is None) != (self.std is None) or (
-                self.mean is not None and self.std is not None and len(self.mean) != len(self.std)
-            ):
-                raise FieldError(("std",), "give mean and std together, one value per channel")
-        if self.name == "synthetic" and (self.train_size is None or self.test_size is None):
-            raise ValueError("a synthetic dataset needs train_size and test_size")
-        if self.name in DATASET_SIZES:
-            full_train, full_test, _ = DATASET_SIZES[self.name]
-            if self.train_size is not None and self.train_size > full_train:
-                raise ValueError(f"train_size {self.train_size} exceeds {self.name}'s {full_train}")
-            if self.test_size is not None and self.test_size > full_test:
-                raise ValueError(f"test_size {self.test_size} exceeds {self.name}'s {full_test}")
+        for need, fix in kind.needs:
+            if getattr(self, need) is None:
+                raise FieldError((need,), fix)
+        if (self.mean is None) != (self.std is None) or (
+            self.mean is not None and self.std is not None and len(self.mean) != len(self.std)
+        ):
+            raise FieldError(("std",), "give mean and std together, one value per channel")
+        for split, full in (("train_size", kind.train_size), ("test_size", kind.test_size)):
+            given = getattr(self, split)
+            if given is not None and full is not None and given > full:
+                raise ValueError(f"{split} {given} exceeds {self.name}'s {full}")
         return self
 
     @property
     def n_train(self) -> int:
-        return self.train_size or DATASET_SIZES[self.name][0]
+        size = self.train_size or self.kind.train_size
+        assert size is not None  # a kind without a full size needs train_size
+        return size
 
     @property
     def num_classes(self) -> int:
-        if self.classes is not None:
-            return self.classes
-        return DATASET_SIZES.get(self.name, (0, 0, 10))[2]
+        classes = self.classes or self.kind.classes
+        assert classes is not None  # a kind without its classes needs `classes`
+        return classes
 
 
 class WrnSpec(Strict):
@@ -731,14 +707,14 @@ class SuiteSpec(Strict):
     def _precise_bn_on_cifar(self) -> SuiteSpec:
         # Precise statistics take the first training images in index order: CIFAR-10's are
         # shuffled, an image folder's are sorted by class (a few classes' statistics).
-        if self.dataset.name == "imagenet":
+        if self.dataset.kind.sorted_by_class:
             for i, exp in enumerate(self.experiments):
                 if self.training_of(exp).bn_stats == "precise":
                     where = ("training",) if not exp.training else ("experiments", i, "training")
                     raise FieldError(
                         (*where, "bn_stats"),
                         "precise statistics take the first training images, which an image "
-                        "folder sorts by class; use bn_stats: ema for imagenet",
+                        f"folder sorts by class; use bn_stats: ema for {self.dataset.name}",
                     )
         return self
 

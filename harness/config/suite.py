@@ -28,7 +28,6 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from harness.config.diagnostics import Locator
 from harness.config.overrides import apply_overrides
 from harness.config.schema import (
-    DATASET_SIZES,
     CheckSpec,
     DatasetSpec,
     Execution,
@@ -55,7 +54,6 @@ from harness.core.schedule import Plan, ScheduleError
 from harness.errors import UserError
 
 __all__ = [
-    "DATASET_SIZES",
     "Cell",
     "CheckSpec",
     "DatasetSpec",

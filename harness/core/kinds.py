@@ -29,12 +29,6 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 # evaluation.
 BnStats = Literal["ema", "precise"]
 
-# arrays: the user's own images and labels, an .npz file (harness.data.arrays);
-# imagefolder: any class-per-folder tree of images (DIR/train/<class>/, DIR/val/<class>/), read
-# as ImageNet is; cifar100: CIFAR-100's official python folder, its 100 fine labels
-DatasetName = Literal["cifar10", "cifar100", "imagenet", "imagefolder", "synthetic", "arrays"]
-DATASET_NAMES: tuple[DatasetName, ...] = get_args(DatasetName)
-
 # The registered models (harness.models.registry.MODELS builds them; the config layer has one
 # parameter spec per name).
 ModelName = Literal["small_cnn", "wrn", "inception_resnet_v2", "resnet50"]

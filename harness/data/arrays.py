@@ -17,12 +17,31 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.cifar10 import Cifar10
+from harness.data.cifar10 import Cifar10, HostData
 from harness.data.labels import LabelError, class_labels
+from harness.data.request import LoadRequest
 from harness.errors import UserError
 
 KEYS = ("train_x", "train_y", "test_x", "test_y")
 _CHANNELS = (1, 3, 4)
+
+
+def read_arrays(request: LoadRequest) -> HostData:
+    """The `arrays` kind: the suite's .npz (`dataset.path`), normalized by its `mean` / `std`
+    when given (its config needs path, classes and train_size)."""
+    spec = request.spec
+    assert spec.path is not None and spec.classes is not None and spec.train_size is not None
+    path = Path(spec.path).expanduser()
+    arrays = load_arrays(
+        path,
+        classes=spec.classes,
+        train_size=spec.train_size,
+        test_size=spec.test_size,
+        channels=None if spec.mean is None else len(spec.mean),
+        takes=request.takes,
+    )
+    stats = None if spec.mean is None or spec.std is None else (spec.mean, spec.std)
+    return HostData(arrays, arrays_source(path), stats)
 
 
 def load_arrays(

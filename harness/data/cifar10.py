@@ -8,7 +8,6 @@ Reading is separate from where the data then lives (harness.data.device) and fro
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.labels import LabelError, class_labels
+from harness.data.request import LoadRequest
 from harness.data.safe_pickle import read_batch
 from harness.errors import UserError
 
@@ -92,17 +92,15 @@ class Cifar10:
     classes: list[str]
 
 
-def resolve_data_root(value: str | Path | None) -> Path:
-    """The data folder: the ``--data`` value if given, else ``$HARNESS_DATA``."""
-    if value is not None and str(value) != "":
-        return Path(value).expanduser()
-    env = os.environ.get("HARNESS_DATA", "")
-    if env:
-        return Path(env).expanduser()
-    raise UserError(
-        "no data folder: pass --data DIR or set HARNESS_DATA=DIR "
-        "(download CIFAR-10 with `harness data cifar10 DIR`)"
-    )
+@dataclass(frozen=True, eq=False)
+class HostData:
+    """What a kind held on the device reads (harness.data.registry puts it there): its host
+    arrays, which copy it is (the run row's `data_source`), and the per-channel mean and std
+    to normalize by (None: the training images')."""
+
+    arrays: Cifar10
+    source: str
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 def _batches_folder(root: Path) -> Path:
@@ -259,3 +257,24 @@ def synthetic_cifar10(train_size: int, test_size: int, seed: int) -> Cifar10:
     train_x, train_y = split(train_size)
     test_x, test_y = split(test_size)
     return Cifar10(train_x, train_y, test_x, test_y, list(CLASSES))
+
+
+def read_cifar10(request: LoadRequest) -> HostData:
+    """The `cifar10` kind: the first train_size / test_size examples under --data."""
+    root = request.root
+    spec = request.spec
+    return HostData(load_cifar10(root, spec.train_size, spec.test_size), cifar10_source(root))
+
+
+def read_cifar100(request: LoadRequest) -> HostData:
+    """The `cifar100` kind, as `read_cifar10`."""
+    root = request.root
+    spec = request.spec
+    return HostData(load_cifar100(root, spec.train_size, spec.test_size), cifar100_source(root))
+
+
+def read_synthetic(request: LoadRequest) -> HostData:
+    """The `synthetic` kind: `synthetic_cifar10` of the suite's sizes (its config needs both)."""
+    spec = request.spec
+    assert spec.train_size is not None and spec.test_size is not None
+    return HostData(synthetic_cifar10(spec.train_size, spec.test_size, seed=0), "synthetic")

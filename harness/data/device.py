@@ -10,11 +10,13 @@ init and data-order streams (docs/ARCHITECTURE.md, "Random streams").
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from harness.core.datasets import Storage
 from harness.data.cifar10 import PAD, Cifar10
 from harness.data.source import EpochCursor, Shard, StepBatch, take_share
 from harness.errors import UserError
@@ -80,6 +82,8 @@ class DeviceData:
     ``mean`` / ``std`` are per-channel float32 statistics (pixel values in [0, 1]) of the
     training images in use; ``normalize`` maps uint8 images to float32 with them.
     """
+
+    storage: ClassVar[Storage] = "device"  # harness.core.datasets: held on the device
 
     def __init__(
         self,

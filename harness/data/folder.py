@@ -19,21 +19,26 @@ shares are the ones `DeviceData` would give.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from harness.core.datasets import Storage
 from harness.data.image_loader import (
     EpochBatchSampler,
     EvalBatchSampler,
     ImageFolderData,
     ImageFolderDataset,
     image_loader,
+    open_image_folder,
 )
 from harness.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
+from harness.data.request import LoadRequest
 from harness.data.source import Shard, StepBatch
 from harness.errors import UserError
 
@@ -44,6 +49,8 @@ class FolderData:
     ``workers``: decoding processes per DataLoader (0: decode in this process).
     ``augment``: False trains on the evaluation transform (resize and centre crop).
     """
+
+    storage: ClassVar[Storage] = "stream"  # harness.core.datasets: read from disk per step
 
     def __init__(
         self,
@@ -185,3 +192,76 @@ class FolderData:
 
 def _eval_transform(folder: ImageFolderData) -> ImageTransform:
     return ImageTransform(folder.size, False, folder.val.transform.backend)
+
+
+def folder_root(request: LoadRequest) -> Path:
+    """`dataset.path`, else `imagenet/` under --data / $HARNESS_DATA (or that folder itself
+    when it holds train/ and val/); a missing folder is one line naming what is missing."""
+    ds = request.spec
+    if ds.path is not None:
+        root = Path(ds.path).expanduser()
+        what = "ImageNet folder" if ds.name == "imagenet" else "image folder"
+        if not root.is_dir():
+            raise UserError(f"{request.where}: dataset.path: no {what} at {root}")
+        if ds.name == "imagefolder" and not ((root / "train").is_dir() and (root / "val").is_dir()):
+            raise UserError(
+                f"{request.where}: dataset.path: {root} holds no train/ and val/ folders; put "
+                "train/<class>/* and val/<class>/* images there"
+            )
+        return root
+    base = request.root
+    if (base / "train").is_dir() and (base / "val").is_dir():
+        return base
+    if not (base / "imagenet").is_dir():
+        raise UserError(
+            f"no ImageNet folder at {base / 'imagenet'}: put imagenet/train/<wnid>/*.JPEG and "
+            "imagenet/val/ under --data (or $HARNESS_DATA), or set dataset.path"
+        )
+    return base / "imagenet"
+
+
+def open_folder(request: LoadRequest) -> tuple[FolderData, str]:
+    """The `imagenet` and `imagefolder` kinds: the folder scanned once, served by DataLoader
+    workers, cropped to `request.image_size`.
+
+    N is the number of readable training images, and the plans were made for
+    `dataset.train_size`: if the two differ the run is refused, naming both and the cure,
+    rather than training a different number of updates than `harness plan` says.
+    """
+    ds, execution = request.spec, request.execution
+    assert request.image_size is not None  # the caller settles the crop side first
+    root = folder_root(request)
+    folder = open_image_folder(
+        root,
+        request.image_size,
+        check=execution.image_check,
+        max_pixels=execution.max_image_pixels,
+    )
+    if ds.classes is not None and len(folder.classes) != ds.classes:
+        raise UserError(
+            f"{root / 'train'}: {len(folder.classes)} class folders, but dataset.classes is "
+            f"{ds.classes}; pass --set dataset.classes={len(folder.classes)}"
+        )
+    planned = ds.n_train
+    if folder.n_train != planned:
+        raise UserError(
+            f"{root / 'train'}: {folder.n_train} readable images, but the suite's schedules "
+            f"are planned for N = {planned} (dataset.train_size); pass --set "
+            f"dataset.train_size={folder.n_train} to plan for this folder, or restore the images"
+        )
+    if ds.test_size is not None and folder.n_val != ds.test_size:
+        raise UserError(
+            f"{root / 'val'}: {folder.n_val} readable images, but dataset.test_size is "
+            f"{ds.test_size}; pass --set dataset.test_size={folder.n_val}"
+        )
+    workers = execution.loader_workers
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1)
+    data = FolderData(
+        folder,
+        request.device,
+        workers=workers,
+        channels_last=request.channels_last,
+        augment=ds.augment,
+    )
+    return data, data.describe(root)

@@ -17,6 +17,8 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from harness.core.datasets import Storage
+
 
 class Shard(NamedTuple):
     """This process's share of each step (data parallelism): whole ``unit``s of the batch.
@@ -103,6 +105,11 @@ def take_share(x: Tensor, shard: Shard | None) -> Tensor:
 
 class DataSource(Protocol):
     """The interface `harness.train` uses (see the module docstring)."""
+
+    @property
+    def storage(self) -> Storage:
+        """How the source holds its examples: its audit is `harness.train.audit.AUDITS[storage]`."""
+        ...
 
     @property
     def device(self) -> torch.device: ...

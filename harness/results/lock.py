@@ -30,15 +30,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from harness.fsio import atomic_path, open_lock, read_small, remove
+from harness.results.paths import checkpoints_dir
 
 
 def lock_path(results: Path, cell_id: str) -> Path:
     """The human-readable claim of a cell: "host pid" of its holder, while it is held."""
-    return results / "checkpoints" / f"{cell_id}.lock"
+    return checkpoints_dir(results) / f"{cell_id}.lock"
 
 
 def _flock_path(results: Path, cell_id: str) -> Path:
-    return results / "checkpoints" / f".{cell_id}.flock"
+    return checkpoints_dir(results) / f".{cell_id}.flock"
 
 
 def holder(results: Path, cell_id: str) -> str | None:

@@ -1,11 +1,6 @@
 """Results on disk: Parquet rows, one file per cell, written atomically, read defensively.
 
-Layout of a results folder (default ``runs/<suite>``, `harness.results.paths`)::
-
-    runs/<cell_id>.parquet      one row per finished cell   pandas.read_parquet(DIR / "runs")
-    curves/<cell_id>.parquet    one row per cell and epoch  pandas.read_parquet(DIR / "curves")
-    checkpoints/<cell_id>.pt    resume state of an unfinished cell (deleted when it finishes)
-    checkpoints/<cell_id>.lock  who is training the cell (see harness.results.lock)
+The layout of a results folder is `harness.results.paths`'s.
 
 One file per cell means concurrent runners on one folder never write the same file, and two
 results folders merge by copying files. Every file is written to a temporary name in the same
@@ -43,6 +38,7 @@ from harness.core.naming import config_id, parse_label
 from harness.core.rules import MAX_EPOCHS
 from harness.errors import UserError
 from harness.fsio import atomic_path, printable_name, read_bytes, shown
+from harness.results.paths import checkpoints_dir, curve_file, curves_dir, run_file, runs_dir
 from harness.results.record import (
     CURVE_REQUIRED,
     CURVE_SCHEMA,
@@ -77,26 +73,6 @@ class Scan(NamedTuple):
     skipped: tuple[Skipped, ...]
 
 
-def runs_dir(results: Path) -> Path:
-    return results / "runs"
-
-
-def curves_dir(results: Path) -> Path:
-    return results / "curves"
-
-
-def run_file(results: Path, cell_id: str) -> Path:
-    return runs_dir(results) / f"{cell_id}.parquet"
-
-
-def curve_file(results: Path, cell_id: str) -> Path:
-    return curves_dir(results) / f"{cell_id}.parquet"
-
-
-def checkpoint_path(results: Path, cell_id: str) -> Path:
-    return results / "checkpoints" / f"{cell_id}.pt"
-
-
 def stale_temporaries(results: Path, cell_id: str) -> list[Path]:
     """The temporary files (`harness.fsio.atomic_path`: ``.<name>.<random>.tmp``) of a cell's
     checkpoint, claim record and rows that a killed writer left behind.
@@ -105,7 +81,7 @@ def stale_temporaries(results: Path, cell_id: str) -> list[Path]:
     claim knows every such file is a dead writer's and may remove it.
     """
     names = [f"{cell_id}.pt", f"{cell_id}.lock"]
-    found = [p for n in names for p in (results / "checkpoints").glob(f".{n}.*.tmp")]
+    found = [p for n in names for p in checkpoints_dir(results).glob(f".{n}.*.tmp")]
     for folder in (runs_dir(results), curves_dir(results)):
         found += folder.glob(f".{cell_id}.parquet.*.tmp")
     return sorted(found)
@@ -375,7 +351,7 @@ def missing_folder(path: Path) -> str:
     """Why `path` is no results folder, and the command that writes one there."""
     hint = f"`harness run SUITE --results {path}` writes one (runs/, curves/ in {path} itself)"
     parent = path.parent
-    if (parent / "runs").is_dir():
+    if runs_dir(parent).is_dir():
         # `--results DIR` is the suite's folder itself, not a root of suite folders.
         hint = f"{parent} is the results folder (`harness run SUITE --results {parent}` wrote it)"
     return f"{path}: no such results folder; {hint}"
@@ -404,7 +380,7 @@ def report_folders(paths: Sequence[Path]) -> list[Path]:
     """
     folders: list[Path] = []
     for path in paths:
-        if (path / "runs").is_dir():
+        if runs_dir(path).is_dir():
             folders.append(path)
             continue
         if not path.is_dir():

@@ -19,9 +19,8 @@ of the indices the epoch's sampler handed the DataLoader, the image and label ch
 micro-batches that reached the step (with N processes each loads only its share, weighted by
 its global positions; the shares' sums are all-reduced once per epoch, so the checksums are
 the one-process run's).
-`StepProbe` adds, for the numeric fingerprint (harness.app.fingerprint), per-step float64
-values (loss, parameter norm, update norm) and the float64 test loss, through hooks on the
-job's model and optimizer; ordinary runs do not carry one.
+`AuditedData` also feeds a `harness.train.probe.StepProbe`, the numeric fingerprint's per-step
+float64 values, when the fingerprint passes one; ordinary runs do not carry one.
 
 This module owns the checksum arithmetic; `harness.analysis.check` compares the columns.
 """
@@ -30,16 +29,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.core.datasets import Storage
 from harness.core.epoch import Applied
 from harness.data.device import DeviceData
 from harness.data.folder import FolderData
 from harness.data.source import DataSource, Shard, StepBatch
+from harness.train.probe import StepProbe
 from harness.train.replica import Replica
 from harness.train.spec import TrainJob
 
@@ -82,101 +82,6 @@ def _pixel_sum(images: Tensor, weights: Tensor) -> Tensor:
     return total
 
 
-class StepProbe:
-    """Per-step float64 numerics of one training run, for the fingerprint; read with `result`.
-
-    Per optimizer step: the mean training loss (recomputed in float64 from the logits the model
-    returned and the labels it was fed), the L2 norm of all parameters after the step and the
-    L2 norm of the step's change. Per evaluation: the mean float64 test cross-entropy. Which
-    batch a forward call belongs to comes from the data (train draw or test batch), not from
-    the model's train/eval flag, so a model left in train mode at evaluation still counts as
-    an evaluation.
-    """
-
-    def __init__(self) -> None:
-        self.losses: list[Tensor] = []
-        self.param_norms: list[Tensor] = []
-        self.update_norms: list[Tensor] = []
-        self.test_losses: list[Tensor] = []
-        self._source = "none"
-        self._labels: Tensor | None = None
-        self._offset = 0
-        self._total = 1
-        self._loss: Tensor | None = None
-        self._test_sum: Tensor | None = None
-        self._test_n = 0
-        self._before: list[Tensor] = []
-        self._handles: list[Any] = []
-
-    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        self._handles = [
-            model.register_forward_hook(self._forward),
-            optimizer.register_step_pre_hook(self._pre_step),
-            optimizer.register_step_post_hook(self._post_step),
-        ]
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def train_batch(self, labels: Tensor) -> None:
-        self._source, self._labels, self._offset, self._total = "train", labels, 0, len(labels)
-        self._loss = None
-
-    def test_batch(self, labels: Tensor) -> None:
-        if self._source != "test":
-            self._test_sum, self._test_n = None, 0
-        self._source, self._labels, self._offset = "test", labels, 0
-
-    def end_test(self) -> None:
-        if self._test_sum is not None:
-            self.test_losses.append(self._test_sum / self._test_n)
-        self._source, self._test_sum = "none", None
-
-    def _forward(self, _module: nn.Module, _inputs: Any, output: Tensor) -> None:
-        if self._labels is None or self._source == "none":
-            return
-        n = output.shape[0]
-        y = self._labels[self._offset : self._offset + n]
-        self._offset += n
-        loss = F.cross_entropy(output.detach().double(), y, reduction="sum")
-        if self._source == "train":
-            part = loss / self._total
-            self._loss = part if self._loss is None else self._loss + part
-        else:
-            self._test_sum = loss if self._test_sum is None else self._test_sum + loss
-            self._test_n += n
-
-    def _params(self, optimizer: torch.optim.Optimizer) -> list[Tensor]:
-        return [p for group in optimizer.param_groups for p in group["params"]]
-
-    def _pre_step(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
-        self._before = [p.detach().double().clone() for p in self._params(optimizer)]
-
-    def _post_step(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
-        params = [p.detach().double() for p in self._params(optimizer)]
-        deltas = [p - b for p, b in zip(params, self._before, strict=True)]
-        self.param_norms.append(torch.stack([(p * p).sum() for p in params]).sum().sqrt())
-        self.update_norms.append(torch.stack([(d * d).sum() for d in deltas]).sum().sqrt())
-        nan = torch.tensor(math.nan, dtype=torch.float64)
-        self.losses.append(self._loss if self._loss is not None else nan)
-        self._loss = None
-
-    def result(self) -> dict[str, list[float]]:
-        """Every recorded value as Python floats (the one host read of the probe)."""
-
-        def floats(values: list[Tensor]) -> list[float]:
-            return [float(v) for v in torch.stack(values).cpu()] if values else []
-
-        return {
-            "loss": floats(self.losses),
-            "param_norm": floats(self.param_norms),
-            "update_norm": floats(self.update_norms),
-            "test_loss": floats(self.test_losses),
-        }
-
-
 def state_problem(state: object, steps: int, batch: int) -> str | None:
     """Why `state` cannot be `AuditedData.state()` after `steps` whole steps of `batch`
     examples (a mid-epoch checkpoint's, harness.train.checkpoint.check_progress); None if it
@@ -208,6 +113,9 @@ class AuditedData(DeviceData):
 
     Also the precision seam: with "fp64" the images it normalizes come out in float64.
     """
+
+    # An epoch can stop between two steps and go on later (`state`, `restore`).
+    resumable: ClassVar[bool] = True
 
     def __init__(self, inner: DeviceData, dtype: torch.dtype, probe: StepProbe | None) -> None:
         super().__init__(
@@ -241,6 +149,9 @@ class AuditedData(DeviceData):
             "batch": self.batch,
             "micro": self.micro,
         }
+
+    def add_other_shares(self, all_reduce: Callable[[list[Tensor]], None]) -> None:
+        """Nothing to add: every process draws (and checksums) the whole step."""
 
     def restore(self, state: dict[str, Any]) -> None:
         self.sums = state["sums"].to(device=self.device, dtype=torch.int64).clone()
@@ -301,7 +212,15 @@ class AuditedFolderData:
     """A `FolderData` whose training steps are checksummed as they reach the step (see the
     module docstring); the same counters as `AuditedData`, and the same fp64 seam."""
 
-    def __init__(self, inner: FolderData, dtype: torch.dtype) -> None:
+    storage: ClassVar[Storage] = "stream"
+    # A DataLoader cannot start mid-epoch: a paused epoch is trained again from its start.
+    resumable: ClassVar[bool] = False
+
+    def __init__(
+        self, inner: FolderData, dtype: torch.dtype, probe: StepProbe | None = None
+    ) -> None:
+        if probe is not None:  # the fingerprint's per-step probe follows DeviceData's draws
+            raise TypeError("a StepProbe needs DeviceData, not an image folder")
         self.inner = inner
         self._dtype = dtype
         self._pixel_w = _pixel_weights(inner.device, 3 * inner.image_size**2)
@@ -318,6 +237,12 @@ class AuditedFolderData:
     @property
     def n_test(self) -> int:
         return self.inner.n_test
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        raise TypeError("an image folder's epoch is not resumed mid-way")
 
     def reset(self) -> None:
         self._device_sums = torch.zeros(3, dtype=torch.int64, device=self.device)
@@ -393,6 +318,15 @@ class AuditedFolderData:
             yield (x if self._dtype == torch.float32 else x.to(self._dtype)), y
 
 
+AuditedSource = AuditedData | AuditedFolderData
+# The audit of each way a dataset kind is held (harness.core.datasets.Storage; each source
+# class says its own as `storage`): a new kind held one of these ways needs nothing here.
+AUDITS: dict[Storage, Callable[[Any, torch.dtype, StepProbe | None], AuditedSource]] = {
+    "device": AuditedData,
+    "stream": AuditedFolderData,
+}
+
+
 def _agreed(values: list[Any]) -> Any:
     """The one value all param groups hold; None if they disagree (or there are none)."""
     plain = [float(v) if isinstance(v, Tensor) else v for v in values]
@@ -423,15 +357,10 @@ class Audit:
     ) -> None:
         dtype = torch.float64 if job.precision == "fp64" else torch.float32
         self._replica = replica
-        self.data: AuditedData | AuditedFolderData
-        if isinstance(data, FolderData):
-            if probe is not None:  # the fingerprint's per-step probe follows DeviceData's draws
-                raise TypeError("a StepProbe needs DeviceData, not an image folder")
-            self.data = AuditedFolderData(data, dtype)
-        elif isinstance(data, DeviceData):
-            self.data = AuditedData(data, dtype, probe)
-        else:
+        audited = AUDITS.get(getattr(data, "storage", None))  # type: ignore[arg-type]
+        if audited is None:
             raise TypeError(f"no audit for a {type(data).__name__}: wrap it in DeviceData")
+        self.data: AuditedSource = audited(data, dtype, probe)
         self._model = model
         self._optimizer = optimizer
         if probe is not None:
@@ -440,17 +369,17 @@ class Audit:
     def begin_epoch(self, resume: dict[str, Any] | None = None) -> None:
         """Start an epoch's counters; `resume`: those of a mid-epoch checkpoint (`state`)."""
         self.data.reset()
-        if resume and isinstance(self.data, AuditedData):
+        if resume and self.data.resumable:
             self.data.restore(resume)
 
     @property
     def resumable(self) -> bool:
         """Whether an epoch can stop between two steps and go on later (see `state`): the
         device-resident source can; an image folder's DataLoader cannot start mid-epoch."""
-        return isinstance(self.data, AuditedData)
+        return self.data.resumable
 
     def state(self) -> dict[str, Any]:
-        return self.data.state() if isinstance(self.data, AuditedData) else {}
+        return self.data.state()
 
     def end_epoch(self) -> Applied:
         """This epoch's applied values and checksums (one host read): the record's part."""
@@ -460,7 +389,7 @@ class Audit:
         momentum = _agreed([g.get("momentum", 0.0) for g in groups])
         nesterov = _agreed([bool(g.get("nesterov", False)) for g in groups])
         decay = _agreed([g.get("weight_decay", 0.0) for g in groups])
-        if self._replica is not None and isinstance(self.data, AuditedFolderData):
+        if self._replica is not None:
             self.data.add_other_shares(self._replica.all_reduce)
         order, augment, label = self.data.sums.tolist()
         return Applied(

@@ -42,7 +42,7 @@ from harness.core.execution import Execution
 from harness.core.schedule import Phase, Plan
 from harness.data.source import DataSource
 from harness.models.registry import build_model
-from harness.train.audit import Audit, StepProbe
+from harness.train.audit import Audit
 from harness.train.checkpoint import (
     Progress,
     ProgressMismatch,
@@ -53,6 +53,7 @@ from harness.train.epoch import stream_seed, train_epoch, warm_up
 from harness.train.noise import NoiseMeter
 from harness.train.optim import build_optimizer, set_hyperparameters
 from harness.train.preempt import Interrupted, PartialEpoch
+from harness.train.probe import StepProbe
 from harness.train.replica import Replica
 from harness.train.runtime import peak_memory, synchronize
 from harness.train.spec import TrainJob
