@@ -51,6 +51,7 @@ def train_job(cell: Cell) -> TrainJob:
         precision=cell.training.precision,
         bn_stats=cell.training.bn_stats,
         bn_stats_images=cell.training.bn_stats_images,
+        realization=cell.schedule["realization"],
         adaptive=cell.adaptive,
     )
 
