@@ -38,6 +38,7 @@ import torch
 
 from harness.core.epoch import Decided, EpochRecord
 from harness.core.execution import Execution
+from harness.core.metrics import cell_metrics
 from harness.core.schedule import Phase, Plan
 from harness.data.source import DataSource
 from harness.models.registry import build_model
@@ -66,14 +67,8 @@ class CellResult:
 
     @property
     def final(self) -> dict[str, float]:
-        evaluated = [c for c in self.progress.curves if not math.isnan(c.test_acc)]
-        last = self.progress.curves[-1] if self.progress.curves else None
-        return {
-            "final_test_acc": evaluated[-1].test_acc if evaluated else math.nan,
-            "best_test_acc": max((c.test_acc for c in evaluated), default=math.nan),
-            "final_test_loss": evaluated[-1].test_loss if evaluated else math.nan,
-            "final_train_loss": math.nan if last is None else last.train_loss,
-        }
+        """The cell's metrics, by name (harness.core.metrics)."""
+        return cell_metrics(self.progress.curves)
 
 
 EpochCallback = Callable[[TrainJob, EpochRecord], None]
