@@ -15,6 +15,7 @@ import math
 import pandas as pd
 
 from harness.analysis.tables import GROUP, Results
+from harness.core.realizations import realization_names
 
 DECISION_COLUMNS = [*GROUP, "schedule", "seed", "decisions", "changes", "final_batch", "updates"]
 
@@ -37,7 +38,7 @@ def decisions_table(results: Results) -> pd.DataFrame:
     curves = results.curves
     if runs.empty or "decision_batch_size" not in curves.columns:
         return pd.DataFrame(columns=DECISION_COLUMNS)
-    adaptive = runs[runs["realization"] == "adaptive"]
+    adaptive = runs[runs["realization"].isin(realization_names(planned=False))]
     rows = []
     for run in adaptive.itertuples(index=False):
         mine = curves[(curves["cell_id"] == run.cell_id) & curves["decision_batch_size"].notna()]

@@ -35,6 +35,7 @@ from harness.analysis.recipes import describe, differences, recipe_config, tag
 from harness.analysis.render import render
 from harness.analysis.tables import latest_per_cell
 from harness.core.adaptive import AdaptiveSchedule, Decision
+from harness.core.metrics import CELL_METRICS
 from harness.core.naming import cell_label
 from harness.core.rules import ScheduleError
 from harness.errors import UserError
@@ -167,7 +168,7 @@ def compare(
         ):
             raise UserError(
                 f"check tolerance '{name}' names no numeric column of the runs table; "
-                "use final_test_acc, best_test_acc, final_train_loss or final_test_loss"
+                f"use {', '.join(CELL_METRICS)}"
             )
     base = {str(r["cell_id"]): r for r in latest_per_cell(baseline_runs).to_dict("records")}
     cur = {str(r["cell_id"]): r for r in latest_per_cell(current_runs).to_dict("records")}

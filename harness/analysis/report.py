@@ -1,9 +1,11 @@
 """The report: summary, equivalence, figures and provenance of results folders, per suite.
 
-This module owns only the report's order and wording; the numbers come from
-harness.analysis.tables, the text formats from harness.analysis.render, and the figures from
-harness.analysis.figures (imported only when figures are asked for, since matplotlib is slow
-to import).
+This module owns the document around the sections: the title, the claims, a heading per
+suite, the unreadable files and the closing rules. Each suite's sections are registered in
+harness.analysis.sections (a new one is a function and one entry there); the numbers come
+from harness.analysis.tables and the topic modules, the text formats from
+harness.analysis.render, and the figures from harness.analysis.figures (imported only when
+figures are asked for, since matplotlib is slow to import).
 """
 
 from __future__ import annotations
@@ -16,34 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.adaptive import DECISION_RULE, decisions_table, format_decisions
 from harness.analysis.claims import claims_rule, claims_table, format_claims
-from harness.analysis.momentum import EPOCHS_LOST_RULE, epochs_lost_table
-from harness.analysis.page import inline_figure, page
-from harness.analysis.paper import COUNT_RULES
+from harness.analysis.page import page
 from harness.analysis.recipes import RecipeClashWarning
-from harness.analysis.render import (
-    Doc,
-    check_format,
-    figure_links,
-    format_epochs_lost,
-    format_equivalence,
-    format_fits,
-    format_summary,
-    format_sweep,
-    format_verdicts,
-    provenance_lines,
-    render,
-)
-from harness.analysis.seeds import TOST_RULE, VERDICT_RULE, group_verdicts
-from harness.analysis.sweep import SWEEP_RULE, fits_table, sweep_table
-from harness.analysis.tables import (
-    GROUP,
-    Results,
-    equivalence_table,
-    load_results,
-    summary_table,
-)
+from harness.analysis.render import Doc, check_format, render
+from harness.analysis.sections import Part, Report, write_suite
+from harness.analysis.tables import Results, load_results, summary_table
 from harness.config.schema import PreregistrationSpec
 from harness.fsio import shown
 
@@ -100,14 +80,12 @@ def _document(
     scope: str | None,
     preregistrations: Mapping[str, PreregistrationSpec],
 ) -> str:
-    """The report's sections in reading order: per suite the verdicts first, then the tables
-    they rest on, figures and provenance; how each number is computed last, once."""
-    equivalence = equivalence_table(results)
-    sweeps = sweep_table(results)
-    lost = epochs_lost_table(results)
-    decided = decisions_table(results)
+    """The report in reading order: the claims, then per suite the sections registered in
+    `harness.analysis.sections.SECTIONS` that apply to it; how each number is computed last,
+    once."""
     suites = sorted(results.runs["suite"].astype(str).unique())
     doc = Doc(fmt)
+    report = Report(results, summary, doc, figures_dir, links_relative_to)
     doc.heading(1, TITLE)
     doc.para(
         "Results folders: "
@@ -122,82 +100,19 @@ def _document(
             f"Only the cells that {scope} defines now; {_plural(left_out, 'row')} of other "
             f"cells in these folders {'is' if left_out == 1 else 'are'} left out."
         )
-    method: dict[str, str] = {}  # the rules of the sections shown, in order of appearance
     for name, pre in sorted(preregistrations.items()):
         runs = results.runs[results.runs["suite"].astype(str) == name]
         doc.heading(2, f"The paper's claims: suite {name}")
         doc.table(format_claims(claims_table(runs, pre)))
-        method[f"The paper's claims ({name})"] = claims_rule(pre)
+        report.method[f"The paper's claims ({name})"] = claims_rule(pre)
     for suite in suites:
         doc.heading(2, f"Suite {suite}")
-        clashes = [c for c in results.clashes if c.suite == suite]
-        eq = equivalence[equivalence["suite"] == suite]
-        sweep = sweeps[sweeps["suite"] == suite] if not sweeps.empty else sweeps
-        if not sweep.empty:  # a sweep's constant batches are not realizations of one schedule
-            eq = eq[~eq["experiment"].isin(set(sweep["experiment"]))]
-        if not eq.empty:
-            doc.heading(3, "Verdicts: equivalence with decaying lr at equal epochs")
-            doc.table(_shown(format_verdicts(group_verdicts(eq, GROUP))))
-            method["Paired equivalence test"] = TOST_RULE
-            method["Seed spread (a description)"] = VERDICT_RULE
-        elif sweep.empty:
-            doc.heading(3, "Verdicts: equivalence with decaying lr at equal epochs")
-            doc.para(
-                "Nothing left to compare: the groups with rows of several recipes "
-                "(below) are left out."
-                if clashes
-                else "No experiment has a decaying-lr (realization lr) reference to compare."
-            )
-        if not sweep.empty:
-            doc.heading(3, "Batch sweep: the critical batch size")
-            doc.table(_shown(format_fits(fits_table(sweep))))
-            method["Batch sweep"] = SWEEP_RULE
-        doc.heading(3, "Summary")
-        shown_summary = _shown(format_summary(summary[summary["suite"] == suite]))
-        doc.table(shown_summary)
-        method["Summary"] = _summary_rule("updates vs paper" in shown_summary.columns)
-        if clashes:
-            doc.para(
-                "Rows of several recipes under one label are shown apart, the schedule "
-                "followed by the values its recipe differs in; seeds pool only within one "
-                "recipe, and these groups are left out of the equivalence table and the "
-                "batch-sweep fits. Pass the "
-                "suite file (`harness report SUITE`) to show only the cells it defines now:"
-            )
-            doc.items([f"{c.name}: {c.difference}" for c in clashes])
-        if not eq.empty:
-            doc.heading(3, "Per schedule")
-            doc.table(_shown(format_equivalence(eq)))
-            method["Curve gaps"] = GAPS_RULE
-        if not sweep.empty:
-            doc.heading(3, "Batch sweep per batch size")
-            doc.table(_shown(format_sweep(sweep)))
-        decided_here = decided[decided["suite"] == suite]
-        if not decided_here.empty:
-            doc.heading(3, "Adaptive batch: the decisions")
-            doc.table(_shown(format_decisions(decided_here)))
-            method["Adaptive batch"] = DECISION_RULE
-        lost_here = lost[lost["suite"] == suite]
-        if not lost_here.empty:
-            doc.heading(3, "Epochs lost to the momentum accumulation (Appendix A)")
-            doc.table(_shown(format_epochs_lost(lost_here)))
-            method["Epochs lost"] = EPOCHS_LOST_RULE
-        if figures_dir is not None:
-            from harness.analysis.figures import write_figures
-
-            paths = write_figures(results, Path(figures_dir), suites=[suite])
-            doc.heading(3, "Figures")
-            if fmt == "html":
-                doc.raw("\n".join(inline_figure(path) for path in paths))
-            else:
-                doc.items(figure_links(paths, fmt, links_relative_to), raw=fmt != "latex")
-        doc.heading(3, "Provenance")
-        doc.items(provenance_lines(results.runs[results.runs["suite"] == suite]))
+        write_suite(Part(report, suite))
     if results.skipped:
         doc.heading(2, "Unreadable files (skipped)")
         doc.items([f"{shown(s.path)}: {s.reason}" for s in results.skipped])
     doc.heading(2, METHOD)
-    for name, rule in method.items():
+    for name, rule in report.method.items():
         doc.heading(3, name)
         doc.para(rule)
     if fmt != "html":
@@ -207,36 +122,6 @@ def _document(
 
 TITLE = "Don't Decay the Learning Rate, Increase the Batch Size: results"
 METHOD = "How to read this report"
-GAPS_RULE = (
-    "Curves are means over seeds. A gap is the largest per-epoch |difference| from the "
-    "reference (vs) in test accuracy (percentage points) or training loss, after the first "
-    "milestone and over the last 10% of epochs; updates ratio is this schedule's updates over "
-    "the reference's. Gaps are taken after the first milestone: before it the curves of one "
-    "seed coincide by construction (the same seed, lr and B), which is no evidence."
-)
-
-
-def _summary_rule(paper_columns: bool) -> str:
-    text = (
-        "Accuracies are final test accuracy (mean ± std over seeds; seed range is min–max, n "
-        "the seeds with a final accuracy)."
-    )
-    if paper_columns:
-        text += (
-            " Δ vs paper is measured minus paper, in percentage points. Updates vs paper "
-            "checks every seed's update count against the paper's words, read as the interval "
-            f"shown ({COUNT_RULES}); 'not checked' where the words are not read."
-        )
-    return text
-
-
-def _shown(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` less the columns empty in every row (the paper's numbers for a suite that is
-    not the paper's); a table without rows keeps its header."""
-    if table.empty:
-        return table
-    keep = [c for c in table.columns if not table[c].map(lambda v: v is None or v == "").all()]
-    return table[keep]
 
 
 def _plural(n: int, word: str) -> str:

@@ -32,6 +32,7 @@ from harness.analysis.paper import paper_columns
 from harness.analysis.recipes import Clash, mark_recipes
 from harness.analysis.seeds import add_verdicts, seed_stats
 from harness.core.naming import cell_label, parse_label
+from harness.core.realizations import REFERENCE
 from harness.errors import UserError
 from harness.results.store import Skipped, missing_folder, scan_curves, scan_runs, warn_skipped
 
@@ -335,7 +336,8 @@ def equivalence_table(results: Results) -> pd.DataFrame:
     """The paper's first claim in numbers: each schedule's curves against decaying lr.
 
     For each (suite, experiment, optimizer, model) the reference is the schedule whose
-    realization is "lr" (if several, the one with the most updates, then by name); a group
+    realization is `harness.core.realizations.REFERENCE`, "lr" (if several, the one with the
+    most updates, then by name); a group
     without one yields no rows, and so does a group with rows of several recipes under
     one label (`Results.clashes`: which recipe would be compared with which is not known).
     Curves are averaged over seeds per epoch number, then every
@@ -367,7 +369,7 @@ def equivalence_table(results: Results) -> pd.DataFrame:
         .reset_index()
     )
     refs = (
-        info[info["realization"] == "lr"]
+        info[info["realization"] == REFERENCE]
         .sort_values(["updates", "schedule"], ascending=[False, True], kind="stable")
         .drop_duplicates(GROUP)
         .rename(columns={"schedule": "reference", "updates": "ref_updates", "m1": "ref_m1"})

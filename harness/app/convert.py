@@ -25,13 +25,17 @@ from typing import Any, Literal
 from harness.config.yamlfile import MAX_SUITE_BYTES, parse_yaml, plain, read_regular
 from harness.core.datasets import DATASETS
 from harness.core.factory import factory_problem
+from harness.core.realizations import (
+    REFERENCE,
+    RealizationKind,
+    realization_kind,
+    realization_names,
+)
 from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.core.schedule import Plan, Realization, ScheduleError, updates_per_epoch
 from harness.errors import UserError
 from harness.fsio import atomic_path
 
-REALIZATIONS: tuple[Realization, ...] = ("lr", "hybrid", "batch")
-SCHEDULE_NAMES = {"lr": "decaying_lr", "hybrid": "hybrid", "batch": "increasing_batch"}
 # The models a converted suite can name: the registry's (harness.models.registry.MODELS, kept
 # equal by a test; this module imports no torch), each with the parameters it is written with.
 MODEL_ENTRIES = {
@@ -96,7 +100,9 @@ class Recipe:
             warmup_epochs=self.warmup_epochs,
             min_multiplier=self.min_multiplier,
             realization=realization,
-            batch_drops=self.batch_drops if realization == "hybrid" else None,
+            batch_drops=(
+                self.batch_drops if "batch_drops" in realization_kind(realization).takes else None
+            ),
             b_max=self.b_max if scaled else None,
             lr=self.new_lr if scaled else None,
             momentum=self.new_momentum if scaled else None,
@@ -107,7 +113,7 @@ class Recipe:
     @cached_property
     def start(self) -> ResolvedSchedule:
         """The lr realization with the scaling rules applied: the initial lr, momentum and B."""
-        return _resolve(self, self.request("lr", self.ghost_batch_size or 1, scaled=True))
+        return _resolve(self, self.request(REFERENCE, self.ghost_batch_size or 1, scaled=True))
 
     @property
     def start_batch(self) -> int:
@@ -137,10 +143,11 @@ class Recipe:
 
     @cached_property
     def outcomes(self) -> dict[str, Plan | str]:
-        """Each realization's plan, or why it cannot be shown: a batch that would outgrow the
-        training set with no `b_max`. The hybrid needs a step shape with milestones."""
-        hybrid = self.shape == "step" and bool(self.milestones)
-        names = [n for n in REALIZATIONS if n != "hybrid" or hybrid]
+        """Each planned realization's plan, or why it cannot be shown: a batch that would
+        outgrow the training set with no `b_max`. Those that need a step shape (the hybrid)
+        are shown for a step shape with milestones."""
+        steps = self.shape == "step" and bool(self.milestones)
+        names = [n for n in realization_names(planned=True) if steps or not _kind(n).step_shape]
         out: dict[str, Plan | str] = {}
         for name in names:
             request = self.request(name, self.ghost, scaled=True)
@@ -235,7 +242,7 @@ def make_recipe(values: dict[str, Any]) -> Recipe:
             flag = "--" + key.replace("_", "-")
             raise UserError(f"{key}: missing; give {flag} or set {key}: in the recipe file")
     recipe = Recipe(**{k: _coerce(k, v) for k, v in values.items() if v is not None})
-    _resolve(recipe, recipe.request("lr", 1, scaled=False))  # the recipe's own numbers
+    _resolve(recipe, recipe.request(REFERENCE, 1, scaled=False))  # the recipe's own numbers
     if recipe.shape == "step" and recipe.milestones and recipe.batch_drops > len(recipe.milestones):
         raise UserError(
             f"batch_drops: {recipe.batch_drops} is more than the {len(recipe.milestones)} "
@@ -309,9 +316,9 @@ def warnings_for(r: Recipe) -> list[str]:
                 f"{r.train_size}; Sec 5.2 advises B_max ~ N/10 (add --b-max {cap}, the lr "
                 "takes the rest of each drop)"
             )
-    reference = plans["lr"]
+    reference = plans[REFERENCE]
     for name, plan in plans.items():
-        if name == "lr":
+        if name == REFERENCE:
             continue
         drifted = []
         for epoch in range(r.epochs):
@@ -342,10 +349,13 @@ def _whole(value: Any) -> int | None:
 # Output
 
 
+def _kind(name: str) -> RealizationKind:
+    return realization_kind(name)
+
+
 def _title(r: Recipe, name: str) -> str:
-    if name == "hybrid":
-        return f"hybrid ({r.batch_drops} batch drop{'s' if r.batch_drops != 1 else ''})"
-    return {"lr": "decaying lr", "batch": "increasing batch"}[name]
+    kind = _kind(name)
+    return kind.titled({field: getattr(r, field) for field in kind.takes})
 
 
 def side_by_side(r: Recipe) -> str:
@@ -373,7 +383,7 @@ def side_by_side(r: Recipe) -> str:
             cells.append(" ".join(f"{v:>{w}}" for v, w in zip(values, widths)))
         lines.append(f"{f'{start}-{end}':>9} | " + " | ".join(cells))
     lines.append("-" * len(lines[-2]))
-    base = plans["lr"].updates
+    base = plans[REFERENCE].updates
     totals = [
         f"{plan.updates:>{block - 9}} ({plan.updates / base:4.2f}x)" for plan in plans.values()
     ]
@@ -438,12 +448,7 @@ def suite_yaml(r: Recipe, name: str) -> str:
         schedule.append(f"momentum: {r.new_momentum!r}  # B ∝ 1/(1-m): {r.start_batch}")
     if r.b_max is not None:
         schedule.append(f"b_max: {r.b_max}")
-    entries = {
-        "lr": "{realization: lr}",
-        "hybrid": f"{{realization: hybrid, batch_drops: {r.batch_drops}}}",
-        "batch": "{realization: batch}",
-    }
-    names = [SCHEDULE_NAMES[n] for n in r.realizations]
+    names = [_kind(n).suite_name for n in r.realizations]
     out = [
         "# Written by `harness convert`; check it with `harness plan` on this file.",
         "# Units: lr per optimizer step on the mean loss of a batch; batch sizes in examples.",
@@ -466,7 +471,7 @@ def suite_yaml(r: Recipe, name: str) -> str:
         *(f"  {line}" for line in schedule),
         "",
         "schedules:",
-        *(f"  {SCHEDULE_NAMES[n]}: {entries[n]}" for n in r.realizations),
+        *(f"  {_kind(n).suite_name}: {_entry(r, n)}" for n in r.realizations),
         "",
         "training:",
         f"  ghost_batch_size: {r.ghost}",
@@ -479,6 +484,12 @@ def suite_yaml(r: Recipe, name: str) -> str:
         "    seeds: [0]",
     ]
     return "\n".join(out) + "\n"
+
+
+def _entry(r: Recipe, name: str) -> str:
+    """A schedule entry of the written suite: the realization and its own fields' values."""
+    own = "".join(f", {field}: {getattr(r, field)}" for field in _kind(name).takes)
+    return f"{{realization: {name}{own}}}"
 
 
 def suite_name(path: Path) -> str:

@@ -19,6 +19,7 @@ from harness.config.suite import Cell, FactorySpec
 from harness.core.epoch import EpochRecord
 from harness.core.execution import Execution, micro_batch_problem
 from harness.core.factory import FactoryRef
+from harness.core.metrics import CELL_METRICS
 from harness.errors import UserError
 from harness.results.record import CurveRecord, RunRecord
 from harness.train.spec import ModelConfig, OptimizerConfig, TrainJob
@@ -51,6 +52,7 @@ def train_job(cell: Cell) -> TrainJob:
         precision=cell.training.precision,
         bn_stats=cell.training.bn_stats,
         bn_stats_images=cell.training.bn_stats_images,
+        realization=cell.schedule["realization"],
         adaptive=cell.adaptive,
     )
 
@@ -91,11 +93,14 @@ def run_record(
     peak_memory_bytes: int,
     environment: Mapping[str, Any],
 ) -> RunRecord:
-    """The `runs` row of a cell that ended (ok, diverged or failed)."""
+    """The `runs` row of a cell that ended (ok, diverged or failed); `final` its metrics
+    (`harness.core.metrics.cell_metrics`, as `CellResult.final` gives them)."""
     train_s = progress.train_time_s
     wall = progress.wall_clock_s
     # An adaptive cell's plan is the one its decisions gave (before training: the bounds).
     plan = cell.plan_after(progress.decisions)
+    # Every registered metric (harness.core.metrics), NaN where `final` lacks it (a failure).
+    metrics: dict[str, Any] = {name: final.get(name, math.nan) for name in CELL_METRICS}
     return RunRecord(
         suite=cell.suite,
         experiment=cell.experiment,
@@ -116,10 +121,6 @@ def run_record(
         planned_epochs=cell.plan.epochs,
         updates=progress.updates,
         planned_updates=plan.updates,
-        final_test_acc=final["final_test_acc"],
-        best_test_acc=final["best_test_acc"],
-        final_test_loss=final["final_test_loss"],
-        final_train_loss=final["final_train_loss"],
         wall_clock_s=wall,
         train_time_s=train_s,
         eval_time_s=progress.eval_time_s,
@@ -151,6 +152,7 @@ def run_record(
         sweep_metric=cell.sweep.metric if cell.sweep else None,
         sweep_target=cell.sweep.target if cell.sweep else None,
         equivalence_margin=cell.equivalence_margin,
+        **metrics,
         **environment.get("models", {}).get(cell.model_name, {}),
     )
 

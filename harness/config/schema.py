@@ -37,11 +37,12 @@ from harness.core.datasets import DATASET_FIELDS, DATASETS, DatasetKind, takers,
 from harness.core.execution import Execution
 from harness.core.factory import RESERVED_KWARGS, factory_problem
 from harness.core.kinds import MOMENTUM_KINDS, BnStats, OptimizerKind, Precision, TrackerName
+from harness.core.realizations import realization_kind, realization_names
 from harness.core.schedule import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
     MAX_TRAIN_SIZE,
-    Realization,
+    ScheduleError,
     Shape,
 )
 from harness.core.shapes import wrn_blocks
@@ -71,6 +72,24 @@ BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH_SIZE)]
 Examples = Annotated[int, Field(gt=0, le=MAX_TRAIN_SIZE)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+def _realization(v: str) -> str:
+    """A registered realization's name (harness.core.realizations), read when validated, so
+    one registered after this module was imported is accepted too."""
+    try:
+        return realization_kind(v).name
+    except ScheduleError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _realization_enum(schema: dict[str, Any]) -> None:
+    schema["enum"] = list(realization_names())
+
+
+RealizationName = Annotated[
+    str, AfterValidator(_realization), Field(json_schema_extra=_realization_enum)
+]
 
 
 class FieldError(ValueError):
@@ -382,7 +401,7 @@ class ScheduleSpec(Strict):
     factor: Annotated[float, Field(gt=1)] | None = None  # how much g drops at each milestone
     warmup_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] | None = None
     min_multiplier: Fraction | None = None  # cosine: end value
-    realization: Realization | None = None
+    realization: RealizationName | None = None
     batch_drops: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] | None = None  # hybrid
     batch_size: BatchSize | None = None  # initial B (None: scaling rule)
     b_max: BatchSize | None = None

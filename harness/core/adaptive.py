@@ -116,8 +116,6 @@ class AdaptiveSchedule:
             batch_size=self.batch_size,
             momentum=self.momentum,
             train_size=self.train_size,
-            realization="batch",
-            batch_drops=0,
             b_max=self.b_max,
             ghost=self.ghost,
         )
@@ -220,8 +218,8 @@ class AdaptiveSchedule:
             wanted = self.batch_size * base.decay(epoch)  # the batch realization's B
             if capped_at is not None and batch < wanted:
                 lr *= batch / wanted
-            epochs.append((lr, batch))
-        phases = merge_epochs(epochs, self.momentum, self.train_size, self.drop_last)
+            epochs.append((lr, batch, self.momentum))
+        phases = merge_epochs(epochs, self.train_size, self.drop_last)
         return Plan(phases, self.train_size, self.drop_last)
 
     def bounds(self) -> tuple[Plan, Plan]:

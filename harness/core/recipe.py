@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from harness.core.adaptive import AdaptiveSchedule
+from harness.core.realizations import option_fields, realization_kind
 from harness.core.rules import check_lr_momentum
 from harness.core.schedule import (
     BaseSchedule,
@@ -81,7 +82,6 @@ SCHEDULE_FIELDS: tuple[str, ...] = (
     "every",
     "grow_only",
 )
-ADAPTIVE_FIELDS = ("target", "every", "grow_only")
 SCHEDULE_DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in fields(ScheduleRequest) if f.name in SCHEDULE_FIELDS
 }
@@ -146,23 +146,15 @@ def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
         warmup_epochs=request.warmup_epochs,
         min_multiplier=request.min_multiplier,
     )
-    if request.realization == "hybrid":
-        if request.shape != "step":
-            raise ScheduleError("realization", "hybrid needs a step shape with milestones")
-        if request.batch_drops is None:
-            raise ScheduleError(
-                "batch_drops", "hybrid needs batch_drops: the drops made by the batch"
-            )
-    elif request.batch_drops is not None:
-        raise ScheduleError("batch_drops", "only a hybrid realization takes batch_drops; remove it")
-    if request.realization == "adaptive" and request.b_max is None:
-        raise ScheduleError(
-            "b_max", "adaptive needs b_max: the largest batch it may choose (e.g. N/10)"
-        )
-    if request.realization != "adaptive":
-        for name in ADAPTIVE_FIELDS:
-            if getattr(request, name) is not None:
-                raise ScheduleError(name, "only an adaptive realization takes it; remove it")
+    kind = realization_kind(request.realization)
+    if kind.step_shape and request.shape != "step":
+        raise ScheduleError("realization", f"{kind.name} needs a step shape with milestones")
+    for name, why in kind.requires.items():
+        if getattr(request, name) is None:
+            raise ScheduleError(name, why)
+    for name, owners in option_fields().items():
+        if kind.name not in owners and getattr(request, name) is not None:
+            raise ScheduleError(name, f"only {_either(owners)} realization takes it; remove it")
     if request.momentum is not None and request.base_momentum is None:
         raise ScheduleError(
             "momentum",
@@ -175,8 +167,8 @@ def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
     check_lr_momentum(lr, momentum)  # before the scaling rule divides by them
     batch = _initial_batch(request, lr, momentum, base_momentum)
     adaptive = None
-    if request.realization == "adaptive":
-        assert request.b_max is not None  # refused above
+    if not kind.planned:  # adaptive, the one decided while training (harness.core.adaptive)
+        assert request.b_max is not None  # required by its descriptor
         adaptive = AdaptiveSchedule(
             base,
             lr=lr,
@@ -204,6 +196,7 @@ def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
             b_max=request.b_max,
             ghost=request.ghost,
             drop_last=request.drop_last,
+            options={name: getattr(request, name) for name in kind.takes},
         )
     )
     return ResolvedSchedule(
@@ -222,6 +215,12 @@ def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
         plan=plan,
         adaptive=adaptive,
     )
+
+
+def _either(names: tuple[str, ...]) -> str:
+    """'a hybrid', 'an adaptive', 'a hybrid or lr'."""
+    said = " or ".join(names)
+    return f"{'an' if said[0] in 'aeiou' else 'a'} {said}"
 
 
 def _initial_batch(

@@ -15,10 +15,9 @@ from typing import Literal, Protocol
 from harness.errors import UserError
 
 Shape = Literal["step", "cosine"]
-Realization = Literal["lr", "batch", "hybrid", "adaptive"]
+Realization = str  # a registered realization's name (harness.core.realizations)
 Warmup = Literal["lr", "batch"]
 SHAPES: tuple[Shape, ...] = ("step", "cosine")
-REALIZATIONS: tuple[Realization, ...] = ("lr", "batch", "hybrid", "adaptive")
 WARMUPS: tuple[Warmup, ...] = ("lr", "batch")
 
 # Far above any real recipe (the paper trains 200 epochs, ImageNet has 1.28M images, the
@@ -121,12 +120,12 @@ def check_realization(
     batch_size: int,
     momentum: float,
     train_size: int,
-    realization: str,
-    batch_drops: int,
     b_max: int | None,
     ghost: int,
 ) -> None:
-    """`ScheduleError` unless `realize`'s arguments obey every rule (see its docstring)."""
+    """`ScheduleError` unless the numbers a realization starts from obey every rule (see
+    `realize`'s docstring); the realization's own rules are its descriptor's
+    (`harness.core.realizations`)."""
     check_lr_momentum(lr, momentum)
     if not _is_count(train_size, 1, MAX_TRAIN_SIZE):
         raise ScheduleError(
@@ -156,15 +155,4 @@ def check_realization(
                 "b_max",
                 f"{b_max} is not a multiple of the ghost batch size {ghost}; "
                 f"use {b_max // ghost * ghost}",
-            )
-    if realization not in REALIZATIONS:
-        raise ScheduleError(
-            "realization", f"{realization!r} is not one of {', '.join(REALIZATIONS)}"
-        )
-    if realization == "hybrid":
-        if base.shape != "step":
-            raise ScheduleError("realization", "hybrid needs a step shape with milestones")
-        if not _is_count(batch_drops, 0, MAX_EPOCHS):
-            raise ScheduleError(
-                "batch_drops", f"{batch_drops!r} must be a whole number of drops, 0 or more"
             )

@@ -21,8 +21,11 @@ argument, so every caller (a suite, a test, a notebook) gets the same rules and 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
+
+from harness.core.realizations import EpochValues, Start, realization_kind
 
 # The limits are re-exported: the config layer reads them from here.
 from harness.core.rules import MAX_BATCH_SIZE as MAX_BATCH_SIZE
@@ -193,29 +196,6 @@ def scaled_batch_size(
     return base_batch * (lr / base_lr) * ((1.0 - base_momentum) / (1.0 - momentum))
 
 
-def _floor_to_ghost(batch: float, ghost: int) -> int:
-    # Rounding down keeps lr = lr0 * B / wanted at or below the recipe's lr, never above it.
-    return max(ghost, math.floor(batch / ghost + 1e-9) * ghost)
-
-
-def batch_cap(
-    realization: Realization,
-    batch_size: int,
-    factor: float,
-    batch_drops: int,
-    b_max: int | None,
-    ghost: int,
-) -> float:
-    """Largest batch the realization may reach: b_max, and for hybrid the size after k drops."""
-    cap = math.inf if b_max is None else float(b_max)
-    if realization == "lr":
-        return float(batch_size)
-    # Past ~1e300 the power overflows; such a batch is beyond any cap, so it changes nothing.
-    if realization == "hybrid" and batch_drops * math.log10(factor) < 300:
-        cap = min(cap, float(_floor_to_ghost(batch_size * factor**batch_drops, ghost)))
-    return cap
-
-
 def realize(
     base: BaseSchedule,
     *,
@@ -229,8 +209,13 @@ def realize(
     ghost: int = 1,
     drop_last: bool = True,
     warmup: Warmup = "lr",
+    options: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Phases of one realization of `base`, starting from (lr, batch_size, momentum).
+
+    `realization` names a planned one of `harness.core.realizations.REALIZATIONS`, whose
+    `epochs` gives each epoch's (lr, B, m); `options` its own fields beyond `batch_drops`
+    (hybrid's). The paper's three follow one rule (`realizations.by_batch`), stated here.
 
     The batch realizes the *decay* only. The multiplier of epoch e is
     mu(e) = warmup_factor(e) / decay(e); every realization trains epoch e with
@@ -265,35 +250,33 @@ def realize(
         batch_size=batch_size,
         momentum=momentum,
         train_size=train_size,
-        realization=realization,
-        batch_drops=batch_drops,
         b_max=b_max,
         ghost=ghost,
     )
+    kind = realization_kind(realization)
+    if kind.step_shape and base.shape != "step":
+        raise ScheduleError("realization", f"{kind.name} needs a step shape with milestones")
+    start = Start(
+        lr=lr,
+        batch_size=batch_size,
+        momentum=momentum,
+        b_max=b_max,
+        ghost=ghost,
+        warmup=warmup,
+        options={"batch_drops": batch_drops, **(options or {})},
+    )
+    if kind.check is not None:
+        kind.check(start)
     if warmup not in WARMUPS:
         raise ScheduleError("warmup", f"{warmup!r} is not one of {', '.join(WARMUPS)}")
-    if realization == "adaptive":
+    if kind.epochs is None:
         raise ScheduleError(
             "realization",
-            "an adaptive batch is decided while training, not in advance; plan it with "
-            "harness.core.adaptive.AdaptiveSchedule",
+            f"{kind.name}: its batch is decided while training, not in advance; plan it "
+            "with its rule (adaptive: harness.core.adaptive.AdaptiveSchedule)",
         )
-    cap = batch_cap(realization, batch_size, base.factor, batch_drops, b_max, ghost)
-    epochs: list[tuple[float, int]] = []
-    for epoch in range(base.epochs):
-        if warmup == "lr":
-            ramp, divisor = base.warmup_factor(epoch), base.decay(epoch)
-        else:
-            ramp, divisor = 1.0, base.divisor(epoch)
-        wanted = batch_size * divisor
-        if realization == "lr" or wanted <= batch_size:  # nothing to realize by the batch
-            batch = batch_size
-        else:
-            batch = _floor_to_ghost(min(wanted, cap), ghost)
-        # Written as lr * (B / wanted) so that an exact batch step leaves lr bit-for-bit equal.
-        epoch_lr = lr * ramp / divisor if batch == batch_size else lr * ramp * (batch / wanted)
-        epochs.append((epoch_lr, batch))
-    plan = Plan(merge_epochs(epochs, momentum, train_size, drop_last), train_size, drop_last)
+    epochs = kind.epochs(base, start)
+    plan = Plan(merge_epochs(epochs, train_size, drop_last), train_size, drop_last)
     for phase in plan.phases:
         if phase.batch_size > train_size or phase.updates == 0:
             first = phase.batch_size == batch_size
@@ -307,16 +290,16 @@ def realize(
 
 
 def merge_epochs(
-    epochs: Sequence[tuple[float, int]], momentum: float, train_size: int, drop_last: bool
+    epochs: Sequence[EpochValues], train_size: int, drop_last: bool
 ) -> tuple[Phase, ...]:
-    """Phases of per-epoch (lr, B): consecutive equal epochs merged, each with its noise scale
-    and update count."""
+    """Phases of per-epoch (lr, B, m): consecutive equal epochs merged, each with its noise
+    scale and update count."""
     phases: list[Phase] = []
     start = 0
     for end in range(1, len(epochs) + 1):
         if end < len(epochs) and epochs[end] == epochs[start]:
             continue
-        lr, batch = epochs[start]
+        lr, batch, momentum = epochs[start]
         phases.append(
             Phase(
                 start_epoch=start,

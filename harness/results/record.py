@@ -36,7 +36,7 @@ class RunRecord:
     optimizer: str  # the suite's name for the optimizer recipe
     optimizer_kind: str  # sgd | momentum | nesterov | adam | adamw
     schedule: str  # the suite's name for the schedule
-    realization: str  # lr | batch | hybrid
+    realization: str  # a name of harness.core.realizations.REALIZATIONS
     milestones: list[int]
     seed: int
     status: str  # ok | diverged | failed

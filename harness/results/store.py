@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harness.core.metrics import CELL_METRICS
 from harness.core.naming import config_id, parse_label
 from harness.core.rules import MAX_EPOCHS
 from harness.errors import UserError
@@ -283,7 +284,7 @@ def _check_rows(table: pa.Table, cell_id: str, kind: str) -> None:
             count = table.column(name)[0].as_py()
             if count is not None and count < 0:
                 raise Unfit(f"{name} {count}: a count is never negative")
-        for name in ("final_test_acc", "best_test_acc"):
+        for name in (n for n, metric in CELL_METRICS.items() if metric.fraction):
             acc = table.column(name)[0].as_py()
             if acc is not None and not math.isnan(acc) and not 0.0 <= acc <= 1.0:
                 raise Unfit(f"{name} {acc}: an accuracy is a fraction in 0..1 (or NaN)")

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import torch
 
-from harness.core.adaptive import pooled_b_simple
 from harness.core.epoch import Decided, EpochRecord
 from harness.core.execution import Execution
+from harness.core.metrics import cell_metrics
 from harness.core.schedule import Phase, Plan
 from harness.data.source import DataSource
 from harness.models.registry import build_model
@@ -49,6 +49,7 @@ from harness.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from harness.train.decisions import DecisionHook, decision_hook
 from harness.train.epoch import stream_seed, train_epoch, warm_up
 from harness.train.noise import NoiseMeter
 from harness.train.optim import build_optimizer, set_hyperparameters
@@ -67,14 +68,8 @@ class CellResult:
 
     @property
     def final(self) -> dict[str, float]:
-        evaluated = [c for c in self.progress.curves if not math.isnan(c.test_acc)]
-        last = self.progress.curves[-1] if self.progress.curves else None
-        return {
-            "final_test_acc": evaluated[-1].test_acc if evaluated else math.nan,
-            "best_test_acc": max((c.test_acc for c in evaluated), default=math.nan),
-            "final_test_loss": evaluated[-1].test_loss if evaluated else math.nan,
-            "final_train_loss": math.nan if last is None else last.train_loss,
-        }
+        """The cell's metrics, by name (harness.core.metrics)."""
+        return cell_metrics(self.progress.curves)
 
 
 EpochCallback = Callable[[TrainJob, EpochRecord], None]
@@ -118,44 +113,16 @@ def _resume(
 
 
 def _plan_of(job: TrainJob, progress: Progress) -> Plan:
-    """The plan a checkpoint's progress was trained under: an adaptive job's follows from its
-    decisions, which must be exactly those of the decision epochs it has started."""
-    if job.adaptive is not None:
-        started = progress.epoch + (progress.partial is not None)
-        want = [e for e in job.adaptive.decision_epochs() if e < started]
-        made = [d.epoch for d in progress.decisions]
-        if made != want:
-            raise ValueError(f"decisions at epochs {made}, where {started} epochs call for {want}")
-        # Each decision is the rule's for the B_simple the curves before it measured: an
-        # edited batch or B_simple would train a plan the rule never chose.
-        since = 0
-        for d in progress.decisions:
-            measured = _b_simple_since(progress.curves, since, d.epoch)
-            if not _same_float(d.b_simple, measured):
-                raise ValueError(
-                    f"the decision at epoch {d.epoch} records B_simple {d.b_simple!r}, where "
-                    f"the curves before it measured {measured!r}"
-                )
-            since = d.epoch
-        job.adaptive.check_rule(progress.decisions)
+    """The plan a checkpoint's progress was trained under: a decided realization's follows
+    from its decisions, which its hook checks (harness.train.decisions)."""
+    hook = decision_hook(job)
+    if hook is not None:
+        hook.check(job, progress)
     return job.plan_for(progress.decisions)
 
 
-def _b_simple_since(curves: list[EpochRecord], since: int, until: int) -> float:
-    """B_simple pooled from the noise readings of epochs (since, until] (1-based epochs, as
-    the curve rows count them): what a decision at 0-based epoch `until` reads."""
-    readings = [
-        (r.noise.noise_trace, r.noise.noise_grad_sq)
-        for r in curves
-        if since < r.epoch <= until and r.noise is not None
-    ]
-    return pooled_b_simple(readings)
-
-
-def _same_float(a: object, b: float) -> bool:
-    if not isinstance(a, float | int) or isinstance(a, bool):
-        return False
-    return (math.isnan(a) and math.isnan(b)) or a == b
+def _same(value: float) -> float:
+    return value
 
 
 @contextlib.contextmanager
@@ -198,7 +165,8 @@ def train_cell(
     Raises `CheckpointError` for a checkpoint it cannot resume from; any other error but
     running out of memory propagates to the caller, which decides what a failure means.
     """
-    if job.adaptive is not None and not execution.noise_scale:
+    hook = decision_hook(job)
+    if hook is not None and hook.needs_noise_scale and not execution.noise_scale:
         # An adaptive batch is decided from B_simple: the meter is on (steps split in two).
         execution = dataclasses.replace(execution, noise_scale=True)
     run = _start(job, data, execution, checkpoint, probe, replica)
@@ -213,8 +181,8 @@ def train_cell(
             )
         for epoch in range(progress.epoch, job.plan.epochs):
             resume, partial = partial, None
-            if resume is None and job.adaptive is not None:
-                _decide(run, epoch)
+            if resume is None and hook is not None:
+                _decide(run, hook, epoch)
             phase = _enter_epoch(run, epoch, resume)
             try:
                 train_loss, steps, train_s = _train_timed(run, epoch, phase, resume, stop)
@@ -316,21 +284,15 @@ def _start(
     )
 
 
-def _decide(run: _Run, epoch: int) -> None:
-    """At an adaptive job's decision epoch: the batch chosen from the B_simple measured since
-    the previous decision (harness.core.adaptive), recorded, and the plan it gives followed.
-    Under data parallelism every process pooled the same readings (NoiseMeter); rank 0's
-    B_simple is broadcast all the same, so no float summation order can split a decision."""
-    rule, progress = run.job.adaptive, run.progress
-    assert rule is not None
-    if epoch not in rule.decision_epochs() or any(d.epoch == epoch for d in progress.decisions):
+def _decide(run: _Run, hook: DecisionHook, epoch: int) -> None:
+    """At a decided realization's decision epoch: its hook's decision (harness.train.decisions)
+    recorded, and the plan it gives followed."""
+    progress = run.progress
+    previous = run.plan.phase_at(epoch - 1).batch_size if epoch else run.plan.phases[0].batch_size
+    agree = run.replica.broadcast_float if run.replica is not None else _same
+    decision = hook.decide(run.job, progress, epoch, previous, agree)
+    if decision is None:
         return
-    since = progress.decisions[-1].epoch if progress.decisions else 0
-    b_simple = _b_simple_since(progress.curves, since, epoch)
-    if run.replica is not None:
-        b_simple = run.replica.broadcast_float(b_simple)
-    previous = run.plan.phase_at(epoch - 1).batch_size
-    decision = rule.decide(epoch, b_simple, previous)
     progress.decisions.append(decision)
     run.plan = run.job.plan_for(progress.decisions)
     if decision.batch_size != previous and (run.execution.compile or run.device.type == "cuda"):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from harness.core.adaptive import AdaptiveSchedule, Decision, plan_after
 from harness.core.factory import FactoryRef
 from harness.core.kinds import BnStats, OptimizerKind, Precision
+from harness.core.realizations import REFERENCE
 from harness.core.schedule import Plan
 
 
@@ -64,6 +65,9 @@ class TrainJob:
     # kept (evaluation uses them, the checkpoint holds them); "ema": the running average.
     bn_stats: BnStats = "ema"
     bn_stats_images: int = 4096
+    # The realization's name (harness.core.realizations): one decided while training has its
+    # decision hook in harness.train.decisions.
+    realization: str = REFERENCE
     # realization: adaptive: the rule that decides the batch from the measured B_simple
     # (harness.core.adaptive); `plan` is then the plan before any decision.
     adaptive: AdaptiveSchedule | None = None
