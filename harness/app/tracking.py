@@ -34,7 +34,7 @@ from harness.config.suite import Cell, Suite
 from harness.core.epoch import EpochRecord
 from harness.core.naming import cell_label
 from harness.errors import UserError, printable
-from harness.results import store
+from harness.results import paths, store
 from harness.train.spec import TrainJob
 
 
@@ -100,7 +100,7 @@ class TrackedConsole(RunConsole):
                 cell_id=self.cell.cell_id,
                 label=self.cell.label,
                 config=self.cell.resolved_config(),
-                logs=self.results / "logs",
+                logs=paths.logs_dir(self.results),
                 inside=self.results,
                 resumed=self.resumed,
             )
@@ -162,7 +162,7 @@ def export(
                 cell_id=str(row["cell_id"]),
                 label=_label(row),
                 config=json.loads(row["config"]),
-                logs=logs if logs is not None else folder / "logs",
+                logs=logs if logs is not None else paths.logs_dir(folder),
                 inside=logs if logs is not None else folder,
                 resumed=False,
             )

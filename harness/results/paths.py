@@ -16,11 +16,12 @@ A results folder (default ``runs/<suite>``) holds::
     checkpoints/<cell_id>.pt    resume state of an unfinished cell (deleted when it finishes)
     checkpoints/<cell_id>.lock  who is training the cell (see harness.results.lock)
     logs/<cell_id>.log          the traceback of a cell that failed with a bug
+    logs/tb, logs/wandb, logs/mlruns   a tracker's files (`harness run --track`, app.tracking)
     slurm/                      jobs.json and submitit's logs (harness.app.cluster)
 
-The functions below (`run_file`, `curve_file`, `checkpoint_path`, `log_file`, `slurm_dir`,
-`slurm_logs`, `jobs_file`, `SUBFOLDERS`) are the one spelling of these paths; no other module
-joins them by hand (tests/test_architecture.py).
+The functions below (`run_file`, `curve_file`, `checkpoint_path`, `log_file`, `logs_dir`,
+`slurm_dir`, `slurm_logs`, `jobs_file`, `SUBFOLDERS`) are the one spelling of these paths; no
+other module joins them by hand (tests/test_architecture.py).
 """
 
 from __future__ import annotations
@@ -71,7 +72,12 @@ def checkpoints_dir(results: Path) -> Path:
 
 
 def log_file(results: Path, cell_id: str) -> Path:
-    return results / "logs" / f"{cell_id}.log"
+    return logs_dir(results) / f"{cell_id}.log"
+
+
+def logs_dir(results: Path) -> Path:
+    """A failed cell's traceback logs, and the trackers' folders under it."""
+    return results / "logs"
 
 
 def slurm_dir(results: Path) -> Path:
