@@ -28,8 +28,9 @@ from harness.errors import UserError, exit_on_user_error
 from harness.version import __version__
 
 if TYPE_CHECKING:
-    from harness.data.sampler import PlanBatchSampler, PlanLR
+    from harness.data.sampler import PlanBatchSampler
     from harness.models.ghost_convert import ghost_bn
+    from harness.train.plan_lr import PlanLR
 
 __all__ = [
     "BaseSchedule",
@@ -55,7 +56,7 @@ __all__ = [
 
 _LAZY = {
     "PlanBatchSampler": "harness.data.sampler",
-    "PlanLR": "harness.data.sampler",
+    "PlanLR": "harness.train.plan_lr",
     "ghost_bn": "harness.models.ghost_convert",
 }
 

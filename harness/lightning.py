@@ -47,7 +47,8 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 from torch.optim import Optimizer
 
 from harness.core.schedule import Plan
-from harness.data.sampler import PlanBatchSampler, set_hyperparams
+from harness.data.sampler import PlanBatchSampler
+from harness.train.plan_lr import set_hyperparameters_at
 
 __all__ = ["PlanCallback"]
 
@@ -174,7 +175,9 @@ class PlanCallback(pl.Callback):
 
     def _hyperparams(self, optimizer: Any) -> None:
         # A LightningOptimizer wraps the torch one (whose type says whether it is SGD).
-        set_hyperparams(getattr(optimizer, "optimizer", optimizer), self.plan, self.steps_done)
+        set_hyperparameters_at(
+            getattr(optimizer, "optimizer", optimizer), self.plan, self.steps_done
+        )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch

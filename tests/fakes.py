@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.app.console import RunConsole
-from harness.core.epoch import EpochRecord
+from harness.core.epoch_record import EpochRecord
 from harness.core.naming import cell_label, config_id
 from harness.core.schedule import BaseSchedule, Plan, realize
 from harness.results.record import CurveRecord, RunRecord

@@ -20,7 +20,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.analysis.check import compare_applied
+from harness.analysis.gate_applied import compare_applied
 from harness.app.jobs import train_job
 from harness.config.suite import load_suite
 from harness.core.adaptive import AdaptiveSchedule, Decision, choose_batch, pooled_b_simple

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness.core.factory import FactoryRef
+from harness.core.factory_spec import FactoryRef
 from harness.data.cifar10 import synthetic_cifar10
-from harness.train.bench import BenchSetup, CropFlipDataset, count_syncs, reference_model
+from harness.train.timing import BenchSetup, CropFlipDataset, count_syncs, reference_model
 from tests.conftest import TINY_BN_NET
 
 
@@ -154,7 +154,7 @@ def test_the_reference_loop_gives_your_model_back_its_own_batch_norms(tmp_path):
 def test_interleave_times_one_repeat_of_each_implementation_per_round() -> None:
     """Round by round (a b a b a b), never back to back (a a a b b b): a load change falls on
     both; each ratio is taken within a round and reported as its min, median and max."""
-    from harness.train.bench import Prepared, interleave, ratios
+    from harness.train.timing import Prepared, interleave, ratios
 
     log: list[str] = []
 

@@ -1,4 +1,4 @@
-"""harness.analysis.check.compare on fake runs tables: what passes, moves, goes missing."""
+"""harness.analysis.gate.compare on fake runs tables: what passes, moves, goes missing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.analysis.check import CheckResult, compare
+from harness.analysis.gate import CheckResult, compare
 from harness.errors import UserError
 from harness.results.store import read_runs
 from tests.fakes import FakeExperiment, write_fake_results

@@ -14,7 +14,7 @@ import torch
 from harness.app.jobs import train_job
 from harness.app.runner import run_suite
 from harness.config.suite import load_suite
-from harness.core.epoch import EpochRecord
+from harness.core.epoch_record import EpochRecord
 from harness.core.execution import Execution
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData

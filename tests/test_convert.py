@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.app.convert import make_recipe, side_by_side
-from harness.core.recipe import ScheduleRequest, resolve_schedule
+from harness.core.schedule_request import ScheduleRequest, resolve_schedule
 from harness.errors import UserError
 from tests.conftest import REPO, TINY_BN_NET
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.core.epoch import Applied, Decided, EpochRecord, NoiseReading
+from harness.core.epoch_record import Applied, Decided, EpochRecord, NoiseReading
 from harness.results.record import AUDIT_COLUMNS, CURVE_COLUMNS, CurveRecord
 
 LOOP = dict(

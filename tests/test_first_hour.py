@@ -249,7 +249,7 @@ def test_a_short_suite_says_nothing_of_its_duration(tmp_path):
 
 
 def _epoch_record(cell, epoch: int):
-    from harness.core.epoch import EpochRecord
+    from harness.core.epoch_record import EpochRecord
 
     phase = cell.plan.phases[0]
     return EpochRecord(

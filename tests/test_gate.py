@@ -14,12 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.analysis.check import (
-    compare_applied,
-    compare_seed_means,
-    environment_warnings,
-    merge,
-)
+from harness.analysis.gate import compare_seed_means, environment_warnings, merge
+from harness.analysis.gate_applied import compare_applied
 from harness.app.fingerprint import compare_fingerprint, default_file, read_fingerprint
 from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData

@@ -10,9 +10,9 @@ import typing
 import pandas as pd
 import pytest
 
-from harness.analysis.check import compare
+from harness.analysis.gate import compare
 from harness.config.schema import CheckSpec
-from harness.core.epoch import EpochRecord
+from harness.core.epoch_record import EpochRecord
 from harness.core.metrics import CELL_METRICS, cell_metrics
 from harness.errors import UserError
 from harness.results.record import RunRecord

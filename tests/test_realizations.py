@@ -24,8 +24,8 @@ from harness.core.realizations import (
     realization_names,
     register,
 )
-from harness.core.recipe import SCHEDULE_FIELDS, ScheduleRequest, resolve_schedule
 from harness.core.schedule import BaseSchedule, ScheduleError, realize
+from harness.core.schedule_request import SCHEDULE_FIELDS, ScheduleRequest, resolve_schedule
 from harness.train.decisions import DECISION_HOOKS
 
 REPO = Path(__file__).resolve().parent.parent

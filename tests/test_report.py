@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.render import FORMATS, provenance_lines, render
-from harness.analysis.render import figure_links as _figure_links
-from harness.analysis.report import build_report
+from harness.analysis.display import figure_links as _figure_links
+from harness.analysis.display import provenance_lines
+from harness.analysis.document import build_report
+from harness.analysis.render import FORMATS, render
 from harness.analysis.tables import Results, equivalence_table, load_results, summary_table
 from harness.errors import UserError
 from tests.fakes import CIFAR_LIKE, FakeExperiment, FakeSchedule, write_fake_results

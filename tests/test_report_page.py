@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.analysis.render import format_summary
-from harness.analysis.report import build_report
+from harness.analysis.display import format_summary
+from harness.analysis.document import build_report
 from harness.analysis.tables import load_results, summary_table
 from tests.conftest import REPO, run_cli
 from tests.fakes import CIFAR_LIKE, FakeExperiment, write_fake_results

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from harness.config.schema import ScheduleSpec
 from harness.config.suite import load_suite
-from harness.core.recipe import SCHEDULE_DEFAULTS, ScheduleRequest, resolve_schedule
 from harness.core.schedule import (
     BaseSchedule,
     Plan,
@@ -20,6 +19,7 @@ from harness.core.schedule import (
     realize,
     updates_per_epoch,
 )
+from harness.core.schedule_request import SCHEDULE_DEFAULTS, ScheduleRequest, resolve_schedule
 from harness.core.shapes import wrn_blocks
 from tests.conftest import REPO, SUITES
 

@@ -320,8 +320,7 @@ def test_a_run_writes_the_suites_margin_into_its_rows_and_the_report_uses_it(tmp
 def test_epochs_lost_has_a_row_per_plan_where_seeds_planned_differently():
     """An adaptive schedule's plan is its decisions', one per seed (results/adaptive-cpu, two
     seeds): a row per plan, the schedule naming its seed; a planned schedule stays one row."""
-    from harness.analysis.momentum import epochs_lost_table
-    from harness.analysis.render import format_epochs_lost
+    from harness.analysis.momentum import epochs_lost_table, format_epochs_lost
     from harness.analysis.tables import load_results
 
     results = load_results([REPO / "results" / "adaptive-cpu"])

@@ -10,8 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.render import format_fits, format_sweep
-from harness.analysis.sweep import crossing, fit_steps, fits_table, sweep_table
+from harness.analysis.sweep import (
+    crossing,
+    fit_steps,
+    fits_table,
+    format_fits,
+    format_sweep,
+    sweep_table,
+)
 from harness.analysis.tables import Results
 
 N, S_MIN, B_NOISE, TARGET = 16384, 300.0, 200.0, 1.4
@@ -131,7 +137,7 @@ def test_a_sweep_needs_constant_schedules(tmp_path: Path):
 def test_the_report_of_a_sweep_fits_it_and_compares_no_schedule_with_b16() -> None:
     """The committed CPU sweep: its report has the fit and no equivalence section (its
     constant batches are not realizations of one schedule)."""
-    from harness.analysis.report import build_report
+    from harness.analysis.document import build_report
 
     text = build_report([Path(__file__).parents[1] / "results" / "noise-sweep"], "markdown")
     assert "Batch sweep: the critical batch size" in text

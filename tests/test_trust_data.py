@@ -559,7 +559,7 @@ def test_a_cell_whose_decisions_flipped_is_held_to_its_own_plan_not_the_baseline
     longer with the baseline's, which made 4 "exact" regressions of an unchanged recipe."""
     import json as json_
 
-    from harness.analysis.check import compare
+    from harness.analysis.gate import compare
     from harness.results.store import read_runs
 
     base = read_runs(unbroken["adaptive"])

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 import harness
 from harness.config.suite import FactorySpec, load_suite
-from harness.core.factory import FactoryRef, factory_problem
+from harness.core.factory_spec import FactoryRef, factory_problem
 from harness.errors import UserError
 from harness.models.factory import FactoryError, build_factory_model, load_factory
 from harness.models.ghost_bn import GhostBatchNorm2d, accumulate_running_stats

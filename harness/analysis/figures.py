@@ -15,6 +15,9 @@ min-max band where there are several seeds.
 Figures are built on `matplotlib.figure.Figure` and saved through the Agg canvas, never
 through pyplot, so drawing here changes no global matplotlib state (backend, rcParams, the
 pyplot figure list) of whoever imported us.
+
+Not split: every figure is one function of a few dozen lines over the same grid, mean curves
+over seeds and file writer (`_grid`, `_mean_curves`, `_save`), which a split would share out.
 """
 
 from __future__ import annotations

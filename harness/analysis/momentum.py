@@ -10,6 +10,7 @@ phase's epochs (harness.core.schedule.epochs_lost holds the formula).
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pandas as pd
 
@@ -71,3 +72,41 @@ def epochs_lost_table(results: Results) -> pd.DataFrame:
     first_seed = out["seeds"].map(min)
     order = out.assign(_seed=first_seed).sort_values([*GROUP, "schedule", "_seed"], kind="stable")
     return out.loc[order.index].reset_index(drop=True)
+
+
+def format_epochs_lost(lost: pd.DataFrame) -> pd.DataFrame:
+    """Appendix A's N_lost per phase (frames of harness.analysis.momentum.epochs_lost_table):
+    one cell per schedule, "epochs 0-60: B 3200, m 0.98 → 3.2; ...", and per plan where the
+    seeds of a schedule planned differently (an adaptive batch), the schedule naming them."""
+
+    def phases(row: Any) -> str:
+        return "; ".join(
+            f"{a}-{b}: B {bs}, m {m:g} → {x:.3g}"
+            for (a, b), bs, m, x in zip(
+                row.phases, row.batch_sizes, row.momenta, row.epochs_lost, strict=True
+            )
+        )
+
+    def schedule(row: Any, split: bool) -> str:
+        if not split:
+            return str(row.schedule)
+        seeds: tuple[int, ...] = row.seeds
+        return f"{row.schedule} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"
+
+    keys = ["suite", "experiment", "optimizer", "model", "schedule"]
+    several = lost.duplicated(keys, keep=False).tolist()  # a schedule with several plans
+    return pd.DataFrame(
+        {
+            "experiment": lost["experiment"],
+            "optimizer": lost["optimizer"],
+            "model": lost["model"],
+            "schedule": [
+                schedule(r, split)
+                for r, split in zip(lost.itertuples(index=False), several, strict=True)
+            ],
+            "epochs lost per phase (epochs: B, m → N_lost)": [
+                phases(r) for r in lost.itertuples(index=False)
+            ],
+            "largest N_lost": [f"{max(x):.3g}" if x else "–" for x in lost["epochs_lost"]],
+        }
+    )

@@ -3,20 +3,19 @@
 A section is a `Section`: its name, `applies` (whether one suite's part of the report has
 it) and `write` (its headings, tables and paragraphs on the report's `Doc`, and the rule its
 numbers rest on, for the report's closing "How to read this report"). `build_report`
-(harness.analysis.report) writes, for each suite, every section of `SECTIONS` that applies,
+(harness.analysis.document) writes, for each suite, every section of `SECTIONS` that applies,
 in this order; a new section is a function here (or in its own module) and one entry.
 
 Where a section's parts live (the rule):
 - its numbers: a `*_table(results)` function of its topic module (`analysis/sweep.py`,
-  `momentum.py`, `adaptive.py`, ...), every suite at once, with a `suite` column; a section
-  reads its suite's rows through `Part.rows`, which computes each table once per report;
+  `momentum.py`, `adaptive_decisions.py`, ...), every suite at once, with a `suite` column; a
+  section reads its suite's rows through `Part.rows`, which computes each table once per report;
 - its rule text (how its numbers are computed): a `*_RULE` constant beside the numbers;
 - its formatter (numbers as the strings shown): `format_*` beside the numbers too, in the
-  topic module; `analysis/render.py` holds what several sections share (the `Doc` writer,
-  number formats, figure links, provenance) and the formatters of `tables.py`'s own tables
-  (summary, equivalence, verdicts). The formatters of the batch sweep and of the epochs lost
-  (`format_sweep`, `format_fits`, `format_epochs_lost`) are still in render.py, older
-  than this rule.
+  topic module. What several sections share is in two modules: `analysis/render.py`, the `Doc`
+  writer and each output format; `analysis/display.py`, the number formats, figure links,
+  provenance lines and the formatters of `tables.py`'s own tables (summary, equivalence,
+  verdicts).
 """
 
 from __future__ import annotations
@@ -28,24 +27,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.adaptive import DECISION_RULE, decisions_table, format_decisions
-from harness.analysis.momentum import EPOCHS_LOST_RULE, epochs_lost_table
-from harness.analysis.page import inline_figure
-from harness.analysis.paper import COUNT_RULES
-from harness.analysis.recipes import Clash
-from harness.analysis.render import (
-    Doc,
+from harness.analysis.adaptive_decisions import DECISION_RULE, decisions_table, format_decisions
+from harness.analysis.display import (
     figure_links,
-    format_epochs_lost,
     format_equivalence,
-    format_fits,
     format_summary,
-    format_sweep,
     format_verdicts,
     provenance_lines,
 )
+from harness.analysis.momentum import EPOCHS_LOST_RULE, epochs_lost_table, format_epochs_lost
+from harness.analysis.page import inline_figure
+from harness.analysis.paper import COUNT_RULES
+from harness.analysis.recipes import Clash
+from harness.analysis.render import Doc
 from harness.analysis.seeds import TOST_RULE, VERDICT_RULE, group_verdicts
-from harness.analysis.sweep import SWEEP_RULE, fits_table, sweep_table
+from harness.analysis.sweep import SWEEP_RULE, fits_table, format_fits, format_sweep, sweep_table
 from harness.analysis.tables import GROUP, Results, equivalence_table
 
 Table = Callable[[Results], pd.DataFrame]

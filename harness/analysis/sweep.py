@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from harness.analysis.display import count_text, finite
 from harness.analysis.tables import Results, dataset_size
 
 HIGHER_IS_BETTER = {"test_acc"}
@@ -227,3 +228,54 @@ def fits_table(sweep: pd.DataFrame) -> pd.DataFrame:
         row["b_simple_pooled"] = measured["noise_trace"].mean() / grad if grad > 0 else math.nan
         out.append(row)
     return pd.DataFrame(out)
+
+
+def format_sweep(sweep: pd.DataFrame) -> pd.DataFrame:
+    """A batch sweep's cells: steps and epochs to the target, measured B_simple."""
+
+    def num(x: float, fmt: str = ".1f") -> str:
+        return format(x, fmt) if finite(x) else "–"
+
+    return pd.DataFrame(
+        {
+            "experiment": sweep["experiment"],
+            "optimizer": sweep["optimizer"],
+            "B": sweep["batch_size"].astype(str),
+            "lr": [f"{x:g}" for x in sweep["lr"]],
+            "steps to target": [
+                ("≤ " if early else "") + num(x, ",.0f") if ok else "not reached"
+                for x, ok, early in zip(sweep["steps"], sweep["reached"], sweep["upper_bound"])
+            ],
+            "epochs to target": [num(x, ".2f") for x in sweep["epochs"]],
+            "trained epochs": sweep["trained_epochs"].astype(str),
+            "final value": [num(x, ".4g") for x in sweep["final_value"]],
+            "B_simple (to target)": [num(x, ".0f") for x in sweep["b_simple"]],
+        }
+    )
+
+
+def format_fits(fits: pd.DataFrame) -> pd.DataFrame:
+    """A batch sweep's critical batch size from both fits, beside the pooled B_simple."""
+
+    def est(x: float, se: float) -> str:
+        return "–" if not finite(x) else f"{x:.0f} ± {se:.0f}" if finite(se) else f"{x:.0f}"
+
+    return pd.DataFrame(
+        {
+            "experiment": fits["experiment"],
+            "optimizer": fits["optimizer"],
+            "model": fits["model"],
+            "seed": fits["seed"].astype(str),
+            "target": [f"{m} = {t:g}" for m, t in zip(fits["metric"], fits["target"])],
+            "cells fitted": [f"{f} of {c}" for f, c in zip(fits["fitted"], fits["cells"])],
+            "B_noise from S(B)": [
+                est(x, se) for x, se in zip(fits["b_noise_steps"], fits["b_noise_steps_se"])
+            ],
+            "S_min": [count_text(x) for x in fits["steps_min"]],
+            "B_noise from E(B)": [
+                est(x, se) for x, se in zip(fits["b_noise_epochs"], fits["b_noise_epochs_se"])
+            ],
+            "E_min": [f"{x:.2f}" if finite(x) else "–" for x in fits["epochs_min"]],
+            "B_simple measured": [est(x, math.nan) for x in fits["b_simple_pooled"]],
+        }
+    )

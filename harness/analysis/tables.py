@@ -1,7 +1,7 @@
 """The analysis of results folders: frames of numbers, no text formatting.
 
 Three views of the same run rows, each a DataFrame with fractions for accuracies and seconds
-for times (rendering into percent and prose is harness.analysis.render's job):
+for times (percent and prose are harness.analysis.display's, output formats render's):
 - the *summary*: per suite / experiment, one row per (schedule, optimizer, model) with final
   test accuracy over seeds, update count, cost, and the paper's numbers where it gives them;
 - the *equivalence* table, the paper's first claim in numbers: how far each schedule's mean
@@ -11,8 +11,10 @@ for times (rendering into percent and prose is harness.analysis.render's job):
 A cell that belongs to several experiments (its run row lists the other labels in `aliases`)
 is shown under every one of them. Seed statistics and the equivalence verdict are
 harness.analysis.seeds', the paper's words read as checks harness.analysis.paper's.
-Nothing here trains or imports torch. (About 400 lines: the three views share the alias
-expansion and grouping keys, and splitting them would pass those between modules.)
+Nothing here trains or imports torch.
+
+Not split: the three views share `Results`, the alias expansion and the grouping keys;
+splitting them would pass those between modules.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`harness bench`: images/s of the harness's training step beside a plain PyTorch loop.
 
-The timing itself lives in `harness.train.bench` (it runs the training layer's real step);
+The timing itself lives in `harness.train.timing` (it runs the training layer's real step);
 this module picks the data and models, adds provenance (device, versions, git commit) to every
 measurement, prints the table and writes one Parquet row per measurement, so numbers taken on
 different machines and commits can be put side by side later.
@@ -27,7 +27,7 @@ from harness.app.estimate import BENCH_MODELS
 from harness.config.schema import DatasetSpec
 from harness.core.datasets import DATASETS
 from harness.core.execution import micro_batch_problem
-from harness.core.factory import FactoryRef, factory_problem
+from harness.core.factory_spec import FactoryRef, factory_problem
 from harness.core.rules import MAX_BATCH_SIZE
 from harness.data import registry
 from harness.data.device import DeviceData
@@ -36,7 +36,7 @@ from harness.errors import UserError
 from harness.fsio import atomic_path
 from harness.results.paths import default_folder
 from harness.results.provenance import environment
-from harness.train.bench import (
+from harness.train.timing import (
     BenchSetup,
     Measurement,
     interleave,
@@ -127,7 +127,7 @@ def run_bench(
     modes: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every batch size (the harness step in each of `modes` and the reference, timed
-    round by round: `harness.train.bench.interleave`), print a table, write the rows.
+    round by round: `harness.train.timing.interleave`), print a table, write the rows.
     `compile_model` compiles the reference too and is the mode "compile" of the harness step;
     `modes` (default eager) may not be given with it. `ghost` None: `ghost_for` each batch."""
     if compile_model and modes is not None:

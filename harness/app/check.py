@@ -5,8 +5,8 @@ The command's order of events: the format checked before any training, `--seeds`
 selected cells (and other recipes under their labels), the recipes compared (a changed one
 stops the check before anything trains), the suite run (`app.runner.run_suite`, into a new
 folder under runs/check/ kept and named at the end, or --results, whose finished rows are
-reused), then the tiers of `analysis.check` merged into one table. The comparisons
-themselves are `analysis.check`'s; docs/gate.md says what each tier holds.
+reused), then the tiers of `analysis.gate` merged into one table. The comparisons
+themselves are `analysis.gate`'s; docs/gate.md says what each tier holds.
 """
 
 from __future__ import annotations
@@ -18,19 +18,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.check import (
+from harness.analysis.gate import (
     B_SIMPLE_RTOL,
     compare,
-    compare_applied,
     compare_recipes,
     compare_seed_means,
-    decisions_of,
     environment_warnings,
     epochs_of,
-    first_apart,
     labels_of,
     merge,
 )
+from harness.analysis.gate_applied import compare_applied, decisions_of, first_apart
 from harness.analysis.render import check_format
 from harness.app.jobs import train_job
 from harness.app.runner import run_suite

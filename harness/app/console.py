@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from harness.config.suite import Cell
-from harness.core.epoch import EpochRecord
+from harness.core.epoch_record import EpochRecord
 from harness.core.schedule import Plan
 from harness.errors import printable
 from harness.train.spec import TrainJob

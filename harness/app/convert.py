@@ -4,11 +4,14 @@ This module owns what is particular to converting a reader's own recipe: the rec
 (as flags or a flat YAML file), the default ghost batch size, the side-by-side table, and the
 suite YAML that lets `harness plan` and `harness run` take the realizations over. Every rule
 of the schedules themselves (ranges, milestones, scaling rules, caps, the ghost multiple, a
-batch beyond the training set) is `harness.core.recipe.resolve_schedule`'s, the same code a
-suite goes through: each realization is one `ScheduleRequest`, and a broken rule comes back
-as `error: KEY: how to fix`, KEY being the recipe key (the flag without its dashes).
+batch beyond the training set) is `harness.core.schedule_request.resolve_schedule`'s, the same
+code a suite goes through: each realization is one `ScheduleRequest`, and a broken rule comes
+back as `error: KEY: how to fix`, KEY being the recipe key (the flag without its dashes).
 The suite it writes states the recipe and the scaling rules in the suite's own terms, so
 `harness plan FILE` recomputes the same plans independently. No torch here.
+
+Not split: the recipe's keys, its side-by-side table and the suite it writes are one
+command's three views of one `Recipe`; every rule of the schedules is already core's.
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ from typing import Any, Literal
 
 from harness.config.yamlfile import MAX_SUITE_BYTES, parse_yaml, plain, read_regular
 from harness.core.datasets import DATASETS
-from harness.core.factory import factory_problem
+from harness.core.factory_spec import factory_problem
 from harness.core.realizations import (
     REFERENCE,
     RealizationKind,
     realization_kind,
     realization_names,
 )
-from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.core.schedule import Plan, Realization, ScheduleError, updates_per_epoch
+from harness.core.schedule_request import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.errors import UserError
 from harness.fsio import atomic_path
 
@@ -300,21 +303,20 @@ def _model_entry(model: str) -> str:
 
 
 def warnings_for(r: Recipe) -> list[str]:
-    """What the tables show but a reader could miss: the increasing batch growing past the
-    paper's B_max ~ N/10 (Sec 5.2), or a realization whose noise scale g strays more than 5 %
-    from the lr realization's in some epoch (a cap, a rounding or a partial batch)."""
+    """What the tables show but a reader could miss: a realization whose batch grows past the
+    paper's B_max ~ N/10 (Sec 5.2), or one whose noise scale g strays more than 5 % from the
+    lr realization's in some epoch (a cap, a rounding or a partial batch)."""
     plans = r.plans()
     out = []
-    batch = plans.get("batch")
     limit = r.train_size / B_MAX_SHARE
-    if batch is not None and r.b_max is None:
-        top = max(p.batch_size for p in batch.phases)
-        if top > limit:
+    for name, plan in plans.items() if r.b_max is None else ():
+        top = max(p.batch_size for p in plan.phases)
+        if top > limit and top > plan.phases[0].batch_size:
             cap = max(r.ghost, int(limit) // r.ghost * r.ghost)
             out.append(
-                f"increasing batch: B reaches {top} = {top / r.train_size:.0%} of N = "
-                f"{r.train_size}; Sec 5.2 advises B_max ~ N/10 (add --b-max {cap}, the lr "
-                "takes the rest of each drop)"
+                f"{realization_kind(name).title}: B reaches {top} = {top / r.train_size:.0%} "
+                f"of N = {r.train_size}; Sec 5.2 advises B_max ~ N/10 (add --b-max {cap}, the "
+                "lr takes the rest of each drop)"
             )
     reference = plans[REFERENCE]
     for name, plan in plans.items():

@@ -9,7 +9,7 @@ JSON file (results/fingerprint/<dataset>.json):
   and the norm of the step's change (harness.train.probe.StepProbe);
 * per evaluation, the float64 test loss, same tolerance; per epoch the test accuracy, exactly;
 * per epoch, exactly: tier 0's applied values and checksums (harness.train.audit), checked
-  both against the plan and against the file (harness.analysis.check.compare_applied).
+  both against the plan and against the file (harness.analysis.gate_applied.compare_applied).
 
 In float64 every change of the recipe that moves a number moves it by far more than the
 run-to-run and thread-count noise (measured in docs/gate.md), so the tolerance can be tight
@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from harness.analysis.check import compare_applied
+from harness.analysis.gate_applied import compare_applied
 from harness.app import jobs
 from harness.app.data_loading import load_data
 from harness.config.suite import load_suite

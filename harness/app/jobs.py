@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.config.suite import Cell, FactorySpec
-from harness.core.epoch import EpochRecord
+from harness.core.epoch_record import EpochRecord
 from harness.core.execution import Execution, micro_batch_problem
-from harness.core.factory import FactoryRef
+from harness.core.factory_spec import FactoryRef
 from harness.core.metrics import CELL_METRICS
 from harness.errors import UserError
 from harness.results.record import CurveRecord, RunRecord

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from harness.app import cluster, fanout
-from harness.app.recipes import stale_recipes_line
+from harness.app.recipe_notice import stale_recipes_line
 from harness.app.runner import check_stop_after, order_cells, run_suite
 from harness.app.runopts import RunOptions
 from harness.app.tracking import TrackedConsole, suite_trackers

@@ -3,7 +3,7 @@
 The arguments may mix suite files (only the cells they define now, from the suite's default
 folder, runs/<suite name>, unless folders are given too) and results folders (or folders
 holding them; by default every suite folder under runs/: the user's own runs, never the
-project's committed results/). The document itself is `analysis.report.build_report`'s; it is
+project's committed results/). The document itself is `analysis.document.build_report`'s; it is
 written atomically with its figures beside it, or goes to stdout.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from harness.analysis.document import build_report
 from harness.analysis.render import check_format
-from harness.analysis.report import build_report
 from harness.app.trackers import require
 from harness.app.tracking import export
 from harness.config.suite import load_suite

@@ -38,7 +38,7 @@ from harness.app.device_policy import check_memory_fraction, place_run
 from harness.app.duration import long_suite_line
 from harness.app.user_models import check_factories
 from harness.config.suite import Cell, Suite, select_some
-from harness.core.epoch import EpochRecord
+from harness.core.epoch_record import EpochRecord
 from harness.core.execution import Execution
 from harness.core.schedule import updates_per_epoch
 from harness.data.source import DataSource
@@ -260,7 +260,7 @@ def _run_cells(
             decision = 0
             if main:
                 try:
-                    decision = _decide(cell, results, done, force, started, deadline, held, vote)
+                    decision = _turn_of(cell, results, done, force, started, deadline, held, vote)
                 except (UserError, OSError) as exc:  # a planted link, a folder named .lock
                     refused, decision = " ".join(str(exc).split()), _REFUSED
             if replica is not None:
@@ -309,7 +309,7 @@ def _record_failure(
     say.line(f"fail  {cell.cell_id} {cell.label}: {why}")
 
 
-def _decide(
+def _turn_of(
     cell: Cell,
     results: Path,
     done: set[str],

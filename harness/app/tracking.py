@@ -31,7 +31,7 @@ from harness.app.trackers import (
     run_summary,
 )
 from harness.config.suite import Cell, Suite
-from harness.core.epoch import EpochRecord
+from harness.core.epoch_record import EpochRecord
 from harness.core.naming import cell_label
 from harness.errors import UserError, printable
 from harness.results import paths, store

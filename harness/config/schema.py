@@ -8,6 +8,10 @@ live in `harness.core` and apply once a named schedule meets an optimizer (see `
 
 Bounds are generous but finite: a suite is untrusted input, and a number like `epochs: 1e11`
 or `seeds: [100000000000000000000]` must be refused, not planned for hours or crash a hash.
+
+Not split: a suite file is one document, `SuiteSpec` holds every section's model and its
+validators check across them; the models stand in the order of a suite file, each section's
+together.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pydantic import (
 
 from harness.core.datasets import DATASET_FIELDS, DATASETS, DatasetKind, takers, unknown
 from harness.core.execution import Execution
-from harness.core.factory import RESERVED_KWARGS, factory_problem
+from harness.core.factory_spec import RESERVED_KWARGS, factory_problem
 from harness.core.kinds import MOMENTUM_KINDS, BnStats, OptimizerKind, Precision, TrackerName
 from harness.core.realizations import realization_kind, realization_names
 from harness.core.schedule import (
@@ -290,7 +294,7 @@ class ResNet50Spec(Strict):
 
 
 class FactorySpec(Strict):
-    """A model from the user's own code (harness.core.factory): `factory` builds it as
+    """A model from the user's own code (harness.core.factory_spec): `factory` builds it as
     ``factory(num_classes=..., **kwargs)``; every batch norm in it becomes a ghost batch norm.
 
     Both fields are in the cell id; only such a model has them, so no other cell id changed.
@@ -392,7 +396,7 @@ class OptimizerSpec(Strict):
 class ScheduleSpec(Strict):
     """One entry of `schedules:` or the suite's `schedule:` defaults; every field optional here.
 
-    None means "not set here"; the defaults are `harness.core.recipe.SCHEDULE_DEFAULTS`.
+    None means "not set here"; the defaults are `harness.core.schedule_request.SCHEDULE_DEFAULTS`.
     """
 
     epochs: Epochs | None = None

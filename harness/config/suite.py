@@ -7,8 +7,8 @@ cells by product. Every cell gets a stable `cell_id`, a hash of what it will exe
 identical cells are one cell whatever they are called.
 
 This module owns the expansion and the public entry points (`load_suite`, `select`); the file
-format is `schema.py`, the schedule rules are `harness.core.recipe`, and every mistake is a
-`UserError` naming the file, line (or `--set` override), field and the fix. No torch here:
+format is `schema.py`, the schedule rules are `harness.core.schedule_request`, and every mistake
+is a `UserError` naming the file, line (or `--set` override), field and the fix. No torch here:
 `plan` must be instant.
 """
 
@@ -49,8 +49,8 @@ from harness.config.yamlfile import read_suite_file
 from harness.core.adaptive import AdaptiveSchedule, Decision, plan_after
 from harness.core.execution import micro_batch_problem
 from harness.core.naming import cell_label, config_id
-from harness.core.recipe import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.core.schedule import Plan, ScheduleError
+from harness.core.schedule_request import ResolvedSchedule, ScheduleRequest, resolve_schedule
 from harness.errors import UserError
 
 __all__ = [
@@ -132,7 +132,7 @@ class Cell:
 # changes no existing id, and a cell that sets it is another cell. tests/test_cell_ids.py fails
 # when a model gains a field without a default, and when a committed row's cell id is no
 # longer the one its suite gives. (The schedule part is `ResolvedSchedule.as_dict`, whose
-# keys are fixed the same way in harness.core.recipe.)
+# keys are fixed the same way in harness.core.schedule_request.)
 ID_FIELDS: dict[type, frozenset[str]] = {
     DatasetSpec: frozenset({"augment", "name", "test_size", "train_size"}),
     WrnSpec: frozenset({"depth", "name", "width"}),

@@ -1,6 +1,6 @@
 """A cell's metrics: the numbers of its run row that its curves give, registered by name.
 
-Each `CellMetric` is a pure function of the cell's epoch records (`harness.core.epoch`), so
+Each `CellMetric` is a pure function of the cell's epoch records (`harness.core.epoch_record`), so
 training (`harness.train.loop.CellResult.final`), a failed cell's row (NaN), the run row
 (`harness.app.jobs.run_record`), the store's check of a row (`fraction`), the gate's
 per-cell tolerances (`harness.config.schema.CheckSpec`, one optional field per metric) and
@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from harness.core.epoch import EpochRecord
+from harness.core.epoch_record import EpochRecord
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 This module owns the per-epoch and per-step lookups and the micro-batch count that a user's
 own loop needs (the package root re-exports them as the public API; the sampler and the
-optimizer adapter that do need torch live in `harness.data.sampler`). All are pure functions
-of explicitly passed numbers.
+scheduler that do need torch live in `harness.data.sampler` and `harness.train.plan_lr`). All
+are pure functions of explicitly passed numbers.
 
     base = BaseSchedule(epochs=200, milestones=(60, 120, 160), factor=5)
     plan = realize(base, lr=0.1, batch_size=128, momentum=0.9, train_size=50_000,

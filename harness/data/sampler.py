@@ -1,13 +1,11 @@
-"""A plan in a plain PyTorch loop: a resumable batch sampler and an lr/momentum scheduler.
+"""A plan in a plain PyTorch loop: a resumable batch sampler (its scheduler: harness.train.plan_lr).
 
-This module owns the two torch-facing pieces of the public API. `PlanBatchSampler` hands a
-`DataLoader` the batches of a realized `Plan` (batch sizes change at epoch boundaries exactly
-as planned; each epoch is a fresh permutation that depends only on (seed, epoch), so the data
-order is the same whatever the schedule, as controlled comparisons require: docs/ARCHITECTURE.md,
-"Random streams").
-`PlanLR` is a `torch.optim.lr_scheduler.LRScheduler` that sets the plan's lr (and SGD's
-momentum) at every optimizer step. Both are pure functions of a position in the plan, so
-resuming is restoring a position, and they agree by construction with `harness.at_step`.
+`PlanBatchSampler` hands a `DataLoader` the batches of a realized `Plan` (batch sizes change
+at epoch boundaries exactly as planned; each epoch is a fresh permutation that depends only on
+(seed, epoch), so the data order is the same whatever the schedule, as controlled comparisons
+require: docs/ARCHITECTURE.md, "Random streams"). It is a pure function of a position in the
+plan, so resuming is restoring a position, and it agrees by construction with
+`harness.at_step`, as `harness.PlanLR` does for the lr.
 """
 
 from __future__ import annotations
@@ -16,17 +14,14 @@ import hashlib
 import sys
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any
 
 import torch
-from torch.optim import SGD, Optimizer
-from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import Sampler
 
 from harness.core.query import at_step
 from harness.core.schedule import Plan, updates_per_epoch
 
-__all__ = ["PlanBatchSampler", "PlanLR", "epoch_permutation", "set_hyperparams"]
+__all__ = ["PlanBatchSampler", "epoch_permutation"]
 
 
 def epoch_permutation(seed: int, epoch: int, train_size: int) -> torch.Tensor:
@@ -244,56 +239,3 @@ def _loader_workers(frame: FrameType | None) -> int:
     if base is None or not isinstance(caller, base):
         return 0
     return int(getattr(caller, "_num_workers", 0) or 0)
-
-
-def set_hyperparams(optimizer: Optimizer, plan: Plan, step: int) -> None:
-    """Write the plan's lr at optimizer step `step` into every param group of `optimizer`, and
-    for `torch.optim.SGD` its momentum (after the plan's last step, its last values)."""
-    hp = at_step(plan, min(max(step, 0), plan.updates - 1))
-    for group in optimizer.param_groups:
-        group["lr"] = hp.lr
-        if isinstance(optimizer, SGD):
-            group["momentum"] = hp.momentum
-
-
-class PlanLR(LRScheduler):
-    """Sets every param group's lr to the plan's lr at each optimizer step; for
-    `torch.optim.SGD` also its momentum to the plan's.
-
-    Call `scheduler.step()` after each `optimizer.step()`, as with any `LRScheduler`: step
-    counts optimizer steps, never epochs or micro-batches. After the plan's last step the lr
-    stays at its final value. Resume with `load_state_dict` after the optimizer's own
-    `load_state_dict`; the state holds plain numbers only (safe for `weights_only=True`).
-
-    The plan's lr is absolute: it replaces each group's lr. Other optimizers keep their own
-    momentum: for Adam, beta1 is left alone, since the noise scale treats Adam's m as 0
-    (realize Adam plans with `momentum=0`).
-    """
-
-    def __init__(self, optimizer: Optimizer, plan: Plan, last_step: int = -1) -> None:
-        # Set before the base class runs its first step(), which calls get_lr().
-        self.plan = plan
-        super().__init__(optimizer, last_epoch=last_step)
-
-    def get_lr(self) -> list[float]:  # type: ignore[override]
-        """The plan's lr at optimizer step `last_epoch` (the base class's name for it)."""
-        step = min(max(self.last_epoch, 0), self.plan.updates - 1)
-        return [at_step(self.plan, step).lr for _ in self.optimizer.param_groups]
-
-    def step(self, epoch: int | None = None) -> None:
-        """Move to the next optimizer step: set its lr (and SGD momentum)."""
-        super().step(epoch)
-        if isinstance(self.optimizer, SGD):
-            step = min(max(self.last_epoch, 0), self.plan.updates - 1)
-            momentum = at_step(self.plan, step).momentum
-            for group in self.optimizer.param_groups:
-                group["momentum"] = momentum
-
-    @property
-    def steps_done(self) -> int:
-        """Optimizer steps taken (the `step()` calls): what `PlanBatchSampler.state_dict` needs."""
-        return max(self.last_epoch, 0)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The base class's state without the plan object (the plan is rebuilt, not stored)."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "plan")}

@@ -1,4 +1,4 @@
-"""A model from the user's own code: a suite's `factory:` (harness.core.factory) loaded and built.
+"""A model from the user's own code: a suite's `factory:` (`core.factory_spec`) loaded and built.
 
 This is the one place the harness imports code a suite names, exactly as a Python script that
 imported it would; it is only reached by `harness run` (and the commands that train), never
@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from harness.core.factory import ENTRY_POINT_GROUP, FactoryRef, split_target
+from harness.core.factory_spec import ENTRY_POINT_GROUP, FactoryRef, split_target
 from harness.errors import UserError
 from harness.models.ghost_convert import Conversion, convert
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from harness.core.factory import FactoryRef
+from harness.core.factory_spec import FactoryRef
 from harness.errors import UserError
 from harness.models.factory import build_factory_model
 from harness.models.inception_resnet import InceptionResNetV2

@@ -2,7 +2,7 @@
 
 The runner builds a `RunRecord`; the store writes and reads it; report and check read the
 frames whose columns are its fields. The Parquet schemas are derived from the dataclasses
-here and, for the curves, from `harness.core.epoch.EpochRecord` (what training fills), so a
+here and, for the curves, from `harness.core.epoch_record.EpochRecord` (what training fills), so a
 column is declared in exactly one place.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from harness.core.epoch import Applied, EpochRecord, flat_columns, flat_fields
+from harness.core.epoch_record import Applied, EpochRecord, flat_columns, flat_fields
 
 SCHEMA_VERSION = 1
 
@@ -101,7 +101,7 @@ class RunRecord:
 class CurveRecord:
     """One epoch of one cell: the suite's name and the epoch as training recorded it.
 
-    Its columns are `suite`, then the fields of `harness.core.epoch.EpochRecord` in order
+    Its columns are `suite`, then the fields of `harness.core.epoch_record.EpochRecord` in order
     (the audit's `Applied` and the meter's `NoiseReading` in their places, null where absent):
     each curve column is declared there, once."""
 

@@ -22,7 +22,7 @@ the one-process run's).
 `AuditedData` also feeds a `harness.train.probe.StepProbe`, the numeric fingerprint's per-step
 float64 values, when the fingerprint passes one; ordinary runs do not carry one.
 
-This module owns the checksum arithmetic; `harness.analysis.check` compares the columns.
+This module owns the checksum arithmetic; `harness.analysis.gate` compares the columns.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.core.datasets import Storage
-from harness.core.epoch import Applied
+from harness.core.epoch_record import Applied
 from harness.data.device import DeviceData
 from harness.data.folder import FolderData
 from harness.data.source import DataSource, Shard, StepBatch

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from harness.core.adaptive import Decision
-from harness.core.epoch import EpochRecord
+from harness.core.epoch_record import EpochRecord
 from harness.core.schedule import Plan, updates_per_epoch
 from harness.errors import UserError
 from harness.fsio import atomic_path, open_regular

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar, Protocol
 
 from harness.core.adaptive import Decision, pooled_b_simple
-from harness.core.epoch import EpochRecord
+from harness.core.epoch_record import EpochRecord
 from harness.train.checkpoint import Progress
 from harness.train.spec import TrainJob
 

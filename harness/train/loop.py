@@ -2,9 +2,11 @@
 
 `train_cell` owns only the order of events (build, resume, per epoch: enter the phase, train,
 evaluate, record, checkpoint); everything else is a named function below, in `epoch` (one
-epoch's steps, the warm-up) or in `step`. An epoch's record is `harness.core.epoch.EpochRecord`:
-the loop fills its fields, the audit (`Applied`) and the noise meter (`NoiseReading`) their parts.
-(About 440 lines: `train_cell`'s named steps share one `_Run` and read best beside it.)
+epoch's steps, the warm-up) or in `step`. An epoch's record is
+`harness.core.epoch_record.EpochRecord`: the loop fills its fields, the audit (`Applied`) and
+the noise meter (`NoiseReading`) their parts.
+Not split: `train_cell`'s named steps share one `_Run` and read best beside it; one epoch's
+steps are `epoch`'s already, and the step itself is `step`'s.
 
 Reproducibility contract: three random streams derive from the job's seed. Initialization
 uses one seed; each epoch's data order and augmentation use seeds that are pure functions of
@@ -36,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from harness.core.epoch import Decided, EpochRecord
+from harness.core.epoch_record import Decided, EpochRecord
 from harness.core.execution import Execution
 from harness.core.metrics import cell_metrics
 from harness.core.schedule import Phase, Plan
@@ -182,7 +184,7 @@ def train_cell(
         for epoch in range(progress.epoch, job.plan.epochs):
             resume, partial = partial, None
             if resume is None and hook is not None:
-                _decide(run, hook, epoch)
+                _follow_decision(run, hook, epoch)
             phase = _enter_epoch(run, epoch, resume)
             try:
                 train_loss, steps, train_s = _train_timed(run, epoch, phase, resume, stop)
@@ -284,7 +286,7 @@ def _start(
     )
 
 
-def _decide(run: _Run, hook: DecisionHook, epoch: int) -> None:
+def _follow_decision(run: _Run, hook: DecisionHook, epoch: int) -> None:
     """At a decided realization's decision epoch: its hook's decision (harness.train.decisions)
     recorded, and the plan it gives followed."""
     progress = run.progress

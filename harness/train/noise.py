@@ -64,7 +64,7 @@ from typing import Any
 
 import torch
 
-from harness.core.epoch import NoiseReading
+from harness.core.epoch_record import NoiseReading
 
 __all__ = ["NoiseMeter", "noise_estimates"]
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.core.adaptive import AdaptiveSchedule, Decision, plan_after
-from harness.core.factory import FactoryRef
+from harness.core.factory_spec import FactoryRef
 from harness.core.kinds import BnStats, OptimizerKind, Precision
 from harness.core.realizations import REFERENCE
 from harness.core.schedule import Plan
@@ -34,7 +34,7 @@ class OptimizerConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """A registered model name (harness.models) and its integer parameters, or the user's
-    own model: `factory` (harness.core.factory), and `name` the suite's name for it."""
+    own model: `factory` (harness.core.factory_spec), and `name` the suite's name for it."""
 
     name: str
     params: tuple[tuple[str, int], ...] = ()  # sorted (name, value) pairs: hashable

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness.analysis.report import build_report
+from harness.analysis.document import build_report
 from harness.app.plan import plan_json, print_plan
 from harness.app.status import suite_status
 from harness.config.suite import load_suite

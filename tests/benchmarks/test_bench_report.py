@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.report import build_report
+from harness.analysis.document import build_report
 from tests.fakes import FakeExperiment, write_fake_results
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")

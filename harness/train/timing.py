@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.core.execution import Execution
-from harness.core.factory import FactoryRef
+from harness.core.factory_spec import FactoryRef
 from harness.data.device import DeviceData
 from harness.models.ghost_bn import GhostBatchNorm2d
 from harness.models.ghost_convert import GhostBatchNorm1d, GhostBatchNorm3d

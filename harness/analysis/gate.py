@@ -10,14 +10,17 @@ then calls `compare`. What must hold, per cell of the baseline:
 
 The three tiers of the gate (docs/gate.md) meet here, each a function returning a
 `CheckResult`, joined by `merge`:
-- tier 0, `compare_applied`: the curves' applied values (harness.train.audit) equal the plan
-  per epoch, and the baseline's checksums, ghost size, weight decay and Nesterov flag exactly;
+- tier 0, `harness.analysis.gate_applied.compare_applied`: the curves' applied values
+  (harness.train.audit) equal the plan per epoch, and the baseline's checksums, ghost size,
+  weight decay and Nesterov flag exactly (its own module, on this one's result type and rows);
 - the runs comparison above, `compare`, with the suite's per-cell tolerances;
 - tier 2, `compare_seed_means`: each schedule's mean over seeds within k × its seed std.
 Tier 1 (the float64 fingerprint) trains, so it lives in harness.app.fingerprint.
 `environment_warnings` names a change of device, CPU, thread count or torch build.
-One module because the tiers share the result type, the row format and the table; each
-tier's code is one section below.
+
+Not split: the per-cell comparison, the recipe changes, tier 2 and the environment are short
+sections that all build rows of the one result type defined here; tier 0, the
+largest, is `gate_applied`.
 """
 
 from __future__ import annotations
@@ -28,18 +31,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from harness.analysis.recipes import describe, differences, recipe_config, tag
 from harness.analysis.render import render
 from harness.analysis.tables import latest_per_cell
-from harness.core.adaptive import AdaptiveSchedule, Decision
 from harness.core.metrics import CELL_METRICS
 from harness.core.naming import cell_label
-from harness.core.rules import ScheduleError
 from harness.errors import UserError
-from harness.results.record import AUDIT_COLUMNS
 
 EXACT = ("updates", "planned_updates", "plan")
 VERDICTS = ("ok", "moved", "recipe changed", "missing", "extra")
@@ -54,7 +53,14 @@ ROW_COLUMNS = [
     "verdict",
 ]
 # Float slack so that a value moved by exactly the tolerance passes despite rounding.
-_SLACK = 1e-12
+SLACK = 1e-12
+
+# An adaptive cell's B_simple at each decision, against the baseline's: relative. B_simple is
+# a ratio of two float sums over a whole epoch; another thread count or CPU sums them in
+# another order, and the difference grows as training goes on. Not measured on two machines
+# yet (docs/gate.md, "Adaptive cells"): wide enough for float noise, far below a changed
+# meter (a factor in tr(Σ) or |G|² moves it by tens of per cent or more).
+B_SIMPLE_RTOL = 0.05
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,9 @@ def compare(
             if _labels(b) in matched_labels:
                 stale += 1
                 continue
-            rows.append(_row(cell_id, label, "cell", "present", "absent", None, None, "missing"))
+            rows.append(
+                check_row(cell_id, label, "cell", "present", "absent", None, None, "missing")
+            )
             continue
         delta: object
         if apart is not None and cell_id in apart:
@@ -193,7 +201,16 @@ def compare(
             same = _equal(c["updates"], c["planned_updates"])
             metric = f"updates vs own plan (decisions apart from epoch {apart[cell_id]})"
             rows.append(
-                _row(cell_id, label, metric, c["planned_updates"], c["updates"], None, 0, _v(same))
+                check_row(
+                    cell_id,
+                    label,
+                    metric,
+                    c["planned_updates"],
+                    c["updates"],
+                    None,
+                    0,
+                    verdict_of(same),
+                )
             )
         for name in EXACT if apart is None or cell_id not in apart else ():
             checked += 1
@@ -202,23 +219,29 @@ def compare(
                 same, delta = _same_plan(bv, cv)
             else:
                 same = _equal(bv, cv)
-                delta = None if same or _missing(bv) or _missing(cv) else int(cv) - int(bv)
-            rows.append(_row(cell_id, label, name, bv, cv, delta, 0, _v(same)))
+                delta = None if same or is_missing(bv) or is_missing(cv) else int(cv) - int(bv)
+            rows.append(check_row(cell_id, label, name, bv, cv, delta, 0, verdict_of(same)))
         for name, tol in metrics.items():
             checked += 1
             bf, cf = _float(b[name]), _float(c[name])
             if math.isnan(bf) and math.isnan(cf):
-                rows.append(_row(cell_id, label, name, bf, cf, math.nan, tol, "ok"))
+                rows.append(check_row(cell_id, label, name, bf, cf, math.nan, tol, "ok"))
                 continue
             diff = cf - bf
-            same = abs(diff) <= tol + _SLACK  # False when one side is NaN
-            rows.append(_row(cell_id, label, name, bf, cf, diff, tol, _v(same)))
+            same = abs(diff) <= tol + SLACK  # False when one side is NaN
+            rows.append(check_row(cell_id, label, name, bf, cf, diff, tol, verdict_of(same)))
         checked += 1
         same = _equal(b["status"], c["status"])
-        rows.append(_row(cell_id, label, "status", b["status"], c["status"], None, None, _v(same)))
+        rows.append(
+            check_row(
+                cell_id, label, "status", b["status"], c["status"], None, None, verdict_of(same)
+            )
+        )
     for cell_id, c in cur.items():
         if cell_id not in base and _labels(c) not in changed:
-            rows.append(_row(cell_id, _label(c), "cell", "absent", "present", None, None, "extra"))
+            rows.append(
+                check_row(cell_id, _label(c), "cell", "absent", "present", None, None, "extra")
+            )
     frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
     ok = bool((frame["verdict"] == "ok").all())
     notes = []
@@ -268,7 +291,9 @@ def _changed_recipes(
                 [recipe_config(_newest(olds).get("config")), recipe_config(new.get("config"))]
             )
             before, after = tag(diffs, 0), tag(diffs, 1)
-            rows.append(_row(cell_id, _label(new), "recipe", before, after, None, None, CHANGED))
+            rows.append(
+                check_row(cell_id, _label(new), "recipe", before, after, None, None, CHANGED)
+            )
     return rows, changed
 
 
@@ -296,7 +321,7 @@ def _labels(row: Mapping[Any, Any]) -> tuple[str, ...]:
     return tuple(str(row.get(k)) for k in ("experiment", "optimizer", "schedule", "model", "seed"))
 
 
-def _row(
+def check_row(
     cell_id: object,
     label: str,
     metric: str,
@@ -318,7 +343,7 @@ def _row(
     }
 
 
-def _v(same: bool) -> str:
+def verdict_of(same: bool) -> str:
     return "ok" if same else "moved"
 
 
@@ -339,26 +364,26 @@ def epochs_of(runs: pd.DataFrame) -> dict[str, int]:
     return {str(c): int(e) for c, e in zip(newest["cell_id"], newest["epochs"], strict=True)}
 
 
-def _missing(v: object) -> bool:
+def is_missing(v: object) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def _equal(a: object, b: object) -> bool:
-    if _missing(a) and _missing(b):
+    if is_missing(a) and is_missing(b):
         return True
-    if _missing(a) or _missing(b):
+    if is_missing(a) or is_missing(b):
         return False
     return bool(a == b)
 
 
 def _float(v: object) -> float:
-    return math.nan if _missing(v) else float(v)  # type: ignore[arg-type]
+    return math.nan if is_missing(v) else float(v)  # type: ignore[arg-type]
 
 
 def _same_plan(a: object, b: object) -> tuple[bool, str | None]:
     """Equal plans, and where they first differ ("phases[1].batch_size: 640 → 3200")."""
-    if _missing(a) or _missing(b):
-        same = _missing(a) and _missing(b)
+    if is_missing(a) or is_missing(b):
+        same = is_missing(a) and is_missing(b)
         return same, None if same else "plan absent on one side"
     try:
         pa_, pb = json.loads(str(a)), json.loads(str(b))
@@ -389,7 +414,7 @@ def _first_difference(a: Any, b: Any, path: str) -> str | None:
 
 
 def _show(v: object, signed: bool = False) -> str:
-    if _missing(v):
+    if is_missing(v):
         return ""
     if isinstance(v, bool):
         return str(v)
@@ -403,279 +428,6 @@ def _show(v: object, signed: bool = False) -> str:
         return f"{v:+.4g}" if signed else f"{v:.4g}"
     text = str(v)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# --- Tier 0: what training applied, exactly -------------------------------------------------
-
-# (applied column, plan column): equal at every epoch of the current run.
-PLAN_PAIRS = (
-    ("applied_lr", "lr"),
-    ("applied_momentum", "momentum"),
-    ("applied_batch_size", "batch_size"),
-)
-# Equal to the baseline's at every epoch: what the plan does not state but the recipe fixes.
-BASELINE_EXACT = (
-    "applied_weight_decay",
-    "applied_nesterov",
-    "ghost_size",
-    "order_checksum",
-    "augment_checksum",
-    "label_checksum",
-)
-
-
-# An adaptive cell's B_simple at each decision, against the baseline's: relative. B_simple is
-# a ratio of two float sums over a whole epoch; another thread count or CPU sums them in
-# another order, and the difference grows as training goes on. Not measured on two machines
-# yet (docs/gate.md, "Adaptive cells"): wide enough for float noise, far below a changed
-# meter (a factor in tr(Σ) or |G|² moves it by tens of per cent or more).
-B_SIMPLE_RTOL = 0.05
-
-
-def decisions_of(curves: pd.DataFrame, cell_id: str) -> list[Decision]:
-    """An adaptive cell's recorded decisions, from its curve rows (a row of epoch e + 1 holds
-    the decision made before 0-based epoch e)."""
-    epochs = _epochs(curves, cell_id)
-    if "decision_batch_size" not in epochs.columns:
-        return []
-    made = epochs[epochs["decision_batch_size"].notna()]
-    return [
-        Decision(int(e) - 1, float(b), int(n))
-        for e, b, n in zip(made.index, made["decision_b_simple"], made["decision_batch_size"])
-    ]
-
-
-def first_apart(baseline: Sequence[Decision], current: Sequence[Decision]) -> int | None:
-    """The 0-based epoch of the first decision whose batch differs between two runs of one
-    adaptive cell (None if they decide alike): from there on the two train different plans."""
-    for b, c in zip(baseline, current, strict=False):
-        if b.epoch != c.epoch or b.batch_size != c.batch_size:
-            return min(b.epoch, c.epoch)
-    if len(baseline) != len(current):
-        longer = baseline if len(baseline) > len(current) else current
-        return longer[min(len(baseline), len(current))].epoch
-    return None
-
-
-def compare_applied(
-    baseline_curves: pd.DataFrame,
-    current_curves: pd.DataFrame,
-    labels: Mapping[str, str],
-    regenerate: str,
-    trained: tuple[Mapping[str, int], Mapping[str, int]] | None = None,
-    rules: Mapping[str, AdaptiveSchedule] | None = None,
-) -> CheckResult:
-    """Tier 0 for every cell in `labels` (cell_id -> label).
-
-    Per cell, one row per comparison: ok, or moved naming the first epoch that differs
-    ("epoch 3") with both values. A baseline without the tier-0 columns (written before they
-    existed) is one failure line saying to regenerate it with `regenerate`, not a crash.
-
-    A side without the cell's curves is a "missing" row, never a pass (a deleted or skipped
-    curves file would otherwise switch tier 0 off for the cell), as are curves of other epochs
-    than the baseline's. `trained` (epochs trained per cell id, from the baseline's and this
-    run's rows): a side whose row says it trained no epoch (failed before its first) has no
-    curves to miss, and a cell without a baseline row is the runs tier's ("extra").
-
-    `rules`: each adaptive cell's rule (cell_id -> `AdaptiveSchedule`). For those, exactly:
-    the decisions of this run and of the baseline are the rule's for their own recorded
-    B_simple (a changed rule fails on the baseline's), and the plan columns are the rule's
-    plan of this run's decisions; within `B_SIMPLE_RTOL`: each decision's B_simple against
-    the baseline's, up to the first decision whose batch differs. Past that epoch the two
-    runs train different plans, so the baseline-exact columns are compared before it only.
-    """
-    failures: list[str] = []
-    if _lacks_audit(baseline_curves, labels):
-        failures.append(f"baseline lacks tier-0 columns; regenerate it with `{regenerate}`")
-    if _lacks_audit(current_curves, labels):
-        failures.append("this run's curves lack tier-0 columns (harness.train.audit did not run)")
-    rows: list[dict[str, Any]] = []
-    if failures:
-        return CheckResult(
-            False, pd.DataFrame(rows, columns=ROW_COLUMNS), len(labels), 0, tuple(failures)
-        )
-    base_trained, cur_trained = trained if trained is not None else ({}, {})
-    for cell_id, label in labels.items():
-        cur = _epochs(current_curves, cell_id)
-        base: pd.DataFrame | None = _epochs(baseline_curves, cell_id)
-        if trained is not None and cell_id not in base_trained:
-            base = None  # no baseline row: compare() names the cell as extra
-        if cur.empty:
-            if cur_trained.get(cell_id, 1) > 0:
-                rows.append(_no_curves(cell_id, label, base, "current"))
-            continue
-        for applied, planned in PLAN_PAIRS:
-            rows.append(
-                _first_mismatch(cell_id, label, f"{applied} vs plan", cur[planned], cur[applied])
-            )
-        decided = _decided_batches(cur)
-        if decided is not None:  # an adaptive cell: each batch is the last decision's
-            rows.append(
-                _first_mismatch(
-                    cell_id,
-                    label,
-                    "applied_batch_size vs decisions",
-                    decided,
-                    cur["applied_batch_size"][decided.index],
-                )
-            )
-        rule = (rules or {}).get(cell_id)
-        apart = None
-        if rule is not None:
-            mine = decisions_of(current_curves, cell_id)
-            rows += _adaptive_rows(cell_id, label, rule, cur, mine, "this run's")
-            if base is not None and not base.empty:
-                theirs = decisions_of(baseline_curves, cell_id)
-                rows += _adaptive_rows(cell_id, label, rule, None, theirs, "baseline's")
-                apart = first_apart(theirs, mine)
-                rows.append(_b_simple_row(cell_id, label, theirs, mine, apart))
-        if base is None:
-            continue
-        if base.empty:
-            if base_trained.get(cell_id, 1) > 0:
-                rows.append(_no_curves(cell_id, label, base, "baseline"))
-            continue
-        if apart is not None:  # epochs up to the decision's (rows 1..apart) trained alike
-            base, cur = base[base.index <= apart], cur[cur.index <= apart]
-        if list(base.index) != list(cur.index):
-            rows.append(
-                _row(cell_id, label, "curve epochs", _span(base), _span(cur), None, 0, "moved")
-            )
-        both = pd.merge(base, cur, left_index=True, right_index=True, suffixes=("_b", "_c"))
-        for column in BASELINE_EXACT:
-            rows.append(
-                _first_mismatch(cell_id, label, column, both[f"{column}_b"], both[f"{column}_c"])
-            )
-    frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
-    ok = bool((frame["verdict"] == "ok").all())
-    return CheckResult(ok=ok, rows=frame, cells=len(labels), checked=len(rows))
-
-
-def _no_curves(cell_id: str, label: str, base: pd.DataFrame | None, side: str) -> dict[str, Any]:
-    """The row of a cell whose `side` ("baseline" or "current") has no curve rows."""
-    missing = "no curves"
-    if side == "current":
-        held = "none" if base is None or base.empty else _span(base)
-        return _row(cell_id, label, "curves", held, missing, None, 0, "missing")
-    return _row(cell_id, label, "curves", missing, "present", None, 0, "missing")
-
-
-def _span(epochs: pd.DataFrame) -> str:
-    """The epochs a cell's curves hold, e.g. "epochs 1-20" (or "epochs 1,3,4")."""
-    index = [int(e) for e in epochs.index]
-    if index == list(range(index[0], index[0] + len(index))):
-        return f"epochs {index[0]}-{index[-1]}"
-    return "epochs " + ",".join(str(e) for e in index)
-
-
-def _adaptive_rows(
-    cell_id: str,
-    label: str,
-    rule: AdaptiveSchedule,
-    epochs: pd.DataFrame | None,
-    decisions: Sequence[Decision],
-    whose: str,
-) -> list[dict[str, Any]]:
-    """Exact: `decisions` are the rule's for their recorded B_simple; with `epochs` (this
-    run's curves), its plan columns are the rule's plan of those decisions."""
-    metric = f"{whose} decisions vs rule"
-    try:
-        rule.check(decisions)
-    except ScheduleError as exc:
-        return [_row(cell_id, label, metric, exc.message, None, None, 0, "moved")]
-    previous = rule.batch_size
-    for d in decisions:  # rule.check_rule, with the numbers for the table
-        want = rule.decide(d.epoch, d.b_simple, previous).batch_size
-        if d.batch_size != want:
-            recorded, given = f"B {d.batch_size} (epoch {d.epoch + 1})", f"rule's B {want}"
-            why = f"B_simple {d.b_simple:.6g}"
-            return [_row(cell_id, label, metric, recorded, given, why, 0, "moved")]
-        previous = d.batch_size
-    rows = [_row(cell_id, label, metric, None, None, None, 0, "ok")]
-    if epochs is not None:
-        plan = rule.plan(decisions)
-        index = epochs.index
-        for column in ("batch_size", "lr"):
-            planned = pd.Series(
-                [getattr(plan.phase_at(int(e) - 1), column) for e in index], index=index
-            )
-            rows.append(
-                _first_mismatch(cell_id, label, f"{column} vs rule", planned, epochs[column])
-            )
-    return rows
-
-
-def _b_simple_row(
-    cell_id: str,
-    label: str,
-    baseline: Sequence[Decision],
-    current: Sequence[Decision],
-    apart: int | None,
-) -> dict[str, Any]:
-    """The largest relative move of a decision's B_simple from the baseline's, over the
-    decisions up to the first whose batch differs; moved beyond `B_SIMPLE_RTOL`."""
-    worst: tuple[float, Decision, Decision] | None = None
-    for b, c in zip(baseline, current, strict=False):
-        if apart is not None and b.epoch > apart:
-            break
-        if math.isnan(b.b_simple) and math.isnan(c.b_simple):
-            continue
-        scale = max(abs(b.b_simple), 1e-300)
-        move = abs(c.b_simple - b.b_simple) / scale if math.isfinite(c.b_simple) else math.inf
-        move = math.inf if math.isnan(move) else move
-        if worst is None or move > worst[0]:
-            worst = (move, b, c)
-    if worst is None:
-        return _row(cell_id, label, "decision_b_simple", None, None, None, B_SIMPLE_RTOL, "ok")
-    move, b, c = worst
-    verdict = _v(move <= B_SIMPLE_RTOL + _SLACK)
-    metric = f"decision_b_simple (epoch {b.epoch}, relative)"
-    return _row(cell_id, label, metric, b.b_simple, c.b_simple, move, B_SIMPLE_RTOL, verdict)
-
-
-def _decided_batches(epochs: pd.DataFrame) -> pd.Series | None:
-    """An adaptive cell's batch per epoch from its recorded decisions (harness.core.adaptive:
-    a decision holds until the next), from its first decision on; None for any other cell."""
-    if "decision_batch_size" not in epochs.columns:
-        return None
-    decided = epochs["decision_batch_size"].astype("Float64").ffill().dropna()
-    if decided.empty:
-        return None
-    return decided.astype("int64")
-
-
-def _lacks_audit(curves: pd.DataFrame, labels: Mapping[str, str]) -> bool:
-    if any(c not in curves.columns for c in AUDIT_COLUMNS):
-        return True
-    mine = curves[curves["cell_id"].isin(list(labels))]
-    return bool(len(mine)) and bool(mine[list(AUDIT_COLUMNS)].isna().all(axis=None))
-
-
-def _epochs(curves: pd.DataFrame, cell_id: str) -> pd.DataFrame:
-    mine = curves[curves["cell_id"] == cell_id]
-    return mine.drop_duplicates("epoch", keep="last").set_index("epoch").sort_index()
-
-
-def _exactly(expected: object, actual: object) -> bool:
-    """Equal, NaN never equal; a float32 tensor lr may read back as the float32 rounding."""
-    if _missing(expected) or _missing(actual):
-        return False
-    if isinstance(expected, float | np.floating) and isinstance(actual, float | np.floating):
-        return bool(actual == expected or actual == float(np.float32(expected)))
-    return bool(expected == actual)
-
-
-def _first_mismatch(
-    cell_id: str, label: str, metric: str, expected: pd.Series, actual: pd.Series
-) -> dict[str, Any]:
-    for epoch, e, a in zip(expected.index, expected, actual, strict=True):
-        if not _exactly(_plain(e), _plain(a)):
-            return _row(cell_id, label, metric, e, a, f"epoch {epoch}", 0, "moved")
-    return _row(cell_id, label, metric, None, None, None, 0, "ok")
-
-
-def _plain(v: object) -> object:
-    return v.item() if isinstance(v, np.generic) else v
 
 
 # --- Tier 2: means over seeds -----------------------------------------------------------------
@@ -729,8 +481,12 @@ def compare_seed_means(
         for metric, sd in sorted(spread.items()):
             bm, cm = float(theirs[metric].mean()), float(group[metric].mean())
             tol = k * sd
-            same = abs(cm - bm) <= tol + _SLACK
-            rows.append(_row(f"mean of {len(seeds)}", name, metric, bm, cm, cm - bm, tol, _v(same)))
+            same = abs(cm - bm) <= tol + SLACK
+            rows.append(
+                check_row(
+                    f"mean of {len(seeds)}", name, metric, bm, cm, cm - bm, tol, verdict_of(same)
+                )
+            )
     frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
     ok = not failures and bool((frame["verdict"] == "ok").all())
     return CheckResult(ok, frame, len(base), len(rows), tuple(failures))
