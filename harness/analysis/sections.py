@@ -192,8 +192,8 @@ def _provenance(part: Part) -> None:
 
 
 # A suite's part of the report, in reading order: the verdicts first, then the tables they
-# rest on, figures and provenance.
-SECTIONS: tuple[Section, ...] = (
+# rest on, figures and provenance. `register` adds one (a plug-in's, a new topic's).
+SECTIONS: list[Section] = [
     Section(
         "verdicts",
         _verdicts,
@@ -211,7 +211,20 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section("figures", _figures, applies=lambda part: part.report.figures_dir is not None),
     Section("provenance", _provenance),
-)
+]
+
+
+def register(section: Section, before: str = "figures") -> Section:
+    """Add `section` to every report, just before the section named `before` (by default the
+    figures: a new topic's tables after the built-in ones); ValueError for a name already
+    taken or an unknown `before`."""
+    names = [s.name for s in SECTIONS]
+    if section.name in names:
+        raise ValueError(f"a report section named {section.name!r} is already registered")
+    if before not in names:
+        raise ValueError(f"no report section named {before!r}; choose one of: {names}")
+    SECTIONS.insert(names.index(before), section)
+    return section
 
 
 def write_suite(part: Part) -> None:
