@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from harness.analysis.gate_applied import compare_applied
 from harness.app.jobs import train_job
 from harness.config.suite import load_suite
-from harness.core.adaptive import AdaptiveSchedule, Decision, choose_batch, pooled_b_simple
+from harness.core.adaptive import AdaptiveSchedule, choose_batch
+from harness.core.decided import Decision, pooled_b_simple
 from harness.core.execution import Execution
 from harness.core.schedule import BaseSchedule, ScheduleError, realize
 from harness.data.cifar10 import synthetic_cifar10

@@ -25,7 +25,12 @@ from harness.core.realizations import (
     register,
 )
 from harness.core.schedule import BaseSchedule, ScheduleError, realize
-from harness.core.schedule_request import SCHEDULE_FIELDS, ScheduleRequest, resolve_schedule
+from harness.core.schedule_request import (
+    DECIDED,
+    SCHEDULE_FIELDS,
+    ScheduleRequest,
+    resolve_schedule,
+)
 from harness.train.decisions import DECISION_HOOKS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,8 +108,18 @@ def test_every_registered_realization_is_complete(name: str) -> None:
     assert kind.titled({f: 1 for f in kind.takes})
     if not kind.planned:
         assert name in DECISION_HOOKS, f"{name}: decided in training, but no hook in train/"
+        assert name in DECIDED, f"{name}: decided in training, but no builder in DECIDED"
+        # Its rule, built from a start as a suite's would be, is a DecidedSchedule whose plan
+        # before any decision starts at the start and stays within its bounds.
+        start = Start(lr=0.1, batch_size=32, momentum=0.9, b_max=256, ghost=16, warmup="lr")
+        rule = DECIDED[name](BASE, start, 4096, True)
+        plan, (most, fewest) = rule.plan(), rule.bounds()
+        assert plan.phases[0].batch_size == 32 and plan.phases[0].lr == pytest.approx(0.1)
+        assert fewest.updates <= plan.updates <= most.updates
+        assert rule.caption() and set(rule.options()) <= set(kind.takes)
+        assert list(rule.decision_epochs()) and all(e > 0 for e in rule.decision_epochs())
         return
-    assert name not in DECISION_HOOKS
+    assert name not in DECISION_HOOKS and name not in DECIDED
     assert kind.epochs is not None
     start = Start(
         lr=0.1, batch_size=32, momentum=0.9, b_max=256, ghost=16, warmup="lr",

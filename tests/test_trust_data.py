@@ -481,7 +481,7 @@ def _rule_of(suite: Path):  # type: ignore[no-untyped-def]
     from harness.app.jobs import train_job as job_of
     from harness.config.suite import load_suite
 
-    rule = job_of(load_suite(suite).cells[0]).adaptive
+    rule = job_of(load_suite(suite).cells[0]).decided
     assert rule is not None
     return rule
 

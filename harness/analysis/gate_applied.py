@@ -25,7 +25,7 @@ from harness.analysis.gate import (
     is_missing,
     verdict_of,
 )
-from harness.core.adaptive import AdaptiveSchedule, Decision
+from harness.core.decided import DecidedSchedule, Decision
 from harness.core.rules import ScheduleError
 from harness.results.record import AUDIT_COLUMNS
 
@@ -77,7 +77,7 @@ def compare_applied(
     labels: Mapping[str, str],
     regenerate: str,
     trained: tuple[Mapping[str, int], Mapping[str, int]] | None = None,
-    rules: Mapping[str, AdaptiveSchedule] | None = None,
+    rules: Mapping[str, DecidedSchedule] | None = None,
 ) -> CheckResult:
     """Tier 0 for every cell in `labels` (cell_id -> label).
 
@@ -91,7 +91,7 @@ def compare_applied(
     run's rows): a side whose row says it trained no epoch (failed before its first) has no
     curves to miss, and a cell without a baseline row is the runs tier's ("extra").
 
-    `rules`: each adaptive cell's rule (cell_id -> `AdaptiveSchedule`). For those, exactly:
+    `rules`: each adaptive cell's rule (cell_id -> `DecidedSchedule`). For those, exactly:
     the decisions of this run and of the baseline are the rule's for their own recorded
     B_simple (a changed rule fails on the baseline's), and the plan columns are the rule's
     plan of this run's decisions; within `B_SIMPLE_RTOL`: each decision's B_simple against
@@ -185,7 +185,7 @@ def _span(epochs: pd.DataFrame) -> str:
 def _adaptive_rows(
     cell_id: str,
     label: str,
-    rule: AdaptiveSchedule,
+    rule: DecidedSchedule,
     epochs: pd.DataFrame | None,
     decisions: Sequence[Decision],
     whose: str,

@@ -33,7 +33,7 @@ from harness.analysis.render import check_format
 from harness.app.jobs import train_job
 from harness.app.runner import run_suite
 from harness.config.suite import Cell, load_suite, select_some
-from harness.core.adaptive import AdaptiveSchedule
+from harness.core.decided import DecidedSchedule
 from harness.errors import UserError, printable
 from harness.results.paths import default_folder
 from harness.results.store import read_curves, read_runs
@@ -174,13 +174,13 @@ ADAPTIVE_NOTE = (
 )
 
 
-def adaptive_rules(cells: Sequence[Cell]) -> dict[str, AdaptiveSchedule]:
-    """cell_id -> the rule of each adaptive cell among `cells`."""
+def adaptive_rules(cells: Sequence[Cell]) -> dict[str, DecidedSchedule]:
+    """cell_id -> the rule of each decided cell among `cells`."""
     rules = {}
     for cell in cells:
-        adaptive = train_job(cell).adaptive
-        if adaptive is not None:
-            rules[cell.cell_id] = adaptive
+        decided = train_job(cell).decided
+        if decided is not None:
+            rules[cell.cell_id] = decided
     return rules
 
 

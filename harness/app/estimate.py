@@ -331,7 +331,7 @@ def print_estimate(
             "evaluation n_test x b / 3 per epoch; warm-up and compile time not included"
             + (
                 "; an adaptive cell is estimated at its upper bound (its batch never grows)"
-                if any(c.adaptive is not None for c in cells)
+                if any(c.decided is not None for c in cells)
                 else ""
             )
         )

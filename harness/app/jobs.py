@@ -53,7 +53,7 @@ def train_job(cell: Cell) -> TrainJob:
         bn_stats=cell.training.bn_stats,
         bn_stats_images=cell.training.bn_stats_images,
         realization=cell.schedule["realization"],
-        adaptive=cell.adaptive,
+        decided=cell.decided,
     )
 
 

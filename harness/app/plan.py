@@ -34,41 +34,23 @@ def cell_json(cell: Cell) -> dict[str, Any]:
             for p, lost in zip(cell.plan.phases, cell.plan.epochs_lost(), strict=True)
         ],
         "paper": cell.paper.model_dump() if cell.paper else None,
-        "adaptive": None if cell.adaptive is None else adaptive_json(cell),
+        "adaptive": None if cell.decided is None else adaptive_json(cell),
     }
 
 
 def adaptive_json(cell: Cell) -> dict[str, Any]:
-    """An adaptive cell's rule and the bounds of its update count (its phases above are the
-    plan before any decision: the batch never grows)."""
-    rule = cell.adaptive
+    """A decided cell's rule and the bounds of its update count (its phases above are the
+    plan before any decision)."""
+    rule = cell.decided
     assert rule is not None
     most, fewest = rule.bounds()
     return {
-        "target": rule.target,
-        "every": rule.every,
-        "grow_only": rule.grow_only,
+        **rule.options(),
         "b_max": rule.b_max,
         "decision_epochs": list(rule.decision_epochs()),
         "updates_min": fewest.updates,
         "updates_max": most.updates,
     }
-
-
-def adaptive_caption(cell: Cell) -> str:
-    """One sentence: the rule, and the updates between its two bounds."""
-    rule = cell.adaptive
-    assert rule is not None
-    most, fewest = rule.bounds()
-    every = "every epoch" if rule.every == 1 else f"every {rule.every} epochs"
-    clamp = "never falling" if rule.grow_only else f"never below {rule.batch_size}"
-    return (
-        f"adaptive: B = {rule.target:g} x the measured B_simple, decided {every} from epoch "
-        f"{rule.every}, a multiple of {rule.ghost} up to b_max {rule.b_max}, {clamp}; once B "
-        "reaches b_max the lr makes what the batch leaves of the schedule's drops. Between "
-        f"{fewest.updates} updates (B jumps to b_max at the first decision) and "
-        f"{most.updates} (B never grows, the phases shown)"
-    )
 
 
 def plan_json(suite: Suite, cells: Sequence[Cell]) -> dict[str, Any]:
@@ -110,8 +92,8 @@ def print_plan(suite: Suite, cells: Sequence[Cell], console: Console | None = No
         )
         paper = f"; paper: {cell.paper.updates}" if cell.paper and cell.paper.updates else ""
         counted = f"{cell.plan.updates} updates in {cell.plan.epochs} epochs{paper}"
-        if cell.adaptive is not None:
-            counted = adaptive_caption(cell)
+        if cell.decided is not None:
+            counted = cell.decided.caption()
         groups.setdefault((_stem(cell), rows, counted), []).append(cell)
     for (stem, rows, counted), members in groups.items():
         # The title as a line of its own: a table's title wraps at the table's width.

@@ -46,7 +46,7 @@ from harness.config.schema import (
     WrnSpec,
 )
 from harness.config.yamlfile import read_suite_file
-from harness.core.adaptive import AdaptiveSchedule, Decision, plan_after
+from harness.core.decided import DecidedSchedule, Decision, plan_after
 from harness.core.execution import micro_batch_problem
 from harness.core.naming import cell_label, config_id
 from harness.core.schedule import Plan, ScheduleError
@@ -99,12 +99,12 @@ class Cell:
     equivalence_margin: float | None = None  # the suite's report setting (not in the id)
     aliases: tuple[str, ...] = field(default=())  # other experiment/optimizer/schedule names
     folder: str = "."  # the suite file's folder: a model's `factory: file.py:fn` starts there
-    # realization: adaptive: the decision rule (its fields are in `schedule`, so in the id)
-    adaptive: AdaptiveSchedule | None = None
+    # A realization decided while training: its rule (its fields are in `schedule`, so in the id)
+    decided: DecidedSchedule | None = None
 
     def plan_after(self, decisions: Sequence[Decision]) -> Plan:
-        """The plan training follows after an adaptive cell's `decisions`; else `plan`."""
-        return plan_after(self.plan, self.adaptive, decisions)
+        """The plan training follows after a decided cell's `decisions`; else `plan`."""
+        return plan_after(self.plan, self.decided, decisions)
 
     @property
     def label(self) -> str:
@@ -380,7 +380,7 @@ def _expand(spec: SuiteSpec, locator: Locator, folder: str = ".") -> tuple[Cell,
                 training=training,
                 execution=spec.execution,
                 plan=schedule.plan,
-                adaptive=schedule.adaptive,
+                decided=schedule.decided,
                 paper=exp.paper.get(f"{opt_name}/{sched_name}"),
                 sweep=exp.sweep,
                 equivalence_margin=spec.report.equivalence_margin,

@@ -20,6 +20,8 @@ in one suite:
   final noise scale is the batch realization's at the same b_max); before, g falls only as
   fast as the batch grows, which may be faster or slower than the schedule.
 
+The rule is a `harness.core.decided.DecidedSchedule`, built from a suite's request by
+`from_start` (registered as `adaptive` in `harness.core.schedule_request.DECIDED`).
 Decisions are data (`Decision`): the training loop records them in the checkpoint and in the
 curve rows, and `AdaptiveSchedule.plan(decisions)` is the plan they give, a pure function,
 so a resumed or paused cell continues with the same batches and tier 0 of the gate checks
@@ -31,35 +33,16 @@ b_max at the first decision (the fewest).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from harness.core.decided import Decision
+from harness.core.realizations import Start
 from harness.core.rules import ScheduleError, check_realization
 from harness.core.schedule import BaseSchedule, Plan, merge_epochs
 
 MAX_TARGET = 1e6  # target x B_simple is a batch size: a larger factor is a typo
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One decision of an adaptive cell: from `epoch` (0-based) on, B = `batch_size`, chosen
-    from `b_simple` (NaN where nothing was measured and B was kept)."""
-
-    epoch: int
-    b_simple: float
-    batch_size: int
-
-
-def pooled_b_simple(readings: Iterable[tuple[float, float]]) -> float:
-    """B_simple of several epochs' (tr(Σ), |G|²) readings: the ratio of their means (each
-    epoch's components are unbiased estimates, their ratio is not). Readings with a NaN are
-    left out; NaN when none is left or the mean |G|² is not positive."""
-    kept = [(t, g) for t, g in readings if math.isfinite(t) and math.isfinite(g)]
-    if not kept:
-        return math.nan
-    trace = sum(t for t, _ in kept) / len(kept)
-    grad_sq = sum(g for _, g in kept) / len(kept)
-    return trace / grad_sq if grad_sq > 0 else math.nan
 
 
 def choose_batch(
@@ -81,11 +64,6 @@ def choose_batch(
     batch = max(ghost, math.floor(wanted / ghost + 0.5) * ghost)
     low = previous if grow_only else initial
     return max(low, min(batch, b_max))
-
-
-def plan_after(plan: Plan, rule: AdaptiveSchedule | None, decisions: Sequence[Decision]) -> Plan:
-    """The plan training follows: `plan`, or an adaptive `rule`'s plan after `decisions`."""
-    return plan if rule is None else rule.plan(decisions)
 
 
 @dataclass(frozen=True)
@@ -140,6 +118,45 @@ class AdaptiveSchedule:
                 f"{self.batch_size}: the noise meter needs two ghost batches per step "
                 f"(B >= {2 * self.ghost}) to measure B_simple",
             )
+
+    @classmethod
+    def from_start(
+        cls, base: BaseSchedule, start: Start, train_size: int, drop_last: bool
+    ) -> AdaptiveSchedule:
+        """The rule a suite's request gives (its own fields in `start.options`, each None
+        where the suite left it to its default)."""
+        options = start.options
+        assert start.b_max is not None  # required by its descriptor
+        return cls(
+            base,
+            lr=start.lr,
+            batch_size=start.batch_size,
+            momentum=start.momentum,
+            train_size=train_size,
+            b_max=start.b_max,
+            target=1.0 if options.get("target") is None else options["target"],
+            every=1 if options.get("every") is None else options["every"],
+            grow_only=True if options.get("grow_only") is None else options["grow_only"],
+            ghost=start.ghost,
+            drop_last=drop_last,
+        )
+
+    def options(self) -> Mapping[str, Any]:
+        """Its fields in a cell's configuration (and id), in the order they have always had."""
+        return {"target": self.target, "every": self.every, "grow_only": self.grow_only}
+
+    def caption(self) -> str:
+        """The rule, and the updates between its two bounds, in one sentence."""
+        most, fewest = self.bounds()
+        every = "every epoch" if self.every == 1 else f"every {self.every} epochs"
+        clamp = "never falling" if self.grow_only else f"never below {self.batch_size}"
+        return (
+            f"adaptive: B = {self.target:g} x the measured B_simple, decided {every} from epoch "
+            f"{self.every}, a multiple of {self.ghost} up to b_max {self.b_max}, {clamp}; once "
+            "B reaches b_max the lr makes what the batch leaves of the schedule's drops. "
+            f"Between {fewest.updates} updates (B jumps to b_max at the first decision) and "
+            f"{most.updates} (B never grows, the phases shown)"
+        )
 
     def decision_epochs(self) -> range:
         """The epochs (0-based) that start with a decision."""

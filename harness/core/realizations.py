@@ -4,7 +4,8 @@ A realization says how each drop of a base schedule's noise scale is made (by th
 batch, ...). Its descriptor, `RealizationKind`, is plain data and pure functions: whether it
 is *planned* before training (`epochs`, the per-epoch lr, batch and momentum it gives, from
 which `harness.core.schedule.realize` makes the phases) or *decided* while training (`epochs`
-is None: `harness.core.adaptive` for the one there is, its decision hook registered in
+is None: its rule a `harness.core.decided.DecidedSchedule`, built by its entry of
+`harness.core.schedule_request.DECIDED`, its decision hook registered in
 `harness.train.decisions`); the schedule fields only it takes; those it cannot do without;
 whether it needs a step shape; how a table and a converted suite name it.
 

@@ -273,7 +273,7 @@ def realize(
         raise ScheduleError(
             "realization",
             f"{kind.name}: its batch is decided while training, not in advance; plan it "
-            "with its rule (adaptive: harness.core.adaptive.AdaptiveSchedule)",
+            "with its rule (harness.core.schedule_request.DECIDED)",
         )
     epochs = kind.epochs(base, start)
     plan = Plan(merge_epochs(epochs, train_size, drop_last), train_size, drop_last)

@@ -13,11 +13,13 @@ so the caller can point at the line that set it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 from harness.core.adaptive import AdaptiveSchedule
-from harness.core.realizations import option_fields, realization_kind
+from harness.core.decided import DecidedSchedule
+from harness.core.realizations import Start, option_fields, realization_kind
 from harness.core.rules import check_lr_momentum
 from harness.core.schedule import (
     BaseSchedule,
@@ -28,6 +30,13 @@ from harness.core.schedule import (
     realize,
     scaled_batch_size,
 )
+
+# The realizations decided while training (`RealizationKind.epochs` None), by name: each one's
+# builder of its rule from the base schedule, the start (its own fields in `options`), N and
+# drop_last. One line per decided realization; `tests/test_realizations.py` checks that every
+# decided kind has one.
+DecidedBuilder = Callable[[BaseSchedule, Start, int, bool], DecidedSchedule]
+DECIDED: dict[str, DecidedBuilder] = {"adaptive": AdaptiveSchedule.from_start}
 
 
 @dataclass(frozen=True)
@@ -103,8 +112,8 @@ class ResolvedSchedule:
     b_max: int | None
     lr: float
     momentum: float
-    plan: Plan  # adaptive: the plan before any decision (B never grows)
-    adaptive: AdaptiveSchedule | None = None  # the decision rule of an adaptive realization
+    plan: Plan  # decided while training: the plan before any decision
+    decided: DecidedSchedule | None = None  # the rule of a realization decided in training
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form, part of a cell's id: its keys and value types must stay as they are."""
@@ -121,16 +130,8 @@ class ResolvedSchedule:
             "b_max": self.b_max,
             "lr": self.lr,
             "momentum": self.momentum,
-            # Only an adaptive schedule has these keys: no other cell id changed with them.
-            **(
-                {}
-                if self.adaptive is None
-                else {
-                    "target": self.adaptive.target,
-                    "every": self.adaptive.every,
-                    "grow_only": self.adaptive.grow_only,
-                }
-            ),
+            # Only a decided schedule has its rule's keys: no other cell id changed with them.
+            **({} if self.decided is None else self.decided.options()),
         }
 
 
@@ -166,25 +167,21 @@ def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
     momentum = request.momentum if request.momentum is not None else base_momentum
     check_lr_momentum(lr, momentum)  # before the scaling rule divides by them
     batch = _initial_batch(request, lr, momentum, base_momentum)
-    adaptive = None
-    if not kind.planned:  # adaptive, the one decided while training (harness.core.adaptive)
-        assert request.b_max is not None  # required by its descriptor
-        adaptive = AdaptiveSchedule(
-            base,
+    decided = None
+    if not kind.planned:  # decided while training: its rule, built by its registered builder
+        start = Start(
             lr=lr,
             batch_size=batch,
             momentum=momentum,
-            train_size=request.train_size,
             b_max=request.b_max,
-            target=1.0 if request.target is None else request.target,
-            every=1 if request.every is None else request.every,
-            grow_only=True if request.grow_only is None else request.grow_only,
             ghost=request.ghost,
-            drop_last=request.drop_last,
+            warmup="lr",
+            options={name: getattr(request, name) for name in kind.takes},
         )
+        decided = DECIDED[kind.name](base, start, request.train_size, request.drop_last)
     plan = (
-        adaptive.plan()
-        if adaptive is not None
+        decided.plan()
+        if decided is not None
         else realize(
             base,
             lr=lr,
@@ -213,7 +210,7 @@ def resolve_schedule(request: ScheduleRequest) -> ResolvedSchedule:
         lr=lr,
         momentum=momentum,
         plan=plan,
-        adaptive=adaptive,
+        decided=decided,
     )
 
 

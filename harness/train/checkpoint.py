@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from harness.core.adaptive import Decision
+from harness.core.decided import Decision
 from harness.core.epoch_record import EpochRecord
 from harness.core.schedule import Plan, updates_per_epoch
 from harness.errors import UserError

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Protocol
 
-from harness.core.adaptive import Decision, pooled_b_simple
+from harness.core.decided import Decision, pooled_b_simple
 from harness.core.epoch_record import EpochRecord
 from harness.train.checkpoint import Progress
 from harness.train.spec import TrainJob
@@ -48,8 +48,8 @@ class Adaptive:
     needs_noise_scale: ClassVar[bool] = True
 
     def check(self, job: TrainJob, progress: Progress) -> None:
-        rule = job.adaptive
-        assert rule is not None  # an adaptive job carries its rule (app.jobs.train_job)
+        rule = job.decided
+        assert rule is not None  # a decided job carries its rule (app.jobs.train_job)
         started = progress.epoch + (progress.partial is not None)
         want = [e for e in rule.decision_epochs() if e < started]
         made = [d.epoch for d in progress.decisions]
@@ -73,7 +73,7 @@ class Adaptive:
     ) -> Decision | None:
         # Under data parallelism every process pooled the same readings (NoiseMeter); rank 0's
         # B_simple is broadcast all the same, so no float summation order can split a decision.
-        rule = job.adaptive
+        rule = job.decided
         assert rule is not None
         if epoch not in rule.decision_epochs() or any(d.epoch == epoch for d in progress.decisions):
             return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.core.adaptive import AdaptiveSchedule, Decision, plan_after
+from harness.core.decided import DecidedSchedule, Decision, plan_after
 from harness.core.factory_spec import FactoryRef
 from harness.core.kinds import BnStats, OptimizerKind, Precision
 from harness.core.realizations import REFERENCE
@@ -68,10 +68,10 @@ class TrainJob:
     # The realization's name (harness.core.realizations): one decided while training has its
     # decision hook in harness.train.decisions.
     realization: str = REFERENCE
-    # realization: adaptive: the rule that decides the batch from the measured B_simple
-    # (harness.core.adaptive); `plan` is then the plan before any decision.
-    adaptive: AdaptiveSchedule | None = None
+    # A realization decided while training: its rule (harness.core.decided; `adaptive`, the
+    # batch from the measured B_simple, is one); `plan` is then the plan before any decision.
+    decided: DecidedSchedule | None = None
 
     def plan_for(self, decisions: Sequence[Decision]) -> Plan:
-        """The plan that training follows after `decisions` (an adaptive job's), else `plan`."""
-        return plan_after(self.plan, self.adaptive, decisions)
+        """The plan that training follows after `decisions` (a decided job's), else `plan`."""
+        return plan_after(self.plan, self.decided, decisions)
