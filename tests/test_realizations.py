@@ -36,6 +36,8 @@ from harness.train.decisions import DECISION_HOOKS
 REPO = Path(__file__).resolve().parent.parent
 REQUEST_FIELDS = {f.name for f in dataclasses.fields(ScheduleRequest)}
 BASE = BaseSchedule(epochs=6, milestones=(2, 4), factor=4.0)
+# A valid value of each realization field some decided realization requires.
+EXAMPLE = {"lr_max": 1.0}
 
 # The new realization of the test below: the batch takes the square root of each drop, the lr
 # the rest (lr / B stays the lr realization's). One file: its `epochs` and its registration.
@@ -111,7 +113,12 @@ def test_every_registered_realization_is_complete(name: str) -> None:
         assert name in DECIDED, f"{name}: decided in training, but no builder in DECIDED"
         # Its rule, built from a start as a suite's would be, is a DecidedSchedule whose plan
         # before any decision starts at the start and stays within its bounds.
-        start = Start(lr=0.1, batch_size=32, momentum=0.9, b_max=256, ghost=16, warmup="lr")
+        needed = [f for f in kind.takes if f in kind.requires]
+        assert set(needed) <= set(EXAMPLE), f"{name}: give EXAMPLE a value of {needed}"
+        start = Start(
+            lr=0.1, batch_size=32, momentum=0.9, b_max=256, ghost=16, warmup="lr",
+            options={f: EXAMPLE[f] for f in needed},
+        )  # fmt: skip
         rule = DECIDED[name](BASE, start, 4096, True)
         plan, (most, fewest) = rule.plan(), rule.bounds()
         assert plan.phases[0].batch_size == 32 and plan.phases[0].lr == pytest.approx(0.1)

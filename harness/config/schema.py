@@ -416,6 +416,13 @@ class ScheduleSpec(Strict):
     target: Annotated[float, Field(gt=0, le=1e6)] | None = None
     every: Epochs | None = None
     grow_only: bool | None = None
+    # realization: tempered (harness.core.tempered): g follows the schedule, B = target x
+    # B_simple pooled over `window` epochs, at most x`max_step` per decision, not moved by
+    # less than `hysteresis`; lr = the schedule's lr/B times B, at most `lr_max`
+    window: Epochs | None = None
+    max_step: Annotated[float, Field(gt=1, le=1e3)] | None = None
+    hysteresis: Annotated[float, Field(ge=0, lt=1)] | None = None
+    lr_max: Annotated[float, Field(gt=0)] | None = None
 
 
 class TrainingSpec(Strict):

@@ -162,6 +162,10 @@ class AdaptiveSchedule:
         """The epochs (0-based) that start with a decision."""
         return range(self.every, self.base.epochs, self.every)
 
+    def pooled_from(self, epoch: int, decisions: Sequence[Decision]) -> int:
+        """The epochs since the previous decision (from the start before the first)."""
+        return decisions[-1].epoch if decisions else 0
+
     def decide(self, epoch: int, b_simple: float, previous: int) -> Decision:
         """The decision at the start of `epoch`, from the B_simple measured since the last."""
         batch = choose_batch(

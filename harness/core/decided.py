@@ -73,6 +73,11 @@ class DecidedSchedule(Protocol):
         """The epochs (0-based) that start with a decision."""
         ...
 
+    def pooled_from(self, epoch: int, decisions: Sequence[Decision]) -> int:
+        """The first epoch (0-based) whose noise readings the decision at `epoch` pools (it
+        pools every epoch from there to `epoch`), `decisions` being those made before it."""
+        ...
+
     def decide(self, epoch: int, b_simple: float, previous: int) -> Decision:
         """The decision at the start of `epoch`, from the B_simple measured since the last
         decision, the batch having been `previous`."""

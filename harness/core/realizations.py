@@ -225,3 +225,18 @@ register(
         requires={"b_max": "adaptive needs b_max: the largest batch it may choose (e.g. N/10)"},
     )
 )
+register(
+    RealizationKind(
+        name="tempered",
+        summary="g follows the schedule; B follows the smoothed B_simple, the lr keeps g "
+        "(harness.core.tempered)",
+        title="tempered batch",
+        suite_name="tempered",
+        takes=("target", "every", "window", "max_step", "hysteresis", "lr_max"),
+        requires={
+            "b_max": "tempered needs b_max: the largest batch it may choose (e.g. N/10)",
+            "lr_max": "tempered needs lr_max: the largest lr the recipe trains at (e.g. read "
+            "from a noise sweep); its batch gives way where g would need more",
+        },
+    )
+)

@@ -30,13 +30,17 @@ from harness.core.schedule import (
     realize,
     scaled_batch_size,
 )
+from harness.core.tempered import TemperedSchedule
 
 # The realizations decided while training (`RealizationKind.epochs` None), by name: each one's
 # builder of its rule from the base schedule, the start (its own fields in `options`), N and
 # drop_last. One line per decided realization; `tests/test_realizations.py` checks that every
 # decided kind has one.
 DecidedBuilder = Callable[[BaseSchedule, Start, int, bool], DecidedSchedule]
-DECIDED: dict[str, DecidedBuilder] = {"adaptive": AdaptiveSchedule.from_start}
+DECIDED: dict[str, DecidedBuilder] = {
+    "adaptive": AdaptiveSchedule.from_start,
+    "tempered": TemperedSchedule.from_start,
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,11 @@ class ScheduleRequest:
     target: float | None = None  # B follows target x the measured B_simple
     every: int | None = None  # epochs between decisions
     grow_only: bool | None = None  # B never falls (else never below the initial B)
+    # tempered only (harness.core.tempered); None: its default (2, 2.0, 0.05; lr_max required)
+    window: int | None = None  # epochs of B_simple pooled for a decision
+    max_step: float | None = None  # a decision moves B by at most this factor
+    hysteresis: float | None = None  # a smaller relative change of B is not made
+    lr_max: float | None = None  # the largest lr g may ask for
     base_momentum: float | None = None
     ghost: int = 1  # ghost batch size: every batch is a multiple of it
     drop_last: bool = True
@@ -90,6 +99,10 @@ SCHEDULE_FIELDS: tuple[str, ...] = (
     "target",
     "every",
     "grow_only",
+    "window",
+    "max_step",
+    "hysteresis",
+    "lr_max",
 )
 SCHEDULE_DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in fields(ScheduleRequest) if f.name in SCHEDULE_FIELDS

@@ -41,9 +41,11 @@ class DecisionHook(Protocol):
         (rank 0's)."""
 
 
-class Adaptive:
-    """`adaptive` (harness.core.adaptive): B = target x the B_simple measured since the last
-    decision, at every `every`-th epoch."""
+class FromBSimple:
+    """A rule that decides from the measured B_simple at its decision epochs: `adaptive`
+    (harness.core.adaptive: target x the B_simple since the last decision) and `tempered`
+    (harness.core.tempered: B_simple pooled over a window, g kept by the lr). Which epochs
+    each decision pools is the rule's (`pooled_from`)."""
 
     needs_noise_scale: ClassVar[bool] = True
 
@@ -57,15 +59,14 @@ class Adaptive:
             raise ValueError(f"decisions at epochs {made}, where {started} epochs call for {want}")
         # Each decision is the rule's for the B_simple the curves before it measured: an
         # edited batch or B_simple would train a plan the rule never chose.
-        since = 0
-        for d in progress.decisions:
+        for i, d in enumerate(progress.decisions):
+            since = rule.pooled_from(d.epoch, progress.decisions[:i])
             measured = b_simple_since(progress.curves, since, d.epoch)
             if not _same_float(d.b_simple, measured):
                 raise ValueError(
                     f"the decision at epoch {d.epoch} records B_simple {d.b_simple!r}, where "
                     f"the curves before it measured {measured!r}"
                 )
-            since = d.epoch
         rule.check_rule(progress.decisions)
 
     def decide(
@@ -77,12 +78,12 @@ class Adaptive:
         assert rule is not None
         if epoch not in rule.decision_epochs() or any(d.epoch == epoch for d in progress.decisions):
             return None
-        since = progress.decisions[-1].epoch if progress.decisions else 0
+        since = rule.pooled_from(epoch, progress.decisions)
         b_simple = agree(b_simple_since(progress.curves, since, epoch))
         return rule.decide(epoch, b_simple, previous)
 
 
-DECISION_HOOKS: dict[str, DecisionHook] = {"adaptive": Adaptive()}
+DECISION_HOOKS: dict[str, DecisionHook] = {"adaptive": FromBSimple(), "tempered": FromBSimple()}
 
 
 def decision_hook(job: TrainJob) -> DecisionHook | None:
