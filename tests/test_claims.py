@@ -143,3 +143,11 @@ def test_report_of_a_suite_puts_its_claims_table_first(tmp_path: Path, cifar_roo
     assert "16 vs 14" not in line and "vs" in line  # both arms' update counts
     bare = run_cli("report", str(results))  # rows alone: no suite, no claims
     assert bare.returncode == 0 and "The paper's claims" not in bare.stdout
+    # Another suite that shares these cells (the same configurations, so the same ids) decides
+    # its claims on their rows, though they were written under the first suite's name.
+    other = tmp_path / "share.yaml"
+    other.write_text(TINY.replace("name: tinyclaims", "name: tinyshare"))
+    shared = run_cli("report", str(other), str(results))
+    assert shared.returncode == 0, shared.stderr
+    (line,) = [x for x in shared.stdout.splitlines() if x.startswith("| batch (primary)")]
+    assert "pending (2 of 3 seeds)" in line

@@ -60,3 +60,21 @@ def test_a_claim_naming_a_schedule_no_experiment_runs_is_refused(tmp_path: Path)
     proc = run_cli("plan", str(bad))
     assert proc.returncode == 2
     assert "unknown schedule 'nope'" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_the_tempered_comparison_shares_the_evidence_studys_reference_cells() -> None:
+    """suites/tempered-cpu.yaml (issue 42) trains only its tempered arm: its decaying-lr and
+    increasing-batch cells are the evidence study's, id for id, so an edit of either suite's
+    recipe that would part them fails here, not silently in the claims table."""
+    evidence = {c.cell_id: c for c in load_suite(SUITE).cells}
+    tempered = load_suite(SUITES / "tempered-cpu.yaml")
+    arms = {"decaying_lr", "increasing_batch"}
+    shared = [c for c in tempered.cells if c.schedule_name in arms]
+    assert len(shared) == 20 and all(c.cell_id in evidence for c in shared)
+    own = [c for c in tempered.cells if c.schedule_name == "tempered"]
+    assert len(own) == 10 and not any(c.cell_id in evidence for c in own)
+    # The arm starts at the other arms' noise scale (B0 = 16 at twice the lr), up to the
+    # (1 - B/N) factor of g = lr (N/B - 1) / (1 - m): 390.50 against 390.56.
+    first = own[0].plan.phases[0]
+    ref = evidence[shared[0].cell_id].plan.phases[0]
+    assert first.noise_scale == pytest.approx(ref.noise_scale, rel=2e-4)

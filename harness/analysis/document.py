@@ -39,6 +39,7 @@ def build_report(
     cells: Collection[str] | None = None,
     scope: str | None = None,
     preregistrations: Mapping[str, PreregistrationSpec] | None = None,
+    claim_cells: Mapping[str, Collection[str]] | None = None,
 ) -> str:
     """The whole report for results folders `dirs`, as text in `fmt`.
 
@@ -53,7 +54,10 @@ def build_report(
     so rows of other recipes can stay in the folders and out of the tables. Rows of several
     recipes under one label are shown apart and warned about (`RecipeClashWarning`), one
     line each. `preregistrations` (suite name -> its `report.preregistration`, from the suite
-    files given) puts each suite's claims table first, decided by its stated tests.
+    files given) puts each suite's claims table first, decided by its stated tests, on the
+    rows of its cells: those `claim_cells[suite]` names (the suite file's cell ids, so a cell
+    it shares with another suite counts wherever its row was written), else the rows written
+    under the suite's name.
     """
     check_format(fmt)
     results = load_results(dirs, cells=cells)
@@ -67,7 +71,14 @@ def build_report(
             # The page carries its figures inline, so they are drawn even without a folder.
             figures_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         return _document(
-            results, summary, fmt, figures_dir, links_relative_to, scope, preregistrations or {}
+            results,
+            summary,
+            fmt,
+            figures_dir,
+            links_relative_to,
+            scope,
+            preregistrations or {},
+            claim_cells or {},
         )
 
 
@@ -79,6 +90,7 @@ def _document(
     links_relative_to: Path | None,
     scope: str | None,
     preregistrations: Mapping[str, PreregistrationSpec],
+    claim_cells: Mapping[str, Collection[str]],
 ) -> str:
     """The report in reading order: the claims, then per suite the sections registered in
     `harness.analysis.sections.SECTIONS` that apply to it; how each number is computed last,
@@ -101,7 +113,11 @@ def _document(
             f"cells in these folders {'is' if left_out == 1 else 'are'} left out."
         )
     for name, pre in sorted(preregistrations.items()):
-        runs = results.runs[results.runs["suite"].astype(str) == name]
+        runs = results.runs
+        if name in claim_cells:
+            runs = runs[runs["cell_id"].isin(set(claim_cells[name]))]
+        else:
+            runs = runs[runs["suite"].astype(str) == name]
         doc.heading(2, f"The paper's claims: suite {name}")
         doc.table(format_claims(claims_table(runs, pre)))
         report.method[f"The paper's claims ({name})"] = claims_rule(pre)

@@ -45,6 +45,7 @@ def report_command(
     folders = [p for p in given if p not in suites]
     cells: set[str] | None = None
     preregistrations = {}
+    claim_cells: dict[str, set[str]] = {}
     if suites:
         loaded = [load_suite(p, overrides=overrides or ()) for p in suites]
         cells = {c.cell_id for s in loaded for c in s.cells}
@@ -53,6 +54,9 @@ def report_command(
             for s in loaded
             if s.spec.report.preregistration is not None
         }
+        # A suite's claims are decided on its own cells, wherever their rows were written: a
+        # cell it shares with another suite (the same configuration, so the same id) counts.
+        claim_cells = {s.name: {c.cell_id for c in s.cells} for s in loaded}
         folders = folders or [default_folder(s.name) for s in loaded]
     elif overrides:
         raise UserError(
@@ -79,6 +83,7 @@ def report_command(
         cells=cells,
         scope=", ".join(str(p) for p in suites) or None,
         preregistrations=preregistrations,
+        claim_cells=claim_cells,
     )
     if out is None:
         sys.stdout.write(printable(text, lines=True))  # each format escapes; a terminal, too
