@@ -411,8 +411,9 @@ class ScheduleSpec(Strict):
     b_max: BatchSize | None = None
     lr: Annotated[float, Field(gt=0)] | None = None  # new initial lr; B follows B ∝ lr
     momentum: Fraction | None = None  # new m; B ∝ 1/(1-m)
-    # realization: adaptive (harness.core.adaptive): B = target x measured B_simple, decided
-    # every `every` epochs, clamped to [B_prev, b_max] (grow_only) or [B0, b_max]
+    # realization: adaptive or tempered: B = target x measured B_simple, decided every `every`
+    # epochs; adaptive (harness.core.adaptive) clamps it to [B_prev, b_max] (grow_only) or
+    # [B0, b_max]
     target: Annotated[float, Field(gt=0, le=1e6)] | None = None
     every: Epochs | None = None
     grow_only: bool | None = None

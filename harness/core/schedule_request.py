@@ -68,11 +68,11 @@ class ScheduleRequest:
     b_max: int | None = None
     lr: float | None = None  # a new initial lr; B follows B ∝ lr
     momentum: float | None = None  # a new momentum; B follows B ∝ 1/(1-m)
-    # adaptive only (harness.core.adaptive); None: its default (1.0, 1, True)
+    # decided in training: adaptive (harness.core.adaptive: target, every, grow_only) and
+    # tempered (harness.core.tempered: target, every and the four below); None: the default
     target: float | None = None  # B follows target x the measured B_simple
     every: int | None = None  # epochs between decisions
     grow_only: bool | None = None  # B never falls (else never below the initial B)
-    # tempered only (harness.core.tempered); None: its default (2, 2.0, 0.05; lr_max required)
     window: int | None = None  # epochs of B_simple pooled for a decision
     max_step: float | None = None  # a decision moves B by at most this factor
     hysteresis: float | None = None  # a smaller relative change of B is not made
