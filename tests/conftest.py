@@ -80,6 +80,18 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def stop_after(steps: int) -> Callable[[], bool]:
+    """A `stop` callback for `train_cell` that asks it to pause after `steps` optimizer steps
+    (a pause between two steps, as a signal or `--stop-after` makes one)."""
+    count = {"n": 0}
+
+    def stop() -> bool:
+        count["n"] += 1
+        return count["n"] > steps
+
+    return stop
+
+
 T = TypeVar("T")
 
 

@@ -32,7 +32,7 @@ from harness.data.device import DeviceData
 from harness.errors import UserError
 from harness.results.store import read_curves, read_runs
 from harness.train.loop import train_cell
-from tests.conftest import run_cli
+from tests.conftest import run_cli, stop_after
 
 BASE = BaseSchedule(epochs=10, milestones=(4, 7), factor=4.0)
 
@@ -273,22 +273,12 @@ def test_training_records_each_decision_and_follows_it(tmp_path, data):
     assert any(d.batch_size > 32 for d in progress.decisions)  # it did grow
 
 
-def _stop_after(steps: int):
-    count = {"n": 0}
-
-    def stop() -> bool:
-        count["n"] += 1
-        return count["n"] > steps
-
-    return stop
-
-
 @pytest.mark.parametrize("steps", [5, 16, 21])  # in epoch 0, at its end, in epoch 1
 def test_a_paused_cell_resumes_with_the_same_decisions_as_an_unbroken_run(tmp_path, data, steps):
     job = _job(tmp_path)
     unbroken = train_cell(job, data, EXECUTION, tmp_path / "one.pt").progress
     checkpoint = tmp_path / "two.pt"
-    first = train_cell(job, data, EXECUTION, checkpoint, stop=_stop_after(steps)).progress
+    first = train_cell(job, data, EXECUTION, checkpoint, stop=stop_after(steps)).progress
     assert first.status == "paused" and first.epoch < 4
     second = train_cell(job, data, EXECUTION, checkpoint).progress
     assert second.status == "ok"
@@ -303,7 +293,7 @@ def test_a_paused_cell_resumes_with_the_same_decisions_as_an_unbroken_run(tmp_pa
 def test_a_checkpoint_whose_decisions_do_not_fit_trains_from_scratch(tmp_path, data):
     job = _job(tmp_path)
     checkpoint = tmp_path / "ck.pt"
-    first = train_cell(job, data, EXECUTION, checkpoint, stop=_stop_after(20)).progress
+    first = train_cell(job, data, EXECUTION, checkpoint, stop=stop_after(20)).progress
     assert first.decisions
     state = torch.load(checkpoint, weights_only=True)
     assert state["progress"]["decisions"]

@@ -30,7 +30,7 @@ from harness.data.cifar10 import synthetic_cifar10
 from harness.data.device import DeviceData
 from harness.results.store import read_curves, read_runs
 from harness.train.loop import train_cell
-from tests.conftest import run_cli
+from tests.conftest import run_cli, stop_after
 
 BASE = BaseSchedule(epochs=10, milestones=(4, 7), factor=4.0)
 
@@ -164,16 +164,6 @@ def _job(tmp_path: Path):
     return train_job(next(c for c in suite.cells if c.schedule_name == "tempered"))
 
 
-def _stop_after(steps: int):
-    count = {"n": 0}
-
-    def stop() -> bool:
-        count["n"] += 1
-        return count["n"] > steps
-
-    return stop
-
-
 def test_a_cell_follows_its_decisions_and_resumes_with_the_same_ones(tmp_path, data):
     job = _job(tmp_path)
     execution = Execution(eval_batch_size=64)
@@ -184,7 +174,7 @@ def test_a_cell_follows_its_decisions_and_resumes_with_the_same_ones(tmp_path, d
         want = 0.05 / (32 * BASE_OF_SUITE.decay(record.epoch - 1))
         assert record.lr / record.batch_size == pytest.approx(want, rel=1e-12)
     checkpoint = tmp_path / "two.pt"
-    first = train_cell(job, data, execution, checkpoint, stop=_stop_after(21)).progress
+    first = train_cell(job, data, execution, checkpoint, stop=stop_after(21)).progress
     assert first.status == "paused"
     second = train_cell(job, data, execution, checkpoint).progress
     assert second.status == "ok" and second.decisions == unbroken.decisions

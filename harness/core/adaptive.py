@@ -37,9 +37,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.core.decided import Decision
+from harness.core.decided import Decision, batches_after, check_start
 from harness.core.realizations import Start
-from harness.core.rules import ScheduleError, check_realization
+from harness.core.rules import ScheduleError
 from harness.core.schedule import BaseSchedule, Plan, merge_epochs
 
 MAX_TARGET = 1e6  # target x B_simple is a batch size: a larger factor is a typo
@@ -88,7 +88,7 @@ class AdaptiveSchedule:
     drop_last: bool = True
 
     def __post_init__(self) -> None:
-        check_realization(
+        check_start(
             self.base,
             lr=self.lr,
             batch_size=self.batch_size,
@@ -96,27 +96,11 @@ class AdaptiveSchedule:
             train_size=self.train_size,
             b_max=self.b_max,
             ghost=self.ghost,
+            every=self.every,
         )
-        if self.b_max > self.train_size:
-            raise ScheduleError(
-                "b_max", f"{self.b_max} exceeds the training set ({self.train_size} examples)"
-            )
         if not (math.isfinite(self.target) and 0 < self.target <= MAX_TARGET):
             raise ScheduleError(
                 "target", f"{self.target!r} must be a number in (0, {MAX_TARGET:g}]"
-            )
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise ScheduleError("every", f"{self.every!r} must be a whole number of epochs, 1+")
-        if self.every >= self.base.epochs:
-            raise ScheduleError(
-                "every",
-                f"{self.every}: no decision before the last of {self.base.epochs} epochs; lower it",
-            )
-        if self.batch_size < 2 * self.ghost:
-            raise ScheduleError(
-                "batch_size",
-                f"{self.batch_size}: the noise meter needs two ghost batches per step "
-                f"(B >= {2 * self.ghost}) to measure B_simple",
             )
 
     @classmethod
@@ -183,12 +167,7 @@ class AdaptiveSchedule:
         """B of every epoch under `decisions` (B stays as decided until the next one);
         `ScheduleError("decisions", ...)` for decisions this schedule cannot have made."""
         self.check(decisions)
-        batches, batch, pending = [], self.batch_size, list(decisions)
-        for epoch in range(self.base.epochs):
-            if pending and pending[0].epoch == epoch:
-                batch = pending.pop(0).batch_size
-            batches.append(batch)
-        return batches
+        return batches_after(self.batch_size, self.base.epochs, decisions)
 
     def check(self, decisions: Sequence[Decision]) -> None:
         """`ScheduleError("decisions", ...)` unless each decision is at a decision epoch, in

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from harness.core.schedule import Plan
+from harness.core.rules import ScheduleError, check_realization
+from harness.core.schedule import BaseSchedule, Plan
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,56 @@ class DecidedSchedule(Protocol):
     def bounds(self) -> tuple[Plan, Plan]:
         """(the plan of the most updates, the plan of the fewest) a cell can take."""
         ...
+
+
+def check_start(
+    base: BaseSchedule,
+    *,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    train_size: int,
+    b_max: int,
+    ghost: int,
+    every: int,
+) -> None:
+    """The rules every rule deciding from the measured B_simple obeys: a realization's start
+    (`check_realization`), b_max within the training set, a decision epoch before the last,
+    and two ghost batches per step for the meter. `ScheduleError` names the field."""
+    check_realization(
+        base,
+        lr=lr,
+        batch_size=batch_size,
+        momentum=momentum,
+        train_size=train_size,
+        b_max=b_max,
+        ghost=ghost,
+    )
+    if b_max > train_size:
+        raise ScheduleError("b_max", f"{b_max} exceeds the training set ({train_size} examples)")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ScheduleError("every", f"{every!r} must be a whole number of epochs, 1+")
+    if every >= base.epochs:
+        raise ScheduleError(
+            "every", f"{every}: no decision before the last of {base.epochs} epochs; lower it"
+        )
+    if batch_size < 2 * ghost:
+        raise ScheduleError(
+            "batch_size",
+            f"{batch_size}: the noise meter needs two ghost batches per step "
+            f"(B >= {2 * ghost}) to measure B_simple",
+        )
+
+
+def batches_after(initial: int, epochs: int, decisions: Sequence[Decision]) -> list[int]:
+    """B of every epoch: `initial` until the first decision, then each decision's batch
+    until the next (the decisions already checked, in order)."""
+    batches, batch, pending = [], initial, list(decisions)
+    for epoch in range(epochs):
+        if pending and pending[0].epoch == epoch:
+            batch = pending.pop(0).batch_size
+        batches.append(batch)
+    return batches
 
 
 def plan_after(plan: Plan, rule: DecidedSchedule | None, decisions: Sequence[Decision]) -> Plan:

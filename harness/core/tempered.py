@@ -38,9 +38,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.core.decided import Decision
+from harness.core.decided import Decision, batches_after, check_start
 from harness.core.realizations import Start
-from harness.core.rules import ScheduleError, check_realization
+from harness.core.rules import ScheduleError
 from harness.core.schedule import BaseSchedule, Plan, merge_epochs
 
 # A finite B_simple larger than any batch and one smaller than any: what `bounds` decides on.
@@ -92,7 +92,7 @@ class TemperedSchedule:
         )
 
     def __post_init__(self) -> None:
-        check_realization(
+        check_start(
             self.base,
             lr=self.lr,
             batch_size=self.batch_size,
@@ -100,35 +100,24 @@ class TemperedSchedule:
             train_size=self.train_size,
             b_max=self.b_max,
             ghost=self.ghost,
+            every=self.every,
         )
-        if self.b_max > self.train_size:
-            raise ScheduleError(
-                "b_max", f"{self.b_max} exceeds the training set ({self.train_size} examples)"
-            )
         if not (math.isfinite(self.lr_max) and self.lr_max >= self.lr):
             raise ScheduleError(
                 "lr_max", f"{self.lr_max!r}: at least the initial lr ({self.lr:g}), and finite"
             )
         if not (math.isfinite(self.target) and 0 < self.target <= 1e6):
             raise ScheduleError("target", f"{self.target!r} must be a number in (0, 1e6]")
-        for name in ("every", "window"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ScheduleError(name, f"{value!r} must be a whole number of epochs, 1+")
-        if self.every >= self.base.epochs:
-            raise ScheduleError(
-                "every",
-                f"{self.every}: no decision before the last of {self.base.epochs} epochs; lower it",
-            )
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ScheduleError("window", f"{self.window!r} must be a whole number of epochs, 1+")
         if not (math.isfinite(self.max_step) and 1 < self.max_step <= MAX_STEP):
             raise ScheduleError("max_step", f"{self.max_step!r} must be in (1, {MAX_STEP:g}]")
         if not (math.isfinite(self.hysteresis) and 0 <= self.hysteresis < 1):
             raise ScheduleError("hysteresis", f"{self.hysteresis!r} must be in [0, 1)")
-        if self.batch_size < 2 * self.ghost or self.b_max < 2 * self.ghost:
+        if self.b_max < 2 * self.ghost:
             raise ScheduleError(
-                "batch_size",
-                f"{self.batch_size}: the noise meter needs two ghost batches per step "
-                f"(B >= {2 * self.ghost}) to measure B_simple",
+                "b_max",
+                f"{self.b_max}: the meter needs two ghost batches a step (B >= {2 * self.ghost})",
             )
 
     # --- The protocol of harness.core.decided ---------------------------------------------
@@ -229,12 +218,7 @@ class TemperedSchedule:
     def batches(self, decisions: Sequence[Decision] = ()) -> list[int]:
         """B of every epoch under `decisions` (kept until the next one)."""
         self.check(decisions)
-        batches, batch, pending = [], self.batch_size, list(decisions)
-        for epoch in range(self.base.epochs):
-            if pending and pending[0].epoch == epoch:
-                batch = pending.pop(0).batch_size
-            batches.append(batch)
-        return batches
+        return batches_after(self.batch_size, self.base.epochs, decisions)
 
     def plan(self, decisions: Sequence[Decision] = ()) -> Plan:
         base, epochs = self.base, []
