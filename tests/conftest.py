@@ -56,6 +56,30 @@ def run_cli(
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n auto`, as CI runs) each worker takes its share of the cores.
+
+    Every training subprocess would otherwise take all of them, as torch does by default: two
+    workers at two threads each on two cores oversubscribe them, and OpenMP's spinning threads
+    then burn several times the CPU. A variable the caller set is kept; a serial run is as
+    before.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        threads = max(1, _cpu_count() // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by every CLI subprocess
+        import torch  # here, not at the top: collection in a serial run stays light
+
+        torch.set_num_threads(threads)  # the tests that train in-process
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 T = TypeVar("T")
 
 
