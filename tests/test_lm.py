@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -48,7 +50,7 @@ schedules:
   increasing: {{realization: batch}}
 training: {{ghost_batch_size: 16}}
 execution: {{eval_batch_size: 128, train_loss_images: 256}}
-check: {{final_test_acc: 0.05}}
+check: {{final_test_loss: 0.05, final_test_acc: 0.05}}
 experiments:
   - {{name: one, optimizers: [adamw], schedules: [increasing]}}
 """
@@ -119,6 +121,19 @@ def test_report_and_check_read_the_lm_rows(lm_run: tuple[Path, Path], tmp_path: 
     check = run_cli("check", str(suite), "--baseline", str(results), "--results", str(current))
     assert check.returncode == 0, check.stdout + check.stderr
     assert "0 regressions" in check.stdout
+    # The gate holds the validation loss (nats per token) to the suite's tolerance.
+    baseline = tmp_path / "baseline"
+    shutil.copytree(results, baseline)
+    (path,) = sorted((baseline / "runs").glob("*.parquet"))
+    table = pq.read_table(path)
+    row = table.to_pandas()
+    row["final_test_loss"] -= 0.2
+    pq.write_table(pa.Table.from_pandas(row, schema=table.schema, preserve_index=False), path)
+    moved = run_cli("check", str(suite), "--baseline", str(baseline), "--results", str(current))
+    assert moved.returncode == 1, moved.stdout + moved.stderr
+    assert any(
+        "final_test_loss" in line and path.stem in line for line in moved.stdout.splitlines()
+    ), moved.stdout
 
 
 def test_plan_reads_only_the_files_sizes(tmp_path: Path) -> None:
@@ -248,3 +263,17 @@ def test_execution_defaults_keep_an_lm_step_whole() -> None:
     from harness.train.step import step_micro_batch
 
     assert step_micro_batch(4, Execution(), 1) == 4
+
+
+def test_the_duration_count_feeds_a_gpt_token_ids(tmp_path: Path) -> None:
+    """`harness run`'s long-suite line counts FLOPs on the meta device: for a GPT the input
+    is a batch of token ids, one window of block_size each."""
+    from harness.app.duration import forward_flops
+    from harness.config.suite import load_suite
+
+    text = tmp_path / "t.txt"
+    text.write_text("a" * 10_000)
+    cell = load_suite(_suite(tmp_path, text, **{", train_size: 512": ""})).cells[0]
+    flops = forward_flops(cell)
+    # The blocks' and the head's matmuls alone: 2 · (12 · 2 · 32² + 256 · 32) per token.
+    assert flops is not None and flops >= 32 * 2 * (12 * 2 * 32**2 + 256 * 32)
