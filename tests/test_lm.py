@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +302,40 @@ def test_the_audit_checksums_the_order_inputs_and_targets() -> None:
     first, again, other = sums(1), sums(1), sums(2)
     assert first == again
     assert first[0] != other[0] and first[1:] != other[1:]
+
+
+def test_a_paused_lm_cell_resumes_mid_epoch_to_the_unbroken_rows(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """SIGTERM inside an epoch: the run exits 3 with a mid-epoch checkpoint (the order is a
+    function of its seed, the audit's counters are saved), and the rerun ends with the rows
+    of an unbroken run, float64 on one thread."""
+    from tests.test_preempt import ENV, TIMES, Running
+
+    suite = _suite(tmp_path, corpus)
+    fp64 = ("--device", "cpu", "--set", "training.precision=fp64")
+    unbroken = run_cli("run", str(suite), "--results", str(tmp_path / "a"), *fp64, env=ENV)
+    assert unbroken.returncode == 0, unbroken.stderr
+    results = tmp_path / "b"
+    pauses: list[str] = []
+    for delay in (0.5, 2.0, 4.0):
+        run = Running(str(suite), "--results", str(results), *fp64)
+        assert run.wait_for(r"^train ") is not None, run.finish()[1]
+        time.sleep(delay)
+        run.proc.send_signal(signal.SIGTERM)
+        code, out = run.finish()
+        if code == 0:
+            break
+        assert code == 3 and "Traceback" not in out, out
+        pauses += re.findall(r"pause .*: epoch \d/2 \+ step (\d+) of", out)
+        if pauses:
+            break
+    assert pauses, "no pause landed inside an epoch"
+    final = run_cli("run", str(suite), "--results", str(results), *fp64, env=ENV)
+    assert final.returncode == 0, final.stderr
+    for table in ("runs", "curves"):
+        want = pd.read_parquet(tmp_path / "a" / table).drop(columns=TIMES, errors="ignore")
+        got = pd.read_parquet(results / table).drop(columns=TIMES, errors="ignore")
+        columns = [c for c in want.columns if "loss" in c or "acc" in c or "checksum" in c]
+        columns += ["updates"]
+        pd.testing.assert_frame_equal(got[columns], want[columns])

@@ -30,7 +30,7 @@ from torch import Tensor
 from harness.core.datasets import Storage
 from harness.core.sequences import HELD_OUT, TOKEN_FILES, text_split, windows
 from harness.data.request import LoadRequest
-from harness.data.source import Shard, StepBatch, take_share
+from harness.data.source import EpochCursor, Shard, StepBatch, take_share
 from harness.errors import UserError
 
 
@@ -79,12 +79,15 @@ class SequenceData:
         steps: int,
         micro: int,
         shard: Shard | None = None,
+        cursor: EpochCursor | None = None,
     ) -> Iterator[StepBatch]:
         """Step s takes permutation[s·B : (s+1)·B] of ``torch.randperm(N)`` drawn on the CPU
-        from ``order_seed``; every process draws the whole step and keeps its ``shard``."""
+        from ``order_seed``; every process draws the whole step and keeps its ``shard``. With
+        a ``cursor`` the epoch starts at ``cursor.step`` (nothing else to restore: the order
+        is a function of its seed, and nothing is augmented)."""
         order = torch.Generator().manual_seed(order_seed)
         permutation = torch.randperm(self.n_train, generator=order).to(self.device)
-        for step in range(steps):
+        for step in range(0 if cursor is None else cursor.step, steps):
             indices = permutation[step * batch_size : (step + 1) * batch_size]
             yield self.step_batch(indices, micro, shard)
 

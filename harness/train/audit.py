@@ -324,11 +324,10 @@ class AuditedSequences(SequenceData):
     the order (the windows' indices), the input tokens (in the augmentation column: a
     sequence kind has no augmentation, so that column checksums what the model was fed) and
     the target tokens, each weighted by its position in the epoch. Token ids stay int64 at
-    every precision (the model's embedding gives float64 under "fp64"). An epoch is not
-    resumed mid-way (harness.train.epoch passes a cursor to `DeviceData` alone): a paused
-    epoch is trained again from its start."""
+    every precision (the model's embedding gives float64 under "fp64"). An epoch can stop
+    between two steps and go on later, its counters saved and restored as `AuditedData`'s."""
 
-    resumable: ClassVar[bool] = False
+    resumable: ClassVar[bool] = True
 
     def __init__(
         self, inner: SequenceData, dtype: torch.dtype, probe: StepProbe | None = None
@@ -345,10 +344,19 @@ class AuditedSequences(SequenceData):
         self._in_test = False
 
     def state(self) -> dict[str, Any]:
-        return {}
+        """The epoch's counters so far (a mid-epoch checkpoint, harness.train.preempt)."""
+        return {
+            "sums": self.sums.clone(),
+            "position": self.position,
+            "batch": self.batch,
+            "micro": self.micro,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
-        raise TypeError("a sequence source's epoch is not resumed mid-way")
+        self.sums = state["sums"].to(device=self.device, dtype=torch.int64).clone()
+        self.position = int(state["position"])
+        self.batch = int(state["batch"])
+        self.micro = int(state["micro"])
 
     def add_other_shares(self, all_reduce: Callable[[list[Tensor]], None]) -> None:
         """Nothing to add: every process draws (and checksums) the whole step."""
