@@ -339,3 +339,21 @@ def test_a_paused_lm_cell_resumes_mid_epoch_to_the_unbroken_rows(
         columns = [c for c in want.columns if "loss" in c or "acc" in c or "checksum" in c]
         columns += ["updates"]
         pd.testing.assert_frame_equal(got[columns], want[columns])
+
+
+def test_the_counted_n_is_in_the_cell_id(tmp_path: Path) -> None:
+    """Another file of another length plans another N: another cell; stating train_size as
+    the counted N is the same cell."""
+    from harness.config.suite import load_suite
+
+    long, short = tmp_path / "long.txt", tmp_path / "short.txt"
+    long.write_text("a" * 20_000)
+    short.write_text("a" * 10_000)
+    suite = _suite(tmp_path, long, **{", train_size: 512": ""})
+    counted = load_suite(suite).cells[0]
+    other = load_suite(suite, [f"dataset.path={short}"]).cells[0]
+    n = windows(text_split(20_000, 0.1), 32)
+    stated = load_suite(suite, [f"dataset.train_size={n}"]).cells[0]
+    assert counted.plan.train_size == n != other.plan.train_size
+    assert counted.cell_id != other.cell_id
+    assert counted.cell_id == stated.cell_id

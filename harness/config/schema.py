@@ -213,6 +213,11 @@ class DatasetSpec(Strict):
         for key in ("image_size", "classes", "mean", "std", "block_size", "vocab_size", "held_out"):
             if out.get(key) is None:
                 out.pop(key, None)
+        # N counted from the files stands as train_size: the cell id and the row's config hold
+        # the N the cell was planned for (another file, another N, another cell), the same as
+        # a suite that states it.
+        if self._counted is not None and out.get("train_size") is None:
+            out["train_size"] = self._counted[0]
         return out
 
     @field_validator("name")
