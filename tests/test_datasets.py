@@ -27,6 +27,7 @@ from harness.core.datasets import DATASET_FIELDS, DATASETS, STORAGES, DatasetFie
 from harness.data.device import DeviceData
 from harness.data.folder import FolderData
 from harness.data.registry import LOADERS
+from harness.data.text import SequenceData
 from harness.train.audit import AUDITS
 from tests.conftest import REPO, run_cli
 
@@ -38,6 +39,8 @@ GIVEN: dict[str, object] = {
     "path": "data.npz",
     "classes": 5,
     "image_size": 32,
+    "block_size": 32,
+    "vocab_size": 100,
 }
 
 
@@ -50,25 +53,31 @@ def test_every_kind_is_complete(name: str) -> None:
     kind, loader = DATASETS[name], LOADERS[name]
     assert kind.name == name and kind.title and kind.about
     assert kind.storage in STORAGES
-    # Held on the device: read whole, then made a DeviceData; streamed: its own source.
+    # Held on the device: read whole, then made a DeviceData; streamed: its own source; a
+    # token stream: its own source held on the device.
     assert (loader.read is not None) == (kind.storage == "device")
     assert (loader.stream is not None) == (kind.storage == "stream")
+    assert (loader.source is not None) == (kind.storage == "sequences")
+    assert (kind.counts is not None) == (kind.storage == "sequences")
     assert (loader.download is not None) == (kind.download is not None)
     assert set(kind.takes) <= set(DATASET_FIELDS)
     for need, fix in kind.needs:
         assert need in (*SIZES, *kind.takes) and fix, need
     needs = {need for need, _ in kind.needs}
-    # What the descriptor leaves open, the suite must give (DatasetSpec.n_train, num_classes).
-    assert kind.train_size is not None or "train_size" in needs
-    assert kind.classes is not None or "classes" in needs
+    # What the descriptor leaves open, the suite must give (DatasetSpec.n_train, num_classes),
+    # or its files tell (`counts`, from their sizes).
+    assert kind.train_size is not None or "train_size" in needs or kind.counts is not None
+    assert kind.classes is not None or "classes" in needs or "vocab_size" in needs
     assert kind.image_side is not None or kind.crops or kind.channels is None or "path" in needs
-    spec = DatasetSpec.model_validate({"name": name, **{k: GIVEN[k] for k in needs}})
+    # train_size given: a kind that counts its files does not look for them.
+    given = {k: GIVEN[k] for k in needs} | ({"train_size": 64} if kind.counts else {})
+    spec = DatasetSpec.model_validate({"name": name, **given})
     assert spec.kind is kind and spec.n_train > 0 and spec.num_classes >= 2
 
 
 def test_every_way_of_holding_data_has_a_source_and_an_audit() -> None:
     assert sorted(AUDITS) == sorted(STORAGES)
-    assert {DeviceData.storage, FolderData.storage} == set(STORAGES)
+    assert {DeviceData.storage, FolderData.storage, SequenceData.storage} == set(STORAGES)
     assert set(get_args(DatasetField)) == set(DATASET_FIELDS)
 
 

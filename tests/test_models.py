@@ -23,6 +23,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "wrn": {"depth": 10, "width": 1},
     "inception_resnet_v2": {"blocks_a": 1, "blocks_b": 1, "blocks_c": 1, "width_divisor": 16},
     "resnet50": {"width": 4, "max_blocks": 1},
+    "gpt": {"n_layer": 1, "n_head": 2, "n_embd": 8, "block_size": 16},
 }
 # Input side for the loop tests where 32 is too small (Inception-ResNet-V2's valid-padded stem).
 SMALL_INPUT: dict[str, int] = {"inception_resnet_v2": 75}
@@ -234,6 +235,9 @@ def test_one_list_of_model_names() -> None:
 def test_every_registered_model_trains_one_step(name: str, channels_last: bool) -> None:
     torch.manual_seed(6)
     model = build_model(name, SMALL_PARAMS[name], num_classes=10, ghost_size=2)
+    if MODELS[name].channels is None:  # a language model: token ids in, logits per position
+        _trains_on_tokens(model)
+        return
     side = SMALL_INPUT.get(name, 32)
     x = torch.randn(6, 3, side, side)
     if channels_last:
@@ -249,6 +253,20 @@ def test_every_registered_model_trains_one_step(name: str, channels_last: bool) 
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model(x[:1])).all()
+
+
+def _trains_on_tokens(model: nn.Module) -> None:
+    x = torch.randint(0, 10, (6, 12))
+    logits = model(x)
+    assert logits.shape == (6, 12, 10) and torch.isfinite(logits).all()
+    F.cross_entropy(logits.flatten(0, 1), x.roll(-1, 1).flatten()).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    # Causal: the logits at position t do not depend on the tokens after t.
+    changed = x.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 10
+    with torch.no_grad():
+        torch.testing.assert_close(model(changed)[:, :6], model(x)[:, :6])
 
 
 @pytest.mark.parametrize("name", model_names())

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.app.estimate import (
     CellEstimate,
@@ -24,8 +24,11 @@ from harness.app.estimate import (
     evaluated_images,
     load_rows,
 )
-from harness.config.suite import Cell
+from harness.config.suite import Cell, DatasetSpec
 from harness.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 # Assumed FLOP/s a training step reaches, per torch device type (lower-bound durations).
 ASSUMED_RATE = {"cpu": 2e11, "mps": 1e13, "cuda": 3e14}
@@ -119,11 +122,21 @@ def forward_flops(cell: Cell) -> float | None:
             )
             model.eval()  # the evaluation path: batch norm needs no autocast on meta
             with FlopCounterMode(display=False) as counter, torch.no_grad():
-                model(torch.zeros(images, 3, side, side))
+                model(_example_input(spec, images, side))
     except Exception:  # advisory only: a model the meta device cannot run gets no line
         return None
     total = float(counter.get_total_flops())
     return total / images if total > 0 and math.isfinite(total) else None
+
+
+def _example_input(spec: DatasetSpec, examples: int, side: int) -> torch.Tensor:
+    """A batch of `examples` zero inputs: token ids (examples, block_size) for a sequence
+    kind, else images (examples, 3, side, side)."""
+    import torch
+
+    if spec.kind.storage == "sequences" and spec.block_size is not None:
+        return torch.zeros(examples, spec.block_size, dtype=torch.long)
+    return torch.zeros(examples, 3, side, side)
 
 
 def _days(seconds: float) -> str:

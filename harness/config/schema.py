@@ -29,6 +29,7 @@ from pydantic import (
     Discriminator,
     Field,
     JsonValue,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     Tag,
     ValidationError,
@@ -195,6 +196,17 @@ class DatasetSpec(Strict):
     classes: Annotated[int, Field(ge=2, le=100_000)] | None = None
     mean: tuple[Annotated[float, Field(ge=0, le=1)], ...] | None = None
     std: tuple[Annotated[float, Field(gt=0, le=1)], ...] | None = None
+    # Sequence kinds (text, tokens; harness.core.sequences): `path` is the text file or the
+    # folder of train.bin / val.bin; `block_size`: the tokens of one example (N is the training
+    # windows of that many, counted from the files' sizes unless train_size caps it);
+    # `vocab_size`: tokens' number of ids (text's is 256); `held_out`: text's validation part,
+    # the last fraction of its bytes (default 0.1). In the cell id when set.
+    block_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    vocab_size: Annotated[int, Field(ge=2, le=65_536)] | None = None  # uint16 ids
+    held_out: Annotated[float, Field(gt=0, lt=1)] | None = None
+    # (training, test) examples a kind with `counts` has, read from its files' sizes when
+    # validated (harness plan needs N); None for other kinds or when train_size is given.
+    _counted: tuple[int, int] | None = PrivateAttr(default=None)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -202,9 +214,14 @@ class DatasetSpec(Strict):
         # cell's id.
         out: dict[str, Any] = handler(self)
         out.pop("path", None)
-        for key in ("image_size", "classes", "mean", "std"):
+        for key in ("image_size", "classes", "mean", "std", "block_size", "vocab_size", "held_out"):
             if out.get(key) is None:
                 out.pop(key, None)
+        # N counted from the files stands as train_size: the cell id and the row's config hold
+        # the N the cell was planned for (another file, another N, another cell), the same as
+        # a suite that states it.
+        if self._counted is not None and out.get("train_size") is None:
+            out["train_size"] = self._counted[0]
         return out
 
     @field_validator("name")
@@ -237,17 +254,37 @@ class DatasetSpec(Strict):
             given = getattr(self, split)
             if given is not None and full is not None and given > full:
                 raise ValueError(f"{split} {given} exceeds {self.name}'s {full}")
+        if kind.storage == "sequences" and self.augment and "augment" in self.model_fields_set:
+            raise FieldError(
+                ("augment",), f"{self.name} has no augmentation; drop augment (or set false)"
+            )
+        if kind.counts is not None and self.train_size is None:
+            try:
+                counted = kind.counts(self)
+            except ValueError as exc:
+                raise FieldError(("path",), str(exc)) from None
+            if counted[0] < 1:
+                raise FieldError(
+                    ("block_size",),
+                    f"{self.path}: its training part is shorter than one example of "
+                    f"block_size {self.block_size} + 1 tokens; give a longer file or a smaller "
+                    "block_size",
+                )
+            self._counted = counted
         return self
 
     @property
     def n_train(self) -> int:
+        """N: train_size, else the kind's full training set (or its files' count)."""
         size = self.train_size or self.kind.train_size
+        if size is None and self._counted is not None:
+            size = self._counted[0]
         assert size is not None  # a kind without a full size needs train_size
         return size
 
     @property
     def num_classes(self) -> int:
-        classes = self.classes or self.kind.classes
+        classes = self.classes or self.vocab_size or self.kind.classes
         assert classes is not None  # a kind without its classes needs `classes`
         return classes
 
@@ -291,6 +328,25 @@ class ResNet50Spec(Strict):
     max_blocks: Positive = 6  # caps the 3/4/6/3 blocks per stage
     # Each bottleneck's last batch norm starts at weight 0 (Goyal et al. 2017's recipe).
     zero_init_residual: bool = False
+
+
+class GptSpec(Strict):
+    """A small decoder-only transformer (harness.models.gpt) for the sequence kinds: its
+    vocabulary is the dataset's, `block_size` its longest context (at least the dataset's)."""
+
+    name: Literal["gpt"]
+    n_layer: Positive
+    n_head: Positive
+    n_embd: Positive
+    block_size: Annotated[int, Field(ge=1, le=1_000_000)]
+
+    @model_validator(mode="after")
+    def _heads(self) -> GptSpec:
+        if self.n_embd % self.n_head:
+            raise FieldError(
+                ("n_head",), f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}"
+            )
+        return self
 
 
 class FactorySpec(Strict):
@@ -340,11 +396,12 @@ ModelSpec = Annotated[
     | Annotated[SmallCnnSpec, Tag("small_cnn")]
     | Annotated[InceptionResNetV2Spec, Tag("inception_resnet_v2")]
     | Annotated[ResNet50Spec, Tag("resnet50")]
+    | Annotated[GptSpec, Tag("gpt")]
     | Annotated[FactorySpec, Tag("factory")],
     Discriminator(
         _model_tag,
         custom_error_type="invalid_model",
-        custom_error_message="a model needs name: one of inception_resnet_v2, resnet50, "
+        custom_error_message="a model needs name: one of gpt, inception_resnet_v2, resnet50, "
         "small_cnn, wrn; or factory: 'pkg.module:function' for your own",
     ),
 ]
@@ -353,6 +410,7 @@ MODEL_SPECS: dict[str, type[Strict]] = {  # the discriminator's tags: core.kinds
     "small_cnn": SmallCnnSpec,
     "inception_resnet_v2": InceptionResNetV2Spec,
     "resnet50": ResNet50Spec,
+    "gpt": GptSpec,
 }
 
 
@@ -732,6 +790,30 @@ class SuiteSpec(Strict):
                         f"no experiment runs {claim.optimizer}/{name} with every "
                         "pre-registered seed; add it to an experiment",
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _models_fit_the_data(self) -> SuiteSpec:
+        # An image model cannot read token ids, nor a GPT images; a GPT's context must hold
+        # one example of the dataset.
+        sequences = self.dataset.kind.storage == "sequences"
+        for key, model in self.models.items():
+            if isinstance(model, FactorySpec):
+                continue
+            if sequences != isinstance(model, GptSpec):
+                what = "token sequences" if sequences else "images"
+                raise FieldError(
+                    ("models", key, "name"),
+                    f"model {model.name} cannot read dataset {self.dataset.name}'s {what}; "
+                    f"use {'gpt' if sequences else 'an image model'}",
+                )
+            block = self.dataset.block_size
+            if isinstance(model, GptSpec) and block is not None and model.block_size < block:
+                raise FieldError(
+                    ("models", key, "block_size"),
+                    f"{model.block_size} is shorter than dataset.block_size {block}; give at "
+                    f"least {block}",
+                )
         return self
 
     @model_validator(mode="after")

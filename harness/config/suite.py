@@ -33,6 +33,7 @@ from harness.config.schema import (
     Execution,
     ExperimentSpec,
     FactorySpec,
+    GptSpec,
     InceptionResNetV2Spec,
     ModelSpec,
     OptimizerSpec,
@@ -60,6 +61,7 @@ __all__ = [
     "Execution",
     "ExperimentSpec",
     "FactorySpec",
+    "GptSpec",
     "InceptionResNetV2Spec",
     "ModelSpec",
     "OptimizerSpec",
@@ -88,7 +90,7 @@ class Cell:
     model_name: str
     seed: int
     dataset: DatasetSpec
-    model: WrnSpec | SmallCnnSpec | InceptionResNetV2Spec | ResNet50Spec | FactorySpec
+    model: WrnSpec | SmallCnnSpec | InceptionResNetV2Spec | ResNet50Spec | GptSpec | FactorySpec
     optimizer: OptimizerSpec  # with the schedule's lr / momentum already applied
     schedule: dict[str, Any]  # the resolved schedule, every field set
     training: TrainingSpec
@@ -139,6 +141,7 @@ ID_FIELDS: dict[type, frozenset[str]] = {
     SmallCnnSpec: frozenset({"name", "width"}),
     InceptionResNetV2Spec: frozenset({"blocks_a", "blocks_b", "blocks_c", "name", "width_divisor"}),
     ResNet50Spec: frozenset({"max_blocks", "name", "width", "zero_init_residual"}),
+    GptSpec: frozenset({"block_size", "n_embd", "n_head", "n_layer", "name"}),
     FactorySpec: frozenset({"factory", "kwargs"}),
     OptimizerSpec: frozenset({"betas", "eps", "kind", "lr", "momentum", "weight_decay"}),
     TrainingSpec: frozenset(

@@ -11,18 +11,24 @@ loader there (docs/ARCHITECTURE.md, "How to add a dataset").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
+from harness.core.sequences import TEXT_FIX, TOKENS_FIX, text_counts, token_counts
+
 # Where a kind's examples live while training: "device", decoded once and held on the device
 # (harness.data.device.DeviceData); "stream", read from disk step by step by DataLoader
-# workers (harness.data.folder.FolderData).
-Storage = Literal["device", "stream"]
+# workers (harness.data.folder.FolderData); "sequences", a token stream held on the device and
+# cut into language-model examples (harness.data.text.SequenceData, harness.core.sequences).
+Storage = Literal["device", "stream", "sequences"]
 STORAGES: tuple[Storage, ...] = get_args(Storage)
 
 # The keys of a suite's `dataset:` that only some kinds take (`DatasetKind.takes`); name,
 # train_size, test_size and augment every kind takes.
-DatasetField = Literal["path", "image_size", "classes", "mean", "std"]
+DatasetField = Literal[
+    "path", "image_size", "classes", "mean", "std", "block_size", "vocab_size", "held_out"
+]
 DATASET_FIELDS: tuple[DatasetField, ...] = get_args(DatasetField)
 
 
@@ -36,7 +42,10 @@ class DatasetKind:
     the file's). `needs`: the fields a suite must give, each with the fix its error names.
     `download`: the folder `harness data NAME` fetches into (None: nothing to fetch).
     `sorted_by_class`: its training images are stored class by class, so the first few (what
-    precise batch-norm statistics read) are not a sample of the whole.
+    precise batch-norm statistics read) are not a sample of the whole. `counts`: for a kind
+    whose sizes follow from its files and the suite's fields (a sequence kind's N depends on
+    `block_size`), (training, test) examples from the files' sizes alone, without reading
+    them; its ValueError is the one line of a missing file.
     """
 
     name: str
@@ -52,6 +61,7 @@ class DatasetKind:
     needs: tuple[tuple[str, str], ...] = ()
     download: str | None = None
     sorted_by_class: bool = False
+    counts: Callable[[DatasetFields], tuple[int, int]] | None = None
 
     @property
     def sized_only(self) -> bool:
@@ -87,6 +97,12 @@ class DatasetFields(Protocol):
     @property
     def std(self) -> tuple[float, ...] | None: ...
     @property
+    def block_size(self) -> int | None: ...
+    @property
+    def vocab_size(self) -> int | None: ...
+    @property
+    def held_out(self) -> float | None: ...
+    @property
     def n_train(self) -> int:
         """N: train_size, else the kind's full training set."""
         ...
@@ -95,6 +111,23 @@ class DatasetFields(Protocol):
 _FOLDER_SIZE = (
     "the schedules are planned for N training images: give train_size (the number of images "
     "under train/; `harness run` names the folder's count if it differs)"
+)
+
+
+def _text_counts(spec: DatasetFields) -> tuple[int, int]:
+    assert spec.path is not None and spec.block_size is not None  # both needed
+    return text_counts(spec.path, spec.block_size, spec.held_out)
+
+
+def _token_counts(spec: DatasetFields) -> tuple[int, int]:
+    assert spec.path is not None and spec.block_size is not None  # both needed
+    return token_counts(spec.path, spec.block_size)
+
+
+_BLOCK = (
+    "block_size",
+    "give block_size, the tokens of one example (the model's context, e.g. 64); N is the "
+    "training text's windows of that many",
 )
 
 DATASETS: dict[str, DatasetKind] = {  # one loader each in harness.data.registry (a test checks)
@@ -168,6 +201,36 @@ DATASETS: dict[str, DatasetKind] = {  # one loader each in harness.data.registry
                 "first N of train_x; `harness run` names the file's count if it differs)",
             ),
         ),
+    ),
+    "text": DatasetKind(
+        "text",
+        "text",
+        "any UTF-8 text file as bytes (a vocabulary of 256), its last 10 % held out (held_out), "
+        "cut into windows of block_size (harness.core.sequences)",
+        storage="sequences",
+        classes=256,
+        image_side=None,
+        channels=None,
+        takes=("path", "block_size", "held_out"),
+        needs=(("path", TEXT_FIX), _BLOCK),
+        counts=_text_counts,
+    ),
+    "tokens": DatasetKind(
+        "tokens",
+        "token files",
+        "token ids in nanoGPT's layout: DIR/train.bin and DIR/val.bin of uint16, vocab_size "
+        "stated, cut into windows of block_size (harness.core.sequences)",
+        storage="sequences",
+        classes=None,
+        image_side=None,
+        channels=None,
+        takes=("path", "block_size", "vocab_size"),
+        needs=(
+            ("path", TOKENS_FIX),
+            _BLOCK,
+            ("vocab_size", "give vocab_size, the tokenizer's number of ids (ids 0..vocab_size-1)"),
+        ),
+        counts=_token_counts,
     ),
 }
 

@@ -31,5 +31,5 @@ BnStats = Literal["ema", "precise"]
 
 # The registered models (harness.models.registry.MODELS builds them; the config layer has one
 # parameter spec per name).
-ModelName = Literal["small_cnn", "wrn", "inception_resnet_v2", "resnet50"]
+ModelName = Literal["small_cnn", "wrn", "inception_resnet_v2", "resnet50", "gpt"]
 MODEL_NAMES: tuple[ModelName, ...] = get_args(ModelName)

@@ -3,8 +3,10 @@
 A kind held on the device (`storage: device`) registers a `read`, which gives its host arrays
 (`HostData`); `load` puts them on the device as a `DeviceData`. A kind streamed from disk
 (`storage: stream`) registers a `stream`, which gives its `DataSource` itself. A kind that
-downloads registers `download` (`harness data NAME DEST`). `tests/test_datasets.py` checks
-that every descriptor has its entry here and every entry is complete.
+downloads registers `download` (`harness data NAME DEST`). A kind that builds its own source
+held on the device (`storage: sequences`, harness.data.text) registers it as `source`.
+`tests/test_datasets.py` checks that every descriptor has its entry here and every entry is
+complete.
 """
 
 from __future__ import annotations
@@ -21,16 +23,19 @@ from harness.data.download import download_cifar10, download_cifar100
 from harness.data.folder import open_folder
 from harness.data.request import LoadRequest
 from harness.data.source import DataSource
+from harness.data.text import read_text, read_tokens
 
 
 @dataclass(frozen=True)
 class DatasetLoader:
     """One kind's implementation: `read` for a kind held on the device, `stream` for one
-    streamed from disk (its descriptor's `storage` says which), `download` where it fetches."""
+    streamed from disk, `source` for a token stream (its descriptor's `storage` says which),
+    `download` where it fetches."""
 
     read: Callable[[LoadRequest], HostData] | None = None
     stream: Callable[[LoadRequest], tuple[DataSource, str]] | None = None
     download: Callable[[Path], Path] | None = None
+    source: Callable[[LoadRequest], tuple[DataSource, str]] | None = None
 
 
 LOADERS: dict[str, DatasetLoader] = {  # one entry per harness.core.datasets.DATASETS (a test)
@@ -40,6 +45,8 @@ LOADERS: dict[str, DatasetLoader] = {  # one entry per harness.core.datasets.DAT
     "imagefolder": DatasetLoader(stream=open_folder),
     "synthetic": DatasetLoader(read=read_synthetic),
     "arrays": DatasetLoader(read=read_arrays),
+    "text": DatasetLoader(source=read_text),
+    "tokens": DatasetLoader(source=read_tokens),
 }
 
 
@@ -58,6 +65,9 @@ def load(request: LoadRequest) -> tuple[DataSource, str]:
     if DATASETS[spec.name].storage == "stream":
         assert loader.stream is not None
         return loader.stream(request)
+    if DATASETS[spec.name].storage == "sequences":
+        assert loader.source is not None
+        return loader.source(request)
     host = read(request)
     data = DeviceData.from_arrays(
         host.arrays,

@@ -11,6 +11,7 @@ from torch import nn
 from harness.core.factory_spec import FactoryRef
 from harness.errors import UserError
 from harness.models.factory import build_factory_model
+from harness.models.gpt import GPT
 from harness.models.inception_resnet import InceptionResNetV2
 from harness.models.resnet import ResNet50
 from harness.models.small_cnn import SmallCNN
@@ -31,7 +32,9 @@ class ModelFactory:
     optional: tuple[str, ...] = ()
     description: str = ""
     flags: tuple[str, ...] = ()
-    channels: int = 3  # the image channels its first layer takes (every registered one: RGB)
+    # The image channels its first layer takes (the image models: RGB); None: it takes no
+    # images (gpt reads token ids).
+    channels: int | None = 3
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -61,6 +64,13 @@ MODELS: dict[str, ModelFactory] = {  # one entry per core.kinds.MODEL_NAMES (a t
         flags=("zero_init_residual",),
         description="ResNet-50 v1.5 as torchvision (25.6M params); width 64, max_blocks caps "
         "the 3/4/6/3 blocks per stage for tests",
+    ),
+    "gpt": ModelFactory(
+        build=GPT,
+        required=("n_layer", "n_head", "n_embd", "block_size"),
+        description="a small decoder-only transformer (pre-LN, causal SDPA, tied embeddings) "
+        "for the text and tokens datasets",
+        channels=None,
     ),
 }
 

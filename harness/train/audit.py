@@ -39,6 +39,7 @@ from harness.core.epoch_record import Applied
 from harness.data.device import DeviceData
 from harness.data.folder import FolderData
 from harness.data.source import DataSource, Shard, StepBatch
+from harness.data.text import SequenceData
 from harness.train.probe import StepProbe
 from harness.train.replica import Replica
 from harness.train.spec import TrainJob
@@ -318,12 +319,100 @@ class AuditedFolderData:
             yield (x if self._dtype == torch.float32 else x.to(self._dtype)), y
 
 
-AuditedSource = AuditedData | AuditedFolderData
+class AuditedSequences(SequenceData):
+    """A `SequenceData` sharing another's streams, that checksums every step it hands out:
+    the order (the windows' indices), the input tokens (in the augmentation column: a
+    sequence kind has no augmentation, so that column checksums what the model was fed) and
+    the target tokens, each weighted by its position in the epoch. Token ids stay int64 at
+    every precision (the model's embedding gives float64 under "fp64"). An epoch can stop
+    between two steps and go on later, its counters saved and restored as `AuditedData`'s."""
+
+    resumable: ClassVar[bool] = True
+
+    def __init__(
+        self, inner: SequenceData, dtype: torch.dtype, probe: StepProbe | None = None
+    ) -> None:
+        super().__init__(inner.train, inner.test, inner.block, inner.n_train, inner.n_test)
+        self._probe = probe
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(3, dtype=torch.int64, device=self.device)
+        self.position = 0
+        self.batch = 0
+        self.micro = 0
+        self._in_test = False
+
+    def state(self) -> dict[str, Any]:
+        """The epoch's counters so far (a mid-epoch checkpoint, harness.train.preempt)."""
+        return {
+            "sums": self.sums.clone(),
+            "position": self.position,
+            "batch": self.batch,
+            "micro": self.micro,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.sums = state["sums"].to(device=self.device, dtype=torch.int64).clone()
+        self.position = int(state["position"])
+        self.batch = int(state["batch"])
+        self.micro = int(state["micro"])
+
+    def add_other_shares(self, all_reduce: Callable[[list[Tensor]], None]) -> None:
+        """Nothing to add: every process draws (and checksums) the whole step."""
+
+    def train_windows(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        x, y = super().train_windows(indices)
+        n = indices.numel()
+        start = self.position * self.block % _P  # weights are taken modulo P anyway
+        order = _position_sum(indices, self.position)
+        tokens = _position_sum(x.reshape(-1), start)
+        targets = _position_sum(y.reshape(-1), start)
+        self.sums = (self.sums + torch.stack([order, tokens, targets])) % _P
+        self.position += n
+        self.batch = max(self.batch, n)
+        if self._probe is not None:
+            self._probe.train_batch(y)
+        return x, y
+
+    def normalize(self, x: Tensor) -> Tensor:
+        if not self._in_test:
+            self.micro = max(self.micro, int(x.shape[0]))
+        return x
+
+    def test_batches(
+        self, batch_size: int, shard: Shard | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        self._in_test = True
+        try:
+            for x, y in super().test_batches(batch_size, shard):
+                if self._probe is not None:
+                    self._probe.test_batch(y)
+                yield x, y
+        finally:
+            self._in_test = False
+        if self._probe is not None:
+            self._probe.end_test()
+
+    def train_eval_batches(
+        self, batch_size: int, shard: Shard | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        self._in_test = True
+        if self._probe is not None:
+            self._probe.end_test()
+        try:
+            yield from super().train_eval_batches(batch_size, shard)
+        finally:
+            self._in_test = False
+
+
+AuditedSource = AuditedData | AuditedFolderData | AuditedSequences
 # The audit of each way a dataset kind is held (harness.core.datasets.Storage; each source
 # class says its own as `storage`): a new kind held one of these ways needs nothing here.
 AUDITS: dict[Storage, Callable[[Any, torch.dtype, StepProbe | None], AuditedSource]] = {
     "device": AuditedData,
     "stream": AuditedFolderData,
+    "sequences": AuditedSequences,
 }
 
 

@@ -22,6 +22,7 @@ from harness.core.execution import Execution
 from harness.core.schedule import Phase, updates_per_epoch
 from harness.data.device import DeviceData
 from harness.data.source import DataSource, EpochCursor
+from harness.data.text import SequenceData
 from harness.train.noise import NoiseMeter
 from harness.train.preempt import Interrupted, PartialEpoch
 from harness.train.replica import Replica
@@ -75,7 +76,9 @@ def train_epoch(
         cursor = EpochCursor(0 if resume is None else resume.step)
     if resume is not None and (replica is None or replica.is_main):
         losses += resume.loss_sum * world  # the job's so far, in this job's units (see below)
-    if isinstance(data, DeviceData) and cursor is not None:
+    # The sources that can start an epoch mid-way (a pure function of its seeds and the step).
+    resumable = isinstance(data, DeviceData | SequenceData)
+    if isinstance(data, DeviceData | SequenceData) and cursor is not None:
         batches = data.epoch_batches(order_seed, augment_seed, batch, steps, micro, shard, cursor)
     else:
         batches = data.epoch_batches(order_seed, augment_seed, batch, steps, micro, shard)
@@ -84,7 +87,8 @@ def train_epoch(
             model, optimizer, data, step, job.precision, replica, meter, keep_grads=execution.graphs
         )
         if stop is not None and taken < steps and stop():
-            raise Interrupted(_partial_epoch(epoch, taken, losses, cursor, replica))
+            partial = _partial_epoch(epoch, taken, losses, cursor if resumable else None, replica)
+            raise Interrupted(partial)
     if replica is not None:  # each process's loss is its share's mean: average the shares
         replica.all_reduce([losses])
     # The one host sync of the epoch: reading the loss.
@@ -94,7 +98,7 @@ def train_epoch(
 def _partial_epoch(
     epoch: int, taken: int, losses: torch.Tensor, cursor: Any, replica: Replica | None
 ) -> PartialEpoch | None:
-    if cursor is None or cursor.generator is None:
+    if cursor is None:
         return None  # the source cannot start mid-epoch: the epoch's checkpoint stands
     world = 1
     if replica is not None:  # rank 0's checkpoint holds every process's share
@@ -103,7 +107,9 @@ def _partial_epoch(
     # In one process's units (the sum of the steps' mean losses), so that a cell paused by N
     # processes resumes with any number of them.
     loss_sum = float(losses) / world
-    return PartialEpoch(epoch, taken, loss_sum, augment_state=cursor.generator.get_state())
+    # A source without augmentation (SequenceData) has no generator to record.
+    state = None if cursor.generator is None else cursor.generator.get_state()
+    return PartialEpoch(epoch, taken, loss_sum, augment_state=state)
 
 
 def _warmup_calls(execution: Execution, device: torch.device) -> int:

@@ -8,8 +8,9 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from harness.train.losses import summed_loss
 
 
 class StepProbe:
@@ -70,7 +71,7 @@ class StepProbe:
         n = output.shape[0]
         y = self._labels[self._offset : self._offset + n]
         self._offset += n
-        loss = F.cross_entropy(output.detach().double(), y, reduction="sum")
+        loss = summed_loss(output.detach().double(), y)  # per example: per image or sequence
         if self._source == "train":
             part = loss / self._total
             self._loss = part if self._loss is None else self._loss + part

@@ -17,12 +17,12 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from harness.core.execution import Execution
 from harness.data.device import DeviceData
 from harness.data.source import DataSource, StepBatch
 from harness.models.ghost_bn import accumulate_running_stats, precise_running_stats
+from harness.train.losses import summed_correct, summed_loss
 from harness.train.noise import NoiseMeter
 from harness.train.replica import Replica
 from harness.train.runtime import at_least_fp32, autocast
@@ -131,11 +131,11 @@ def train_on(
                 x = data.normalize(x_u8)
                 with autocast(device, precision):
                     logits = model(x)
-                loss = F.cross_entropy(at_least_fp32(logits), y, reduction="sum") / total
+                loss = summed_loss(at_least_fp32(logits), y) / total
                 loss.backward()
             loss_sum += loss.detach()
             if meter is not None:
-                meter.after_backward(y.numel(), batch.size, batch.step_size)
+                meter.after_backward(int(y.shape[0]), batch.size, batch.step_size)
     optimizer.step()
     return loss_sum
 
@@ -169,6 +169,9 @@ def evaluate(
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy as a fraction) in eval mode, with running BN statistics.
 
+    Per example as harness.train.losses says: for a language model the mean loss per token
+    (nats) and next-token accuracy.
+
     `split` "test" is the test set; "train" the training set without augmentation (the
     training loss the paper plots, not the mean of augmented train-mode minibatch losses):
     its first `images` images (None: all), the same ones at every call.
@@ -186,7 +189,7 @@ def evaluate(
     model.eval()
     device = data.device
     loss = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
+    correct = torch.zeros((), device=device, dtype=torch.float64)
     batches = data.train_eval_batches if split == "train" else data.test_batches
     n = data.n_train if split == "train" else data.n_test
     if split == "train" and images is not None:
@@ -200,12 +203,12 @@ def evaluate(
         x, y = x[: n - start], y[: n - start]
         with autocast(device, precision):
             logits = model(x)
-        loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
-        correct += (logits.argmax(dim=1) == y).sum()
+        loss += summed_loss(logits.float(), y).double()
+        correct += summed_correct(logits, y)
     if replica is not None:
         replica.all_reduce([loss, correct])
     # The one host sync of an evaluation.
-    return float(loss) / n, int(correct) / n
+    return float(loss) / n, float(correct) / n
 
 
 def precise_bn_stats(
