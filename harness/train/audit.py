@@ -22,7 +22,14 @@ the one-process run's).
 `AuditedData` also feeds a `harness.train.probe.StepProbe`, the numeric fingerprint's per-step
 float64 values, when the fingerprint passes one; ordinary runs do not carry one.
 
-This module owns the checksum arithmetic; `harness.analysis.gate` compares the columns.
+`AuditedSequences` does it for a token stream (`SequenceData`): the order, input-token and
+target checksums. `AUDITS` gives each way of holding a dataset its audited source.
+
+This module owns the checksum arithmetic; `harness.analysis.gate_applied` compares the columns.
+
+Not split: the three audited sources share the checksum weights and sums at the top, and
+`Audit` reads the counters each of them keeps; a module per source would pass those helpers
+and the counters' layout between four modules.
 """
 
 from __future__ import annotations
