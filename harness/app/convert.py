@@ -39,8 +39,9 @@ from harness.core.schedule_request import ResolvedSchedule, ScheduleRequest, res
 from harness.errors import UserError
 from harness.fsio import atomic_path
 
-# The models a converted suite can name: the registry's (harness.models.registry.MODELS, kept
-# equal by a test; this module imports no torch), each with the parameters it is written with.
+# The models a converted suite can name: the registry's image models (harness.models.registry
+# .MODELS with channels, kept equal by a test; this module imports no torch; a converted recipe
+# is an image recipe), each with the parameters it is written with.
 MODEL_ENTRIES = {
     "small_cnn": "{name: small_cnn}",
     "wrn": "{name: wrn, depth: 16, width: 4}",  # WRN-16-4, the paper's CIFAR-10 model
