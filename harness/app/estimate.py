@@ -277,11 +277,12 @@ def estimate(
         out.append(est)
         floor += est.images * fitted.per_image_s
     known = [e.seconds for e in out if isinstance(e, CellEstimate)]
-    totals = {
-        "serial_s": sum(known),
-        "workers": float(workers),
-        "best_s": max(makespan(known, workers), floor) if known else 0.0,
-    }
+    serial = sum(known)
+    # Never above the serial sum: the floor prices every image at the fitted line's slope,
+    # and a measured step time may lie below that line (a noisy bench), while workers that
+    # gain nothing can still run the cells one after another.
+    best = min(serial, max(makespan(known, workers), floor)) if known else 0.0
+    totals = {"serial_s": serial, "workers": float(workers), "best_s": best}
     return device, out, totals
 
 
