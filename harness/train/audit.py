@@ -193,27 +193,12 @@ class AuditedData(DeviceData):
     def test_batches(
         self, batch_size: int, shard: Shard | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        self._in_test = True
-        try:
-            for x, y in super().test_batches(batch_size, shard):
-                if self._probe is not None:
-                    self._probe.test_batch(y)
-                yield x, y
-        finally:
-            self._in_test = False
-        if self._probe is not None:
-            self._probe.end_test()
+        yield from _test_batches(self, super().test_batches(batch_size, shard))
 
     def train_eval_batches(
         self, batch_size: int, shard: Shard | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        self._in_test = True  # an evaluation: its batches are not training micro-batches
-        if self._probe is not None:
-            self._probe.end_test()  # neither a step's nor a test batch: the probe looks away
-        try:
-            yield from super().train_eval_batches(batch_size, shard)
-        finally:
-            self._in_test = False
+        yield from _train_eval_batches(self, super().train_eval_batches(batch_size, shard))
 
 
 class AuditedFolderData:
@@ -390,27 +375,43 @@ class AuditedSequences(SequenceData):
     def test_batches(
         self, batch_size: int, shard: Shard | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        self._in_test = True
-        try:
-            for x, y in super().test_batches(batch_size, shard):
-                if self._probe is not None:
-                    self._probe.test_batch(y)
-                yield x, y
-        finally:
-            self._in_test = False
-        if self._probe is not None:
-            self._probe.end_test()
+        yield from _test_batches(self, super().test_batches(batch_size, shard))
 
     def train_eval_batches(
         self, batch_size: int, shard: Shard | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        self._in_test = True
-        if self._probe is not None:
-            self._probe.end_test()
-        try:
-            yield from super().train_eval_batches(batch_size, shard)
-        finally:
-            self._in_test = False
+        yield from _train_eval_batches(self, super().train_eval_batches(batch_size, shard))
+
+
+def _test_batches(
+    source: AuditedData | AuditedSequences, batches: Iterator[tuple[Tensor, Tensor]]
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The test batches of an audited source held on the device: not training micro-batches
+    (`micro` ignores them), each shown to the probe, which is told where the test set ends."""
+    source._in_test = True
+    try:
+        for x, y in batches:
+            if source._probe is not None:
+                source._probe.test_batch(y)
+            yield x, y
+    finally:
+        source._in_test = False
+    if source._probe is not None:
+        source._probe.end_test()
+
+
+def _train_eval_batches(
+    source: AuditedData | AuditedSequences, batches: Iterator[tuple[Tensor, Tensor]]
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The training-set evaluation batches of such a source: not training micro-batches, and
+    neither a step's nor a test batch, so the probe looks away."""
+    source._in_test = True
+    if source._probe is not None:
+        source._probe.end_test()
+    try:
+        yield from batches
+    finally:
+        source._in_test = False
 
 
 AuditedSource = AuditedData | AuditedFolderData | AuditedSequences
